@@ -1,0 +1,823 @@
+//! Configuration: the TOML schema (serde, `deny_unknown_fields`, named defaults), validation that reports
+//! every problem at once, and secrets resolved from the file, an environment variable or a secret file.
+//!
+//! `Config::load(path)` is the only entry point: it parses, validates and resolves, and either returns a
+//! complete runtime configuration or the full list of [`Problem`]s.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::util::secret::{SecretString, read_secret_file};
+
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_SELF_SIGNED_DIR: &str = "./s3crypt-data/tls";
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE: usize = 64;
+pub const DEFAULT_EMBEDDED_DATA_DIR: &str = "./s3crypt-data/store";
+pub const EMBEDDED_ENDPOINT: &str = "embedded";
+
+/// One configuration problem: the key, what is wrong, and how to fix it.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (fix: {})", self.key, self.problem, self.fix)
+    }
+}
+
+/// All problems found in a configuration file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}: {} problem(s)", self.path.display(), self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// === the TOML schema ===========================================================================================
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub embedded: RawEmbedded,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub base_domains: Vec<String>,
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    #[serde(default = "default_tls_handshake_timeout", with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            mode: Mode::default(),
+            region: default_region(),
+            base_domains: Vec::new(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// `production` refuses to start without real certificates; `dev` generates a self-signed one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Production,
+    Dev,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Https,
+    Http,
+}
+
+/// What a plain-HTTP listener does with requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlainHttpPolicy {
+    /// 403 with an S3 XML error.
+    #[default]
+    Refuse,
+    /// 308 to the same URL over https.
+    Redirect,
+    /// Serve it (for a sidecar bound to localhost).
+    Allow,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+    pub protocol: Protocol,
+    pub plain_http: Option<PlainHttpPolicy>,
+    pub redirect_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    #[serde(default = "default_self_signed_dir")]
+    pub self_signed_dir: PathBuf,
+    #[serde(default = "default_cert_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            certificates: Vec::new(),
+            self_signed_dir: default_self_signed_dir(),
+            reload_interval: DEFAULT_CERT_RELOAD_INTERVAL,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub access_key_id: String,
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub buckets: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressing {
+    #[default]
+    Path,
+    Virtual,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub endpoint: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub addressing: Addressing,
+    pub access_key_id: Option<String>,
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_upstream_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_upstream_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    #[serde(default = "default_upstream_pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    #[serde(default = "default_upstream_pool_max_idle")]
+    pub pool_max_idle_per_host: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmbedded {
+    #[serde(default = "default_embedded_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub buckets: Vec<String>,
+}
+
+impl Default for RawEmbedded {
+    fn default() -> Self {
+        RawEmbedded { data_dir: default_embedded_data_dir(), buckets: Vec::new() }
+    }
+}
+
+fn default_region() -> String {
+    DEFAULT_REGION.to_owned()
+}
+fn default_drain_timeout() -> Duration {
+    DEFAULT_DRAIN_TIMEOUT
+}
+fn default_tls_handshake_timeout() -> Duration {
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT
+}
+fn default_header_read_timeout() -> Duration {
+    DEFAULT_HEADER_READ_TIMEOUT
+}
+fn default_cert_reload_interval() -> Duration {
+    DEFAULT_CERT_RELOAD_INTERVAL
+}
+fn default_self_signed_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_SELF_SIGNED_DIR)
+}
+fn default_upstream_connect_timeout() -> Duration {
+    DEFAULT_UPSTREAM_CONNECT_TIMEOUT
+}
+fn default_upstream_response_timeout() -> Duration {
+    DEFAULT_UPSTREAM_RESPONSE_TIMEOUT
+}
+fn default_upstream_pool_idle_timeout() -> Duration {
+    DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT
+}
+fn default_upstream_pool_max_idle() -> usize {
+    DEFAULT_UPSTREAM_POOL_MAX_IDLE
+}
+fn default_embedded_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_EMBEDDED_DATA_DIR)
+}
+
+// === the runtime configuration =================================================================================
+
+/// A validated configuration with every secret resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub listeners: Vec<Listener>,
+    pub tls: TlsSettings,
+    pub clients: Vec<ClientCredential>,
+    pub upstream: UpstreamSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub mode: Mode,
+    pub region: String,
+    pub base_domains: Vec<String>,
+    pub drain_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub protocol: Protocol,
+    /// Only meaningful for `Protocol::Http`.
+    pub plain_http: PlainHttpPolicy,
+    /// Port used in redirects (default: the first https listener's port).
+    pub redirect_port: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub certificates: Vec<RawCertificate>,
+    pub self_signed_dir: PathBuf,
+    pub reload_interval: Duration,
+}
+
+/// A client's credential and what it may reach.
+#[derive(Debug, Clone)]
+pub struct ClientCredential {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    /// `None` = every bucket.
+    pub buckets: Option<HashSet<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamEndpoint {
+    /// The in-process store (s3s-fs) on a local directory.
+    Embedded { data_dir: PathBuf, buckets: Vec<String> },
+    /// A real S3 endpoint.
+    Remote { uri: http::Uri },
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub endpoint: UpstreamEndpoint,
+    pub region: String,
+    pub addressing: Addressing,
+    /// `None` only for the embedded store, whose credentials are generated at start.
+    pub credentials: Option<(String, SecretString)>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Config {
+    /// Reads, parses, validates and resolves a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { path: path.to_owned(), problems };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem {
+                key: "(file)".into(),
+                problem: format!("cannot read: {e}"),
+                fix: "pass an existing, readable file to --config".into(),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, base, &|name| std::env::var(name).ok()).map_err(fail)
+    }
+
+    /// Parses and validates TOML text. Relative paths are resolved against `base`; `env` looks up variables.
+    pub fn from_toml(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<Problem>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![toml_problem(&e)])?;
+        raw.validate(base, env)
+    }
+}
+
+fn toml_problem(e: &toml::de::Error) -> Problem {
+    let msg = e.message().to_owned();
+    let fix = if msg.contains("unknown field") {
+        "remove or rename the key; proxy.toml.example lists every key".to_owned()
+    } else {
+        "correct the value's syntax or type; proxy.toml.example shows each key with its default".to_owned()
+    };
+    let key = match e.span() {
+        Some(span) => format!("(at byte {})", span.start),
+        None => "(file)".to_owned(),
+    };
+    Problem { key, problem: msg, fix }
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Problem { key: key.into(), problem: problem.into(), fix: fix.into() });
+    }
+}
+
+/// Resolves a secret given inline, by environment variable or by file; exactly one must be set.
+fn resolve_secret(
+    key: &str,
+    inline: &Option<String>,
+    env_name: &Option<String>,
+    file: &Option<PathBuf>,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<SecretString> {
+    let set = [inline.is_some(), env_name.is_some(), file.is_some()].iter().filter(|b| **b).count();
+    if set != 1 {
+        problems.push(
+            key,
+            if set == 0 { "no secret given" } else { "more than one source given" },
+            format!("set exactly one of {key}, {key}_env or {key}_file"),
+        );
+        return None;
+    }
+    if let Some(v) = inline {
+        if v.is_empty() {
+            problems.push(key, "empty", "set a non-empty secret");
+            return None;
+        }
+        return Some(SecretString::new(v.clone()));
+    }
+    if let Some(name) = env_name {
+        return match env(name) {
+            Some(v) if !v.is_empty() => Some(SecretString::new(v)),
+            _other => {
+                problems.push(
+                    format!("{key}_env"),
+                    format!("environment variable {name} is not set or empty"),
+                    format!("export {name}=<secret> before starting s3crypt"),
+                );
+                None
+            }
+        };
+    }
+    if let Some(path) = file {
+        return match read_secret_file(&base.join(path)) {
+            Ok(s) if !s.expose().is_empty() => Some(s),
+            Ok(_) => {
+                problems.push(format!("{key}_file"), "the file is empty", "write the secret into the file");
+                None
+            }
+            Err(e) => {
+                problems.push(format!("{key}_file"), e, "point at a readable file with mode 600");
+                None
+            }
+        };
+    }
+    None
+}
+
+fn valid_duration(key: &str, d: Duration, problems: &mut Problems) {
+    if d.is_zero() {
+        problems.push(key, "must be greater than zero", "use a duration such as \"10s\"");
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+        let mut p = Problems(Vec::new());
+
+        // --- server
+        let s = &self.server;
+        if s.region.is_empty() {
+            p.push("server.region", "empty", "set the region clients sign for, e.g. \"us-east-1\"");
+        }
+        for (i, d) in s.base_domains.iter().enumerate() {
+            if d.is_empty() || d.contains('/') || d.contains(':') || d.starts_with('.') {
+                p.push(
+                    format!("server.base_domains[{i}]"),
+                    format!("{d:?} is not a bare host name"),
+                    "write a domain such as \"s3.example.com\" (no scheme, port or leading dot)",
+                );
+            }
+        }
+        valid_duration("server.drain_timeout", s.drain_timeout, &mut p);
+        valid_duration("server.tls_handshake_timeout", s.tls_handshake_timeout, &mut p);
+        valid_duration("server.header_read_timeout", s.header_read_timeout, &mut p);
+
+        // --- listeners
+        let mut listeners = Vec::new();
+        if self.listeners.is_empty() {
+            p.push(
+                "listeners",
+                "no listener configured",
+                "add a [[listeners]] table with address = \"0.0.0.0:8443\" and protocol = \"https\"",
+            );
+        }
+        let first_https_port = self
+            .listeners
+            .iter()
+            .filter(|l| l.protocol == Protocol::Https)
+            .find_map(|l| l.address.parse::<SocketAddr>().ok())
+            .map(|a| a.port());
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = format!("listeners[{i}]");
+            let address = match l.address.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    p.push(
+                        format!("{key}.address"),
+                        format!("{:?} is not an IP:port socket address", l.address),
+                        "write e.g. \"0.0.0.0:8443\" or \"127.0.0.1:8080\"",
+                    );
+                    None
+                }
+            };
+            if l.protocol == Protocol::Https && (l.plain_http.is_some() || l.redirect_port.is_some()) {
+                p.push(
+                    &key,
+                    "plain_http / redirect_port only apply to protocol = \"http\"",
+                    "remove them from the https listener",
+                );
+            }
+            let plain_http = l.plain_http.unwrap_or_default();
+            if l.protocol == Protocol::Http
+                && plain_http == PlainHttpPolicy::Redirect
+                && l.redirect_port.is_none()
+                && first_https_port.is_none()
+            {
+                p.push(
+                    format!("{key}.redirect_port"),
+                    "redirect needs an https port and no https listener is configured",
+                    "set redirect_port (e.g. 443) or add an https listener",
+                );
+            }
+            if let Some(address) = address {
+                listeners.push(Listener {
+                    address,
+                    protocol: l.protocol,
+                    plain_http,
+                    redirect_port: l.redirect_port.or(first_https_port),
+                });
+            }
+        }
+        let has_https = self.listeners.iter().any(|l| l.protocol == Protocol::Https);
+
+        // --- tls
+        if has_https && self.tls.certificates.is_empty() && s.mode == Mode::Production {
+            p.push(
+                "tls.certificates",
+                "an https listener needs a certificate in production mode",
+                "add [[tls.certificates]] with cert_file and key_file, or set server.mode = \"dev\" to generate a \
+                 self-signed certificate",
+            );
+        }
+        let certificates: Vec<RawCertificate> = self
+            .tls
+            .certificates
+            .iter()
+            .map(|c| RawCertificate { cert_file: base.join(&c.cert_file), key_file: base.join(&c.key_file) })
+            .collect();
+        for (i, c) in certificates.iter().enumerate() {
+            for (what, path) in [("cert_file", &c.cert_file), ("key_file", &c.key_file)] {
+                if !path.is_file() {
+                    p.push(
+                        format!("tls.certificates[{i}].{what}"),
+                        format!("{} does not exist or is not a file", path.display()),
+                        "point at a PEM file",
+                    );
+                }
+            }
+        }
+        valid_duration("tls.reload_interval", self.tls.reload_interval, &mut p);
+
+        // --- clients
+        let mut clients = Vec::new();
+        let mut seen = HashSet::new();
+        if self.clients.is_empty() {
+            p.push(
+                "clients",
+                "no client credentials configured: nobody could authenticate",
+                "add a [[clients]] table with access_key_id and secret_access_key (or _env / _file)",
+            );
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            let key = format!("clients[{i}]");
+            if c.access_key_id.len() < 3 || !c.access_key_id.chars().all(|ch| ch.is_ascii_graphic() && ch != '/') {
+                p.push(
+                    format!("{key}.access_key_id"),
+                    "must be at least 3 printable ASCII characters without '/'",
+                    "use e.g. \"AKIAEXAMPLE123\"",
+                );
+            }
+            if !seen.insert(c.access_key_id.clone()) {
+                p.push(
+                    format!("{key}.access_key_id"),
+                    format!("{:?} is configured twice", c.access_key_id),
+                    "give each client its own access key id",
+                );
+            }
+            if let Some(b) = &c.buckets
+                && b.is_empty()
+            {
+                p.push(
+                    format!("{key}.buckets"),
+                    "an empty list would deny every bucket",
+                    "list at least one bucket, or remove the key to allow all buckets",
+                );
+            }
+            let secret = resolve_secret(
+                &format!("{key}.secret_access_key"),
+                &c.secret_access_key,
+                &c.secret_access_key_env,
+                &c.secret_access_key_file,
+                base,
+                env,
+                &mut p,
+            );
+            if let Some(secret) = secret {
+                clients.push(ClientCredential {
+                    access_key_id: c.access_key_id.clone(),
+                    secret_access_key: secret,
+                    buckets: c.buckets.as_ref().map(|b| b.iter().cloned().collect()),
+                });
+            }
+        }
+
+        // --- upstream
+        let u = &self.upstream;
+        let has_creds = u.access_key_id.is_some()
+            || u.access_key_id_env.is_some()
+            || u.secret_access_key.is_some()
+            || u.secret_access_key_env.is_some()
+            || u.secret_access_key_file.is_some();
+        let mut endpoint = None;
+        let mut credentials = None;
+        if u.endpoint == EMBEDDED_ENDPOINT {
+            if !cfg!(feature = "embedded") {
+                p.push(
+                    "upstream.endpoint",
+                    "this build has no embedded store (cargo feature \"embedded\" is off)",
+                    "rebuild with default features or point at a real S3 endpoint",
+                );
+            }
+            if has_creds {
+                p.push(
+                    "upstream.access_key_id",
+                    "credentials are generated for the embedded store and must not be set",
+                    "remove the upstream credential keys, or set endpoint to a real S3 URL",
+                );
+            }
+            for (i, b) in self.embedded.buckets.iter().enumerate() {
+                if crate::s3::validate_bucket_name(b, true).is_err() {
+                    p.push(
+                        format!("embedded.buckets[{i}]"),
+                        format!("{b:?} is not a valid bucket name"),
+                        "use 3-63 lowercase letters, digits, '.' and '-'",
+                    );
+                }
+            }
+            endpoint = Some(UpstreamEndpoint::Embedded {
+                data_dir: base.join(&self.embedded.data_dir),
+                buckets: self.embedded.buckets.clone(),
+            });
+        } else {
+            match u.endpoint.parse::<http::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http") | Some("https"))
+                        && uri.host().is_some()
+                        && uri.path() == "/"
+                        && uri.query().is_none() =>
+                {
+                    endpoint = Some(UpstreamEndpoint::Remote { uri })
+                }
+                _other => p.push(
+                    "upstream.endpoint",
+                    format!("{:?} is not \"embedded\" or an http(s)://host[:port] URL without a path", u.endpoint),
+                    "write e.g. \"https://s3.us-east-1.amazonaws.com\" or \"embedded\"",
+                ),
+            }
+            let akid = match (&u.access_key_id, &u.access_key_id_env) {
+                (Some(a), None) if !a.is_empty() => Some(a.clone()),
+                (None, Some(name)) => match env(name) {
+                    Some(v) if !v.is_empty() => Some(v),
+                    _other => {
+                        p.push(
+                            "upstream.access_key_id_env",
+                            format!("environment variable {name} is not set or empty"),
+                            format!("export {name}=<access key id>"),
+                        );
+                        None
+                    }
+                },
+                _other => {
+                    p.push(
+                        "upstream.access_key_id",
+                        "set exactly one of access_key_id or access_key_id_env",
+                        "give the upstream access key id the proxy signs with",
+                    );
+                    None
+                }
+            };
+            let secret = resolve_secret(
+                "upstream.secret_access_key",
+                &u.secret_access_key,
+                &u.secret_access_key_env,
+                &u.secret_access_key_file,
+                base,
+                env,
+                &mut p,
+            );
+            if let (Some(a), Some(s)) = (akid, secret) {
+                credentials = Some((a, s));
+            }
+        }
+        if u.region.is_empty() {
+            p.push("upstream.region", "empty", "set the upstream region, e.g. \"us-east-1\"");
+        }
+        let ca_file = u.ca_file.as_ref().map(|f| base.join(f));
+        if let Some(ca) = &ca_file
+            && !ca.is_file()
+        {
+            p.push("upstream.ca_file", format!("{} does not exist", ca.display()), "point at a PEM CA bundle");
+        }
+        valid_duration("upstream.connect_timeout", u.connect_timeout, &mut p);
+        valid_duration("upstream.response_timeout", u.response_timeout, &mut p);
+        valid_duration("upstream.pool_idle_timeout", u.pool_idle_timeout, &mut p);
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        let Some(endpoint) = endpoint else {
+            return Err(vec![Problem {
+                key: "upstream.endpoint".into(),
+                problem: "missing".into(),
+                fix: "set upstream.endpoint".into(),
+            }]);
+        };
+        Ok(Config {
+            server: ServerSettings {
+                mode: s.mode,
+                region: s.region.clone(),
+                base_domains: s.base_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+                drain_timeout: s.drain_timeout,
+                tls_handshake_timeout: s.tls_handshake_timeout,
+                header_read_timeout: s.header_read_timeout,
+            },
+            listeners,
+            tls: TlsSettings {
+                certificates,
+                self_signed_dir: base.join(&self.tls.self_signed_dir),
+                reload_interval: self.tls.reload_interval,
+            },
+            clients,
+            upstream: UpstreamSettings {
+                endpoint,
+                region: u.region.clone(),
+                addressing: u.addressing,
+                credentials,
+                ca_file,
+                connect_timeout: u.connect_timeout,
+                response_timeout: u.response_timeout,
+                pool_idle_timeout: u.pool_idle_timeout,
+                pool_max_idle_per_host: u.pool_max_idle_per_host,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const MINIMAL: &str = r#"
+        [[listeners]]
+        address = "127.0.0.1:0"
+        protocol = "https"
+        [server]
+        mode = "dev"
+        [[clients]]
+        access_key_id = "AKIDTEST"
+        secret_access_key = "secret"
+        [upstream]
+        endpoint = "embedded"
+    "#;
+
+    #[test]
+    fn a_minimal_dev_config_loads_with_defaults() {
+        let c = Config::from_toml(MINIMAL, Path::new("/tmp"), &no_env).unwrap();
+        assert_eq!(c.server.region, DEFAULT_REGION);
+        assert_eq!(c.upstream.connect_timeout, DEFAULT_UPSTREAM_CONNECT_TIMEOUT);
+        assert!(matches!(c.upstream.endpoint, UpstreamEndpoint::Embedded { .. }));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_and_named() {
+        let text = MINIMAL.replace("mode = \"dev\"", "mode = \"dev\"\nmoed = 1");
+        let problems = Config::from_toml(&text, Path::new("/tmp"), &no_env).unwrap_err();
+        assert!(problems[0].problem.contains("moed"), "{problems:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [[listeners]]
+            address = "nonsense"
+            protocol = "https"
+            [[clients]]
+            access_key_id = "x"
+            [upstream]
+            endpoint = "ftp://x"
+            region = ""
+        "#;
+        let problems = Config::from_toml(text, Path::new("/tmp"), &no_env).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "listeners[0].address",
+            "tls.certificates",
+            "clients[0].access_key_id",
+            "clients[0].secret_access_key",
+            "upstream.endpoint",
+            "upstream.access_key_id",
+            "upstream.secret_access_key",
+            "upstream.region",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_can_come_from_the_environment() {
+        let text = MINIMAL.replace("secret_access_key = \"secret\"", "secret_access_key_env = \"S3C_TEST\"");
+        let env = |n: &str| (n == "S3C_TEST").then(|| "from-env".to_owned());
+        let c = Config::from_toml(&text, Path::new("/tmp"), &env).unwrap();
+        assert_eq!(c.clients[0].secret_access_key.expose(), "from-env");
+        let problems = Config::from_toml(&text, Path::new("/tmp"), &no_env).unwrap_err();
+        assert_eq!(problems[0].key, "clients[0].secret_access_key_env");
+    }
+}

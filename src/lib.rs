@@ -1,0 +1,21 @@
+//! s3crypt: a transparent encrypting reverse proxy in front of S3.
+//!
+//! Clients speak plain S3 to the proxy over TLS; the proxy verifies their SigV4 signatures, re-signs each
+//! request for the upstream store and streams bodies through. Dependencies point down:
+//! `server → proxy → {s3, sigv4, upstream}`; `config`, `error` and `util` are leaves.
+
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod s3;
+pub mod server;
+pub mod signal;
+pub mod sigv4;
+pub mod upstream;
+pub mod util;
+
+#[cfg(test)]
+mod test_util;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,159 @@
+//! S3 protocol knowledge that is not signing: addressing (path / virtual-hosted style), bucket names,
+//! operation classification, and the header names the proxy reads or strips.
+
+pub mod checksum;
+pub mod headers;
+pub mod op;
+pub mod xml;
+
+use crate::error::ProxyError;
+use crate::sigv4::canonical::{percent_decode, uri_encode_path};
+
+/// Where a request points, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub bucket: Option<String>,
+    /// Object key, decoded (may contain any bytes S3 allows, including `/` and `//`).
+    pub key: Option<String>,
+    pub virtual_hosted: bool,
+}
+
+impl Target {
+    /// The `Resource` element of an error: `/bucket/key` as the client named it.
+    pub fn resource(&self) -> String {
+        match (&self.bucket, &self.key) {
+            (None, _) => "/".to_owned(),
+            (Some(b), None) => format!("/{b}"),
+            (Some(b), Some(k)) => format!("/{b}/{k}"),
+        }
+    }
+
+    /// The canonically encoded path for upstream: `/bucket/key` (path style) or `/key` (virtual style).
+    pub fn upstream_path(&self, virtual_style: bool) -> String {
+        let mut out = String::from("/");
+        match (&self.bucket, &self.key) {
+            (None, _) => {}
+            (Some(b), key) => {
+                if !virtual_style {
+                    uri_encode_path(b.as_bytes(), &mut out);
+                    if key.is_some() {
+                        out.push('/');
+                    }
+                }
+                if let Some(k) = key {
+                    uri_encode_path(k.as_bytes(), &mut out);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Splits `host[:port]` and lowercases the host.
+pub fn host_without_port(host: &str) -> String {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host })
+    };
+    h.to_ascii_lowercase()
+}
+
+/// Resolves the bucket and key from the Host header and the raw (still encoded) request path.
+pub fn resolve_target(host: &str, raw_path: &str, base_domains: &[String]) -> Result<Target, ProxyError> {
+    let host = host_without_port(host);
+    let vhost_bucket = base_domains.iter().find_map(|base| {
+        host.strip_suffix(base.as_str())
+            .and_then(|prefix| prefix.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+    });
+    let path = raw_path.strip_prefix('/').ok_or(ProxyError::InvalidUri)?;
+    if let Some(bucket) = vhost_bucket {
+        validate_bucket_name(&bucket, false)?;
+        let key = decode_utf8(path)?;
+        return Ok(Target { bucket: Some(bucket), key: (!key.is_empty()).then_some(key), virtual_hosted: true });
+    }
+    if path.is_empty() {
+        return Ok(Target { bucket: None, key: None, virtual_hosted: false });
+    }
+    let (bucket_raw, key_raw) = match path.split_once('/') {
+        Some((b, k)) => (b, Some(k)),
+        None => (path, None),
+    };
+    let bucket = decode_utf8(bucket_raw)?;
+    validate_bucket_name(&bucket, true)?;
+    let key = match key_raw {
+        Some(k) if !k.is_empty() => Some(decode_utf8(k)?),
+        _other => None,
+    };
+    Ok(Target { bucket: Some(bucket), key, virtual_hosted: false })
+}
+
+fn decode_utf8(raw: &str) -> Result<String, ProxyError> {
+    String::from_utf8(percent_decode(raw.as_bytes())).map_err(|_| ProxyError::InvalidUri)
+}
+
+/// Bucket name rules. `legacy` (path style) also allows the old uppercase / underscore names.
+pub fn validate_bucket_name(name: &str, legacy: bool) -> Result<(), ProxyError> {
+    let len_ok = (3..=63).contains(&name.len()) || (legacy && (1..=255).contains(&name.len()));
+    let chars_ok = name.bytes().all(|c| {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || c == b'.'
+            || c == b'-'
+            || (legacy && (c.is_ascii_uppercase() || c == b'_'))
+    });
+    if len_ok && chars_ok {
+        Ok(())
+    } else {
+        Err(ProxyError::InvalidBucketName)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_style_requests_name_bucket_then_key() {
+        let t = resolve_target("127.0.0.1:8443", "/bkt/a/b%20c", &[]).unwrap();
+        assert_eq!(t.bucket.as_deref(), Some("bkt"));
+        assert_eq!(t.key.as_deref(), Some("a/b c"));
+        assert_eq!(t.upstream_path(false), "/bkt/a/b%20c");
+        assert_eq!(t.upstream_path(true), "/a/b%20c");
+    }
+
+    #[test]
+    fn virtual_hosted_requests_take_the_bucket_from_the_host() {
+        let base = vec!["s3.example.com".to_owned()];
+        let t = resolve_target("my.bucket.s3.example.com:443", "/k", &base).unwrap();
+        assert_eq!(t.bucket.as_deref(), Some("my.bucket"));
+        assert_eq!(t.key.as_deref(), Some("k"));
+        let t = resolve_target("s3.example.com", "/bkt/k", &base).unwrap();
+        assert_eq!(t.bucket.as_deref(), Some("bkt"));
+    }
+
+    #[test]
+    fn keys_keep_double_slashes_and_are_never_normalised() {
+        let t = resolve_target("h", "/b//x/../y", &[]).unwrap();
+        assert_eq!(t.key.as_deref(), Some("/x/../y"));
+        assert_eq!(t.upstream_path(false), "/b//x/../y");
+    }
+
+    #[test]
+    fn the_root_is_list_buckets_and_a_bare_bucket_has_no_key() {
+        assert_eq!(resolve_target("h", "/", &[]).unwrap().bucket, None);
+        let t = resolve_target("h", "/bkt/", &[]).unwrap();
+        assert_eq!((t.bucket.as_deref(), t.key), (Some("bkt"), None));
+    }
+
+    #[test]
+    fn invalid_bucket_names_are_refused() {
+        assert!(resolve_target("h", "/a%2Fb/k", &[]).is_err());
+        assert!(validate_bucket_name("ab", false).is_err());
+        assert!(validate_bucket_name("Upper", false).is_err());
+        assert!(validate_bucket_name("Upper_ok", true).is_ok());
+    }
+}

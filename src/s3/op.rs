@@ -1,0 +1,215 @@
+//! Classifies a request into the S3 operation it performs: the label for logs and metrics, and the switch
+//! that decides which body transforms apply and which operations the proxy refuses.
+
+use http::{HeaderMap, Method};
+
+use super::Target;
+use super::headers::{X_AMZ_COPY_SOURCE, X_AMZ_WRITE_OFFSET_BYTES};
+use crate::error::ProxyError;
+
+/// The S3 operations the proxy tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum S3Op {
+    ListBuckets,
+    // bucket level
+    CreateBucket,
+    DeleteBucket,
+    HeadBucket,
+    ListObjects,
+    ListObjectsV2,
+    ListObjectVersions,
+    ListMultipartUploads,
+    DeleteObjects,
+    /// Any other bucket sub-resource (versioning, policy, lifecycle, cors, tagging, location ...).
+    BucketConfig,
+    // object level
+    GetObject,
+    HeadObject,
+    PutObject,
+    CopyObject,
+    DeleteObject,
+    CreateMultipartUpload,
+    UploadPart,
+    UploadPartCopy,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+    GetObjectAttributes,
+    /// Tagging, ACL, retention, legal hold, restore: bodies and headers unchanged.
+    ObjectConfig,
+}
+
+impl S3Op {
+    /// Stable label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            S3Op::ListBuckets => "ListBuckets",
+            S3Op::CreateBucket => "CreateBucket",
+            S3Op::DeleteBucket => "DeleteBucket",
+            S3Op::HeadBucket => "HeadBucket",
+            S3Op::ListObjects => "ListObjects",
+            S3Op::ListObjectsV2 => "ListObjectsV2",
+            S3Op::ListObjectVersions => "ListObjectVersions",
+            S3Op::ListMultipartUploads => "ListMultipartUploads",
+            S3Op::DeleteObjects => "DeleteObjects",
+            S3Op::BucketConfig => "BucketConfig",
+            S3Op::GetObject => "GetObject",
+            S3Op::HeadObject => "HeadObject",
+            S3Op::PutObject => "PutObject",
+            S3Op::CopyObject => "CopyObject",
+            S3Op::DeleteObject => "DeleteObject",
+            S3Op::CreateMultipartUpload => "CreateMultipartUpload",
+            S3Op::UploadPart => "UploadPart",
+            S3Op::UploadPartCopy => "UploadPartCopy",
+            S3Op::CompleteMultipartUpload => "CompleteMultipartUpload",
+            S3Op::AbortMultipartUpload => "AbortMultipartUpload",
+            S3Op::ListParts => "ListParts",
+            S3Op::GetObjectAttributes => "GetObjectAttributes",
+            S3Op::ObjectConfig => "ObjectConfig",
+        }
+    }
+
+    /// Operations whose body is object data (and so may arrive aws-chunked).
+    pub fn carries_object_data(self) -> bool {
+        matches!(self, S3Op::PutObject | S3Op::UploadPart)
+    }
+}
+
+/// Object sub-resources that are configuration, passed through unchanged.
+const OBJECT_CONFIG_SUBRESOURCES: [&str; 5] = ["tagging", "acl", "retention", "legal-hold", "restore"];
+
+/// Classifies a request. `query` holds the decoded query parameters.
+pub fn classify(
+    method: &Method,
+    target: &Target,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<S3Op, ProxyError> {
+    let has = |k: &str| query.iter().any(|(n, _)| n == k);
+    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+
+    if headers.contains_key(X_AMZ_WRITE_OFFSET_BYTES) {
+        return Err(ProxyError::NotImplemented("Append writes (x-amz-write-offset-bytes) are not supported."));
+    }
+    let Some(_bucket) = &target.bucket else {
+        return match *method {
+            Method::GET => Ok(S3Op::ListBuckets),
+            _ => Err(ProxyError::MethodNotAllowed),
+        };
+    };
+    if target.key.is_none() {
+        let op = match *method {
+            Method::GET if has("uploads") => S3Op::ListMultipartUploads,
+            Method::GET if has("versions") => S3Op::ListObjectVersions,
+            Method::GET if get("list-type") == Some("2") => S3Op::ListObjectsV2,
+            Method::GET if query.iter().all(|(k, _)| is_list_param(k)) => S3Op::ListObjects,
+            Method::GET => S3Op::BucketConfig,
+            Method::HEAD => S3Op::HeadBucket,
+            Method::PUT if query.is_empty() => S3Op::CreateBucket,
+            Method::PUT => S3Op::BucketConfig,
+            Method::DELETE if query.is_empty() => S3Op::DeleteBucket,
+            Method::DELETE => S3Op::BucketConfig,
+            Method::POST if has("delete") => S3Op::DeleteObjects,
+            Method::POST => {
+                let form = headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+                return Err(if form {
+                    ProxyError::NotImplemented("Browser POST uploads (POST policy) are not supported.")
+                } else {
+                    ProxyError::MethodNotAllowed
+                });
+            }
+            _ => return Err(ProxyError::MethodNotAllowed),
+        };
+        return Ok(op);
+    }
+    if has("select") || has("select-type") {
+        return Err(ProxyError::NotImplemented(
+            "SelectObjectContent is not supported: the store only holds ciphertext.",
+        ));
+    }
+    if has("torrent") {
+        return Err(ProxyError::NotImplemented("GetObjectTorrent is not supported."));
+    }
+    let config = OBJECT_CONFIG_SUBRESOURCES.iter().any(|s| has(s));
+    let op = match *method {
+        Method::GET if has("uploadId") => S3Op::ListParts,
+        Method::GET if has("attributes") => S3Op::GetObjectAttributes,
+        Method::GET if config => S3Op::ObjectConfig,
+        Method::GET => S3Op::GetObject,
+        Method::HEAD => S3Op::HeadObject,
+        Method::PUT if config => S3Op::ObjectConfig,
+        Method::PUT if has("partNumber") && has("uploadId") => {
+            if headers.contains_key(X_AMZ_COPY_SOURCE) {
+                S3Op::UploadPartCopy
+            } else {
+                S3Op::UploadPart
+            }
+        }
+        Method::PUT if headers.contains_key(X_AMZ_COPY_SOURCE) => S3Op::CopyObject,
+        Method::PUT => S3Op::PutObject,
+        Method::POST if has("uploads") => S3Op::CreateMultipartUpload,
+        Method::POST if has("uploadId") => S3Op::CompleteMultipartUpload,
+        Method::POST if has("restore") => S3Op::ObjectConfig,
+        Method::DELETE if has("uploadId") => S3Op::AbortMultipartUpload,
+        Method::DELETE if config => S3Op::ObjectConfig,
+        Method::DELETE => S3Op::DeleteObject,
+        _ => return Err(ProxyError::MethodNotAllowed),
+    };
+    Ok(op)
+}
+
+fn is_list_param(k: &str) -> bool {
+    matches!(k, "prefix" | "delimiter" | "marker" | "max-keys" | "encoding-type" | "x-id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(bucket: Option<&str>, key: Option<&str>) -> Target {
+        Target { bucket: bucket.map(Into::into), key: key.map(Into::into), virtual_hosted: false }
+    }
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
+    }
+
+    #[test]
+    fn object_operations_are_told_apart_by_method_query_and_headers() {
+        let h = HeaderMap::new();
+        let obj = t(Some("b"), Some("k"));
+        assert_eq!(classify(&Method::PUT, &obj, &[], &h).unwrap(), S3Op::PutObject);
+        assert_eq!(
+            classify(&Method::PUT, &obj, &q(&[("partNumber", "1"), ("uploadId", "u")]), &h).unwrap(),
+            S3Op::UploadPart
+        );
+        assert_eq!(classify(&Method::POST, &obj, &q(&[("uploads", "")]), &h).unwrap(), S3Op::CreateMultipartUpload);
+        let mut copy = HeaderMap::new();
+        copy.insert(X_AMZ_COPY_SOURCE, "/a/b".parse().unwrap());
+        assert_eq!(classify(&Method::PUT, &obj, &[], &copy).unwrap(), S3Op::CopyObject);
+        assert_eq!(classify(&Method::GET, &obj, &q(&[("tagging", "")]), &h).unwrap(), S3Op::ObjectConfig);
+    }
+
+    #[test]
+    fn bucket_operations_and_listings_are_recognised() {
+        let h = HeaderMap::new();
+        let b = t(Some("b"), None);
+        assert_eq!(classify(&Method::GET, &b, &q(&[("list-type", "2")]), &h).unwrap(), S3Op::ListObjectsV2);
+        assert_eq!(classify(&Method::GET, &b, &q(&[("prefix", "a")]), &h).unwrap(), S3Op::ListObjects);
+        assert_eq!(classify(&Method::GET, &b, &q(&[("versioning", "")]), &h).unwrap(), S3Op::BucketConfig);
+        assert_eq!(classify(&Method::GET, &t(None, None), &[], &h).unwrap(), S3Op::ListBuckets);
+    }
+
+    #[test]
+    fn select_and_append_writes_are_refused_with_not_implemented() {
+        let h = HeaderMap::new();
+        let obj = t(Some("b"), Some("k"));
+        let e = classify(&Method::POST, &obj, &q(&[("select", ""), ("select-type", "2")]), &h).unwrap_err();
+        assert_eq!(e.code(), "NotImplemented");
+        let mut a = HeaderMap::new();
+        a.insert(X_AMZ_WRITE_OFFSET_BYTES, "0".parse().unwrap());
+        assert_eq!(classify(&Method::PUT, &obj, &[], &a).unwrap_err().code(), "NotImplemented");
+    }
+}

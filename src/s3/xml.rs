@@ -1,0 +1,173 @@
+//! S3 XML: the error document the proxy writes, reading upstream error documents, and filtering
+//! ListBuckets for clients limited to some buckets. Readers work on byte ranges so that what the proxy does
+//! not change is passed on byte for byte.
+
+use bytes::Bytes;
+use quick_xml::Reader;
+use quick_xml::escape::{escape, resolve_predefined_entity};
+use quick_xml::events::Event;
+
+/// Writes `<Error><Code/><Message/><Resource/><RequestId/>[extra]</Error>` as S3 does.
+pub fn error_document(
+    code: &str,
+    message: &str,
+    resource: &str,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> Bytes {
+    let mut s = String::with_capacity(256);
+    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
+    push_element(&mut s, "Code", code);
+    push_element(&mut s, "Message", message);
+    push_element(&mut s, "Resource", resource);
+    push_element(&mut s, "RequestId", request_id);
+    for (name, value) in extra {
+        push_element(&mut s, name, value);
+    }
+    s.push_str("</Error>");
+    Bytes::from(s)
+}
+
+fn push_element(s: &mut String, name: &str, value: &str) {
+    s.push('<');
+    s.push_str(name);
+    s.push('>');
+    s.push_str(&escape(value));
+    s.push_str("</");
+    s.push_str(name);
+    s.push('>');
+}
+
+/// Appends the text of a text or entity event to `out`.
+fn push_text(ev: &Event<'_>, out: &mut String) {
+    match ev {
+        Event::Text(t) => {
+            if let Ok(s) = t.decode() {
+                out.push_str(&s);
+            }
+        }
+        Event::CData(t) => {
+            if let Ok(s) = t.decode() {
+                out.push_str(&s);
+            }
+        }
+        Event::GeneralRef(r) => {
+            if let Ok(Some(c)) = r.resolve_char_ref() {
+                out.push(c);
+            } else if let Ok(name) = r.decode()
+                && let Some(v) = resolve_predefined_entity(&name)
+            {
+                out.push_str(v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `Code` and `Message` of an S3 `<Error>` document, if the body is one.
+pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
+    let mut reader = Reader::from_reader(body);
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let (mut code, mut message) = (None::<String>, None::<String>);
+    loop {
+        let ev = reader.read_event().ok()?;
+        match &ev {
+            Event::Start(e) => path.push(e.local_name().as_ref().to_vec()),
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Eof => break,
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if path.len() == 2 && path[0] == b"Error" => {
+                let slot = match path[1].as_slice() {
+                    b"Code" => &mut code,
+                    b"Message" => &mut message,
+                    _ => continue,
+                };
+                push_text(&ev, slot.get_or_insert_with(String::new));
+            }
+            _ => {}
+        }
+    }
+    Some((code?, message.unwrap_or_default()))
+}
+
+/// Removes `<Bucket>` entries of a ListAllMyBucketsResult whose `<Name>` is not allowed.
+pub fn filter_list_buckets(body: &[u8], allowed: &dyn Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let mut reader = Reader::from_reader(body);
+    let mut depth = 0usize;
+    let mut drop_ranges: Vec<(usize, usize)> = Vec::new();
+    let mut bucket_start: Option<usize> = None;
+    let mut in_name = false;
+    let mut name = String::new();
+    loop {
+        let before = usize::try_from(reader.buffer_position()).ok()?;
+        let ev = reader.read_event().ok()?;
+        match &ev {
+            Event::Start(e) => {
+                depth += 1;
+                let local = e.local_name();
+                if depth == 3 && local.as_ref() == b"Bucket" {
+                    bucket_start = Some(before);
+                    name.clear();
+                } else if depth == 4 && bucket_start.is_some() && local.as_ref() == b"Name" {
+                    in_name = true;
+                }
+            }
+            Event::End(e) => {
+                if depth == 3 && e.local_name().as_ref() == b"Bucket" {
+                    let after = usize::try_from(reader.buffer_position()).ok()?;
+                    if let Some(start) = bucket_start.take()
+                        && !allowed(&name)
+                    {
+                        drop_ranges.push((start, after));
+                    }
+                }
+                in_name = false;
+                depth = depth.checked_sub(1)?;
+            }
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if in_name => push_text(&ev, &mut name),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut pos = 0;
+    for (start, end) in drop_ranges {
+        out.extend_from_slice(&body[pos..start]);
+        pos = end;
+    }
+    out.extend_from_slice(&body[pos..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_documents_escape_their_text() {
+        let x = error_document("NoSuchKey", "a < b & c", "/b/k<", "RID", &[("Key", "k".into())]);
+        let s = std::str::from_utf8(&x).unwrap();
+        assert!(s.contains("<Message>a &lt; b &amp; c</Message>"));
+        assert!(s.contains("<Resource>/b/k&lt;</Resource>"));
+        assert!(s.contains("<Key>k</Key>"));
+        assert_eq!(parse_error(&x), Some(("NoSuchKey".into(), "a < b & c".into())));
+    }
+
+    #[test]
+    fn non_error_bodies_are_not_parsed_as_errors() {
+        assert_eq!(parse_error(b"<ListBucketResult><Code>x</Code></ListBucketResult>"), None);
+        assert_eq!(parse_error(b"not xml at all"), None);
+    }
+
+    #[test]
+    fn list_buckets_keeps_only_allowed_buckets_byte_for_byte() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Owner><ID>o</ID></Owner><Buckets><Bucket><Name>keep</Name><CreationDate>2020</CreationDate></Bucket><Bucket><Name>drop</Name><CreationDate>2021</CreationDate></Bucket></Buckets></ListAllMyBucketsResult>"#;
+        let out = filter_list_buckets(body, &|n| n == "keep").unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("<Name>keep</Name>"));
+        assert!(!s.contains("drop"));
+        assert!(s.ends_with("</Buckets></ListAllMyBucketsResult>"));
+    }
+}

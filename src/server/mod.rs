@@ -1,0 +1,291 @@
+//! Listeners and connection lifecycle: binds every configured listener, terminates TLS (handshake deadline),
+//! serves HTTP/1.1 and HTTP/2 with hyper-util (header-read deadline), and drains on shutdown: stop accepting,
+//! let in-flight requests finish up to `server.drain_timeout`, stop the embedded store.
+
+pub mod tls;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, Listener, Mode, Protocol, ServerSettings, UpstreamEndpoint};
+use crate::proxy::{ConnInfo, Proxy};
+use crate::sigv4::verify::Verifier;
+use crate::upstream::Upstream;
+use tls::{CertFiles, CertStore};
+
+/// A listener's bound address.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddr {
+    pub protocol: Protocol,
+    pub addr: SocketAddr,
+}
+
+/// A bound, ready-to-run proxy.
+pub struct Server {
+    listeners: Vec<(TcpListener, ConnInfo)>,
+    bound: Vec<BoundAddr>,
+    proxy: Proxy,
+    tls: Option<(TlsAcceptor, Arc<CertStore>)>,
+    dev_ca_file: Option<PathBuf>,
+    settings: ServerSettings,
+    cert_reload_interval: std::time::Duration,
+    #[cfg(feature = "embedded")]
+    embedded: Option<crate::upstream::embedded::EmbeddedStore>,
+}
+
+/// Host names a development certificate covers.
+fn dev_names(config: &Config) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    for d in &config.server.base_domains {
+        names.push(d.clone());
+        names.push(format!("*.{d}"));
+    }
+    for l in &config.listeners {
+        let ip = l.address.ip();
+        if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+            names.push(ip.to_string());
+        }
+    }
+    names
+}
+
+impl Server {
+    /// Starts the embedded store if configured, loads certificates and binds every listener.
+    pub async fn bind(config: Config) -> Result<Server, String> {
+        #[cfg(feature = "embedded")]
+        let mut embedded = None;
+        let upstream = match &config.upstream.endpoint {
+            UpstreamEndpoint::Remote { uri } => {
+                let (akid, secret) =
+                    config.upstream.credentials.as_ref().ok_or("upstream credentials missing")?;
+                Upstream::new(&config.upstream, uri, akid, secret)?
+            }
+            #[cfg(feature = "embedded")]
+            UpstreamEndpoint::Embedded { data_dir, buckets } => {
+                let store = crate::upstream::embedded::EmbeddedStore::start(data_dir, buckets).await?;
+                let up = Upstream::new(&config.upstream, &store.endpoint(), &store.access_key_id, &store.secret_access_key)?;
+                embedded = Some(store);
+                up
+            }
+            #[cfg(not(feature = "embedded"))]
+            UpstreamEndpoint::Embedded { .. } => return Err("this build has no embedded store".into()),
+        };
+        let verifier = Verifier::new(&config.clients, &config.server.region);
+        let proxy = Proxy::new(verifier, upstream, config.server.base_domains.clone());
+
+        let needs_tls = config.listeners.iter().any(|l| l.protocol == Protocol::Https);
+        let mut dev_ca_file = None;
+        let tls = if needs_tls {
+            let files: Vec<CertFiles> = if config.tls.certificates.is_empty() && config.server.mode == Mode::Dev {
+                let dev = tls::ensure_dev_certificate(&config.tls.self_signed_dir, &dev_names(&config))?;
+                dev_ca_file = Some(dev.ca_file.clone());
+                vec![dev.files]
+            } else {
+                config
+                    .tls
+                    .certificates
+                    .iter()
+                    .map(|c| CertFiles { cert_file: c.cert_file.clone(), key_file: c.key_file.clone() })
+                    .collect()
+            };
+            let store = Arc::new(CertStore::load(&files)?);
+            let acceptor = TlsAcceptor::from(tls::server_config(Arc::clone(&store))?);
+            Some((acceptor, store))
+        } else {
+            None
+        };
+
+        let mut bound_listeners = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let tcp = TcpListener::bind(l.address).await.map_err(|e| format!("bind {}: {e}", l.address))?;
+            let addr = tcp.local_addr().map_err(|e| format!("bind {}: {e}", l.address))?;
+            bound_listeners.push((tcp, l.clone(), addr));
+        }
+        let first_https_port =
+            bound_listeners.iter().find(|(_, l, _)| l.protocol == Protocol::Https).map(|(_, _, a)| a.port());
+        let bound = bound_listeners.iter().map(|(_, l, a)| BoundAddr { protocol: l.protocol, addr: *a }).collect();
+        let listeners = bound_listeners
+            .into_iter()
+            .map(|(tcp, l, _)| {
+                let info = conn_info(&l, first_https_port);
+                (tcp, info)
+            })
+            .collect();
+        Ok(Server {
+            listeners,
+            bound,
+            proxy,
+            tls,
+            dev_ca_file,
+            settings: config.server.clone(),
+            cert_reload_interval: config.tls.reload_interval,
+            #[cfg(feature = "embedded")]
+            embedded,
+        })
+    }
+
+    /// Where each listener is bound.
+    pub fn addrs(&self) -> &[BoundAddr] {
+        &self.bound
+    }
+
+    /// The generated development CA, when dev mode made one.
+    pub fn dev_ca_file(&self) -> Option<&std::path::Path> {
+        self.dev_ca_file.as_deref()
+    }
+
+    /// The embedded store, when configured.
+    #[cfg(feature = "embedded")]
+    pub fn embedded(&self) -> Option<&crate::upstream::embedded::EmbeddedStore> {
+        self.embedded.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listeners, proxy, tls, settings, cert_reload_interval, .. } = self;
+        #[cfg(feature = "embedded")]
+        let embedded = self.embedded;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (conn_tx, mut conn_rx) = mpsc::channel::<(TcpStream, SocketAddr, usize)>(128);
+        let mut accept_tasks = Vec::new();
+        let infos: Vec<ConnInfo> = listeners.iter().map(|(_, i)| i.clone()).collect();
+        for (idx, (tcp, _)) in listeners.into_iter().enumerate() {
+            let tx = conn_tx.clone();
+            let mut stop = stop_rx.clone();
+            accept_tasks.push(tokio::spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        r = tcp.accept() => r,
+                        _ = stop.changed() => break,
+                    };
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            if tx.send((stream, peer, idx)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        drop(conn_tx);
+        if let Some((_, store)) = &tls {
+            tokio::spawn(tls::reload_loop(Arc::clone(store), cert_reload_interval, stop_rx.clone()));
+        }
+
+        let mut builder = ConnBuilder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
+        let acceptor = tls.map(|(a, _)| a);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer, idx) = tokio::select! {
+                c = conn_rx.recv() => match c { Some(c) => c, None => break },
+                _ = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let info = infos[idx].clone();
+            let acceptor = if info.secure { acceptor.clone() } else { None };
+            let watcher = graceful.watcher();
+            let builder = builder.clone();
+            let proxy = proxy.clone();
+            let handshake_timeout = settings.tls_handshake_timeout;
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    let info = info.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+                });
+                match acceptor {
+                    Some(acceptor) => {
+                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(client.addr = %peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                }
+            });
+        }
+        // Stop accepting: listeners close, new connections are refused.
+        let _ = stop_tx.send(true);
+        drop(conn_rx);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        tracing::info!(drain.timeout_s = settings.drain_timeout.as_secs(), "draining connections");
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::info!("all connections drained"),
+            _ = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain deadline reached; closing remaining connections"),
+        }
+        #[cfg(feature = "embedded")]
+        if let Some(store) = embedded {
+            store.stop().await;
+        }
+    }
+}
+
+fn conn_info(l: &Listener, first_https_port: Option<u16>) -> ConnInfo {
+    ConnInfo {
+        secure: l.protocol == Protocol::Https,
+        plain_http: l.plain_http,
+        redirect_port: match l.redirect_port {
+            Some(0) | None => first_https_port,
+            Some(p) => Some(p),
+        },
+    }
+}
+
+/// Prints where the server listens (and the dev CA, if one was generated) to stderr, one line each, in a
+/// fixed format scripts can read: `s3crypt: listening on https://127.0.0.1:8443`.
+pub fn announce(server: &Server) {
+    for b in server.addrs() {
+        let scheme = match b.protocol {
+            Protocol::Https => "https",
+            Protocol::Http => "http",
+        };
+        eprintln!("s3crypt: listening on {scheme}://{}", b.addr);
+    }
+    if let Some(ca) = server.dev_ca_file() {
+        eprintln!(
+            "s3crypt: dev mode: generated a development CA at {} (trust it with: aws --ca-bundle {})",
+            ca.display(),
+            ca.display()
+        );
+    }
+    #[cfg(feature = "embedded")]
+    if let Some(e) = server.embedded() {
+        eprintln!("s3crypt: embedded store on {} (data in {})", e.addr, e.data_dir.display());
+    }
+}

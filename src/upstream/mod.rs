@@ -1,0 +1,156 @@
+//! The upstream S3: a pooled hyper-util client over rustls (system roots plus an optional custom CA),
+//! connect and response deadlines, upstream URL building (path or virtual-hosted style) and re-signing.
+
+#[cfg(feature = "embedded")]
+pub mod embedded;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Addressing, UpstreamSettings};
+use crate::error::ProxyError;
+use crate::s3::Target;
+use crate::sigv4::sign::{OutboundPayload, UpstreamSigner};
+
+/// Request bodies sent upstream.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, ProxyError>;
+
+/// A configured upstream S3 endpoint.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    scheme: http::uri::Scheme,
+    /// `host[:port]` as it goes in URLs and the Host header (default ports omitted).
+    authority: String,
+    addressing: Addressing,
+    signer: UpstreamSigner,
+    response_timeout: std::time::Duration,
+}
+
+/// Builds the rustls client configuration: system roots, plus `ca_file` if given.
+fn client_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("upstream.ca_file {}: no certificate found", path.display()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // ALPN (http/1.1) is set by the hyper-rustls connector builder.
+    Ok(cfg)
+}
+
+impl Upstream {
+    /// A client for `endpoint` (scheme and authority only) signing with `access_key_id` / `secret`.
+    pub fn new(
+        settings: &UpstreamSettings,
+        endpoint: &Uri,
+        access_key_id: &str,
+        secret: &crate::util::secret::SecretString,
+    ) -> Result<Upstream, String> {
+        let scheme = endpoint.scheme().cloned().ok_or("upstream endpoint has no scheme")?;
+        let host = endpoint.host().ok_or("upstream endpoint has no host")?;
+        let default_port = if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 };
+        let authority = match endpoint.port_u16() {
+            Some(p) if p != default_port => format!("{host}:{p}"),
+            _other => host.to_owned(),
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let tls = client_tls(settings.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(Upstream {
+            client,
+            scheme,
+            authority,
+            addressing: settings.addressing,
+            signer: UpstreamSigner::new(access_key_id, secret, &settings.region),
+            response_timeout: settings.response_timeout,
+        })
+    }
+
+    /// The upstream URI for a target and an already-encoded query (without `?`), and the Host header value.
+    pub fn uri_for(&self, target: &Target, query: &str) -> Result<(Uri, String), ProxyError> {
+        let virtual_style = self.addressing == Addressing::Virtual && target.bucket.is_some();
+        let host = match (&target.bucket, virtual_style) {
+            (Some(b), true) => {
+                crate::s3::validate_bucket_name(b, false)?;
+                format!("{b}.{}", self.authority)
+            }
+            _other => self.authority.clone(),
+        };
+        let mut s = format!("{}://{host}{}", self.scheme, target.upstream_path(virtual_style));
+        if !query.is_empty() {
+            s.push('?');
+            s.push_str(query);
+        }
+        let uri = s.parse::<Uri>().map_err(|_| ProxyError::InvalidUri)?;
+        Ok((uri, host))
+    }
+
+    /// Signs and sends a request; waits for the response head within the response deadline.
+    pub async fn send(
+        &self,
+        mut req: Request<UpstreamBody>,
+        payload: &OutboundPayload,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        self.signer.sign(&mut req, payload, SystemTime::now())?;
+        let fut = self.client.request(req);
+        match tokio::time::timeout(self.response_timeout, fut).await {
+            Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify_send_error(&e)),
+        }
+    }
+}
+
+/// A failed send: our own body error (a failed verification aborted the upload) wins; otherwise it is the
+/// upstream's fault.
+fn classify_send_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if let Some(ours) = ProxyError::find_in(e) {
+        return ours.clone();
+    }
+    if e.is_connect() {
+        ProxyError::UpstreamUnavailable(format!("{e:?}"))
+    } else {
+        ProxyError::UpstreamProtocol(format!("{e:?}"))
+    }
+}
