@@ -42,7 +42,10 @@ pub enum ProxyError {
     #[error("headers present but not signed: {0:?}")]
     HeadersNotSigned(Vec<String>),
     #[error("presigned request has expired")]
-    RequestExpired { expires_secs: u64, expired_at: SystemTime },
+    RequestExpired {
+        expires_secs: u64,
+        expired_at: SystemTime,
+    },
     #[error("plain HTTP refused on this listener")]
     InsecureTransport,
     #[error("unknown access key id")]
@@ -52,7 +55,10 @@ pub enum ProxyError {
     #[error("request time too skewed")]
     RequestTimeTooSkewed { request_time: SystemTime },
     #[error("malformed authorization header: {message}")]
-    AuthorizationHeaderMalformed { message: Cow<'static, str>, region: Option<String> },
+    AuthorizationHeaderMalformed {
+        message: Cow<'static, str>,
+        region: Option<String>,
+    },
     #[error("bad presigned URL parameters: {0}")]
     AuthorizationQueryParametersError(Cow<'static, str>),
     #[error("security tokens are not accepted")]
@@ -103,7 +109,12 @@ pub enum ProxyError {
     UpstreamProtocol(String),
     /// An upstream error answered on the client's behalf, scrubbed: code, message and a few safe headers.
     #[error("upstream error {code}")]
-    Upstream { status: StatusCode, code: String, message: String, headers: Vec<(http::HeaderName, HeaderValue)> },
+    Upstream {
+        status: StatusCode,
+        code: String,
+        message: String,
+        headers: Vec<(http::HeaderName, HeaderValue)>,
+    },
 
     // --- internal ---------------------------------------------------------------------------------------
     #[error("internal error: {0}")]
@@ -187,7 +198,9 @@ impl ProxyError {
             ProxyError::MissingContentLength => StatusCode::LENGTH_REQUIRED,
             ProxyError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamAuth(_) | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamAuth(_) | ProxyError::UpstreamProtocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Upstream { status, .. } => *status,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -303,7 +316,10 @@ impl ProxyError {
     fn extra_elements(&self, now: SystemTime) -> Vec<(&'static str, String)> {
         match self {
             ProxyError::HeadersNotSigned(names) => vec![("HeadersNotSigned", names.join(", "))],
-            ProxyError::RequestExpired { expires_secs, expired_at } => vec![
+            ProxyError::RequestExpired {
+                expires_secs,
+                expired_at,
+            } => vec![
                 ("X-Amz-Expires", expires_secs.to_string()),
                 ("Expires", crate::util::time::iso8601(*expired_at)),
                 ("ServerTime", crate::util::time::iso8601(now)),
@@ -371,7 +387,13 @@ impl ProxyError {
     /// Renders the S3 XML error document.
     pub fn to_xml(&self, resource: &str, request_id: &str) -> Bytes {
         let extra = self.extra_elements(SystemTime::now());
-        xml::error_document(self.code(), &self.client_message(), resource, request_id, &extra)
+        xml::error_document(
+            self.code(),
+            &self.client_message(),
+            resource,
+            request_id,
+            &extra,
+        )
     }
 
     /// Finds a `ProxyError` in an error's source chain (a body error surfaced through hyper).
@@ -410,6 +432,9 @@ mod tests {
         #[error("outer")]
         struct Outer(#[source] ProxyError);
         let outer = Outer(ProxyError::BadDigest { algorithm: "CRC32" });
-        assert_eq!(ProxyError::find_in(&outer).map(|e| e.code()), Some("BadDigest"));
+        assert_eq!(
+            ProxyError::find_in(&outer).map(|e| e.code()),
+            Some("BadDigest")
+        );
     }
 }

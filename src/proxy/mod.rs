@@ -17,17 +17,17 @@ use hyper::body::Incoming;
 use crate::config::{ClientCredential, PlainHttpPolicy};
 use crate::error::{BoxError, ProxyError, Side};
 use crate::s3::headers::{
-    X_AMZ_CONTENT_SHA256, X_AMZ_COPY_SOURCE, X_AMZ_DATE, X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2, X_AMZ_REQUEST_ID,
-    X_AMZ_SECURITY_TOKEN, X_AMZ_TRAILER, strip_hop_by_hop,
+    X_AMZ_CONTENT_SHA256, X_AMZ_COPY_SOURCE, X_AMZ_DATE, X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2,
+    X_AMZ_REQUEST_ID, X_AMZ_SECURITY_TOKEN, X_AMZ_TRAILER, strip_hop_by_hop,
 };
 use crate::s3::op::{S3Op, classify};
 use crate::s3::{Target, resolve_target};
+use crate::sigv4::EMPTY_SHA256;
 use crate::sigv4::canonical::{canonical_query, percent_decode};
 use crate::sigv4::chunked::{AwsChunkedBody, ChunkedSpec};
 use crate::sigv4::payload::VerifiedBody;
 use crate::sigv4::sign::OutboundPayload;
 use crate::sigv4::verify::{Authenticated, PayloadMode, RequestHead, Verifier};
-use crate::sigv4::EMPTY_SHA256;
 use crate::upstream::{Upstream, UpstreamBody};
 
 /// Response bodies sent to clients.
@@ -74,7 +74,13 @@ struct RequestView {
 
 impl Proxy {
     pub fn new(verifier: Verifier, upstream: Upstream, base_domains: Vec<String>) -> Proxy {
-        Proxy { inner: Arc::new(Inner { verifier, upstream, base_domains }) }
+        Proxy {
+            inner: Arc::new(Inner {
+                verifier,
+                upstream,
+                base_domains,
+            }),
+        }
     }
 
     /// Serves one request. Never fails: errors become S3 error responses.
@@ -126,11 +132,21 @@ impl Proxy {
                 PlainHttpPolicy::Allow => {}
             }
         }
-        let host = request_host(&req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
+        let host =
+            request_host(&req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
         let target = resolve_target(&host, req.uri().path(), &self.inner.base_domains)?;
         view.resource = target.resource();
 
-        let head = RequestHead { method: req.method(), uri: req.uri(), headers: req.headers() };
+        let vhost_bucket = target
+            .virtual_hosted
+            .then_some(target.bucket.as_deref())
+            .flatten();
+        let head = RequestHead {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            vhost_bucket,
+        };
         let auth = self.inner.verifier.verify(&head, SystemTime::now())?;
         authorize(&auth.client, &target, req.headers())?;
         let op = classify(req.method(), &target, &auth.query, req.headers())?;
@@ -148,7 +164,11 @@ impl Proxy {
             prepared.content_length,
             prepared.aws_chunked,
         )?;
-        let resp = self.inner.upstream.send(upstream_req, &prepared.payload).await?;
+        let resp = self
+            .inner
+            .upstream
+            .send(upstream_req, &prepared.payload)
+            .await?;
         response::map_response(resp, op, &auth.client, parts.method == Method::HEAD).await
     }
 
@@ -187,11 +207,18 @@ impl Proxy {
         for (name, value) in &auth.hoisted_headers {
             headers.insert(name.clone(), value.clone());
         }
-        headers.insert(HOST, HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?);
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?,
+        );
         if let Some(len) = content_length {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }
-        let mut req = Request::builder().method(method.clone()).uri(uri).body(body).map_err(|e| ProxyError::Internal(e.to_string()))?;
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .body(body)
+            .map_err(|e| ProxyError::Internal(e.to_string()))?;
         *req.headers_mut() = headers;
         Ok(req)
     }
@@ -213,13 +240,18 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
-            .ok_or(ProxyError::InvalidArgument("Content-Length is not a number".into())),
+            .ok_or(ProxyError::InvalidArgument(
+                "Content-Length is not a number".into(),
+            )),
     }
 }
 
 fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(http::header::TRANSFER_ENCODING)
-        || declared_length(headers).ok().flatten().is_some_and(|n| n > 0)
+        || declared_length(headers)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n > 0)
 }
 
 /// Chooses the body transform from the signed payload mode.
@@ -290,18 +322,25 @@ fn prepare_body(
                 aws_chunked: true,
             })
         }
-        PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => Err(ProxyError::NotImplemented(
-            "Signed aws-chunked uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) are not supported yet; use \
+        PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
+            Err(ProxyError::NotImplemented(
+                "Signed aws-chunked uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) are not supported yet; use \
              UNSIGNED-PAYLOAD, a signed payload hash or STREAMING-UNSIGNED-PAYLOAD-TRAILER.",
-        )),
+            ))
+        }
     }
 }
 
 /// Removes the `aws-chunked` coding from Content-Encoding, keeping any other (e.g. `gzip`).
 fn strip_aws_chunked_encoding(headers: &mut HeaderMap) {
-    let Some(v) = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) else { return };
-    let rest: Vec<&str> =
-        v.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked")).collect();
+    let Some(v) = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let rest: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
     if rest.is_empty() {
         headers.remove(CONTENT_ENCODING);
     } else if let Ok(v) = HeaderValue::from_str(&rest.join(", ")) {
@@ -319,8 +358,14 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// A client limited to some buckets may only touch those (also as a copy source).
-fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) -> Result<(), ProxyError> {
-    let Some(allowed) = &client.buckets else { return Ok(()) };
+fn authorize(
+    client: &ClientCredential,
+    target: &Target,
+    headers: &HeaderMap,
+) -> Result<(), ProxyError> {
+    let Some(allowed) = &client.buckets else {
+        return Ok(());
+    };
     if let Some(b) = &target.bucket
         && !allowed.contains(b)
     {
@@ -338,13 +383,25 @@ fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) ->
 }
 
 /// 308 to the same host, path and query over https.
-fn redirect_to_https<B>(req: &Request<B>, port: Option<u16>) -> Result<Response<ProxyBody>, ProxyError> {
-    let host = request_host(req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
+fn redirect_to_https<B>(
+    req: &Request<B>,
+    port: Option<u16>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let host =
+        request_host(req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
     let name = crate::s3::host_without_port(&host);
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+    {
         return Err(ProxyError::InvalidArgument("invalid Host header".into()));
     }
-    let name = if name.contains(':') { format!("[{name}]") } else { name };
+    let name = if name.contains(':') {
+        format!("[{name}]")
+    } else {
+        name
+    };
     let authority = match port {
         Some(443) | None => name,
         Some(p) => format!("{name}:{p}"),
@@ -361,19 +418,32 @@ fn redirect_to_https<B>(req: &Request<B>, port: Option<u16>) -> Result<Response<
 fn log_error(e: &ProxyError, view: &RequestView, request_id: &str) {
     let op = view.op.map_or("-", S3Op::as_str);
     match e.side() {
-        Side::Client => tracing::info!(request.id = %request_id, s3.op = op, s3.code = e.code(), error = %e, "client error"),
-        Side::Upstream => tracing::warn!(request.id = %request_id, s3.op = op, s3.code = e.code(), error = %e, "upstream error"),
-        Side::Internal => tracing::error!(request.id = %request_id, s3.op = op, s3.code = e.code(), error = %e, "internal error"),
+        Side::Client => {
+            tracing::info!(request.id = %request_id, s3.op = op, s3.code = e.code(), error = %e, "client error")
+        }
+        Side::Upstream => {
+            tracing::warn!(request.id = %request_id, s3.op = op, s3.code = e.code(), error = %e, "upstream error")
+        }
+        Side::Internal => {
+            tracing::error!(request.id = %request_id, s3.op = op, s3.code = e.code(), error = %e, "internal error")
+        }
     }
 }
 
 fn error_response(e: &ProxyError, view: &RequestView, request_id: &str) -> Response<ProxyBody> {
-    let body = if view.is_head { empty_body() } else { full_body(e.to_xml(&view.resource, request_id)) };
+    let body = if view.is_head {
+        empty_body()
+    } else {
+        full_body(e.to_xml(&view.resource, request_id))
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = e.status();
     let h = resp.headers_mut();
     if !view.is_head {
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
     }
     for (k, v) in e.extra_headers() {
         h.insert(k, v);
@@ -392,7 +462,10 @@ mod tests {
     #[test]
     fn aws_chunked_is_removed_from_content_encoding_but_other_codings_stay() {
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip, aws-chunked"));
+        h.insert(
+            CONTENT_ENCODING,
+            HeaderValue::from_static("gzip, aws-chunked"),
+        );
         strip_aws_chunked_encoding(&mut h);
         assert_eq!(h.get(CONTENT_ENCODING).unwrap(), "gzip");
         h.insert(CONTENT_ENCODING, HeaderValue::from_static("aws-chunked"));
@@ -402,12 +475,22 @@ mod tests {
 
     #[test]
     fn plain_http_redirects_keep_host_path_and_query() {
-        let req = Request::builder().uri("/b/k?x=1").header(HOST, "gw.example:8080").body(()).unwrap();
+        let req = Request::builder()
+            .uri("/b/k?x=1")
+            .header(HOST, "gw.example:8080")
+            .body(())
+            .unwrap();
         let r = redirect_to_https(&req, Some(8443)).unwrap();
         assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
-        assert_eq!(r.headers()[http::header::LOCATION], "https://gw.example:8443/b/k?x=1");
+        assert_eq!(
+            r.headers()[http::header::LOCATION],
+            "https://gw.example:8443/b/k?x=1"
+        );
         let r = redirect_to_https(&req, Some(443)).unwrap();
-        assert_eq!(r.headers()[http::header::LOCATION], "https://gw.example/b/k?x=1");
+        assert_eq!(
+            r.headers()[http::header::LOCATION],
+            "https://gw.example/b/k?x=1"
+        );
     }
 
     #[test]
@@ -417,7 +500,11 @@ mod tests {
             secret_access_key: crate::util::secret::SecretString::new("s".into()),
             buckets: Some(["mine".to_owned()].into_iter().collect()),
         };
-        let t = |b: &str| Target { bucket: Some(b.into()), key: Some("k".into()), virtual_hosted: false };
+        let t = |b: &str| Target {
+            bucket: Some(b.into()),
+            key: Some("k".into()),
+            virtual_hosted: false,
+        };
         assert!(authorize(&client, &t("mine"), &HeaderMap::new()).is_ok());
         assert!(authorize(&client, &t("other"), &HeaderMap::new()).is_err());
         let mut h = HeaderMap::new();

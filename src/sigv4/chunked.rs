@@ -40,14 +40,23 @@ impl ChunkedSpec {
             .ok_or(ProxyError::MissingContentLength)?
             .trim()
             .parse::<u64>()
-            .map_err(|_| ProxyError::InvalidArgument("x-amz-decoded-content-length is not a number".into()))?;
+            .map_err(|_| {
+                ProxyError::InvalidArgument("x-amz-decoded-content-length is not a number".into())
+            })?;
         let trailer = match header_str(headers, &X_AMZ_TRAILER) {
             None => None,
-            Some(name) => Some(ChecksumAlgorithm::from_header_name(name.trim()).ok_or_else(|| {
-                ProxyError::InvalidRequest("The value specified in the x-amz-trailer header is not supported".into())
-            })?),
+            Some(name) => Some(ChecksumAlgorithm::from_header_name(name.trim()).ok_or_else(
+                || {
+                    ProxyError::InvalidRequest(
+                        "The value specified in the x-amz-trailer header is not supported".into(),
+                    )
+                },
+            )?),
         };
-        Ok(ChunkedSpec { decoded_length, trailer })
+        Ok(ChunkedSpec {
+            decoded_length,
+            trailer,
+        })
     }
 }
 
@@ -66,19 +75,24 @@ enum Phase {
     Done,
 }
 
+/// The framing state of an aws-chunked body (everything but the I/O).
+struct Framing {
+    phase: Phase,
+    spec: ChunkedSpec,
+    line: BytesMut,
+    decoded: u64,
+    checksum: Option<Checksummer>,
+    trailer_value: Option<String>,
+    trailer_bytes: usize,
+}
+
 pin_project! {
     /// Decodes an aws-chunked body into the object data.
     pub struct AwsChunkedBody<B> {
         #[pin]
         inner: B,
-        phase: Phase,
-        spec: ChunkedSpec,
-        line: BytesMut,
+        framing: Framing,
         input: Bytes,
-        decoded: u64,
-        checksum: Option<Checksummer>,
-        trailer_value: Option<String>,
-        trailer_bytes: usize,
         held: Option<Bytes>,
     }
 }
@@ -87,14 +101,16 @@ impl<B> AwsChunkedBody<B> {
     pub fn new(inner: B, spec: ChunkedSpec) -> Self {
         AwsChunkedBody {
             inner,
-            phase: Phase::Header,
-            checksum: spec.trailer.map(Checksummer::new),
-            spec,
-            line: BytesMut::new(),
+            framing: Framing {
+                phase: Phase::Header,
+                checksum: spec.trailer.map(Checksummer::new),
+                spec,
+                line: BytesMut::new(),
+                decoded: 0,
+                trailer_value: None,
+                trailer_bytes: 0,
+            },
             input: Bytes::new(),
-            decoded: 0,
-            trailer_value: None,
-            trailer_bytes: 0,
             held: None,
         }
     }
@@ -124,135 +140,156 @@ fn take_line(input: &mut Bytes, line: &mut BytesMut, max: usize) -> Result<bool,
 }
 
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ProxyError> {
-    let line = line.strip_suffix(b"\r\n").ok_or(ProxyError::MalformedChunkedBody("chunk header without CRLF"))?;
+    let line = line
+        .strip_suffix(b"\r\n")
+        .ok_or(ProxyError::MalformedChunkedBody(
+            "chunk header without CRLF",
+        ))?;
     let size_part = match line.iter().position(|b| *b == b';') {
         Some(p) => &line[..p],
         None => line,
     };
-    if size_part.is_empty() || size_part.len() > 16 || !size_part.iter().all(u8::is_ascii_hexdigit) {
-        return Err(ProxyError::MalformedChunkedBody("chunk size is not hexadecimal"));
+    if size_part.is_empty() || size_part.len() > 16 || !size_part.iter().all(u8::is_ascii_hexdigit)
+    {
+        return Err(ProxyError::MalformedChunkedBody(
+            "chunk size is not hexadecimal",
+        ));
     }
-    let text = std::str::from_utf8(size_part).map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
-    let size = u64::from_str_radix(text, 16).map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
+    let text = std::str::from_utf8(size_part)
+        .map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
+    let size = u64::from_str_radix(text, 16)
+        .map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
     if size > MAX_CHUNK_SIZE {
         return Err(ProxyError::InvalidChunkSize("chunk larger than 16 MiB"));
     }
     Ok(size)
 }
 
-impl<B> AwsChunkedBody<B> {
+impl Framing {
     /// Advances the framing over buffered input; returns decoded data when some is available.
-    fn step(
-        phase: &mut Phase,
-        input: &mut Bytes,
-        line: &mut BytesMut,
-        decoded: &mut u64,
-        spec: &ChunkedSpec,
-        checksum: &mut Option<Checksummer>,
-        trailer_value: &mut Option<String>,
-        trailer_bytes: &mut usize,
-    ) -> Result<Option<Bytes>, ProxyError> {
+    fn step(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, ProxyError> {
         loop {
             if input.is_empty() {
                 return Ok(None);
             }
-            match phase {
+            match &mut self.phase {
                 Phase::Header => {
-                    if !take_line(input, line, MAX_CHUNK_HEADER)? {
+                    if !take_line(input, &mut self.line, MAX_CHUNK_HEADER)? {
                         return Ok(None);
                     }
-                    let size = parse_chunk_size(line)?;
-                    line.clear();
-                    *phase = if size == 0 { Phase::Trailer } else { Phase::Data { remaining: size } };
+                    let size = parse_chunk_size(&self.line)?;
+                    self.line.clear();
+                    self.phase = if size == 0 {
+                        Phase::Trailer
+                    } else {
+                        Phase::Data { remaining: size }
+                    };
                 }
                 Phase::Data { remaining } => {
-                    let n = usize::try_from((*remaining).min(input.len() as u64)).unwrap_or(input.len());
+                    let n = usize::try_from((*remaining).min(input.len() as u64))
+                        .unwrap_or(input.len());
                     let data = input.split_to(n);
                     *remaining -= n as u64;
-                    *decoded += n as u64;
-                    if *decoded > spec.decoded_length {
-                        return Err(ProxyError::IncompleteBody("more data than x-amz-decoded-content-length"));
-                    }
                     if *remaining == 0 {
-                        *phase = Phase::DataEnd;
+                        self.phase = Phase::DataEnd;
                     }
-                    if let Some(c) = checksum.as_mut() {
+                    self.decoded += n as u64;
+                    if self.decoded > self.spec.decoded_length {
+                        return Err(ProxyError::IncompleteBody(
+                            "more data than x-amz-decoded-content-length",
+                        ));
+                    }
+                    if let Some(c) = self.checksum.as_mut() {
                         c.update(&data);
                     }
                     return Ok(Some(data));
                 }
                 Phase::DataEnd => {
-                    let need = 2 - line.len();
-                    let n = need.min(input.len());
-                    line.extend_from_slice(&input.split_to(n));
-                    if line.len() == 2 {
-                        if &line[..] != b"\r\n" {
-                            return Err(ProxyError::MalformedChunkedBody("chunk data not followed by CRLF"));
+                    let n = (2 - self.line.len()).min(input.len());
+                    self.line.extend_from_slice(&input.split_to(n));
+                    if self.line.len() == 2 {
+                        if &self.line[..] != b"\r\n" {
+                            return Err(ProxyError::MalformedChunkedBody(
+                                "chunk data not followed by CRLF",
+                            ));
                         }
-                        line.clear();
-                        *phase = Phase::Header;
+                        self.line.clear();
+                        self.phase = Phase::Header;
                     }
                 }
                 Phase::Trailer => {
                     let before = input.len();
-                    let complete = take_line(input, line, MAX_TRAILER_BYTES)?;
-                    *trailer_bytes += before - input.len();
-                    if *trailer_bytes > MAX_TRAILER_BYTES {
-                        return Err(ProxyError::MalformedTrailer("trailer block too large".into()));
+                    let complete = take_line(input, &mut self.line, MAX_TRAILER_BYTES)?;
+                    self.trailer_bytes += before - input.len();
+                    if self.trailer_bytes > MAX_TRAILER_BYTES {
+                        return Err(ProxyError::MalformedTrailer(
+                            "trailer block too large".into(),
+                        ));
                     }
                     if !complete {
                         return Ok(None);
                     }
-                    let this_line = std::mem::take(line);
-                    let content = this_line.strip_suffix(b"\n").unwrap_or(&this_line);
-                    let content = content.strip_suffix(b"\r").unwrap_or(content);
-                    if content.is_empty() {
-                        *phase = Phase::Finished;
-                        continue;
-                    }
-                    let text = std::str::from_utf8(content)
-                        .map_err(|_| ProxyError::MalformedTrailer("trailer is not text".into()))?;
-                    let (name, value) = text
-                        .split_once(':')
-                        .ok_or_else(|| ProxyError::MalformedTrailer("trailer line without ':'".into()))?;
-                    let name = name.trim();
-                    let declared = spec.trailer.map(ChecksumAlgorithm::header_name);
-                    if declared.is_none_or(|d| !d.eq_ignore_ascii_case(name)) || trailer_value.is_some() {
-                        return Err(ProxyError::MalformedTrailer(
-                            "The request contained trailing data that was not well-formed or did not conform to \
-                             our published schema."
-                                .into(),
-                        ));
-                    }
-                    *trailer_value = Some(value.trim().to_owned());
+                    let this_line = std::mem::take(&mut self.line);
+                    self.trailer_line(&this_line)?;
                 }
                 Phase::Finished | Phase::Done => {
-                    return Err(ProxyError::MalformedChunkedBody("data after the final chunk"));
+                    return Err(ProxyError::MalformedChunkedBody(
+                        "data after the final chunk",
+                    ));
                 }
             }
         }
     }
 
+    /// One complete trailer line (with its line ending); an empty line ends the trailer block.
+    fn trailer_line(&mut self, line: &[u8]) -> Result<(), ProxyError> {
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.is_empty() {
+            self.phase = Phase::Finished;
+            return Ok(());
+        }
+        let text = std::str::from_utf8(content)
+            .map_err(|_| ProxyError::MalformedTrailer("trailer is not text".into()))?;
+        let (name, value) = text
+            .split_once(':')
+            .ok_or_else(|| ProxyError::MalformedTrailer("trailer line without ':'".into()))?;
+        let declared = self.spec.trailer.map(ChecksumAlgorithm::header_name);
+        if declared.is_none_or(|d| !d.eq_ignore_ascii_case(name.trim()))
+            || self.trailer_value.is_some()
+        {
+            return Err(ProxyError::MalformedTrailer(
+                "The request contained trailing data that was not well-formed or did not conform to our published \
+                 schema."
+                    .into(),
+            ));
+        }
+        self.trailer_value = Some(value.trim().to_owned());
+        Ok(())
+    }
+
     /// Checks run when the body has ended: framing complete, length, trailer checksum.
-    fn finish(
-        phase: &Phase,
-        decoded: u64,
-        spec: &ChunkedSpec,
-        checksum: Option<Checksummer>,
-        trailer_value: Option<String>,
-    ) -> Result<(), ProxyError> {
-        if !matches!(phase, Phase::Finished) {
-            return Err(ProxyError::IncompleteBody("aws-chunked body ended before its final chunk"));
+    fn finish(&mut self) -> Result<(), ProxyError> {
+        let finished = matches!(self.phase, Phase::Finished);
+        self.phase = Phase::Done;
+        if !finished {
+            return Err(ProxyError::IncompleteBody(
+                "aws-chunked body ended before its final chunk",
+            ));
         }
-        if decoded != spec.decoded_length {
-            return Err(ProxyError::IncompleteBody("decoded length differs from x-amz-decoded-content-length"));
+        if self.decoded != self.spec.decoded_length {
+            return Err(ProxyError::IncompleteBody(
+                "decoded length differs from x-amz-decoded-content-length",
+            ));
         }
-        match (checksum, trailer_value) {
+        match (self.checksum.take(), self.trailer_value.take()) {
             (Some(c), Some(value)) => {
                 let alg = c.algorithm();
                 let expected = alg.decode_value(&value)?;
                 if c.finalize() != expected {
-                    return Err(ProxyError::BadDigest { algorithm: alg.display_name() });
+                    return Err(ProxyError::BadDigest {
+                        algorithm: alg.display_name(),
+                    });
                 }
                 Ok(())
             }
@@ -272,25 +309,18 @@ where
     type Data = Bytes;
     type Error = ProxyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let mut this = self.project();
         loop {
-            if matches!(this.phase, Phase::Done) {
+            if matches!(this.framing.phase, Phase::Done) {
                 return Poll::Ready(None);
             }
-            let stepped = Self::step(
-                this.phase,
-                this.input,
-                this.line,
-                this.decoded,
-                this.spec,
-                this.checksum,
-                this.trailer_value,
-                this.trailer_bytes,
-            );
-            match stepped {
+            match this.framing.step(this.input) {
                 Err(e) => {
-                    *this.phase = Phase::Done;
+                    this.framing.phase = Phase::Done;
                     this.held.take();
                     return Poll::Ready(Some(Err(e)));
                 }
@@ -309,20 +339,12 @@ where
                     }
                 }
                 Some(Err(e)) => {
-                    *this.phase = Phase::Done;
+                    this.framing.phase = Phase::Done;
                     this.held.take();
                     return Poll::Ready(Some(Err(e.into())));
                 }
                 None => {
-                    let result = Self::finish(
-                        this.phase,
-                        *this.decoded,
-                        this.spec,
-                        this.checksum.take(),
-                        this.trailer_value.take(),
-                    );
-                    *this.phase = Phase::Done;
-                    return match result {
+                    return match this.framing.finish() {
                         Ok(()) => Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b)))),
                         Err(e) => {
                             this.held.take();
@@ -335,11 +357,15 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.phase, Phase::Done) && self.held.is_none()
+        matches!(self.framing.phase, Phase::Done) && self.held.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        let remaining = self.spec.decoded_length.saturating_sub(self.decoded)
+        let remaining = self
+            .framing
+            .spec
+            .decoded_length
+            .saturating_sub(self.framing.decoded)
             + self.held.as_ref().map_or(0, |b| b.len() as u64);
         SizeHint::with_exact(remaining)
     }
@@ -352,11 +378,17 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn spec(len: u64, trailer: Option<ChecksumAlgorithm>) -> ChunkedSpec {
-        ChunkedSpec { decoded_length: len, trailer }
+        ChunkedSpec {
+            decoded_length: len,
+            trailer,
+        }
     }
 
     async fn decode(wire: &[u8], frame: usize, s: ChunkedSpec) -> Result<Bytes, ProxyError> {
-        AwsChunkedBody::new(body_in_frames(wire, frame), s).collect().await.map(|c| c.to_bytes())
+        AwsChunkedBody::new(body_in_frames(wire, frame), s)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
     }
 
     const BOTO3_SMALL: &[u8] = b"c\r\nhello world\n\r\n0\r\nx-amz-checksum-crc32:rwg7LQ==\r\n\r\n";
@@ -364,7 +396,9 @@ mod tests {
     #[tokio::test]
     async fn the_body_boto3_sends_decodes_at_every_frame_boundary() {
         for frame in 1..=BOTO3_SMALL.len() {
-            let out = decode(BOTO3_SMALL, frame, spec(12, Some(ChecksumAlgorithm::Crc32))).await.unwrap();
+            let out = decode(BOTO3_SMALL, frame, spec(12, Some(ChecksumAlgorithm::Crc32)))
+                .await
+                .unwrap();
             assert_eq!(out, "hello world\n", "frame size {frame}");
         }
     }
@@ -372,7 +406,9 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_trailer_checksum_is_bad_digest() {
         let wire = b"c\r\nhello world\n\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
-        let e = decode(wire, 7, spec(12, Some(ChecksumAlgorithm::Crc32))).await.unwrap_err();
+        let e = decode(wire, 7, spec(12, Some(ChecksumAlgorithm::Crc32)))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "BadDigest");
     }
 
@@ -385,9 +421,17 @@ mod tests {
             (b"c\r\nhello world\n\r\n", 12, "IncompleteBody"),
             (b"zz\r\nhello\r\n0\r\n\r\n", 5, "IncompleteBody"),
             (b"5\r\nhelloXX0\r\n\r\n", 5, "IncompleteBody"),
-            (b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32c:AAAAAA==\r\n\r\n", 5, "MalformedTrailerError"),
+            (
+                b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32c:AAAAAA==\r\n\r\n",
+                5,
+                "MalformedTrailerError",
+            ),
             (b"5\r\nhello\r\n0\r\n\r\n", 5, "MalformedTrailerError"),
-            (b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\nEXTRA", 5, "IncompleteBody"),
+            (
+                b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\nEXTRA",
+                5,
+                "IncompleteBody",
+            ),
             (b"2000000\r\n", 5, "InvalidChunkSizeError"),
         ];
         for (wire, len, code) in cases {
@@ -398,14 +442,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_without_trailer_is_accepted_when_none_was_declared() {
-        let out = decode(b"5\r\nhello\r\n0\r\n\r\n", 4, spec(5, None)).await.unwrap();
+        let out = decode(b"5\r\nhello\r\n0\r\n\r\n", 4, spec(5, None))
+            .await
+            .unwrap();
         assert_eq!(out, "hello");
     }
 
     #[tokio::test]
     async fn the_last_data_is_held_back_until_the_checks_pass() {
         let mut b = AwsChunkedBody::new(
-            body_from_iter(vec![&b"5\r\nhello\r\n"[..], b"5\r\nworld\r\n", b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n"]),
+            body_from_iter(vec![
+                &b"5\r\nhello\r\n"[..],
+                b"5\r\nworld\r\n",
+                b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n",
+            ]),
             spec(10, Some(ChecksumAlgorithm::Crc32)),
         );
         let first = b.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -416,7 +466,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_disconnect_is_an_error_not_an_end() {
-        let e = AwsChunkedBody::new(failing_body(vec![&b"5\r\nhel"[..]]), spec(5, None)).collect().await.unwrap_err();
+        let e = AwsChunkedBody::new(failing_body(vec![&b"5\r\nhel"[..]]), spec(5, None))
+            .collect()
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "IncompleteBody");
     }
 }

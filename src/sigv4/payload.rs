@@ -14,7 +14,11 @@ use crate::error::ProxyError;
 
 /// Maps a transport error of the client's body.
 pub fn client_body_error(e: hyper::Error) -> ProxyError {
-    if e.is_timeout() { ProxyError::RequestTimeout } else { ProxyError::ClientBody(e.to_string()) }
+    if e.is_timeout() {
+        ProxyError::RequestTimeout
+    } else {
+        ProxyError::ClientBody(e.to_string())
+    }
 }
 
 enum State {
@@ -55,14 +59,19 @@ where
     type Data = Bytes;
     type Error = ProxyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let mut this = self.project();
         loop {
             match this.state {
                 State::Done => return Poll::Ready(None),
                 State::Streaming => match ready!(this.inner.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else { continue }; // HTTP trailers are not object data
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        }; // HTTP trailers are not object data
                         if data.is_empty() {
                             continue;
                         }
@@ -80,7 +89,9 @@ where
                     }
                     None => {
                         *this.state = State::Done;
-                        if let (Some(h), Some(expected)) = (this.hasher.take(), this.expected.as_ref()) {
+                        if let (Some(h), Some(expected)) =
+                            (this.hasher.take(), this.expected.as_ref())
+                        {
                             let computed: [u8; 32] = h.finalize().into();
                             if &computed != expected {
                                 this.held.take();

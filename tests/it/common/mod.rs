@@ -1,0 +1,395 @@
+//! The test environment: a proxy on ephemeral ports in this process, in front of the embedded store or of
+//! the SeaweedFS the test command started, with an aws-sdk-s3 client through the proxy (TLS, trusting the
+//! generated dev CA), a direct client to the store, and a raw HTTP client for hand-built requests.
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_types::retry::RetryConfig;
+use s3crypt::config::{Config, Protocol};
+use s3crypt::server::Server;
+use tokio::sync::oneshot;
+
+pub const CLIENT_AK: &str = "AKIDCLIENTTEST";
+pub const CLIENT_SK: &str = "client-secret/with+special=chars";
+pub const LIMITED_AK: &str = "AKIDLIMITED";
+pub const LIMITED_SK: &str = "limited-secret";
+
+/// Which store sits behind the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-process s3s-fs store (`upstream.endpoint = "embedded"`).
+    Embedded,
+    /// SeaweedFS started by scripts/test.sh (it verifies the proxy's re-signed SigV4).
+    SeaweedFs,
+}
+
+/// Where the test command's SeaweedFS listens, and its credentials.
+pub fn seaweedfs() -> (String, String, String) {
+    let get = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!(
+                "{k} is not set: SeaweedFS tests need the SeaweedFS that scripts/test.sh installs and starts \
+                 (run ./scripts/test.sh, or export S3CRYPT_TEST_SEAWEEDFS_ENDPOINT/_ACCESS_KEY/_SECRET_KEY)"
+            )
+        })
+    };
+    (
+        get("S3CRYPT_TEST_SEAWEEDFS_ENDPOINT"),
+        get("S3CRYPT_TEST_SEAWEEDFS_ACCESS_KEY"),
+        get("S3CRYPT_TEST_SEAWEEDFS_SECRET_KEY"),
+    )
+}
+
+/// Builds a [`TestEnv`].
+pub struct TestEnvBuilder {
+    backend: Backend,
+    upstream_secret_override: Option<String>,
+    extra_listeners: Vec<(&'static str, &'static str)>,
+    certificates: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    base_domains: Vec<String>,
+}
+
+/// A running proxy and its clients.
+pub struct TestEnv {
+    /// Holds the config, certificates and embedded store data until the test ends.
+    _dir: tempfile::TempDir,
+    pub https: SocketAddr,
+    /// Plain-HTTP listeners by policy name ("refuse", "redirect", "allow").
+    pub http: Vec<(&'static str, SocketAddr)>,
+    pub ca_pem: Vec<u8>,
+    /// A bucket made for this test.
+    pub bucket: String,
+    /// The store, bypassing the proxy.
+    pub direct: Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A bucket name unique to this test process and call.
+pub fn unique_bucket(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        % 1_000_000;
+    format!("{prefix}-{pid}-{t}-{n}")
+}
+
+/// An aws-sdk-s3 client for `endpoint`, trusting `ca_pem` if given, with retries off so tests see the first
+/// answer.
+pub fn s3_client(
+    endpoint: &str,
+    ak: &str,
+    sk: &str,
+    ca_pem: Option<&[u8]>,
+    skew: Option<Duration>,
+) -> Client {
+    let mut b = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(ak, sk, None, None, "test"))
+        .force_path_style(true)
+        .retry_config(RetryConfig::disabled());
+    if let Some(ca) = ca_pem {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(
+                TlsContext::builder()
+                    .with_trust_store(TrustStore::empty().with_pem_certificate(ca.to_vec()))
+                    .build()
+                    .expect("tls context"),
+            )
+            .build_https();
+        b = b.http_client(http);
+    }
+    if let Some(skew) = skew {
+        b = b.time_source(Skewed(skew));
+    }
+    Client::from_conf(b.build())
+}
+
+/// A clock running `0` ahead of the real one.
+#[derive(Debug)]
+struct Skewed(Duration);
+
+impl aws_smithy_async::time::TimeSource for Skewed {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + self.0
+    }
+}
+
+impl TestEnv {
+    pub fn builder(backend: Backend) -> TestEnvBuilder {
+        TestEnvBuilder {
+            backend,
+            upstream_secret_override: None,
+            extra_listeners: Vec::new(),
+            certificates: Vec::new(),
+            base_domains: Vec::new(),
+        }
+    }
+
+    /// A proxy with default settings in front of `backend`.
+    pub async fn start(backend: Backend) -> TestEnv {
+        Self::builder(backend).start().await
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https.port())
+    }
+
+    /// A client through the proxy with the default (unlimited) credentials.
+    pub fn client(&self) -> Client {
+        s3_client(
+            &self.endpoint(),
+            CLIENT_AK,
+            CLIENT_SK,
+            Some(&self.ca_pem),
+            None,
+        )
+    }
+
+    /// A client through the proxy with other credentials.
+    pub fn client_as(&self, ak: &str, sk: &str) -> Client {
+        s3_client(&self.endpoint(), ak, sk, Some(&self.ca_pem), None)
+    }
+
+    /// A client through the proxy whose clock is off by `skew`.
+    pub fn client_skewed(&self, skew: Duration) -> Client {
+        s3_client(
+            &self.endpoint(),
+            CLIENT_AK,
+            CLIENT_SK,
+            Some(&self.ca_pem),
+            Some(skew),
+        )
+    }
+
+    pub fn http_addr(&self, policy: &str) -> SocketAddr {
+        self.http
+            .iter()
+            .find(|(p, _)| *p == policy)
+            .map(|(_, a)| *a)
+            .expect("no such plain-http listener")
+    }
+
+    /// The raw-request helper for this proxy.
+    pub fn raw(&self) -> raw::Raw {
+        raw::Raw::new(&self.ca_pem)
+    }
+
+    /// Signals shutdown without waiting (the proxy drains in the background).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Stops the proxy and waits for its drain.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Lists the keys the store holds in this test's bucket (bypassing the proxy).
+    pub async fn stored_keys(&self) -> Vec<String> {
+        let out = self
+            .direct
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .expect("direct list");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl TestEnvBuilder {
+    /// Sign upstream requests with a wrong secret (SeaweedFS only).
+    pub fn wrong_upstream_secret(mut self) -> Self {
+        self.upstream_secret_override = Some("definitely-not-the-secret".into());
+        self
+    }
+
+    /// Adds plain-HTTP listeners: ("refuse" | "redirect" | "allow").
+    pub fn plain_http(mut self, policies: &[&'static str]) -> Self {
+        for p in policies {
+            self.extra_listeners.push((p, p));
+        }
+        self
+    }
+
+    /// Serves these certificate files instead of the generated dev certificate.
+    pub fn certificates(mut self, files: Vec<(std::path::PathBuf, std::path::PathBuf)>) -> Self {
+        self.certificates = files;
+        self
+    }
+
+    pub fn base_domain(mut self, d: &str) -> Self {
+        self.base_domains.push(d.to_owned());
+        self
+    }
+
+    pub async fn start(self) -> TestEnv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut toml = String::from("[server]\nmode = \"dev\"\ndrain_timeout = \"5s\"\n");
+        toml.push_str(&format!("base_domains = {:?}\n", self.base_domains));
+        toml.push_str("[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"https\"\n");
+        for (policy, _) in &self.extra_listeners {
+            toml.push_str(&format!(
+                "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\nplain_http = \"{policy}\"\n"
+            ));
+        }
+        toml.push_str("[tls]\nself_signed_dir = \"tls\"\nreload_interval = \"200ms\"\n");
+        for (c, k) in &self.certificates {
+            toml.push_str(&format!(
+                "[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+                c, k
+            ));
+        }
+        toml.push_str(&format!(
+            "[[clients]]\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n\
+             [[clients]]\naccess_key_id = \"{LIMITED_AK}\"\nsecret_access_key = \"{LIMITED_SK}\"\nbuckets = [\"__LIMITED__\"]\n"
+        ));
+        let bucket = unique_bucket("s3c");
+        let toml = toml.replace("__LIMITED__", &bucket);
+        let (toml, direct_ep, direct_ak, direct_sk) = match self.backend {
+            Backend::Embedded => (
+                format!(
+                    "{toml}[upstream]\nendpoint = \"embedded\"\n[embedded]\ndata_dir = \"store\"\n"
+                ),
+                None,
+                None,
+                None,
+            ),
+            Backend::SeaweedFs => {
+                let (ep, ak, sk) = seaweedfs();
+                let used_sk = self
+                    .upstream_secret_override
+                    .clone()
+                    .unwrap_or_else(|| sk.clone());
+                (
+                    format!(
+                        "{toml}[upstream]\nendpoint = \"{ep}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{used_sk}\"\n"
+                    ),
+                    Some(ep),
+                    Some(ak),
+                    Some(sk),
+                )
+            }
+        };
+        let config = Config::from_toml(&toml, dir.path(), &|_| None)
+            .unwrap_or_else(|p| panic!("config: {p:?}"));
+        let server = Server::bind(config).await.expect("bind");
+        let https = server
+            .addrs()
+            .iter()
+            .find(|b| b.protocol == Protocol::Https)
+            .expect("https")
+            .addr;
+        let http: Vec<(&'static str, SocketAddr)> = server
+            .addrs()
+            .iter()
+            .filter(|b| b.protocol == Protocol::Http)
+            .zip(self.extra_listeners.iter())
+            .map(|(b, (p, _))| (*p, b.addr))
+            .collect();
+        let ca_pem = match server.dev_ca_file() {
+            Some(p) => std::fs::read(p).expect("ca"),
+            None => std::fs::read(dir.path().join("ca.pem")).unwrap_or_default(),
+        };
+        let direct = match (direct_ep, direct_ak, direct_sk) {
+            (Some(ep), Some(ak), Some(sk)) => s3_client(&ep, &ak, &sk, None, None),
+            _ => {
+                let e = server.embedded().expect("embedded store");
+                s3_client(
+                    &format!("http://{}", e.addr),
+                    &e.access_key_id,
+                    e.secret_access_key.expose(),
+                    None,
+                    None,
+                )
+            }
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        direct
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create test bucket");
+        TestEnv {
+            _dir: dir,
+            https,
+            http,
+            ca_pem,
+            bucket,
+            direct,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x & 0xff) as u8
+        })
+        .collect()
+}
+
+/// Runs a scenario against both backends as two tests named `<name>::embedded` and `<name>::seaweedfs`.
+#[macro_export]
+macro_rules! against_both_stores {
+    ($name:ident, $scenario:path) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                $scenario($crate::common::Backend::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn seaweedfs() {
+                $scenario($crate::common::Backend::SeaweedFs).await
+            }
+        }
+    };
+}

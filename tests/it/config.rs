@@ -1,0 +1,64 @@
+//! The configuration as shipped: proxy.toml.example loads, and `check-config` reports every problem at once.
+
+use std::path::Path;
+
+#[test]
+fn the_shipped_example_configuration_loads_and_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml.example");
+    let c = s3crypt::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners.len(), 2);
+    assert!(matches!(
+        c.upstream.endpoint,
+        s3crypt::config::UpstreamEndpoint::Embedded { .. }
+    ));
+}
+
+#[test]
+fn check_config_prints_every_problem_with_its_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[server]
+drain_timeout = "0s"
+[[listeners]]
+address = "localhost:99999"
+protocol = "https"
+[[clients]]
+access_key_id = "ok-key"
+[upstream]
+endpoint = "s3.example.com"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3crypt"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.drain_timeout",
+        "listeners[0].address",
+        "tls.certificates",
+        "clients[0].secret_access_key",
+        "upstream.endpoint",
+        "upstream.access_key_id",
+    ] {
+        assert!(text.contains(key), "{key} missing from:\n{text}");
+    }
+    assert!(text.contains("fix:"), "{text}");
+
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_s3crypt"))
+        .args(["check-config", "--config"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml.example"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}

@@ -1,0 +1,10 @@
+//! The one integration-test binary: the proxy in-process on ephemeral ports, real clients (aws-sdk-s3 and
+//! hand-built requests), real stores (the embedded s3s-fs store and SeaweedFS).
+
+mod common;
+
+mod auth;
+mod bodies;
+mod config;
+mod roundtrip;
+mod transport;
