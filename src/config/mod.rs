@@ -216,6 +216,7 @@ pub struct RawUpstream {
     pub secret_access_key_env: Option<String>,
     pub secret_access_key_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    pub resolve_to: Option<std::net::IpAddr>,
     #[serde(default = "default_upstream_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(
@@ -355,6 +356,8 @@ pub struct UpstreamSettings {
     /// `None` only for the embedded store, whose credentials are generated at start.
     pub credentials: Option<(String, SecretString)>,
     pub ca_file: Option<PathBuf>,
+    /// Connect to this address instead of resolving the endpoint's host.
+    pub resolve_to: Option<std::net::IpAddr>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
@@ -833,6 +836,7 @@ impl RawConfig {
                 addressing: u.addressing,
                 credentials,
                 ca_file,
+                resolve_to: u.resolve_to,
                 connect_timeout: u.connect_timeout,
                 response_timeout: u.response_timeout,
                 pool_idle_timeout: u.pool_idle_timeout,

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Addressing, UpstreamSettings};
@@ -24,9 +25,53 @@ use crate::sigv4::sign::{OutboundPayload, UpstreamSigner};
 /// Request bodies sent upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, ProxyError>;
 
+/// Name resolution for the upstream: the system resolver, or a fixed address (`upstream.resolve_to`, like curl's
+/// `--resolve`: for private endpoints and split-horizon DNS; the Host header and TLS name stay the endpoint's).
+#[derive(Clone)]
+pub enum UpstreamResolver {
+    System(GaiResolver),
+    Fixed(std::net::IpAddr),
+}
+
+type ResolveFuture = std::pin::Pin<
+    Box<
+        dyn Future<Output = Result<std::vec::IntoIter<std::net::SocketAddr>, std::io::Error>>
+            + Send,
+    >,
+>;
+
+impl tower_service::Service<Name> for UpstreamResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = ResolveFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        match self {
+            UpstreamResolver::System(r) => r.poll_ready(cx),
+            UpstreamResolver::Fixed(_) => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, name: Name) -> ResolveFuture {
+        match self {
+            UpstreamResolver::System(r) => {
+                let fut = r.call(name);
+                Box::pin(async move { Ok(fut.await?.collect::<Vec<_>>().into_iter()) })
+            }
+            UpstreamResolver::Fixed(ip) => {
+                let addr = std::net::SocketAddr::new(*ip, 0);
+                Box::pin(async move { Ok(vec![addr].into_iter()) })
+            }
+        }
+    }
+}
+
 /// A configured upstream S3 endpoint.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: Client<HttpsConnector<HttpConnector<UpstreamResolver>>, UpstreamBody>,
     scheme: http::uri::Scheme,
     /// `host[:port]` as it goes in URLs and the Host header (default ports omitted).
     authority: String,
@@ -93,7 +138,11 @@ impl Upstream {
             Some(p) if p != default_port => format!("{host}:{p}"),
             _other => host.to_owned(),
         };
-        let mut http = HttpConnector::new();
+        let resolver = match settings.resolve_to {
+            Some(ip) => UpstreamResolver::Fixed(ip),
+            None => UpstreamResolver::System(GaiResolver::new()),
+        };
+        let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));

@@ -346,3 +346,71 @@ async fn an_upload_in_flight_at_shutdown_completes_and_new_connections_are_refus
     assert_eq!(got.content_length(), Some(total as i64));
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_https_upstream_is_trusted_through_its_ca_file_and_addressed_virtual_hosted_style() {
+    // Proxy B (embedded store, virtual-hosted style on s3b.test) is the upstream of proxy A, reached over TLS
+    // with B's development CA as upstream.ca_file, bucket in the host name, connecting to 127.0.0.1.
+    let b = TestEnv::builder(Backend::Embedded)
+        .base_domain("s3b.test")
+        .start()
+        .await;
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), &b.ca_pem).unwrap();
+    let upstream = format!(
+        "[upstream]\nendpoint = \"https://s3b.test:{}\"\naddressing = \"virtual\"\nresolve_to = \"127.0.0.1\"\n\
+         ca_file = {:?}\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n",
+        b.https.port(),
+        ca_file.path()
+    );
+    let a = TestEnv::builder(Backend::Custom)
+        .custom_upstream(upstream, b.client())
+        .start()
+        .await;
+    let c = a.client();
+    c.put_object()
+        .bucket(&a.bucket)
+        .key("chained/obj")
+        .body(ByteStream::from_static(b"through two proxies"))
+        .send()
+        .await
+        .unwrap();
+    let got = c
+        .get_object()
+        .bucket(&a.bucket)
+        .key("chained/obj")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        &got.body.collect().await.unwrap().into_bytes()[..],
+        b"through two proxies"
+    );
+    assert_eq!(a.stored_keys().await, vec!["chained/obj".to_owned()]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_https_upstream_with_an_untrusted_certificate_is_a_gateway_error() {
+    let b = TestEnv::start(Backend::Embedded).await;
+    let upstream = format!(
+        "[upstream]\nendpoint = \"https://127.0.0.1:{}\"\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n",
+        b.https.port()
+    );
+    let a = TestEnv::builder(Backend::Custom)
+        .custom_upstream(upstream, b.client())
+        .start()
+        .await;
+    let url = format!("{}/{}/k", a.endpoint(), a.bucket);
+    let r = a
+        .raw()
+        .send(signed(Method::GET, &url, &[], b"", CLIENT_AK, CLIENT_SK))
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_deref()),
+        (503, Some("ServiceUnavailable"))
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

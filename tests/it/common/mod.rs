@@ -28,6 +28,8 @@ pub enum Backend {
     Embedded,
     /// SeaweedFS started by scripts/test.sh (it verifies the proxy's re-signed SigV4).
     SeaweedFs,
+    /// Whatever `TestEnvBuilder::custom_upstream` says.
+    Custom,
 }
 
 /// Where the test command's SeaweedFS listens, and its credentials.
@@ -54,6 +56,7 @@ pub struct TestEnvBuilder {
     extra_listeners: Vec<(&'static str, &'static str)>,
     certificates: Vec<(std::path::PathBuf, std::path::PathBuf)>,
     base_domains: Vec<String>,
+    custom_upstream: Option<(String, Client)>,
 }
 
 /// A running proxy and its clients.
@@ -140,6 +143,7 @@ impl TestEnv {
             extra_listeners: Vec::new(),
             certificates: Vec::new(),
             base_domains: Vec::new(),
+            custom_upstream: None,
         }
     }
 
@@ -254,6 +258,12 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Uses this `[upstream]` table, and `direct` to reach the store behind it (with `Backend::Custom`).
+    pub fn custom_upstream(mut self, upstream_toml: String, direct: Client) -> Self {
+        self.custom_upstream = Some((upstream_toml, direct));
+        self
+    }
+
     pub fn base_domain(mut self, d: &str) -> Self {
         self.base_domains.push(d.to_owned());
         self
@@ -282,7 +292,13 @@ impl TestEnvBuilder {
         ));
         let bucket = unique_bucket("s3c");
         let toml = toml.replace("__LIMITED__", &bucket);
+        let mut custom_direct = None;
         let (toml, direct_ep, direct_ak, direct_sk) = match self.backend {
+            Backend::Custom => {
+                let (up, direct) = self.custom_upstream.clone().expect("custom_upstream");
+                custom_direct = Some(direct);
+                (format!("{toml}{up}"), None, None, None)
+            }
             Backend::Embedded => (
                 format!(
                     "{toml}[upstream]\nendpoint = \"embedded\"\n[embedded]\ndata_dir = \"store\"\n"
@@ -327,8 +343,9 @@ impl TestEnvBuilder {
             Some(p) => std::fs::read(p).expect("ca"),
             None => std::fs::read(dir.path().join("ca.pem")).unwrap_or_default(),
         };
-        let direct = match (direct_ep, direct_ak, direct_sk) {
-            (Some(ep), Some(ak), Some(sk)) => s3_client(&ep, &ak, &sk, None, None),
+        let direct = match (direct_ep, direct_ak, direct_sk, custom_direct) {
+            (_, _, _, Some(direct)) => direct,
+            (Some(ep), Some(ak), Some(sk), None) => s3_client(&ep, &ak, &sk, None, None),
             _ => {
                 let e = server.embedded().expect("embedded store");
                 s3_client(
