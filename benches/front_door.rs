@@ -16,7 +16,7 @@ use s3crypt::config::ClientCredential;
 use s3crypt::error::ProxyError;
 use s3crypt::s3::checksum::{ChecksumAlgorithm, Checksummer};
 use s3crypt::sigv4::chunked::{AwsChunkedBody, ChunkedSpec};
-use s3crypt::sigv4::payload::VerifiedBody;
+use s3crypt::sigv4::payload::{CheckedBody, Checks};
 use s3crypt::sigv4::sign::{OutboundPayload, UpstreamSigner};
 use s3crypt::sigv4::verify::{RequestHead, Verifier};
 use s3crypt::util::secret::SecretString;
@@ -27,32 +27,20 @@ struct Frames(VecDeque<Bytes>);
 impl Body for Frames {
     type Data = Bytes;
     type Error = ProxyError;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
     }
 }
 
 fn frames(data: &Bytes, size: usize) -> Frames {
-    Frames(
-        (0..data.len())
-            .step_by(size)
-            .map(|i| data.slice(i..(i + size).min(data.len())))
-            .collect(),
-    )
+    Frames((0..data.len()).step_by(size).map(|i| data.slice(i..(i + size).min(data.len()))).collect())
 }
 
 fn sigv4(c: &mut Criterion) {
     let secret = SecretString::new("bench-secret".into());
     let signer = UpstreamSigner::new("AKIDBENCH", &secret, "us-east-1");
     let verifier = Verifier::new(
-        &[ClientCredential {
-            access_key_id: "AKIDBENCH".into(),
-            secret_access_key: secret,
-            buckets: None,
-        }],
+        &[ClientCredential { access_key_id: "AKIDBENCH".into(), secret_access_key: secret, buckets: None }],
         "us-east-1",
         false,
     );
@@ -65,31 +53,18 @@ fn sigv4(c: &mut Criterion) {
         .header("x-amz-meta-owner", "bench")
         .body(())
         .unwrap();
-    signer
-        .sign(&mut req, &OutboundPayload::Unsigned, now)
-        .unwrap();
+    signer.sign(&mut req, &OutboundPayload::Unsigned, now).unwrap();
     let mut g = c.benchmark_group("sigv4");
     g.bench_function("verify_header_auth", |b| {
         b.iter(|| {
-            let head = RequestHead {
-                method: &Method::PUT,
-                uri: req.uri(),
-                headers: req.headers(),
-                vhost_bucket: None,
-            };
+            let head = RequestHead { method: &Method::PUT, uri: req.uri(), headers: req.headers(), vhost_bucket: None };
             verifier.verify(&head, now).unwrap()
         })
     });
     g.bench_function("sign_outbound", |b| {
         b.iter(|| {
-            let mut r = Request::builder()
-                .method("GET")
-                .uri("https://s3.example.com/b/k")
-                .body(())
-                .unwrap();
-            signer
-                .sign(&mut r, &OutboundPayload::Unsigned, now)
-                .unwrap();
+            let mut r = Request::builder().method("GET").uri("https://s3.example.com/b/k").body(()).unwrap();
+            signer.sign(&mut r, &OutboundPayload::Unsigned, now).unwrap();
             r
         })
     });
@@ -97,9 +72,7 @@ fn sigv4(c: &mut Criterion) {
 }
 
 fn bodies(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let len = 8 * 1024 * 1024;
     let data = Bytes::from((0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>());
     let hash: [u8; 32] = sha2::Sha256::digest(&data).into();
@@ -117,20 +90,12 @@ fn bodies(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("bodies_8MiB_in_64KiB_frames");
     g.throughput(Throughput::Bytes(len as u64));
-    g.bench_function("raw_sha256 (primitive)", |b| {
-        b.iter(|| sha2::Sha256::digest(&data))
-    });
+    g.bench_function("raw_sha256 (primitive)", |b| b.iter(|| sha2::Sha256::digest(&data)));
     g.bench_function("verified_body_sha256", |b| {
-        b.iter(|| {
-            rt.block_on(VerifiedBody::new(frames(&data, 65_536), Some(hash)).collect())
-                .unwrap()
-        })
+        b.iter(|| rt.block_on(CheckedBody::new(frames(&data, 65_536), Checks::new().sha256(hash)).collect()).unwrap())
     });
     g.bench_function("passthrough_body", |b| {
-        b.iter(|| {
-            rt.block_on(VerifiedBody::new(frames(&data, 65_536), None).collect())
-                .unwrap()
-        })
+        b.iter(|| rt.block_on(CheckedBody::new(frames(&data, 65_536), Checks::new()).collect()).unwrap())
     });
     g.bench_function("raw_crc32 (primitive)", |b| {
         b.iter(|| {
@@ -141,12 +106,8 @@ fn bodies(c: &mut Criterion) {
     });
     g.bench_function("aws_chunked_decode_crc32", |b| {
         b.iter(|| {
-            let spec = ChunkedSpec {
-                decoded_length: len as u64,
-                trailer: Some(ChecksumAlgorithm::Crc32),
-            };
-            rt.block_on(AwsChunkedBody::new(frames(&wire, 65_536), spec).collect())
-                .unwrap()
+            let spec = ChunkedSpec { decoded_length: len as u64, trailer: Some(ChecksumAlgorithm::Crc32) };
+            rt.block_on(AwsChunkedBody::new(frames(&wire, 65_536), spec).collect()).unwrap()
         })
     });
     g.finish();

@@ -42,10 +42,7 @@ pub enum ProxyError {
     #[error("headers present but not signed: {0:?}")]
     HeadersNotSigned(Vec<String>),
     #[error("presigned request has expired")]
-    RequestExpired {
-        expires_secs: u64,
-        expired_at: SystemTime,
-    },
+    RequestExpired { expires_secs: u64, expired_at: SystemTime },
     #[error("plain HTTP refused on this listener")]
     InsecureTransport,
     #[error("unknown access key id")]
@@ -55,10 +52,7 @@ pub enum ProxyError {
     #[error("request time too skewed")]
     RequestTimeTooSkewed { request_time: SystemTime },
     #[error("malformed authorization header: {message}")]
-    AuthorizationHeaderMalformed {
-        message: Cow<'static, str>,
-        region: Option<String>,
-    },
+    AuthorizationHeaderMalformed { message: Cow<'static, str>, region: Option<String> },
     #[error("bad presigned URL parameters: {0}")]
     AuthorizationQueryParametersError(Cow<'static, str>),
     #[error("security tokens are not accepted")]
@@ -93,6 +87,10 @@ pub enum ProxyError {
     MalformedTrailer(Cow<'static, str>),
     #[error("{algorithm} checksum mismatch")]
     BadDigest { algorithm: &'static str },
+    #[error("malformed Content-MD5")]
+    InvalidDigest,
+    #[error("request body too large for the operation")]
+    EntityTooLarge,
     #[error("client body read failed: {0}")]
     ClientBody(String),
     #[error("client body read timed out")]
@@ -109,12 +107,7 @@ pub enum ProxyError {
     UpstreamProtocol(String),
     /// An upstream error answered on the client's behalf, scrubbed: code, message and a few safe headers.
     #[error("upstream error {code}")]
-    Upstream {
-        status: StatusCode,
-        code: String,
-        message: String,
-        headers: Vec<(http::HeaderName, HeaderValue)>,
-    },
+    Upstream { status: StatusCode, code: String, message: String, headers: Vec<(http::HeaderName, HeaderValue)> },
 
     // --- internal ---------------------------------------------------------------------------------------
     #[error("internal error: {0}")]
@@ -157,6 +150,8 @@ impl ProxyError {
             ProxyError::InvalidChunkSize(_) => "InvalidChunkSizeError",
             ProxyError::MalformedTrailer(_) => "MalformedTrailerError",
             ProxyError::BadDigest { .. } => "BadDigest",
+            ProxyError::InvalidDigest => "InvalidDigest",
+            ProxyError::EntityTooLarge => "EntityTooLarge",
             ProxyError::ClientBody(_) => "IncompleteBody",
             ProxyError::RequestTimeout => "RequestTimeout",
             ProxyError::UpstreamUnavailable(_) => "ServiceUnavailable",
@@ -191,6 +186,8 @@ impl ProxyError {
             | ProxyError::InvalidChunkSize(_)
             | ProxyError::MalformedTrailer(_)
             | ProxyError::BadDigest { .. }
+            | ProxyError::InvalidDigest
+            | ProxyError::EntityTooLarge
             | ProxyError::ClientBody(_)
             | ProxyError::RequestTimeout => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -198,9 +195,7 @@ impl ProxyError {
             ProxyError::MissingContentLength => StatusCode::LENGTH_REQUIRED,
             ProxyError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamAuth(_) | ProxyError::UpstreamProtocol(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamAuth(_) | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream { status, .. } => *status,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -232,6 +227,8 @@ impl ProxyError {
             | ProxyError::InvalidChunkSize(_)
             | ProxyError::MalformedTrailer(_)
             | ProxyError::BadDigest { .. }
+            | ProxyError::InvalidDigest
+            | ProxyError::EntityTooLarge
             | ProxyError::ClientBody(_)
             | ProxyError::RequestTimeout => Side::Client,
             ProxyError::UpstreamUnavailable(_)
@@ -254,9 +251,7 @@ impl ProxyError {
     pub fn client_message(&self) -> Cow<'_, str> {
         match self {
             ProxyError::AccessDenied(msg) => Cow::Borrowed(msg),
-            ProxyError::HeadersNotSigned(_) => {
-                "There were headers present in the request which were not signed".into()
-            }
+            ProxyError::HeadersNotSigned(_) => "There were headers present in the request which were not signed".into(),
             ProxyError::RequestExpired { .. } => "Request has expired".into(),
             ProxyError::InsecureTransport => {
                 "Requests to this endpoint must use HTTPS; plain HTTP is refused by policy.".into()
@@ -277,9 +272,7 @@ impl ProxyError {
             ProxyError::InvalidArgument(msg) => Cow::Borrowed(msg),
             ProxyError::InvalidBucketName => "The specified bucket is not valid.".into(),
             ProxyError::InvalidUri => "Couldn't parse the specified URI.".into(),
-            ProxyError::MethodNotAllowed => {
-                "The specified method is not allowed against this resource.".into()
-            }
+            ProxyError::MethodNotAllowed => "The specified method is not allowed against this resource.".into(),
             ProxyError::NotImplemented(msg) => Cow::Borrowed(msg),
             ProxyError::MissingContentLength => "You must provide the Content-Length HTTP header.".into(),
             ProxyError::ContentSha256Mismatch { .. } => {
@@ -298,6 +291,8 @@ impl ProxyError {
             ProxyError::BadDigest { algorithm } => {
                 format!("The {algorithm} you specified did not match the calculated checksum.").into()
             }
+            ProxyError::InvalidDigest => "The Content-MD5 you specified was invalid.".into(),
+            ProxyError::EntityTooLarge => "Your proposed upload exceeds the maximum allowed size.".into(),
             ProxyError::RequestTimeout => "Your socket connection to the server was not read from or written \
                  to within the timeout period."
                 .into(),
@@ -316,10 +311,7 @@ impl ProxyError {
     fn extra_elements(&self, now: SystemTime) -> Vec<(&'static str, String)> {
         match self {
             ProxyError::HeadersNotSigned(names) => vec![("HeadersNotSigned", names.join(", "))],
-            ProxyError::RequestExpired {
-                expires_secs,
-                expired_at,
-            } => vec![
+            ProxyError::RequestExpired { expires_secs, expired_at } => vec![
                 ("X-Amz-Expires", expires_secs.to_string()),
                 ("Expires", crate::util::time::iso8601(*expired_at)),
                 ("ServerTime", crate::util::time::iso8601(now)),
@@ -341,10 +333,9 @@ impl ProxyError {
             ProxyError::AuthorizationHeaderMalformed { region, .. } => {
                 region.iter().map(|r| ("Region", r.clone())).collect()
             }
-            ProxyError::ContentSha256Mismatch { client, computed } => vec![
-                ("ClientComputedContentSHA256", client.clone()),
-                ("S3ComputedContentSHA256", computed.clone()),
-            ],
+            ProxyError::ContentSha256Mismatch { client, computed } => {
+                vec![("ClientComputedContentSHA256", client.clone()), ("S3ComputedContentSHA256", computed.clone())]
+            }
             ProxyError::AccessDenied(_)
             | ProxyError::InsecureTransport
             | ProxyError::AuthorizationQueryParametersError(_)
@@ -361,6 +352,8 @@ impl ProxyError {
             | ProxyError::InvalidChunkSize(_)
             | ProxyError::MalformedTrailer(_)
             | ProxyError::BadDigest { .. }
+            | ProxyError::InvalidDigest
+            | ProxyError::EntityTooLarge
             | ProxyError::ClientBody(_)
             | ProxyError::RequestTimeout
             | ProxyError::UpstreamUnavailable(_)
@@ -387,13 +380,7 @@ impl ProxyError {
     /// Renders the S3 XML error document.
     pub fn to_xml(&self, resource: &str, request_id: &str) -> Bytes {
         let extra = self.extra_elements(SystemTime::now());
-        xml::error_document(
-            self.code(),
-            &self.client_message(),
-            resource,
-            request_id,
-            &extra,
-        )
+        xml::error_document(self.code(), &self.client_message(), resource, request_id, &extra)
     }
 
     /// Finds a `ProxyError` in an error's source chain (a body error surfaced through hyper).
@@ -432,9 +419,6 @@ mod tests {
         #[error("outer")]
         struct Outer(#[source] ProxyError);
         let outer = Outer(ProxyError::BadDigest { algorithm: "CRC32" });
-        assert_eq!(
-            ProxyError::find_in(&outer).map(|e| e.code()),
-            Some("BadDigest")
-        );
+        assert_eq!(ProxyError::find_in(&outer).map(|e| e.code()), Some("BadDigest"));
     }
 }

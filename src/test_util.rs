@@ -18,10 +18,7 @@ impl Body for FramesBody {
     type Data = Bytes;
     type Error = ProxyError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         Poll::Ready(self.frames.pop_front().map(|f| match f {
             Some(b) => Ok(Frame::data(b)),
             None => Err(ProxyError::ClientBody("scripted failure".into())),
@@ -31,22 +28,12 @@ impl Body for FramesBody {
 
 /// A body made of the given byte slices, one frame each.
 pub fn body_from_iter<T: AsRef<[u8]>>(parts: Vec<T>) -> FramesBody {
-    FramesBody {
-        frames: parts
-            .into_iter()
-            .map(|p| Some(Bytes::copy_from_slice(p.as_ref())))
-            .collect(),
-    }
+    FramesBody { frames: parts.into_iter().map(|p| Some(Bytes::copy_from_slice(p.as_ref()))).collect() }
 }
 
 /// Splits `data` into frames of `size` bytes.
 pub fn body_in_frames(data: &[u8], size: usize) -> FramesBody {
-    FramesBody {
-        frames: data
-            .chunks(size.max(1))
-            .map(|c| Some(Bytes::copy_from_slice(c)))
-            .collect(),
-    }
+    FramesBody { frames: data.chunks(size.max(1)).map(|c| Some(Bytes::copy_from_slice(c))).collect() }
 }
 
 /// A body that fails after the given frames.

@@ -52,12 +52,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{}: {} problem(s)",
-            self.path.display(),
-            self.problems.len()
-        )?;
+        writeln!(f, "{}: {} problem(s)", self.path.display(), self.problems.len())?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -194,6 +189,17 @@ pub struct RawClient {
     pub buckets: Option<Vec<String>>,
 }
 
+/// How upload bodies are framed towards the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadChecksum {
+    /// aws-chunked with a CRC32 trailer: the store rejects aborted or corrupted uploads.
+    #[default]
+    Crc32,
+    /// Plain `Content-Length` bodies (for stores without aws-chunked support).
+    None,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Addressing {
@@ -217,17 +223,13 @@ pub struct RawUpstream {
     pub secret_access_key_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub resolve_to: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub upload_checksum: UploadChecksum,
     #[serde(default = "default_upstream_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    #[serde(
-        default = "default_upstream_response_timeout",
-        with = "humantime_serde"
-    )]
+    #[serde(default = "default_upstream_response_timeout", with = "humantime_serde")]
     pub response_timeout: Duration,
-    #[serde(
-        default = "default_upstream_pool_idle_timeout",
-        with = "humantime_serde"
-    )]
+    #[serde(default = "default_upstream_pool_idle_timeout", with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
     #[serde(default = "default_upstream_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
@@ -244,10 +246,7 @@ pub struct RawEmbedded {
 
 impl Default for RawEmbedded {
     fn default() -> Self {
-        RawEmbedded {
-            data_dir: default_embedded_data_dir(),
-            buckets: Vec::new(),
-        }
+        RawEmbedded { data_dir: default_embedded_data_dir(), buckets: Vec::new() }
     }
 }
 
@@ -340,10 +339,7 @@ pub struct ClientCredential {
 #[derive(Debug, Clone)]
 pub enum UpstreamEndpoint {
     /// The in-process store (s3s-fs) on a local directory.
-    Embedded {
-        data_dir: PathBuf,
-        buckets: Vec<String>,
-    },
+    Embedded { data_dir: PathBuf, buckets: Vec<String> },
     /// A real S3 endpoint.
     Remote { uri: http::Uri },
 }
@@ -358,6 +354,7 @@ pub struct UpstreamSettings {
     pub ca_file: Option<PathBuf>,
     /// Connect to this address instead of resolving the endpoint's host.
     pub resolve_to: Option<std::net::IpAddr>,
+    pub upload_checksum: UploadChecksum,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
@@ -367,10 +364,7 @@ pub struct UpstreamSettings {
 impl Config {
     /// Reads, parses, validates and resolves a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError {
-            path: path.to_owned(),
-            problems,
-        };
+        let fail = |problems| ConfigError { path: path.to_owned(), problems };
         let text = std::fs::read_to_string(path).map_err(|e| {
             fail(vec![Problem {
                 key: "(file)".into(),
@@ -383,11 +377,7 @@ impl Config {
     }
 
     /// Parses and validates TOML text. Relative paths are resolved against `base`; `env` looks up variables.
-    pub fn from_toml(
-        text: &str,
-        base: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, Vec<Problem>> {
+    pub fn from_toml(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![toml_problem(&e)])?;
         raw.validate(base, env)
     }
@@ -398,29 +388,20 @@ fn toml_problem(e: &toml::de::Error) -> Problem {
     let fix = if msg.contains("unknown field") {
         "remove or rename the key; proxy.toml.example lists every key".to_owned()
     } else {
-        "correct the value's syntax or type; proxy.toml.example shows each key with its default"
-            .to_owned()
+        "correct the value's syntax or type; proxy.toml.example shows each key with its default".to_owned()
     };
     let key = match e.span() {
         Some(span) => format!("(at byte {})", span.start),
         None => "(file)".to_owned(),
     };
-    Problem {
-        key,
-        problem: msg,
-        fix,
-    }
+    Problem { key, problem: msg, fix }
 }
 
 struct Problems(Vec<Problem>);
 
 impl Problems {
     fn push(&mut self, key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        });
+        self.0.push(Problem { key: key.into(), problem: problem.into(), fix: fix.into() });
     }
 }
 
@@ -434,18 +415,11 @@ fn resolve_secret(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> Option<SecretString> {
-    let set = [inline.is_some(), env_name.is_some(), file.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let set = [inline.is_some(), env_name.is_some(), file.is_some()].iter().filter(|b| **b).count();
     if set != 1 {
         problems.push(
             key,
-            if set == 0 {
-                "no secret given"
-            } else {
-                "more than one source given"
-            },
+            if set == 0 { "no secret given" } else { "more than one source given" },
             format!("set exactly one of {key}, {key}_env or {key}_file"),
         );
         return None;
@@ -474,19 +448,11 @@ fn resolve_secret(
         return match read_secret_file(&base.join(path)) {
             Ok(s) if !s.expose().is_empty() => Some(s),
             Ok(_) => {
-                problems.push(
-                    format!("{key}_file"),
-                    "the file is empty",
-                    "write the secret into the file",
-                );
+                problems.push(format!("{key}_file"), "the file is empty", "write the secret into the file");
                 None
             }
             Err(e) => {
-                problems.push(
-                    format!("{key}_file"),
-                    e,
-                    "point at a readable file with mode 600",
-                );
+                problems.push(format!("{key}_file"), e, "point at a readable file with mode 600");
                 None
             }
         };
@@ -496,30 +462,18 @@ fn resolve_secret(
 
 fn valid_duration(key: &str, d: Duration, problems: &mut Problems) {
     if d.is_zero() {
-        problems.push(
-            key,
-            "must be greater than zero",
-            "use a duration such as \"10s\"",
-        );
+        problems.push(key, "must be greater than zero", "use a duration such as \"10s\"");
     }
 }
 
 impl RawConfig {
-    fn validate(
-        self,
-        base: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, Vec<Problem>> {
+    fn validate(self, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
         let mut p = Problems(Vec::new());
 
         // --- server
         let s = &self.server;
         if s.region.is_empty() {
-            p.push(
-                "server.region",
-                "empty",
-                "set the region clients sign for, e.g. \"us-east-1\"",
-            );
+            p.push("server.region", "empty", "set the region clients sign for, e.g. \"us-east-1\"");
         }
         for (i, d) in s.base_domains.iter().enumerate() {
             if d.is_empty() || d.contains('/') || d.contains(':') || d.starts_with('.') {
@@ -531,11 +485,7 @@ impl RawConfig {
             }
         }
         valid_duration("server.drain_timeout", s.drain_timeout, &mut p);
-        valid_duration(
-            "server.tls_handshake_timeout",
-            s.tls_handshake_timeout,
-            &mut p,
-        );
+        valid_duration("server.tls_handshake_timeout", s.tls_handshake_timeout, &mut p);
         valid_duration("server.header_read_timeout", s.header_read_timeout, &mut p);
 
         // --- listeners
@@ -566,9 +516,7 @@ impl RawConfig {
                     None
                 }
             };
-            if l.protocol == Protocol::Https
-                && (l.plain_http.is_some() || l.redirect_port.is_some())
-            {
+            if l.protocol == Protocol::Https && (l.plain_http.is_some() || l.redirect_port.is_some()) {
                 p.push(
                     &key,
                     "plain_http / redirect_port only apply to protocol = \"http\"",
@@ -611,10 +559,7 @@ impl RawConfig {
             .tls
             .certificates
             .iter()
-            .map(|c| RawCertificate {
-                cert_file: base.join(&c.cert_file),
-                key_file: base.join(&c.key_file),
-            })
+            .map(|c| RawCertificate { cert_file: base.join(&c.cert_file), key_file: base.join(&c.key_file) })
             .collect();
         for (i, c) in certificates.iter().enumerate() {
             for (what, path) in [("cert_file", &c.cert_file), ("key_file", &c.key_file)] {
@@ -641,12 +586,7 @@ impl RawConfig {
         }
         for (i, c) in self.clients.iter().enumerate() {
             let key = format!("clients[{i}]");
-            if c.access_key_id.len() < 3
-                || !c
-                    .access_key_id
-                    .chars()
-                    .all(|ch| ch.is_ascii_graphic() && ch != '/')
-            {
+            if c.access_key_id.len() < 3 || !c.access_key_id.chars().all(|ch| ch.is_ascii_graphic() && ch != '/') {
                 p.push(
                     format!("{key}.access_key_id"),
                     "must be at least 3 printable ASCII characters without '/'",
@@ -736,10 +676,7 @@ impl RawConfig {
                 }
                 _other => p.push(
                     "upstream.endpoint",
-                    format!(
-                        "{:?} is not \"embedded\" or an http(s)://host[:port] URL without a path",
-                        u.endpoint
-                    ),
+                    format!("{:?} is not \"embedded\" or an http(s)://host[:port] URL without a path", u.endpoint),
                     "write e.g. \"https://s3.us-east-1.amazonaws.com\" or \"embedded\"",
                 ),
             }
@@ -779,21 +716,13 @@ impl RawConfig {
             }
         }
         if u.region.is_empty() {
-            p.push(
-                "upstream.region",
-                "empty",
-                "set the upstream region, e.g. \"us-east-1\"",
-            );
+            p.push("upstream.region", "empty", "set the upstream region, e.g. \"us-east-1\"");
         }
         let ca_file = u.ca_file.as_ref().map(|f| base.join(f));
         if let Some(ca) = &ca_file
             && !ca.is_file()
         {
-            p.push(
-                "upstream.ca_file",
-                format!("{} does not exist", ca.display()),
-                "point at a PEM CA bundle",
-            );
+            p.push("upstream.ca_file", format!("{} does not exist", ca.display()), "point at a PEM CA bundle");
         }
         valid_duration("upstream.connect_timeout", u.connect_timeout, &mut p);
         valid_duration("upstream.response_timeout", u.response_timeout, &mut p);
@@ -813,11 +742,7 @@ impl RawConfig {
             server: ServerSettings {
                 mode: s.mode,
                 region: s.region.clone(),
-                base_domains: s
-                    .base_domains
-                    .iter()
-                    .map(|d| d.to_ascii_lowercase())
-                    .collect(),
+                base_domains: s.base_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
                 drain_timeout: s.drain_timeout,
                 tls_handshake_timeout: s.tls_handshake_timeout,
                 header_read_timeout: s.header_read_timeout,
@@ -837,6 +762,7 @@ impl RawConfig {
                 credentials,
                 ca_file,
                 resolve_to: u.resolve_to,
+                upload_checksum: u.upload_checksum,
                 connect_timeout: u.connect_timeout,
                 response_timeout: u.response_timeout,
                 pool_idle_timeout: u.pool_idle_timeout,
@@ -872,10 +798,7 @@ mod tests {
         let c = Config::from_toml(MINIMAL, Path::new("/tmp"), &no_env).unwrap();
         assert_eq!(c.server.region, DEFAULT_REGION);
         assert_eq!(c.upstream.connect_timeout, DEFAULT_UPSTREAM_CONNECT_TIMEOUT);
-        assert!(matches!(
-            c.upstream.endpoint,
-            UpstreamEndpoint::Embedded { .. }
-        ));
+        assert!(matches!(c.upstream.endpoint, UpstreamEndpoint::Embedded { .. }));
     }
 
     #[test]
@@ -915,10 +838,7 @@ mod tests {
 
     #[test]
     fn secrets_can_come_from_the_environment() {
-        let text = MINIMAL.replace(
-            "secret_access_key = \"secret\"",
-            "secret_access_key_env = \"S3C_TEST\"",
-        );
+        let text = MINIMAL.replace("secret_access_key = \"secret\"", "secret_access_key_env = \"S3C_TEST\"");
         let env = |n: &str| (n == "S3C_TEST").then(|| "from-env".to_owned());
         let c = Config::from_toml(&text, Path::new("/tmp"), &env).unwrap();
         assert_eq!(c.clients[0].secret_access_key.expose(), "from-env");

@@ -9,15 +9,16 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, HOST};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::config::{ClientCredential, PlainHttpPolicy};
+use crate::config::{ClientCredential, PlainHttpPolicy, UploadChecksum};
 use crate::error::{BoxError, ProxyError, Side};
+use crate::s3::checksum::ChecksumAlgorithm;
 use crate::s3::headers::{
-    X_AMZ_CONTENT_SHA256, X_AMZ_COPY_SOURCE, X_AMZ_DATE, X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2,
+    CONTENT_MD5, X_AMZ_CONTENT_SHA256, X_AMZ_COPY_SOURCE, X_AMZ_DATE, X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2,
     X_AMZ_REQUEST_ID, X_AMZ_SECURITY_TOKEN, X_AMZ_TRAILER, strip_hop_by_hop,
 };
 use crate::s3::op::{S3Op, classify};
@@ -25,7 +26,8 @@ use crate::s3::{Target, resolve_target};
 use crate::sigv4::EMPTY_SHA256;
 use crate::sigv4::canonical::{canonical_query, percent_decode};
 use crate::sigv4::chunked::{AwsChunkedBody, ChunkedSpec};
-use crate::sigv4::payload::VerifiedBody;
+use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
+use crate::sigv4::payload::{CheckedBody, Checks};
 use crate::sigv4::sign::OutboundPayload;
 use crate::sigv4::verify::{Authenticated, PayloadMode, RequestHead, Verifier};
 use crate::upstream::{Upstream, UpstreamBody};
@@ -54,6 +56,7 @@ struct Inner {
     verifier: Verifier,
     upstream: Upstream,
     base_domains: Vec<String>,
+    upload_checksum: UploadChecksum,
 }
 
 pub(crate) fn full_body(b: Bytes) -> ProxyBody {
@@ -73,14 +76,13 @@ struct RequestView {
 }
 
 impl Proxy {
-    pub fn new(verifier: Verifier, upstream: Upstream, base_domains: Vec<String>) -> Proxy {
-        Proxy {
-            inner: Arc::new(Inner {
-                verifier,
-                upstream,
-                base_domains,
-            }),
-        }
+    pub fn new(
+        verifier: Verifier,
+        upstream: Upstream,
+        base_domains: Vec<String>,
+        upload_checksum: UploadChecksum,
+    ) -> Proxy {
+        Proxy { inner: Arc::new(Inner { verifier, upstream, base_domains, upload_checksum }) }
     }
 
     /// Serves one request. Never fails: errors become S3 error responses.
@@ -132,21 +134,12 @@ impl Proxy {
                 PlainHttpPolicy::Allow => {}
             }
         }
-        let host =
-            request_host(&req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
+        let host = request_host(&req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
         let target = resolve_target(&host, req.uri().path(), &self.inner.base_domains)?;
         view.resource = target.resource();
 
-        let vhost_bucket = target
-            .virtual_hosted
-            .then_some(target.bucket.as_deref())
-            .flatten();
-        let head = RequestHead {
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-            vhost_bucket,
-        };
+        let vhost_bucket = target.virtual_hosted.then_some(target.bucket.as_deref()).flatten();
+        let head = RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), vhost_bucket };
         let auth = self.inner.verifier.verify(&head, SystemTime::now())?;
         authorize(&auth.client, &target, req.headers())?;
         let op = classify(req.method(), &target, &auth.query, req.headers())?;
@@ -154,34 +147,20 @@ impl Proxy {
 
         let (parts, body) = req.into_parts();
         view.body_unread = false; // from here on the body is consumed by the upstream request or dropped
-        let prepared = prepare_body(op, &parts.method, &auth, &parts.headers, body)?;
-        let upstream_req = self.build_upstream_request(
-            &parts.method,
-            &parts.headers,
-            &target,
-            &auth,
-            prepared.body,
-            prepared.content_length,
-            prepared.aws_chunked,
-        )?;
-        let resp = self
-            .inner
-            .upstream
-            .send(upstream_req, &prepared.payload)
-            .await?;
+        let prepared = prepare_body(op, &parts.method, &auth, &parts.headers, body, self.inner.upload_checksum).await?;
+        let payload = prepared.payload.clone();
+        let upstream_req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
+        let resp = self.inner.upstream.send(upstream_req, &payload).await?;
         response::map_response(resp, op, &auth.client, parts.method == Method::HEAD).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn build_upstream_request(
         &self,
         method: &Method,
         client_headers: &HeaderMap,
         target: &Target,
         auth: &Authenticated,
-        body: UpstreamBody,
-        content_length: Option<u64>,
-        aws_chunked: bool,
+        prepared: Prepared,
     ) -> Result<Request<UpstreamBody>, ProxyError> {
         let query = canonical_query(&auth.query, None);
         let (uri, host) = self.inner.upstream.uri_for(target, &query)?;
@@ -198,39 +177,60 @@ impl Proxy {
         ] {
             headers.remove(name);
         }
-        if aws_chunked {
+        if prepared.strip_client_framing {
             headers.remove(X_AMZ_DECODED_CONTENT_LENGTH);
             headers.remove(X_AMZ_TRAILER);
-            headers.remove(crate::s3::headers::X_AMZ_SDK_CHECKSUM_ALGORITHM);
             strip_aws_chunked_encoding(&mut headers);
+        }
+        if prepared.strip_client_checksums {
+            headers.remove(CONTENT_MD5);
+            headers.remove(crate::s3::headers::X_AMZ_SDK_CHECKSUM_ALGORITHM);
+            let checksum_headers: Vec<HeaderName> =
+                headers.keys().filter(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()).cloned().collect();
+            for n in checksum_headers {
+                headers.remove(n);
+            }
         }
         for (name, value) in &auth.hoisted_headers {
             headers.insert(name.clone(), value.clone());
         }
-        headers.insert(
-            HOST,
-            HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?,
-        );
-        if let Some(len) = content_length {
+        let aws_chunked = prepared.payload_is_aws_chunked();
+        for (name, value) in prepared.set_headers {
+            headers.insert(name, value);
+        }
+        if aws_chunked {
+            add_aws_chunked_encoding(&mut headers);
+        }
+        headers.insert(HOST, HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?);
+        if let Some(len) = prepared.content_length {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }
         let mut req = Request::builder()
             .method(method.clone())
             .uri(uri)
-            .body(body)
+            .body(prepared.body)
             .map_err(|e| ProxyError::Internal(e.to_string()))?;
         *req.headers_mut() = headers;
         Ok(req)
     }
 }
 
-/// The client's request body, transformed for upstream.
+/// The client's request body, transformed for upstream, and what that means for the upstream headers.
 struct Prepared {
     body: UpstreamBody,
     content_length: Option<u64>,
     payload: OutboundPayload,
-    aws_chunked: bool,
+    /// The client's checksum headers and `Content-MD5` were verified here and describe data the upstream will
+    /// not see as such: do not forward them.
+    strip_client_checksums: bool,
+    /// The client's aws-chunked framing headers (decoded here) must not be forwarded.
+    strip_client_framing: bool,
+    /// Headers the transform needs upstream (aws-chunked framing towards the store).
+    set_headers: Vec<(HeaderName, HeaderValue)>,
 }
+
+/// Largest non-object body (XML: CompleteMultipartUpload, DeleteObjects, bucket configuration) buffered.
+const MAX_SMALL_BODY: usize = 8 * 1024 * 1024;
 
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     match headers.get(CONTENT_LENGTH) {
@@ -240,32 +240,23 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
-            .ok_or(ProxyError::InvalidArgument(
-                "Content-Length is not a number".into(),
-            )),
+            .ok_or(ProxyError::InvalidArgument("Content-Length is not a number".into())),
     }
 }
 
 fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(http::header::TRANSFER_ENCODING)
-        || declared_length(headers)
-            .ok()
-            .flatten()
-            .is_some_and(|n| n > 0)
+        || declared_length(headers).ok().flatten().is_some_and(|n| n > 0)
 }
 
-/// Chooses the body transform from the signed payload mode.
-fn prepare_body(
-    op: S3Op,
-    method: &Method,
-    auth: &Authenticated,
-    headers: &HeaderMap,
-    body: Incoming,
-) -> Result<Prepared, ProxyError> {
+fn empty_upstream_body() -> UpstreamBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The plaintext object data of a PutObject / UploadPart, decoded and checked, and its length.
+fn object_data(auth: &Authenticated, headers: &HeaderMap, body: Incoming) -> Result<(UpstreamBody, u64), ProxyError> {
     let length = declared_length(headers)?;
-    let chunked_transfer = headers.contains_key(http::header::TRANSFER_ENCODING);
-    let body_present = chunked_transfer || length.is_some_and(|n| n > 0);
-    let needs_length = matches!(*method, Method::PUT | Method::POST);
+    let body_present = headers.contains_key(http::header::TRANSFER_ENCODING) || length.is_some_and(|n| n > 0);
     match &auth.payload {
         PayloadMode::Sha256(expected) => {
             if !body_present {
@@ -275,59 +266,147 @@ fn prepare_body(
                         computed: hex::encode(EMPTY_SHA256),
                     });
                 }
-                return Ok(Prepared {
-                    body: Empty::new().map_err(|never| match never {}).boxed_unsync(),
-                    content_length: needs_length.then_some(0),
-                    payload: OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256)),
-                    aws_chunked: false,
-                });
+                Checks::new().from_headers(headers)?.finish()?;
+                return Ok((empty_upstream_body(), 0));
             }
             let len = length.ok_or(ProxyError::MissingContentLength)?;
-            Ok(Prepared {
-                body: VerifiedBody::new(body, Some(*expected)).boxed_unsync(),
-                content_length: Some(len),
-                payload: OutboundPayload::Sha256Hex(hex::encode(expected)),
-                aws_chunked: false,
-            })
+            let checks = Checks::new().sha256(*expected).from_headers(headers)?;
+            Ok((CheckedBody::new(body, checks).boxed_unsync(), len))
         }
         PayloadMode::Unsigned => {
             if !body_present {
-                return Ok(Prepared {
-                    body: Empty::new().map_err(|never| match never {}).boxed_unsync(),
-                    content_length: needs_length.then_some(0),
-                    payload: OutboundPayload::Unsigned,
-                    aws_chunked: false,
-                });
+                Checks::new().from_headers(headers)?.finish()?;
+                return Ok((empty_upstream_body(), 0));
             }
             let len = length.ok_or(ProxyError::MissingContentLength)?;
-            Ok(Prepared {
-                body: VerifiedBody::new(body, None).boxed_unsync(),
-                content_length: Some(len),
-                payload: OutboundPayload::Unsigned,
-                aws_chunked: false,
-            })
+            Ok((CheckedBody::new(body, Checks::new().from_headers(headers)?).boxed_unsync(), len))
         }
         PayloadMode::StreamingUnsignedTrailer => {
-            if !op.carries_object_data() {
+            let spec = ChunkedSpec::from_headers(headers)?;
+            let checks = Checks::new().from_headers(headers)?;
+            if spec.trailer.is_some()
+                && headers.keys().any(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some())
+            {
                 return Err(ProxyError::InvalidRequest(
-                    "STREAMING-UNSIGNED-PAYLOAD-TRAILER is only allowed on PutObject and UploadPart".into(),
+                    "x-amz-trailer and an x-amz-checksum- header cannot both be given".into(),
                 ));
             }
-            let spec = ChunkedSpec::from_headers(headers)?;
             let len = spec.decoded_length;
-            Ok(Prepared {
-                body: AwsChunkedBody::new(body, spec).boxed_unsync(),
+            let decoded = AwsChunkedBody::new(body, spec);
+            if checks.is_empty() {
+                Ok((decoded.boxed_unsync(), len))
+            } else {
+                Ok((CheckedBody::new(decoded, checks).boxed_unsync(), len))
+            }
+        }
+        PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => Err(ProxyError::NotImplemented(
+            "Signed aws-chunked uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) are not supported yet; use \
+             UNSIGNED-PAYLOAD, a signed payload hash or STREAMING-UNSIGNED-PAYLOAD-TRAILER.",
+        )),
+    }
+}
+
+/// Chooses the body transform from the operation and the signed payload mode.
+async fn prepare_body(
+    op: S3Op,
+    method: &Method,
+    auth: &Authenticated,
+    headers: &HeaderMap,
+    body: Incoming,
+    upload_checksum: UploadChecksum,
+) -> Result<Prepared, ProxyError> {
+    if op.carries_object_data() {
+        let (data, len) = object_data(auth, headers, body)?;
+        return Ok(match upload_checksum {
+            UploadChecksum::Crc32 => Prepared {
+                body: AwsChunkedEncoder::new(data, len).boxed_unsync(),
+                content_length: Some(encoded_length(len)),
+                payload: OutboundPayload::StreamingUnsignedTrailer,
+                strip_client_checksums: true,
+                strip_client_framing: true,
+                set_headers: vec![
+                    (X_AMZ_DECODED_CONTENT_LENGTH, HeaderValue::from(len)),
+                    (X_AMZ_TRAILER, HeaderValue::from_static(trailer_header())),
+                ],
+            },
+            UploadChecksum::None => Prepared {
+                body: data,
                 content_length: Some(len),
                 payload: OutboundPayload::Unsigned,
-                aws_chunked: true,
-            })
+                strip_client_checksums: true,
+                strip_client_framing: true,
+                set_headers: Vec::new(),
+            },
+        });
+    }
+    if auth.payload.is_aws_chunked() {
+        return Err(ProxyError::InvalidRequest(
+            "aws-chunked payloads are only allowed on PutObject and UploadPart".into(),
+        ));
+    }
+    let needs_length = matches!(*method, Method::PUT | Method::POST);
+    if !has_body(headers) {
+        if let PayloadMode::Sha256(expected) = &auth.payload
+            && *expected != EMPTY_SHA256
+        {
+            return Err(ProxyError::ContentSha256Mismatch {
+                client: hex::encode(expected),
+                computed: hex::encode(EMPTY_SHA256),
+            });
         }
-        PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
-            Err(ProxyError::NotImplemented(
-                "Signed aws-chunked uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) are not supported yet; use \
-             UNSIGNED-PAYLOAD, a signed payload hash or STREAMING-UNSIGNED-PAYLOAD-TRAILER.",
-            ))
+        return Ok(Prepared {
+            body: empty_upstream_body(),
+            content_length: needs_length.then_some(0),
+            payload: OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256)),
+            strip_client_checksums: false,
+            strip_client_framing: false,
+            set_headers: Vec::new(),
+        });
+    }
+    // A small non-object body (XML): read it whole, check it, forward it with its own hash. Nothing reaches the
+    // upstream before the body is complete and verified.
+    if declared_length(headers)?.is_none() {
+        return Err(ProxyError::MissingContentLength);
+    }
+    let mut checks = Checks::new().from_headers(headers)?;
+    if let PayloadMode::Sha256(expected) = &auth.payload {
+        checks = checks.sha256(*expected);
+    }
+    let limited = Limited::new(CheckedBody::new(body, checks), MAX_SMALL_BODY);
+    let bytes = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return Err(match e.downcast::<ProxyError>() {
+                Ok(pe) => *pe,
+                Err(_too_large) => ProxyError::EntityTooLarge,
+            });
         }
+    };
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    Ok(Prepared {
+        content_length: Some(bytes.len() as u64),
+        body: Full::new(bytes).map_err(|never| match never {}).boxed_unsync(),
+        payload: OutboundPayload::Sha256Hex(hash),
+        strip_client_checksums: false,
+        strip_client_framing: false,
+        set_headers: Vec::new(),
+    })
+}
+
+impl Prepared {
+    fn payload_is_aws_chunked(&self) -> bool {
+        matches!(self.payload, OutboundPayload::StreamingUnsignedTrailer)
+    }
+}
+
+/// Puts `aws-chunked` first in Content-Encoding (the object's own codings, e.g. `gzip`, follow).
+fn add_aws_chunked_encoding(headers: &mut HeaderMap) {
+    let value = match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("aws-chunked,{existing}"),
+        _other => "aws-chunked".to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(CONTENT_ENCODING, v);
     }
 }
 
@@ -336,11 +415,8 @@ fn strip_aws_chunked_encoding(headers: &mut HeaderMap) {
     let Some(v) = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) else {
         return;
     };
-    let rest: Vec<&str> = v
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
-        .collect();
+    let rest: Vec<&str> =
+        v.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked")).collect();
     if rest.is_empty() {
         headers.remove(CONTENT_ENCODING);
     } else if let Ok(v) = HeaderValue::from_str(&rest.join(", ")) {
@@ -358,11 +434,7 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// A client limited to some buckets may only touch those (also as a copy source).
-fn authorize(
-    client: &ClientCredential,
-    target: &Target,
-    headers: &HeaderMap,
-) -> Result<(), ProxyError> {
+fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) -> Result<(), ProxyError> {
     let Some(allowed) = &client.buckets else {
         return Ok(());
     };
@@ -383,25 +455,13 @@ fn authorize(
 }
 
 /// 308 to the same host, path and query over https.
-fn redirect_to_https<B>(
-    req: &Request<B>,
-    port: Option<u16>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let host =
-        request_host(req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
+fn redirect_to_https<B>(req: &Request<B>, port: Option<u16>) -> Result<Response<ProxyBody>, ProxyError> {
+    let host = request_host(req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
     let name = crate::s3::host_without_port(&host);
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-    {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')) {
         return Err(ProxyError::InvalidArgument("invalid Host header".into()));
     }
-    let name = if name.contains(':') {
-        format!("[{name}]")
-    } else {
-        name
-    };
+    let name = if name.contains(':') { format!("[{name}]") } else { name };
     let authority = match port {
         Some(443) | None => name,
         Some(p) => format!("{name}:{p}"),
@@ -431,19 +491,12 @@ fn log_error(e: &ProxyError, view: &RequestView, request_id: &str) {
 }
 
 fn error_response(e: &ProxyError, view: &RequestView, request_id: &str) -> Response<ProxyBody> {
-    let body = if view.is_head {
-        empty_body()
-    } else {
-        full_body(e.to_xml(&view.resource, request_id))
-    };
+    let body = if view.is_head { empty_body() } else { full_body(e.to_xml(&view.resource, request_id)) };
     let mut resp = Response::new(body);
     *resp.status_mut() = e.status();
     let h = resp.headers_mut();
     if !view.is_head {
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml"),
-        );
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     }
     for (k, v) in e.extra_headers() {
         h.insert(k, v);
@@ -462,10 +515,7 @@ mod tests {
     #[test]
     fn aws_chunked_is_removed_from_content_encoding_but_other_codings_stay() {
         let mut h = HeaderMap::new();
-        h.insert(
-            CONTENT_ENCODING,
-            HeaderValue::from_static("gzip, aws-chunked"),
-        );
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip, aws-chunked"));
         strip_aws_chunked_encoding(&mut h);
         assert_eq!(h.get(CONTENT_ENCODING).unwrap(), "gzip");
         h.insert(CONTENT_ENCODING, HeaderValue::from_static("aws-chunked"));
@@ -475,22 +525,12 @@ mod tests {
 
     #[test]
     fn plain_http_redirects_keep_host_path_and_query() {
-        let req = Request::builder()
-            .uri("/b/k?x=1")
-            .header(HOST, "gw.example:8080")
-            .body(())
-            .unwrap();
+        let req = Request::builder().uri("/b/k?x=1").header(HOST, "gw.example:8080").body(()).unwrap();
         let r = redirect_to_https(&req, Some(8443)).unwrap();
         assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
-        assert_eq!(
-            r.headers()[http::header::LOCATION],
-            "https://gw.example:8443/b/k?x=1"
-        );
+        assert_eq!(r.headers()[http::header::LOCATION], "https://gw.example:8443/b/k?x=1");
         let r = redirect_to_https(&req, Some(443)).unwrap();
-        assert_eq!(
-            r.headers()[http::header::LOCATION],
-            "https://gw.example/b/k?x=1"
-        );
+        assert_eq!(r.headers()[http::header::LOCATION], "https://gw.example/b/k?x=1");
     }
 
     #[test]
@@ -500,11 +540,7 @@ mod tests {
             secret_access_key: crate::util::secret::SecretString::new("s".into()),
             buckets: Some(["mine".to_owned()].into_iter().collect()),
         };
-        let t = |b: &str| Target {
-            bucket: Some(b.into()),
-            key: Some("k".into()),
-            virtual_hosted: false,
-        };
+        let t = |b: &str| Target { bucket: Some(b.into()), key: Some("k".into()), virtual_hosted: false };
         assert!(authorize(&client, &t("mine"), &HeaderMap::new()).is_ok());
         assert!(authorize(&client, &t("other"), &HeaderMap::new()).is_err());
         let mut h = HeaderMap::new();

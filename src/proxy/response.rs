@@ -50,8 +50,7 @@ const ERROR_HEADERS_KEPT: [HeaderName; 6] = [
 ];
 
 async fn read_small(body: Incoming, limit: usize) -> Option<Bytes> {
-    let collected =
-        tokio::time::timeout(SMALL_BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
+    let collected = tokio::time::timeout(SMALL_BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
     match collected {
         Ok(Ok(c)) => Some(c.to_bytes()),
         _other => None,
@@ -77,44 +76,21 @@ fn default_code(status: StatusCode) -> &'static str {
 }
 
 /// Turns an upstream error response into the error the client sees.
-async fn upstream_error(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: Incoming,
-    is_head: bool,
-) -> ProxyError {
-    let kept: Vec<(HeaderName, HeaderValue)> = ERROR_HEADERS_KEPT
-        .iter()
-        .filter_map(|n| headers.get(n).map(|v| (n.clone(), v.clone())))
-        .collect();
-    let parsed = if is_head {
-        None
-    } else {
-        read_small(body, MAX_ERROR_BODY)
-            .await
-            .and_then(|b| xml::parse_error(&b))
-    };
+async fn upstream_error(status: StatusCode, headers: &HeaderMap, body: Incoming, is_head: bool) -> ProxyError {
+    let kept: Vec<(HeaderName, HeaderValue)> =
+        ERROR_HEADERS_KEPT.iter().filter_map(|n| headers.get(n).map(|v| (n.clone(), v.clone()))).collect();
+    let parsed = if is_head { None } else { read_small(body, MAX_ERROR_BODY).await.and_then(|b| xml::parse_error(&b)) };
     if status.is_redirection() {
-        return ProxyError::UpstreamAuth(format!(
-            "upstream answered {status}: wrong upstream region or endpoint"
-        ));
+        return ProxyError::UpstreamAuth(format!("upstream answered {status}: wrong upstream region or endpoint"));
     }
     match parsed {
         Some((code, _)) if UPSTREAM_AUTH_CODES.contains(&code.as_str()) => {
             ProxyError::UpstreamAuth(format!("upstream answered {status} {code}"))
         }
-        Some((code, _)) if code == "AccessDenied" => ProxyError::Upstream {
-            status,
-            code,
-            message: "Access Denied".into(),
-            headers: kept,
-        },
-        Some((code, message)) => ProxyError::Upstream {
-            status,
-            code,
-            message,
-            headers: kept,
-        },
+        Some((code, _)) if code == "AccessDenied" => {
+            ProxyError::Upstream { status, code, message: "Access Denied".into(), headers: kept }
+        }
+        Some((code, message)) => ProxyError::Upstream { status, code, message, headers: kept },
         None => ProxyError::Upstream {
             status,
             code: default_code(status).to_owned(),
@@ -140,29 +116,19 @@ pub(super) async fn map_response(
         return Err(upstream_error(status, &parts.headers, body, is_head).await);
     }
     strip_hop_by_hop(&mut parts.headers);
-    for name in [
-        X_AMZ_REQUEST_ID,
-        X_AMZ_ID_2,
-        http::header::SERVER,
-        http::header::DATE,
-    ] {
+    for name in [X_AMZ_REQUEST_ID, X_AMZ_ID_2, http::header::SERVER, http::header::DATE] {
         parts.headers.remove(name);
     }
+    // Some stores (SeaweedFS, moto) keep the aws-chunked transfer coding as the object's Content-Encoding.
+    super::strip_aws_chunked_encoding(&mut parts.headers);
     let body: ProxyBody = match (&client.buckets, op) {
         (Some(allowed), S3Op::ListBuckets) if status == StatusCode::OK => {
             let raw = read_small(body, MAX_LIST_BUCKETS_BODY)
                 .await
-                .ok_or_else(|| {
-                    ProxyError::UpstreamProtocol("ListBuckets body unreadable".into())
-                })?;
+                .ok_or_else(|| ProxyError::UpstreamProtocol("ListBuckets body unreadable".into()))?;
             let filtered = xml::filter_list_buckets(&raw, &|name| allowed.contains(name))
-                .ok_or_else(|| {
-                    ProxyError::UpstreamProtocol("ListBuckets body is not XML".into())
-                })?;
-            parts.headers.insert(
-                http::header::CONTENT_LENGTH,
-                HeaderValue::from(filtered.len()),
-            );
+                .ok_or_else(|| ProxyError::UpstreamProtocol("ListBuckets body is not XML".into()))?;
+            parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(filtered.len()));
             full_body(Bytes::from(filtered))
         }
         _other => body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),

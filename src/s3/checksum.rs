@@ -67,11 +67,7 @@ impl ChecksumAlgorithm {
         match B64.decode(value.trim()) {
             Ok(v) if v.len() == self.digest_len() => Ok(v),
             _other => Err(ProxyError::InvalidRequest(
-                format!(
-                    "Value for {} trailing header is invalid.",
-                    self.header_name()
-                )
-                .into(),
+                format!("Value for {} trailing header is invalid.", self.header_name()).into(),
             )),
         }
     }
@@ -89,9 +85,7 @@ impl Checksummer {
         match alg {
             ChecksumAlgorithm::Crc32 => Checksummer::Crc(alg, Crc::new(CrcAlgorithm::Crc32IsoHdlc)),
             ChecksumAlgorithm::Crc32c => Checksummer::Crc(alg, Crc::new(CrcAlgorithm::Crc32Iscsi)),
-            ChecksumAlgorithm::Crc64Nvme => {
-                Checksummer::Crc(alg, Crc::new(CrcAlgorithm::Crc64Nvme))
-            }
+            ChecksumAlgorithm::Crc64Nvme => Checksummer::Crc(alg, Crc::new(CrcAlgorithm::Crc64Nvme)),
             ChecksumAlgorithm::Sha1 => Checksummer::Sha1(sha1::Sha1::new()),
             ChecksumAlgorithm::Sha256 => Checksummer::Sha256(sha2::Sha256::new()),
         }
@@ -116,9 +110,7 @@ impl Checksummer {
     /// The big-endian digest bytes, as S3 encodes them before base64.
     pub fn finalize(self) -> Vec<u8> {
         match self {
-            Checksummer::Crc(ChecksumAlgorithm::Crc64Nvme, c) => {
-                c.finalize().to_be_bytes().to_vec()
-            }
+            Checksummer::Crc(ChecksumAlgorithm::Crc64Nvme, c) => c.finalize().to_be_bytes().to_vec(),
             Checksummer::Crc(_, c) => {
                 let v = u32::try_from(c.finalize() & 0xffff_ffff).unwrap_or_default();
                 v.to_be_bytes().to_vec()
@@ -150,30 +142,18 @@ mod tests {
         assert_eq!(b64(ChecksumAlgorithm::Crc32, b"hello world\n"), "rwg7LQ==");
         assert_eq!(b64(ChecksumAlgorithm::Crc32, b"hello\n"), "NjowIA==");
         // CRC32C("123456789") = 0xE3069283, CRC64/NVME("123456789") = 0xAE8B14860A799888.
-        assert_eq!(
-            b64(ChecksumAlgorithm::Crc32c, b"123456789"),
-            encode_value(&0xE306_9283u32.to_be_bytes())
-        );
+        assert_eq!(b64(ChecksumAlgorithm::Crc32c, b"123456789"), encode_value(&0xE306_9283u32.to_be_bytes()));
         assert_eq!(
             b64(ChecksumAlgorithm::Crc64Nvme, b"123456789"),
             encode_value(&0xAE8B_1486_0A79_9888u64.to_be_bytes())
         );
-        assert_eq!(
-            b64(ChecksumAlgorithm::Sha256, b""),
-            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
-        );
+        assert_eq!(b64(ChecksumAlgorithm::Sha256, b""), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
     }
 
     #[test]
     fn checksum_values_of_the_wrong_length_are_invalid() {
         assert!(ChecksumAlgorithm::Crc32.decode_value("rwg7LQ==").is_ok());
-        assert_eq!(
-            ChecksumAlgorithm::Crc32
-                .decode_value("AAAAAAAAAAA=")
-                .unwrap_err()
-                .code(),
-            "InvalidRequest"
-        );
+        assert_eq!(ChecksumAlgorithm::Crc32.decode_value("AAAAAAAAAAA=").unwrap_err().code(), "InvalidRequest");
         assert!(ChecksumAlgorithm::Crc32.decode_value("%%%").is_err());
     }
 }

@@ -2,19 +2,17 @@
 
 use http::header::{HeaderMap, HeaderName};
 
+pub const CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
 pub const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
 pub const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
 pub const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
-pub const X_AMZ_DECODED_CONTENT_LENGTH: HeaderName =
-    HeaderName::from_static("x-amz-decoded-content-length");
+pub const X_AMZ_DECODED_CONTENT_LENGTH: HeaderName = HeaderName::from_static("x-amz-decoded-content-length");
 pub const X_AMZ_TRAILER: HeaderName = HeaderName::from_static("x-amz-trailer");
-pub const X_AMZ_SDK_CHECKSUM_ALGORITHM: HeaderName =
-    HeaderName::from_static("x-amz-sdk-checksum-algorithm");
+pub const X_AMZ_SDK_CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("x-amz-sdk-checksum-algorithm");
 pub const X_AMZ_COPY_SOURCE: HeaderName = HeaderName::from_static("x-amz-copy-source");
 pub const X_AMZ_REQUEST_ID: HeaderName = HeaderName::from_static("x-amz-request-id");
 pub const X_AMZ_ID_2: HeaderName = HeaderName::from_static("x-amz-id-2");
-pub const X_AMZ_WRITE_OFFSET_BYTES: HeaderName =
-    HeaderName::from_static("x-amz-write-offset-bytes");
+pub const X_AMZ_WRITE_OFFSET_BYTES: HeaderName = HeaderName::from_static("x-amz-write-offset-bytes");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -48,9 +46,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The first value of a header as UTF-8 text, if present and valid.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+    headers.get(name).and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
 }
 
 #[cfg(test)]

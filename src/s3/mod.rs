@@ -55,23 +55,13 @@ pub fn host_without_port(host: &str) -> String {
         // [v6]:port
         rest.split(']').next().unwrap_or(rest)
     } else {
-        host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        })
+        host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host })
     };
     h.to_ascii_lowercase()
 }
 
 /// Resolves the bucket and key from the Host header and the raw (still encoded) request path.
-pub fn resolve_target(
-    host: &str,
-    raw_path: &str,
-    base_domains: &[String],
-) -> Result<Target, ProxyError> {
+pub fn resolve_target(host: &str, raw_path: &str, base_domains: &[String]) -> Result<Target, ProxyError> {
     let host = host_without_port(host);
     let vhost_bucket = base_domains.iter().find_map(|base| {
         host.strip_suffix(base.as_str())
@@ -83,18 +73,10 @@ pub fn resolve_target(
     if let Some(bucket) = vhost_bucket {
         validate_bucket_name(&bucket, false)?;
         let key = decode_utf8(path)?;
-        return Ok(Target {
-            bucket: Some(bucket),
-            key: (!key.is_empty()).then_some(key),
-            virtual_hosted: true,
-        });
+        return Ok(Target { bucket: Some(bucket), key: (!key.is_empty()).then_some(key), virtual_hosted: true });
     }
     if path.is_empty() {
-        return Ok(Target {
-            bucket: None,
-            key: None,
-            virtual_hosted: false,
-        });
+        return Ok(Target { bucket: None, key: None, virtual_hosted: false });
     }
     let (bucket_raw, key_raw) = match path.split_once('/') {
         Some((b, k)) => (b, Some(k)),
@@ -106,11 +88,7 @@ pub fn resolve_target(
         Some(k) if !k.is_empty() => Some(decode_utf8(k)?),
         _other => None,
     };
-    Ok(Target {
-        bucket: Some(bucket),
-        key,
-        virtual_hosted: false,
-    })
+    Ok(Target { bucket: Some(bucket), key, virtual_hosted: false })
 }
 
 fn decode_utf8(raw: &str) -> Result<String, ProxyError> {
@@ -127,11 +105,7 @@ pub fn validate_bucket_name(name: &str, legacy: bool) -> Result<(), ProxyError> 
             || c == b'-'
             || (legacy && (c.is_ascii_uppercase() || c == b'_'))
     });
-    if len_ok && chars_ok {
-        Ok(())
-    } else {
-        Err(ProxyError::InvalidBucketName)
-    }
+    if len_ok && chars_ok { Ok(()) } else { Err(ProxyError::InvalidBucketName) }
 }
 
 #[cfg(test)]

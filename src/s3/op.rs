@@ -76,8 +76,7 @@ impl S3Op {
 }
 
 /// Object sub-resources that are configuration, passed through unchanged.
-const OBJECT_CONFIG_SUBRESOURCES: [&str; 5] =
-    ["tagging", "acl", "retention", "legal-hold", "restore"];
+const OBJECT_CONFIG_SUBRESOURCES: [&str; 5] = ["tagging", "acl", "retention", "legal-hold", "restore"];
 
 /// Classifies a request. `query` holds the decoded query parameters.
 pub fn classify(
@@ -90,9 +89,7 @@ pub fn classify(
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
 
     if headers.contains_key(X_AMZ_WRITE_OFFSET_BYTES) {
-        return Err(ProxyError::NotImplemented(
-            "Append writes (x-amz-write-offset-bytes) are not supported.",
-        ));
+        return Err(ProxyError::NotImplemented("Append writes (x-amz-write-offset-bytes) are not supported."));
     }
     let Some(_bucket) = &target.bucket else {
         return match *method {
@@ -119,9 +116,7 @@ pub fn classify(
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
                 return Err(if form {
-                    ProxyError::NotImplemented(
-                        "Browser POST uploads (POST policy) are not supported.",
-                    )
+                    ProxyError::NotImplemented("Browser POST uploads (POST policy) are not supported.")
                 } else {
                     ProxyError::MethodNotAllowed
                 });
@@ -136,9 +131,7 @@ pub fn classify(
         ));
     }
     if has("torrent") {
-        return Err(ProxyError::NotImplemented(
-            "GetObjectTorrent is not supported.",
-        ));
+        return Err(ProxyError::NotImplemented("GetObjectTorrent is not supported."));
     }
     let config = OBJECT_CONFIG_SUBRESOURCES.iter().any(|s| has(s));
     let op = match *method {
@@ -169,10 +162,7 @@ pub fn classify(
 }
 
 fn is_list_param(k: &str) -> bool {
-    matches!(
-        k,
-        "prefix" | "delimiter" | "marker" | "max-keys" | "encoding-type" | "x-id"
-    )
+    matches!(k, "prefix" | "delimiter" | "marker" | "max-keys" | "encoding-type" | "x-id")
 }
 
 #[cfg(test)]
@@ -180,92 +170,46 @@ mod tests {
     use super::*;
 
     fn t(bucket: Option<&str>, key: Option<&str>) -> Target {
-        Target {
-            bucket: bucket.map(Into::into),
-            key: key.map(Into::into),
-            virtual_hosted: false,
-        }
+        Target { bucket: bucket.map(Into::into), key: key.map(Into::into), virtual_hosted: false }
     }
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| ((*a).into(), (*b).into()))
-            .collect()
+        pairs.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
     }
 
     #[test]
     fn object_operations_are_told_apart_by_method_query_and_headers() {
         let h = HeaderMap::new();
         let obj = t(Some("b"), Some("k"));
+        assert_eq!(classify(&Method::PUT, &obj, &[], &h).unwrap(), S3Op::PutObject);
         assert_eq!(
-            classify(&Method::PUT, &obj, &[], &h).unwrap(),
-            S3Op::PutObject
-        );
-        assert_eq!(
-            classify(
-                &Method::PUT,
-                &obj,
-                &q(&[("partNumber", "1"), ("uploadId", "u")]),
-                &h
-            )
-            .unwrap(),
+            classify(&Method::PUT, &obj, &q(&[("partNumber", "1"), ("uploadId", "u")]), &h).unwrap(),
             S3Op::UploadPart
         );
-        assert_eq!(
-            classify(&Method::POST, &obj, &q(&[("uploads", "")]), &h).unwrap(),
-            S3Op::CreateMultipartUpload
-        );
+        assert_eq!(classify(&Method::POST, &obj, &q(&[("uploads", "")]), &h).unwrap(), S3Op::CreateMultipartUpload);
         let mut copy = HeaderMap::new();
         copy.insert(X_AMZ_COPY_SOURCE, "/a/b".parse().unwrap());
-        assert_eq!(
-            classify(&Method::PUT, &obj, &[], &copy).unwrap(),
-            S3Op::CopyObject
-        );
-        assert_eq!(
-            classify(&Method::GET, &obj, &q(&[("tagging", "")]), &h).unwrap(),
-            S3Op::ObjectConfig
-        );
+        assert_eq!(classify(&Method::PUT, &obj, &[], &copy).unwrap(), S3Op::CopyObject);
+        assert_eq!(classify(&Method::GET, &obj, &q(&[("tagging", "")]), &h).unwrap(), S3Op::ObjectConfig);
     }
 
     #[test]
     fn bucket_operations_and_listings_are_recognised() {
         let h = HeaderMap::new();
         let b = t(Some("b"), None);
-        assert_eq!(
-            classify(&Method::GET, &b, &q(&[("list-type", "2")]), &h).unwrap(),
-            S3Op::ListObjectsV2
-        );
-        assert_eq!(
-            classify(&Method::GET, &b, &q(&[("prefix", "a")]), &h).unwrap(),
-            S3Op::ListObjects
-        );
-        assert_eq!(
-            classify(&Method::GET, &b, &q(&[("versioning", "")]), &h).unwrap(),
-            S3Op::BucketConfig
-        );
-        assert_eq!(
-            classify(&Method::GET, &t(None, None), &[], &h).unwrap(),
-            S3Op::ListBuckets
-        );
+        assert_eq!(classify(&Method::GET, &b, &q(&[("list-type", "2")]), &h).unwrap(), S3Op::ListObjectsV2);
+        assert_eq!(classify(&Method::GET, &b, &q(&[("prefix", "a")]), &h).unwrap(), S3Op::ListObjects);
+        assert_eq!(classify(&Method::GET, &b, &q(&[("versioning", "")]), &h).unwrap(), S3Op::BucketConfig);
+        assert_eq!(classify(&Method::GET, &t(None, None), &[], &h).unwrap(), S3Op::ListBuckets);
     }
 
     #[test]
     fn select_and_append_writes_are_refused_with_not_implemented() {
         let h = HeaderMap::new();
         let obj = t(Some("b"), Some("k"));
-        let e = classify(
-            &Method::POST,
-            &obj,
-            &q(&[("select", ""), ("select-type", "2")]),
-            &h,
-        )
-        .unwrap_err();
+        let e = classify(&Method::POST, &obj, &q(&[("select", ""), ("select-type", "2")]), &h).unwrap_err();
         assert_eq!(e.code(), "NotImplemented");
         let mut a = HeaderMap::new();
         a.insert(X_AMZ_WRITE_OFFSET_BYTES, "0".parse().unwrap());
-        assert_eq!(
-            classify(&Method::PUT, &obj, &[], &a).unwrap_err().code(),
-            "NotImplemented"
-        );
+        assert_eq!(classify(&Method::PUT, &obj, &[], &a).unwrap_err().code(), "NotImplemented");
     }
 }

@@ -77,9 +77,7 @@ pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
                 path.pop();
             }
             Event::Eof => break,
-            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_)
-                if path.len() == 2 && path[0] == b"Error" =>
-            {
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if path.len() == 2 && path[0] == b"Error" => {
                 let slot = match path[1].as_slice() {
                     b"Code" => &mut code,
                     b"Message" => &mut message,
@@ -127,9 +125,7 @@ pub fn filter_list_buckets(body: &[u8], allowed: &dyn Fn(&str) -> bool) -> Optio
                 in_name = false;
                 depth = depth.checked_sub(1)?;
             }
-            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if in_name => {
-                push_text(&ev, &mut name)
-            }
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if in_name => push_text(&ev, &mut name),
             Event::Eof => break,
             _ => {}
         }
@@ -150,29 +146,17 @@ mod tests {
 
     #[test]
     fn error_documents_escape_their_text() {
-        let x = error_document(
-            "NoSuchKey",
-            "a < b & c",
-            "/b/k<",
-            "RID",
-            &[("Key", "k".into())],
-        );
+        let x = error_document("NoSuchKey", "a < b & c", "/b/k<", "RID", &[("Key", "k".into())]);
         let s = std::str::from_utf8(&x).unwrap();
         assert!(s.contains("<Message>a &lt; b &amp; c</Message>"));
         assert!(s.contains("<Resource>/b/k&lt;</Resource>"));
         assert!(s.contains("<Key>k</Key>"));
-        assert_eq!(
-            parse_error(&x),
-            Some(("NoSuchKey".into(), "a < b & c".into()))
-        );
+        assert_eq!(parse_error(&x), Some(("NoSuchKey".into(), "a < b & c".into())));
     }
 
     #[test]
     fn non_error_bodies_are_not_parsed_as_errors() {
-        assert_eq!(
-            parse_error(b"<ListBucketResult><Code>x</Code></ListBucketResult>"),
-            None
-        );
+        assert_eq!(parse_error(b"<ListBucketResult><Code>x</Code></ListBucketResult>"), None);
         assert_eq!(parse_error(b"not xml at all"), None);
     }
 

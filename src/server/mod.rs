@@ -46,11 +46,7 @@ pub struct Server {
 
 /// Host names a development certificate covers.
 fn dev_names(config: &Config) -> Vec<String> {
-    let mut names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     for d in &config.server.base_domains {
         names.push(d.clone());
         names.push(format!("*.{d}"));
@@ -71,23 +67,14 @@ impl Server {
         let mut embedded = None;
         let upstream = match &config.upstream.endpoint {
             UpstreamEndpoint::Remote { uri } => {
-                let (akid, secret) = config
-                    .upstream
-                    .credentials
-                    .as_ref()
-                    .ok_or("upstream credentials missing")?;
+                let (akid, secret) = config.upstream.credentials.as_ref().ok_or("upstream credentials missing")?;
                 Upstream::new(&config.upstream, uri, akid, secret)?
             }
             #[cfg(feature = "embedded")]
             UpstreamEndpoint::Embedded { data_dir, buckets } => {
-                let store =
-                    crate::upstream::embedded::EmbeddedStore::start(data_dir, buckets).await?;
-                let up = Upstream::new(
-                    &config.upstream,
-                    &store.endpoint(),
-                    &store.access_key_id,
-                    &store.secret_access_key,
-                )?;
+                let store = crate::upstream::embedded::EmbeddedStore::start(data_dir, buckets).await?;
+                let up =
+                    Upstream::new(&config.upstream, &store.endpoint(), &store.access_key_id, &store.secret_access_key)?;
                 embedded = Some(store);
                 up
             }
@@ -96,24 +83,14 @@ impl Server {
                 return Err("this build has no embedded store".into());
             }
         };
-        let verifier = Verifier::new(
-            &config.clients,
-            &config.server.region,
-            config.server.allow_sigv2_presigned,
-        );
-        let proxy = Proxy::new(verifier, upstream, config.server.base_domains.clone());
+        let verifier = Verifier::new(&config.clients, &config.server.region, config.server.allow_sigv2_presigned);
+        let proxy = Proxy::new(verifier, upstream, config.server.base_domains.clone(), config.upstream.upload_checksum);
 
-        let needs_tls = config
-            .listeners
-            .iter()
-            .any(|l| l.protocol == Protocol::Https);
+        let needs_tls = config.listeners.iter().any(|l| l.protocol == Protocol::Https);
         let mut dev_ca_file = None;
         let tls = if needs_tls {
-            let files: Vec<CertFiles> = if config.tls.certificates.is_empty()
-                && config.server.mode == Mode::Dev
-            {
-                let dev =
-                    tls::ensure_dev_certificate(&config.tls.self_signed_dir, &dev_names(&config))?;
+            let files: Vec<CertFiles> = if config.tls.certificates.is_empty() && config.server.mode == Mode::Dev {
+                let dev = tls::ensure_dev_certificate(&config.tls.self_signed_dir, &dev_names(&config))?;
                 dev_ca_file = Some(dev.ca_file.clone());
                 vec![dev.files]
             } else {
@@ -121,10 +98,7 @@ impl Server {
                     .tls
                     .certificates
                     .iter()
-                    .map(|c| CertFiles {
-                        cert_file: c.cert_file.clone(),
-                        key_file: c.key_file.clone(),
-                    })
+                    .map(|c| CertFiles { cert_file: c.cert_file.clone(), key_file: c.key_file.clone() })
                     .collect()
             };
             let store = Arc::new(CertStore::load(&files)?);
@@ -136,25 +110,13 @@ impl Server {
 
         let mut bound_listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let tcp = TcpListener::bind(l.address)
-                .await
-                .map_err(|e| format!("bind {}: {e}", l.address))?;
-            let addr = tcp
-                .local_addr()
-                .map_err(|e| format!("bind {}: {e}", l.address))?;
+            let tcp = TcpListener::bind(l.address).await.map_err(|e| format!("bind {}: {e}", l.address))?;
+            let addr = tcp.local_addr().map_err(|e| format!("bind {}: {e}", l.address))?;
             bound_listeners.push((tcp, l.clone(), addr));
         }
-        let first_https_port = bound_listeners
-            .iter()
-            .find(|(_, l, _)| l.protocol == Protocol::Https)
-            .map(|(_, _, a)| a.port());
-        let bound = bound_listeners
-            .iter()
-            .map(|(_, l, a)| BoundAddr {
-                protocol: l.protocol,
-                addr: *a,
-            })
-            .collect();
+        let first_https_port =
+            bound_listeners.iter().find(|(_, l, _)| l.protocol == Protocol::Https).map(|(_, _, a)| a.port());
+        let bound = bound_listeners.iter().map(|(_, l, a)| BoundAddr { protocol: l.protocol, addr: *a }).collect();
         let listeners = bound_listeners
             .into_iter()
             .map(|(tcp, l, _)| {
@@ -193,14 +155,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server {
-            listeners,
-            proxy,
-            tls,
-            settings,
-            cert_reload_interval,
-            ..
-        } = self;
+        let Server { listeners, proxy, tls, settings, cert_reload_interval, .. } = self;
         #[cfg(feature = "embedded")]
         let embedded = self.embedded;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -232,18 +187,11 @@ impl Server {
         }
         drop(conn_tx);
         if let Some((_, store)) = &tls {
-            tokio::spawn(tls::reload_loop(
-                Arc::clone(store),
-                cert_reload_interval,
-                stop_rx.clone(),
-            ));
+            tokio::spawn(tls::reload_loop(Arc::clone(store), cert_reload_interval, stop_rx.clone()));
         }
 
         let mut builder = ConnBuilder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
         let acceptor = tls.map(|(a, _)| a);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -267,12 +215,7 @@ impl Server {
                 });
                 match acceptor {
                     Some(acceptor) => {
-                        let tls = match tokio::time::timeout(
-                            handshake_timeout,
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
+                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
@@ -283,17 +226,13 @@ impl Server {
                                 return;
                             }
                         };
-                        let conn = builder
-                            .serve_connection(TokioIo::new(tls), svc)
-                            .into_owned();
+                        let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
                         }
                     }
                     None => {
-                        let conn = builder
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .into_owned();
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
                         }
@@ -307,10 +246,7 @@ impl Server {
         for t in accept_tasks {
             let _ = t.await;
         }
-        tracing::info!(
-            drain.timeout_s = settings.drain_timeout.as_secs(),
-            "draining connections"
-        );
+        tracing::info!(drain.timeout_s = settings.drain_timeout.as_secs(), "draining connections");
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("all connections drained"),
             _ = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain deadline reached; closing remaining connections"),
@@ -352,10 +288,6 @@ pub fn announce(server: &Server) {
     }
     #[cfg(feature = "embedded")]
     if let Some(e) = server.embedded() {
-        eprintln!(
-            "s3crypt: embedded store on {} (data in {})",
-            e.addr,
-            e.data_dir.display()
-        );
+        eprintln!("s3crypt: embedded store on {} (data in {})", e.addr, e.data_dir.display());
     }
 }

@@ -32,38 +32,23 @@ pub struct CertStore {
     entries: RwLock<Arc<Vec<Entry>>>,
 }
 
-fn load_pair(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    files: &CertFiles,
-) -> Result<Arc<CertifiedKey>, String> {
+fn load_pair(cert_pem: &[u8], key_pem: &[u8], files: &CertFiles) -> Result<Arc<CertifiedKey>, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
     if chain.is_empty() {
-        return Err(format!(
-            "{}: no certificate found",
-            files.cert_file.display()
-        ));
+        return Err(format!("{}: no certificate found", files.cert_file.display()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| format!("{}: {e}", files.key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-        format!(
-            "{} / {}: {e}",
-            files.cert_file.display(),
-            files.key_file.display()
-        )
-    })?;
+    let ck = CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| format!("{} / {}: {e}", files.cert_file.display(), files.key_file.display()))?;
     Ok(Arc::new(ck))
 }
 
 fn read_files(files: &CertFiles) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let c = std::fs::read(&files.cert_file)
-        .map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
-    let k =
-        std::fs::read(&files.key_file).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
+    let c = std::fs::read(&files.cert_file).map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
+    let k = std::fs::read(&files.key_file).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
     Ok((c, k))
 }
 
@@ -74,18 +59,12 @@ impl CertStore {
         for f in files {
             let (c, k) = read_files(f)?;
             let key = load_pair(&c, &k, f)?;
-            entries.push(Entry {
-                files: f.clone(),
-                key,
-                loaded: (c, k),
-            });
+            entries.push(Entry { files: f.clone(), key, loaded: (c, k) });
         }
         if entries.is_empty() {
             return Err("no TLS certificate configured".into());
         }
-        Ok(CertStore {
-            entries: RwLock::new(Arc::new(entries)),
-        })
+        Ok(CertStore { entries: RwLock::new(Arc::new(entries)) })
     }
 
     fn snapshot(&self) -> Arc<Vec<Entry>> {
@@ -104,28 +83,18 @@ impl CertStore {
         let mut next = Vec::with_capacity(current.len());
         for e in current.iter() {
             match read_files(&e.files) {
-                Ok(contents) if contents != e.loaded => {
-                    match load_pair(&contents.0, &contents.1, &e.files) {
-                        Ok(key) => {
-                            changed += 1;
-                            next.push(Entry {
-                                files: e.files.clone(),
-                                key,
-                                loaded: contents,
-                            });
-                            continue;
-                        }
-                        Err(err) => errors.push(err),
+                Ok(contents) if contents != e.loaded => match load_pair(&contents.0, &contents.1, &e.files) {
+                    Ok(key) => {
+                        changed += 1;
+                        next.push(Entry { files: e.files.clone(), key, loaded: contents });
+                        continue;
                     }
-                }
+                    Err(err) => errors.push(err),
+                },
                 Ok(_) => {}
                 Err(err) => errors.push(err),
             }
-            next.push(Entry {
-                files: e.files.clone(),
-                key: Arc::clone(&e.key),
-                loaded: e.loaded.clone(),
-            });
+            next.push(Entry { files: e.files.clone(), key: Arc::clone(&e.key), loaded: e.loaded.clone() });
         }
         if changed > 0 {
             match self.entries.write() {
@@ -175,11 +144,7 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<rustls::ServerConfig>,
 }
 
 /// Polls the certificate files every `interval` until `stop` fires.
-pub async fn reload_loop(
-    store: Arc<CertStore>,
-    interval: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn reload_loop(store: Arc<CertStore>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -207,14 +172,9 @@ pub struct DevCertificate {
 
 /// Creates (or reuses) a development CA and a server certificate for `names` in `dir`.
 pub fn ensure_dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertificate, String> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
     let ca_file = dir.join("ca.pem");
-    let files = CertFiles {
-        cert_file: dir.join("cert.pem"),
-        key_file: dir.join("key.pem"),
-    };
+    let files = CertFiles { cert_file: dir.join("cert.pem"), key_file: dir.join("key.pem") };
     let reusable = |files: &CertFiles| {
         let Ok((c, k)) = read_files(files) else {
             return false;
@@ -224,9 +184,7 @@ pub fn ensure_dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertifi
         };
         ca_file.is_file()
             && names.iter().all(|n| {
-                let probe = n
-                    .strip_prefix("*.")
-                    .map_or_else(|| n.clone(), |rest| format!("wildcard-probe.{rest}"));
+                let probe = n.strip_prefix("*.").map_or_else(|| n.clone(), |rest| format!("wildcard-probe.{rest}"));
                 probe.parse::<std::net::IpAddr>().is_ok() || valid_for(&key, &probe)
             })
     };
@@ -238,27 +196,19 @@ pub fn ensure_dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertifi
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "s3crypt development CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "s3crypt development CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().map_err(err)?;
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
     let mut leaf_params = CertificateParams::new(names.to_vec()).map_err(err)?;
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "s3crypt development certificate");
+    leaf_params.distinguished_name.push(DnType::CommonName, "s3crypt development certificate");
     let leaf_key = KeyPair::generate().map_err(err)?;
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).map_err(err)?;
 
     write_file(&ca_file, ca_cert.pem().as_bytes(), 0o644)?;
-    write_file(
-        &files.cert_file,
-        format!("{}{}", leaf.pem(), ca_cert.pem()).as_bytes(),
-        0o644,
-    )?;
+    write_file(&files.cert_file, format!("{}{}", leaf.pem(), ca_cert.pem()).as_bytes(), 0o644)?;
     write_file(&files.key_file, leaf_key.serialize_pem().as_bytes(), 0o600)?;
     Ok(DevCertificate { ca_file, files })
 }
@@ -274,8 +224,7 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
         .mode(mode)
         .open(&tmp)
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(data)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(data).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -286,11 +235,7 @@ mod tests {
     #[test]
     fn a_dev_certificate_is_generated_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let names = vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            "*.s3.local".to_owned(),
-        ];
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "*.s3.local".to_owned()];
         let a = ensure_dev_certificate(dir.path(), &names).unwrap();
         let first = std::fs::read(&a.files.cert_file).unwrap();
         let b = ensure_dev_certificate(dir.path(), &names).unwrap();
@@ -301,10 +246,7 @@ mod tests {
         assert!(valid_for(key, "bucket.s3.local"));
         assert!(!valid_for(key, "example.com"));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&a.files.key_file)
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(&a.files.key_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the private key is private");
     }
 

@@ -96,10 +96,7 @@ pub fn canonical_query(pairs: &[(String, String)], exclude: Option<&str>) -> Str
         .iter()
         .filter(|(k, _)| Some(k.as_str()) != exclude)
         .map(|(k, v)| {
-            let (mut ek, mut ev) = (
-                String::with_capacity(k.len()),
-                String::with_capacity(v.len()),
-            );
+            let (mut ek, mut ev) = (String::with_capacity(k.len()), String::with_capacity(v.len()));
             uri_encode(k.as_bytes(), true, &mut ek);
             uri_encode(v.as_bytes(), true, &mut ev);
             (ek, ev)
@@ -143,8 +140,7 @@ pub fn canonical_header_value<'a>(values: impl Iterator<Item = &'a [u8]>, out: &
 /// Whether the raw path has bytes a client could have signed differently from their decoded form, which
 /// makes a retry with the raw wire path worth it.
 pub fn raw_path_is_ambiguous(raw: &str) -> bool {
-    raw.bytes()
-        .any(|b| !(is_unreserved(b) || b == b'/' || b == b'%'))
+    raw.bytes().any(|b| !(is_unreserved(b) || b == b'/' || b == b'%'))
 }
 
 #[cfg(test)]

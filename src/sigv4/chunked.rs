@@ -40,23 +40,14 @@ impl ChunkedSpec {
             .ok_or(ProxyError::MissingContentLength)?
             .trim()
             .parse::<u64>()
-            .map_err(|_| {
-                ProxyError::InvalidArgument("x-amz-decoded-content-length is not a number".into())
-            })?;
+            .map_err(|_| ProxyError::InvalidArgument("x-amz-decoded-content-length is not a number".into()))?;
         let trailer = match header_str(headers, &X_AMZ_TRAILER) {
             None => None,
-            Some(name) => Some(ChecksumAlgorithm::from_header_name(name.trim()).ok_or_else(
-                || {
-                    ProxyError::InvalidRequest(
-                        "The value specified in the x-amz-trailer header is not supported".into(),
-                    )
-                },
-            )?),
+            Some(name) => Some(ChecksumAlgorithm::from_header_name(name.trim()).ok_or_else(|| {
+                ProxyError::InvalidRequest("The value specified in the x-amz-trailer header is not supported".into())
+            })?),
         };
-        Ok(ChunkedSpec {
-            decoded_length,
-            trailer,
-        })
+        Ok(ChunkedSpec { decoded_length, trailer })
     }
 }
 
@@ -140,25 +131,16 @@ fn take_line(input: &mut Bytes, line: &mut BytesMut, max: usize) -> Result<bool,
 }
 
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ProxyError> {
-    let line = line
-        .strip_suffix(b"\r\n")
-        .ok_or(ProxyError::MalformedChunkedBody(
-            "chunk header without CRLF",
-        ))?;
+    let line = line.strip_suffix(b"\r\n").ok_or(ProxyError::MalformedChunkedBody("chunk header without CRLF"))?;
     let size_part = match line.iter().position(|b| *b == b';') {
         Some(p) => &line[..p],
         None => line,
     };
-    if size_part.is_empty() || size_part.len() > 16 || !size_part.iter().all(u8::is_ascii_hexdigit)
-    {
-        return Err(ProxyError::MalformedChunkedBody(
-            "chunk size is not hexadecimal",
-        ));
+    if size_part.is_empty() || size_part.len() > 16 || !size_part.iter().all(u8::is_ascii_hexdigit) {
+        return Err(ProxyError::MalformedChunkedBody("chunk size is not hexadecimal"));
     }
-    let text = std::str::from_utf8(size_part)
-        .map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
-    let size = u64::from_str_radix(text, 16)
-        .map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
+    let text = std::str::from_utf8(size_part).map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
+    let size = u64::from_str_radix(text, 16).map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
     if size > MAX_CHUNK_SIZE {
         return Err(ProxyError::InvalidChunkSize("chunk larger than 16 MiB"));
     }
@@ -179,15 +161,10 @@ impl Framing {
                     }
                     let size = parse_chunk_size(&self.line)?;
                     self.line.clear();
-                    self.phase = if size == 0 {
-                        Phase::Trailer
-                    } else {
-                        Phase::Data { remaining: size }
-                    };
+                    self.phase = if size == 0 { Phase::Trailer } else { Phase::Data { remaining: size } };
                 }
                 Phase::Data { remaining } => {
-                    let n = usize::try_from((*remaining).min(input.len() as u64))
-                        .unwrap_or(input.len());
+                    let n = usize::try_from((*remaining).min(input.len() as u64)).unwrap_or(input.len());
                     let data = input.split_to(n);
                     *remaining -= n as u64;
                     if *remaining == 0 {
@@ -195,9 +172,7 @@ impl Framing {
                     }
                     self.decoded += n as u64;
                     if self.decoded > self.spec.decoded_length {
-                        return Err(ProxyError::IncompleteBody(
-                            "more data than x-amz-decoded-content-length",
-                        ));
+                        return Err(ProxyError::IncompleteBody("more data than x-amz-decoded-content-length"));
                     }
                     if let Some(c) = self.checksum.as_mut() {
                         c.update(&data);
@@ -209,9 +184,7 @@ impl Framing {
                     self.line.extend_from_slice(&input.split_to(n));
                     if self.line.len() == 2 {
                         if &self.line[..] != b"\r\n" {
-                            return Err(ProxyError::MalformedChunkedBody(
-                                "chunk data not followed by CRLF",
-                            ));
+                            return Err(ProxyError::MalformedChunkedBody("chunk data not followed by CRLF"));
                         }
                         self.line.clear();
                         self.phase = Phase::Header;
@@ -222,9 +195,7 @@ impl Framing {
                     let complete = take_line(input, &mut self.line, MAX_TRAILER_BYTES)?;
                     self.trailer_bytes += before - input.len();
                     if self.trailer_bytes > MAX_TRAILER_BYTES {
-                        return Err(ProxyError::MalformedTrailer(
-                            "trailer block too large".into(),
-                        ));
+                        return Err(ProxyError::MalformedTrailer("trailer block too large".into()));
                     }
                     if !complete {
                         return Ok(None);
@@ -233,9 +204,7 @@ impl Framing {
                     self.trailer_line(&this_line)?;
                 }
                 Phase::Finished | Phase::Done => {
-                    return Err(ProxyError::MalformedChunkedBody(
-                        "data after the final chunk",
-                    ));
+                    return Err(ProxyError::MalformedChunkedBody("data after the final chunk"));
                 }
             }
         }
@@ -249,15 +218,12 @@ impl Framing {
             self.phase = Phase::Finished;
             return Ok(());
         }
-        let text = std::str::from_utf8(content)
-            .map_err(|_| ProxyError::MalformedTrailer("trailer is not text".into()))?;
-        let (name, value) = text
-            .split_once(':')
-            .ok_or_else(|| ProxyError::MalformedTrailer("trailer line without ':'".into()))?;
+        let text =
+            std::str::from_utf8(content).map_err(|_| ProxyError::MalformedTrailer("trailer is not text".into()))?;
+        let (name, value) =
+            text.split_once(':').ok_or_else(|| ProxyError::MalformedTrailer("trailer line without ':'".into()))?;
         let declared = self.spec.trailer.map(ChecksumAlgorithm::header_name);
-        if declared.is_none_or(|d| !d.eq_ignore_ascii_case(name.trim()))
-            || self.trailer_value.is_some()
-        {
+        if declared.is_none_or(|d| !d.eq_ignore_ascii_case(name.trim())) || self.trailer_value.is_some() {
             return Err(ProxyError::MalformedTrailer(
                 "The request contained trailing data that was not well-formed or did not conform to our published \
                  schema."
@@ -273,23 +239,17 @@ impl Framing {
         let finished = matches!(self.phase, Phase::Finished);
         self.phase = Phase::Done;
         if !finished {
-            return Err(ProxyError::IncompleteBody(
-                "aws-chunked body ended before its final chunk",
-            ));
+            return Err(ProxyError::IncompleteBody("aws-chunked body ended before its final chunk"));
         }
         if self.decoded != self.spec.decoded_length {
-            return Err(ProxyError::IncompleteBody(
-                "decoded length differs from x-amz-decoded-content-length",
-            ));
+            return Err(ProxyError::IncompleteBody("decoded length differs from x-amz-decoded-content-length"));
         }
         match (self.checksum.take(), self.trailer_value.take()) {
             (Some(c), Some(value)) => {
                 let alg = c.algorithm();
                 let expected = alg.decode_value(&value)?;
                 if c.finalize() != expected {
-                    return Err(ProxyError::BadDigest {
-                        algorithm: alg.display_name(),
-                    });
+                    return Err(ProxyError::BadDigest { algorithm: alg.display_name() });
                 }
                 Ok(())
             }
@@ -309,10 +269,7 @@ where
     type Data = Bytes;
     type Error = ProxyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let mut this = self.project();
         loop {
             if matches!(this.framing.phase, Phase::Done) {
@@ -361,11 +318,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let remaining = self
-            .framing
-            .spec
-            .decoded_length
-            .saturating_sub(self.framing.decoded)
+        let remaining = self.framing.spec.decoded_length.saturating_sub(self.framing.decoded)
             + self.held.as_ref().map_or(0, |b| b.len() as u64);
         SizeHint::with_exact(remaining)
     }
@@ -378,17 +331,11 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn spec(len: u64, trailer: Option<ChecksumAlgorithm>) -> ChunkedSpec {
-        ChunkedSpec {
-            decoded_length: len,
-            trailer,
-        }
+        ChunkedSpec { decoded_length: len, trailer }
     }
 
     async fn decode(wire: &[u8], frame: usize, s: ChunkedSpec) -> Result<Bytes, ProxyError> {
-        AwsChunkedBody::new(body_in_frames(wire, frame), s)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
+        AwsChunkedBody::new(body_in_frames(wire, frame), s).collect().await.map(|c| c.to_bytes())
     }
 
     const BOTO3_SMALL: &[u8] = b"c\r\nhello world\n\r\n0\r\nx-amz-checksum-crc32:rwg7LQ==\r\n\r\n";
@@ -396,9 +343,7 @@ mod tests {
     #[tokio::test]
     async fn the_body_boto3_sends_decodes_at_every_frame_boundary() {
         for frame in 1..=BOTO3_SMALL.len() {
-            let out = decode(BOTO3_SMALL, frame, spec(12, Some(ChecksumAlgorithm::Crc32)))
-                .await
-                .unwrap();
+            let out = decode(BOTO3_SMALL, frame, spec(12, Some(ChecksumAlgorithm::Crc32))).await.unwrap();
             assert_eq!(out, "hello world\n", "frame size {frame}");
         }
     }
@@ -406,9 +351,7 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_trailer_checksum_is_bad_digest() {
         let wire = b"c\r\nhello world\n\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
-        let e = decode(wire, 7, spec(12, Some(ChecksumAlgorithm::Crc32)))
-            .await
-            .unwrap_err();
+        let e = decode(wire, 7, spec(12, Some(ChecksumAlgorithm::Crc32))).await.unwrap_err();
         assert_eq!(e.code(), "BadDigest");
     }
 
@@ -421,17 +364,9 @@ mod tests {
             (b"c\r\nhello world\n\r\n", 12, "IncompleteBody"),
             (b"zz\r\nhello\r\n0\r\n\r\n", 5, "IncompleteBody"),
             (b"5\r\nhelloXX0\r\n\r\n", 5, "IncompleteBody"),
-            (
-                b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32c:AAAAAA==\r\n\r\n",
-                5,
-                "MalformedTrailerError",
-            ),
+            (b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32c:AAAAAA==\r\n\r\n", 5, "MalformedTrailerError"),
             (b"5\r\nhello\r\n0\r\n\r\n", 5, "MalformedTrailerError"),
-            (
-                b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\nEXTRA",
-                5,
-                "IncompleteBody",
-            ),
+            (b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\nEXTRA", 5, "IncompleteBody"),
             (b"2000000\r\n", 5, "InvalidChunkSizeError"),
         ];
         for (wire, len, code) in cases {
@@ -442,9 +377,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_without_trailer_is_accepted_when_none_was_declared() {
-        let out = decode(b"5\r\nhello\r\n0\r\n\r\n", 4, spec(5, None))
-            .await
-            .unwrap();
+        let out = decode(b"5\r\nhello\r\n0\r\n\r\n", 4, spec(5, None)).await.unwrap();
         assert_eq!(out, "hello");
     }
 
@@ -466,10 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_disconnect_is_an_error_not_an_end() {
-        let e = AwsChunkedBody::new(failing_body(vec![&b"5\r\nhel"[..]]), spec(5, None))
-            .collect()
-            .await
-            .unwrap_err();
+        let e = AwsChunkedBody::new(failing_body(vec![&b"5\r\nhel"[..]]), spec(5, None)).collect().await.unwrap_err();
         assert_eq!(e.code(), "IncompleteBody");
     }
 }

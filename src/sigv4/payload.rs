@@ -1,23 +1,129 @@
-//! Raw (not aws-chunked) request bodies: the signed SHA-256 is checked as the body streams, and the last
-//! data frame is held back until the check has passed, so the upstream never receives the declared
-//! `Content-Length` of a body that turns out to be wrong and stores nothing.
+//! End-of-stream checks on request bodies: the signed SHA-256 (`x-amz-content-sha256`), `Content-MD5` and an
+//! `x-amz-checksum-*` header, each computed as the body streams, only when the client asked for it (MD5 runs
+//! at 0.6–0.9 GB/s, the slowest step of the whole path). The last data frame is held back until every check
+//! has passed, so the upstream never receives a complete body that turns out to be wrong.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use md5::Digest as _;
 use pin_project_lite::pin_project;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::error::ProxyError;
+use crate::s3::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::s3::headers::X_AMZ_SDK_CHECKSUM_ALGORITHM;
 
 /// Maps a transport error of the client's body.
 pub fn client_body_error(e: hyper::Error) -> ProxyError {
-    if e.is_timeout() {
-        ProxyError::RequestTimeout
-    } else {
-        ProxyError::ClientBody(e.to_string())
+    if e.is_timeout() { ProxyError::RequestTimeout } else { ProxyError::ClientBody(e.to_string()) }
+}
+
+impl From<hyper::Error> for ProxyError {
+    fn from(e: hyper::Error) -> Self {
+        client_body_error(e)
+    }
+}
+
+/// What a body must match at its end.
+#[derive(Default)]
+pub struct Checks {
+    sha256: Option<(Sha256, [u8; 32])>,
+    md5: Option<(md5::Md5, [u8; 16])>,
+    checksum: Option<(Checksummer, Vec<u8>)>,
+}
+
+impl Checks {
+    pub fn new() -> Checks {
+        Checks::default()
+    }
+
+    /// The signed payload hash.
+    pub fn sha256(mut self, expected: [u8; 32]) -> Checks {
+        self.sha256 = Some((<Sha256 as sha2::Digest>::new(), expected));
+        self
+    }
+
+    /// `Content-MD5` and one `x-amz-checksum-*` header, if the client sent them. Errors are S3's:
+    /// `InvalidDigest` for a malformed MD5, `InvalidRequest` for checksum header problems.
+    pub fn from_headers(mut self, headers: &HeaderMap) -> Result<Checks, ProxyError> {
+        if let Some(v) = headers.get(crate::s3::headers::CONTENT_MD5) {
+            let mut md5 = [0u8; 16];
+            match B64.decode(v.as_bytes()) {
+                Ok(d) if d.len() == 16 => md5.copy_from_slice(&d),
+                _other => {
+                    return Err(ProxyError::InvalidDigest);
+                }
+            }
+            self.md5 = Some((md5::Md5::new(), md5));
+        }
+        let mut found = headers
+            .iter()
+            .filter_map(|(name, value)| ChecksumAlgorithm::from_header_name(name.as_str()).map(|alg| (alg, value)));
+        if let Some((alg, value)) = found.next() {
+            if found.next().is_some() {
+                return Err(ProxyError::InvalidRequest("Expecting a single x-amz-checksum- header".into()));
+            }
+            if let Some(declared) = headers.get(X_AMZ_SDK_CHECKSUM_ALGORITHM)
+                && !declared.as_bytes().eq_ignore_ascii_case(alg.display_name().as_bytes())
+            {
+                return Err(ProxyError::InvalidRequest(
+                    "Value for x-amz-sdk-checksum-algorithm header is invalid.".into(),
+                ));
+            }
+            let text = value.to_str().map_err(|_| {
+                ProxyError::InvalidRequest(format!("Value for {} header is invalid.", alg.header_name()).into())
+            })?;
+            let expected = alg.decode_value(text)?;
+            self.checksum = Some((Checksummer::new(alg), expected));
+        }
+        Ok(self)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sha256.is_none() && self.md5.is_none() && self.checksum.is_none()
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        if let Some((h, _)) = self.sha256.as_mut() {
+            sha2::Digest::update(h, data);
+        }
+        if let Some((h, _)) = self.md5.as_mut() {
+            h.update(data);
+        }
+        if let Some((c, _)) = self.checksum.as_mut() {
+            c.update(data);
+        }
+    }
+
+    /// Runs every check; consumes the running digests.
+    pub fn finish(&mut self) -> Result<(), ProxyError> {
+        if let Some((h, expected)) = self.sha256.take() {
+            let computed: [u8; 32] = sha2::Digest::finalize(h).into();
+            if computed != expected {
+                return Err(ProxyError::ContentSha256Mismatch {
+                    client: hex::encode(expected),
+                    computed: hex::encode(computed),
+                });
+            }
+        }
+        if let Some((h, expected)) = self.md5.take()
+            && h.finalize().as_slice() != expected
+        {
+            return Err(ProxyError::BadDigest { algorithm: "Content-MD5" });
+        }
+        if let Some((c, expected)) = self.checksum.take() {
+            let alg = c.algorithm();
+            if c.finalize() != expected {
+                return Err(ProxyError::BadDigest { algorithm: alg.display_name() });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -27,31 +133,24 @@ enum State {
 }
 
 pin_project! {
-    /// A raw body checked against an expected SHA-256 (or just passed through when `expected` is `None`),
-    /// releasing its final frame only after the check.
-    pub struct VerifiedBody<B> {
+    /// A body passed through unchanged, checked against [`Checks`], releasing its final frame only after the
+    /// checks passed.
+    pub struct CheckedBody<B> {
         #[pin]
         inner: B,
         state: State,
-        hasher: Option<Sha256>,
-        expected: Option<[u8; 32]>,
+        checks: Checks,
         held: Option<Bytes>,
     }
 }
 
-impl<B> VerifiedBody<B> {
-    pub fn new(inner: B, expected_sha256: Option<[u8; 32]>) -> Self {
-        VerifiedBody {
-            inner,
-            state: State::Streaming,
-            hasher: expected_sha256.map(|_| Sha256::new()),
-            expected: expected_sha256,
-            held: None,
-        }
+impl<B> CheckedBody<B> {
+    pub fn new(inner: B, checks: Checks) -> Self {
+        CheckedBody { inner, state: State::Streaming, checks, held: None }
     }
 }
 
-impl<B> Body for VerifiedBody<B>
+impl<B> Body for CheckedBody<B>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<ProxyError>,
@@ -59,25 +158,18 @@ where
     type Data = Bytes;
     type Error = ProxyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let mut this = self.project();
         loop {
             match this.state {
                 State::Done => return Poll::Ready(None),
                 State::Streaming => match ready!(this.inner.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else {
-                            continue;
-                        }; // HTTP trailers are not object data
+                        let Ok(data) = frame.into_data() else { continue }; // HTTP trailers are not object data
                         if data.is_empty() {
                             continue;
                         }
-                        if let Some(h) = this.hasher.as_mut() {
-                            h.update(&data);
-                        }
+                        this.checks.update(&data);
                         if let Some(prev) = this.held.replace(data) {
                             return Poll::Ready(Some(Ok(Frame::data(prev))));
                         }
@@ -89,17 +181,9 @@ where
                     }
                     None => {
                         *this.state = State::Done;
-                        if let (Some(h), Some(expected)) =
-                            (this.hasher.take(), this.expected.as_ref())
-                        {
-                            let computed: [u8; 32] = h.finalize().into();
-                            if &computed != expected {
-                                this.held.take();
-                                return Poll::Ready(Some(Err(ProxyError::ContentSha256Mismatch {
-                                    client: hex::encode(expected),
-                                    computed: hex::encode(computed),
-                                })));
-                            }
+                        if let Err(e) = this.checks.finish() {
+                            this.held.take();
+                            return Poll::Ready(Some(Err(e)));
                         }
                         return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
                     }
@@ -123,29 +207,24 @@ where
     }
 }
 
-impl From<hyper::Error> for ProxyError {
-    fn from(e: hyper::Error) -> Self {
-        client_body_error(e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_util::body_from_iter;
     use http_body_util::BodyExt;
+    use sha2::Digest;
 
     #[tokio::test]
     async fn a_body_matching_its_hash_passes_through_whole() {
         let h: [u8; 32] = Sha256::digest(b"hello world").into();
-        let b = VerifiedBody::new(body_from_iter(vec![&b"hello"[..], b" ", b"world"]), Some(h));
+        let b = CheckedBody::new(body_from_iter(vec![&b"hello"[..], b" ", b"world"]), Checks::new().sha256(h));
         assert_eq!(b.collect().await.unwrap().to_bytes(), "hello world");
     }
 
     #[tokio::test]
     async fn a_body_not_matching_its_hash_fails_before_its_last_bytes() {
         let h: [u8; 32] = Sha256::digest(b"hello world").into();
-        let mut b = VerifiedBody::new(body_from_iter(vec![&b"hello"[..], b" ", b"wxrld"]), Some(h));
+        let mut b = CheckedBody::new(body_from_iter(vec![&b"hello"[..], b" ", b"wxrld"]), Checks::new().sha256(h));
         let mut seen = Vec::new();
         loop {
             match b.frame().await {
@@ -158,5 +237,47 @@ mod tests {
             }
         }
         assert_eq!(seen, b"hello ", "the final frame was held back");
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn content_md5_and_checksum_headers_are_verified_and_malformed_ones_refused() {
+        // boto3 sends x-amz-checksum-crc32: rwg7LQ== for "hello world\n"; MD5 is XrY7u+Ae7tCTyyK7j1rNww==.
+        let ok = headers(&[("content-md5", "b1kCrCNwJL3QwXbLkwY9xA=="), ("x-amz-checksum-crc32", "rwg7LQ==")]);
+        let checks = Checks::new().from_headers(&ok).unwrap();
+        let out = CheckedBody::new(body_from_iter(vec![&b"hello "[..], b"world\n"]), checks).collect().await;
+        assert_eq!(out.unwrap().to_bytes(), "hello world\n");
+
+        let bad = headers(&[("x-amz-checksum-crc32", "AAAAAA==")]);
+        let checks = Checks::new().from_headers(&bad).unwrap();
+        let e = CheckedBody::new(body_from_iter(vec![&b"hello world\n"[..]]), checks).collect().await.unwrap_err();
+        assert_eq!((e.code(), e.client_message().contains("CRC32")), ("BadDigest", true));
+
+        let bad_md5 = headers(&[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")]);
+        let checks = Checks::new().from_headers(&bad_md5).unwrap();
+        let e = CheckedBody::new(body_from_iter(vec![&b"x"[..]]), checks).collect().await.unwrap_err();
+        assert_eq!(e.code(), "BadDigest");
+
+        assert_eq!(
+            Checks::new()
+                .from_headers(&headers(&[("content-md5", "short")]))
+                .err()
+                .map(|e| e.code().to_owned())
+                .as_deref(),
+            Some("InvalidDigest")
+        );
+        let two =
+            headers(&[("x-amz-checksum-crc32", "rwg7LQ=="), ("x-amz-checksum-sha1", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")]);
+        assert_eq!(
+            Checks::new().from_headers(&two).err().map(|e| e.code().to_owned()).as_deref(),
+            Some("InvalidRequest")
+        );
     }
 }

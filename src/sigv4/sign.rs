@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
+    sign,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -21,6 +21,8 @@ pub enum OutboundPayload {
     Sha256Hex(String),
     /// `UNSIGNED-PAYLOAD` (streamed bodies whose hash is not known up front).
     Unsigned,
+    /// `STREAMING-UNSIGNED-PAYLOAD-TRAILER` (aws-chunked with a checksum trailer).
+    StreamingUnsignedTrailer,
 }
 
 /// Signs requests with the proxy's upstream credentials.
@@ -40,17 +42,8 @@ fn s3_settings() -> SigningSettings {
 
 impl UpstreamSigner {
     pub fn new(access_key_id: &str, secret: &SecretString, region: &str) -> UpstreamSigner {
-        let creds = Credentials::new(
-            access_key_id,
-            secret.expose(),
-            None,
-            None,
-            "s3crypt-upstream",
-        );
-        UpstreamSigner {
-            identity: creds.into(),
-            region: region.to_owned(),
-        }
+        let creds = Credentials::new(access_key_id, secret.expose(), None, None, "s3crypt-upstream");
+        UpstreamSigner { identity: creds.into(), region: region.to_owned() }
     }
 
     /// Signs `req` in place: adds `authorization`, `x-amz-date` and `x-amz-content-sha256`. The URI must be
@@ -64,12 +57,12 @@ impl UpstreamSigner {
         let body = match payload {
             OutboundPayload::Sha256Hex(h) => SignableBody::Precomputed(h.clone()),
             OutboundPayload::Unsigned => SignableBody::UnsignedPayload,
+            OutboundPayload::StreamingUnsignedTrailer => SignableBody::StreamingUnsignedPayloadTrailer,
         };
         let mut headers = Vec::with_capacity(req.headers().len());
         for (name, value) in req.headers() {
-            let v = std::str::from_utf8(value.as_bytes()).map_err(|_| {
-                ProxyError::InvalidArgument(format!("header {name} is not valid UTF-8").into())
-            })?;
+            let v = std::str::from_utf8(value.as_bytes())
+                .map_err(|_| ProxyError::InvalidArgument(format!("header {name} is not valid UTF-8").into()))?;
             headers.push((name.as_str(), v));
         }
         let uri = req.uri().to_string();
@@ -85,9 +78,7 @@ impl UpstreamSigner {
             .map_err(|e| ProxyError::Internal(format!("signing params: {e}")))?
             .into();
         let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| {
-                ProxyError::InvalidArgument(format!("request cannot be signed: {e}").into())
-            })?
+            .map_err(|e| ProxyError::InvalidArgument(format!("request cannot be signed: {e}").into()))?
             .into_parts();
         instructions.apply_to_request_http1x(req);
         Ok(())
@@ -106,21 +97,14 @@ mod tests {
         let secret = SecretString::new("secret/with+chars".into());
         let signer = UpstreamSigner::new("AKIDTEST", &secret, "eu-west-3");
         let verifier = Verifier::new(
-            &[ClientCredential {
-                access_key_id: "AKIDTEST".into(),
-                secret_access_key: secret,
-                buckets: None,
-            }],
+            &[ClientCredential { access_key_id: "AKIDTEST".into(), secret_access_key: secret, buckets: None }],
             "eu-west-3",
             false,
         );
         let now = SystemTime::now();
         for (path, query) in [
             ("/b/plain.txt", ""),
-            (
-                "/b/sp%20ace%2Bplus%3D%40%21%28%29%5E%C3%A9",
-                "prefix=a%2Fb&max-keys=5",
-            ),
+            ("/b/sp%20ace%2Bplus%3D%40%21%28%29%5E%C3%A9", "prefix=a%2Fb&max-keys=5"),
             ("/b//double//slash/..", "uploads="),
             ("/b/k", "list-type=2&prefix=%20x"),
         ] {
@@ -137,18 +121,9 @@ mod tests {
                 .header("content-type", "text/plain")
                 .body(())
                 .unwrap();
-            signer
-                .sign(&mut req, &OutboundPayload::Unsigned, now)
-                .unwrap();
-            let head = RequestHead {
-                method: req.method(),
-                uri: req.uri(),
-                headers: req.headers(),
-                vhost_bucket: None,
-            };
-            let a = verifier
-                .verify(&head, now)
-                .unwrap_or_else(|e| panic!("{uri}: {e:?}"));
+            signer.sign(&mut req, &OutboundPayload::Unsigned, now).unwrap();
+            let head = RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), vhost_bucket: None };
+            let a = verifier.verify(&head, now).unwrap_or_else(|e| panic!("{uri}: {e:?}"));
             assert_eq!(a.payload, crate::sigv4::verify::PayloadMode::Unsigned);
         }
     }

@@ -75,21 +75,14 @@ pub struct V2Verified {
     pub hoisted_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-fn canonical_resource(
-    path: &str,
-    vhost_bucket: Option<&str>,
-    query: &[(String, String)],
-) -> String {
+fn canonical_resource(path: &str, vhost_bucket: Option<&str>, query: &[(String, String)]) -> String {
     let mut s = String::new();
     if let Some(b) = vhost_bucket {
         s.push('/');
         s.push_str(b);
     }
     s.push_str(path);
-    let mut subs: Vec<&(String, String)> = query
-        .iter()
-        .filter(|(k, _)| SUBRESOURCES.contains(&k.as_str()))
-        .collect();
+    let mut subs: Vec<&(String, String)> = query.iter().filter(|(k, _)| SUBRESOURCES.contains(&k.as_str())).collect();
     subs.sort_by(|a, b| a.0.cmp(&b.0));
     for (i, (k, v)) in subs.iter().enumerate() {
         s.push(if i == 0 { '?' } else { '&' });
@@ -117,12 +110,7 @@ pub fn verify_presigned_v2(
     secret_for: &dyn Fn(&str) -> Result<String, ProxyError>,
     now: SystemTime,
 ) -> Result<V2Verified, ProxyError> {
-    let param = |name: &str| {
-        req.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| req.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let missing = || {
         ProxyError::AuthorizationQueryParametersError(
             "Query-string authentication requires the AWSAccessKeyId, Signature and Expires parameters.".into(),
@@ -130,23 +118,18 @@ pub fn verify_presigned_v2(
     };
     for p in [P_ACCESS_KEY, P_SIGNATURE, P_EXPIRES] {
         if req.query.iter().filter(|(k, _)| k == p).count() > 1 {
-            return Err(ProxyError::AuthorizationQueryParametersError(
-                format!("{p} must appear only once").into(),
-            ));
+            return Err(ProxyError::AuthorizationQueryParametersError(format!("{p} must appear only once").into()));
         }
     }
     let akid = param(P_ACCESS_KEY).ok_or_else(missing)?.to_owned();
     let provided = param(P_SIGNATURE).ok_or_else(missing)?;
     let expires_text = param(P_EXPIRES).ok_or_else(missing)?;
-    let expires: u64 = expires_text.parse().map_err(|_| {
-        ProxyError::AuthorizationQueryParametersError("Expires must be a number of seconds".into())
-    })?;
+    let expires: u64 = expires_text
+        .parse()
+        .map_err(|_| ProxyError::AuthorizationQueryParametersError("Expires must be a number of seconds".into()))?;
     let expires_at = UNIX_EPOCH + Duration::from_secs(expires);
     if now > expires_at {
-        return Err(ProxyError::RequestExpired {
-            expires_secs: 0,
-            expired_at: expires_at,
-        });
+        return Err(ProxyError::RequestExpired { expires_secs: 0, expired_at: expires_at });
     }
     if expires_at > now + Duration::from_secs(MAX_PRESIGNED_EXPIRY_SECS) {
         return Err(ProxyError::AuthorizationQueryParametersError(
@@ -164,13 +147,10 @@ pub fn verify_presigned_v2(
             .or_else(|| param(name).map(str::to_owned))
             .unwrap_or_default()
     };
-    let mut amz: std::collections::BTreeMap<String, Vec<String>> =
-        std::collections::BTreeMap::new();
+    let mut amz: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     for (k, v) in req.headers {
         if k.as_str().starts_with("x-amz-") {
-            amz.entry(k.as_str().to_owned())
-                .or_default()
-                .push(v.to_str().unwrap_or("").trim().to_owned());
+            amz.entry(k.as_str().to_owned()).or_default().push(v.to_str().unwrap_or("").trim().to_owned());
         }
     }
     let mut hoisted_headers = Vec::new();
@@ -185,16 +165,12 @@ pub fn verify_presigned_v2(
         }
         if lower.starts_with("x-amz-") {
             if !req.headers.contains_key(lower.as_str()) {
-                amz.entry(lower.clone())
-                    .or_default()
-                    .push(v.trim().to_owned());
+                amz.entry(lower.clone()).or_default().push(v.trim().to_owned());
             }
-            let name = HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
-                ProxyError::InvalidArgument("invalid x-amz-* query parameter".into())
-            })?;
-            let value = HeaderValue::from_str(v).map_err(|_| {
-                ProxyError::InvalidArgument("invalid x-amz-* query parameter value".into())
-            })?;
+            let name = HeaderName::from_bytes(lower.as_bytes())
+                .map_err(|_| ProxyError::InvalidArgument("invalid x-amz-* query parameter".into()))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| ProxyError::InvalidArgument("invalid x-amz-* query parameter value".into()))?;
             hoisted_headers.push((name, value));
             continue;
         }
@@ -225,33 +201,22 @@ pub fn verify_presigned_v2(
     }
     let mut first = None;
     for path in &paths {
-        let sts = format!(
-            "{head}{}",
-            canonical_resource(path, req.vhost_bucket, &req.query)
-        );
+        let sts = format!("{head}{}", canonical_resource(path, req.vhost_bucket, &req.query));
         let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
             .map_err(|_| ProxyError::Internal("hmac key".into()))?;
         mac.update(sts.as_bytes());
         let computed = mac.finalize().into_bytes();
-        if computed.len() == provided_bytes.len()
-            && bool::from(computed.as_slice().ct_eq(&provided_bytes))
-        {
-            return Ok(V2Verified {
-                access_key_id: akid,
-                query: rest,
-                hoisted_headers,
-            });
+        if computed.len() == provided_bytes.len() && bool::from(computed.as_slice().ct_eq(&provided_bytes)) {
+            return Ok(V2Verified { access_key_id: akid, query: rest, hoisted_headers });
         }
         first.get_or_insert(sts);
     }
-    Err(ProxyError::SignatureDoesNotMatch(Box::new(
-        SignatureMismatch {
-            access_key_id: akid,
-            string_to_sign: first.unwrap_or_default(),
-            canonical_request: String::new(),
-            signature_provided: provided.to_owned(),
-        },
-    )))
+    Err(ProxyError::SignatureDoesNotMatch(Box::new(SignatureMismatch {
+        access_key_id: akid,
+        string_to_sign: first.unwrap_or_default(),
+        canonical_request: String::new(),
+        signature_provided: provided.to_owned(),
+    })))
 }
 
 #[cfg(test)]
@@ -275,37 +240,19 @@ mod tests {
             vhost_bucket: Some("johnsmith"),
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_175_139_000);
-        let v = verify_presigned_v2(
-            req,
-            &|_| Ok("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into()),
-            now,
-        )
-        .unwrap();
+        let v = verify_presigned_v2(req, &|_| Ok("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into()), now).unwrap();
         assert_eq!(v.access_key_id, "AKIAIOSFODNN7EXAMPLE");
         assert!(v.query.is_empty());
     }
 
     #[test]
     fn an_expired_v2_url_is_refused() {
-        let query = parse_query(
-            "AWSAccessKeyId=A&Expires=100&Signature=x",
-            PlusMode::Literal,
-        );
+        let query = parse_query("AWSAccessKeyId=A&Expires=100&Signature=x", PlusMode::Literal);
         let headers = HeaderMap::new();
-        let req = V2Request {
-            method: &Method::GET,
-            raw_path: "/b/k",
-            headers: &headers,
-            query,
-            vhost_bucket: None,
-        };
-        let e = verify_presigned_v2(
-            req,
-            &|_| Ok("s".into()),
-            UNIX_EPOCH + Duration::from_secs(101),
-        )
-        .err()
-        .map(|e| e.code().to_owned());
+        let req = V2Request { method: &Method::GET, raw_path: "/b/k", headers: &headers, query, vhost_bucket: None };
+        let e = verify_presigned_v2(req, &|_| Ok("s".into()), UNIX_EPOCH + Duration::from_secs(101))
+            .err()
+            .map(|e| e.code().to_owned());
         assert_eq!(e.as_deref(), Some("AccessDenied"));
     }
 }

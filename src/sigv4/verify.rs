@@ -10,13 +10,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use sha2::{Digest, Sha256};
 
 use super::canonical::{
-    PlusMode, canonical_header_value, canonical_query, parse_query, raw_path_is_ambiguous,
-    uri_encode_path,
+    PlusMode, canonical_header_value, canonical_query, parse_query, raw_path_is_ambiguous, uri_encode_path,
 };
 use super::{
-    ALGORITHM, ALGORITHM_ECDSA, STREAMING_ECDSA_PREFIX, STREAMING_SIGNED_PAYLOAD,
-    STREAMING_SIGNED_PAYLOAD_TRAILER, STREAMING_UNSIGNED_PAYLOAD_TRAILER, Signature, SigningKey,
-    UNSIGNED_PAYLOAD,
+    ALGORITHM, ALGORITHM_ECDSA, STREAMING_ECDSA_PREFIX, STREAMING_SIGNED_PAYLOAD, STREAMING_SIGNED_PAYLOAD_TRAILER,
+    STREAMING_UNSIGNED_PAYLOAD_TRAILER, Signature, SigningKey, UNSIGNED_PAYLOAD,
 };
 use crate::config::ClientCredential;
 use crate::error::{ProxyError, SignatureMismatch};
@@ -37,16 +35,8 @@ const P_SIGNED_HEADERS: &str = "X-Amz-SignedHeaders";
 const P_SIGNATURE: &str = "X-Amz-Signature";
 const P_SECURITY_TOKEN: &str = "X-Amz-Security-Token";
 const P_CONTENT_SHA256: &str = "X-Amz-Content-Sha256";
-const AUTH_PARAMS: [&str; 8] = [
-    P_ALGORITHM,
-    P_CREDENTIAL,
-    P_DATE,
-    P_EXPIRES,
-    P_SIGNED_HEADERS,
-    P_SIGNATURE,
-    P_SECURITY_TOKEN,
-    P_CONTENT_SHA256,
-];
+const AUTH_PARAMS: [&str; 8] =
+    [P_ALGORITHM, P_CREDENTIAL, P_DATE, P_EXPIRES, P_SIGNED_HEADERS, P_SIGNATURE, P_SECURITY_TOKEN, P_CONTENT_SHA256];
 
 /// What the signed `x-amz-content-sha256` says about the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +57,7 @@ impl PayloadMode {
     pub fn is_aws_chunked(&self) -> bool {
         matches!(
             self,
-            PayloadMode::StreamingUnsignedTrailer
-                | PayloadMode::StreamingSigned
-                | PayloadMode::StreamingSignedTrailer
+            PayloadMode::StreamingUnsignedTrailer | PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer
         )
     }
 }
@@ -121,32 +109,19 @@ struct Credential<'a> {
 }
 
 impl Verifier {
-    pub fn new(
-        clients: &[ClientCredential],
-        region: &str,
-        allow_sigv2_presigned: bool,
-    ) -> Verifier {
+    pub fn new(clients: &[ClientCredential], region: &str, allow_sigv2_presigned: bool) -> Verifier {
         Verifier {
-            clients: clients
-                .iter()
-                .map(|c| (c.access_key_id.clone(), Arc::new(c.clone())))
-                .collect(),
+            clients: clients.iter().map(|c| (c.access_key_id.clone(), Arc::new(c.clone()))).collect(),
             region: region.to_owned(),
             allow_sigv2_presigned,
         }
     }
 
     /// Verifies a request head at time `now`.
-    pub fn verify(
-        &self,
-        req: &RequestHead<'_>,
-        now: SystemTime,
-    ) -> Result<Authenticated, ProxyError> {
+    pub fn verify(&self, req: &RequestHead<'_>, now: SystemTime) -> Result<Authenticated, ProxyError> {
         let raw_query = req.uri.query().unwrap_or("");
         let literal_query = parse_query(raw_query, PlusMode::Literal);
-        let is_presigned = literal_query
-            .iter()
-            .any(|(k, _)| k == P_ALGORITHM || k == P_SIGNATURE);
+        let is_presigned = literal_query.iter().any(|(k, _)| k == P_ALGORITHM || k == P_SIGNATURE);
         if is_presigned {
             return self.verify_presigned(req, literal_query, now);
         }
@@ -157,17 +132,11 @@ impl Verifier {
             return self.verify_presigned_v2(req, literal_query, now);
         }
         let Some(auth) = req.headers.get(http::header::AUTHORIZATION) else {
-            return Err(ProxyError::AccessDenied(
-                "Anonymous access is not allowed; sign the request with SigV4.",
-            ));
+            return Err(ProxyError::AccessDenied("Anonymous access is not allowed; sign the request with SigV4."));
         };
-        let auth = auth
-            .to_str()
-            .map_err(|_| malformed("the Authorization header is not ASCII"))?;
+        let auth = auth.to_str().map_err(|_| malformed("the Authorization header is not ASCII"))?;
         if auth.starts_with(ALGORITHM_ECDSA) {
-            return Err(ProxyError::NotImplemented(
-                "AWS4-ECDSA-P256-SHA256 (SigV4a) signing is not supported.",
-            ));
+            return Err(ProxyError::NotImplemented("AWS4-ECDSA-P256-SHA256 (SigV4a) signing is not supported."));
         }
         let Some(rest) = auth.strip_prefix(ALGORITHM).filter(|r| r.starts_with(' ')) else {
             return Err(sigv2_refused());
@@ -187,19 +156,12 @@ impl Verifier {
         let v = super::v2::verify_presigned_v2(
             super::v2::V2Request {
                 method: req.method,
-                raw_path: if req.uri.path().is_empty() {
-                    "/"
-                } else {
-                    req.uri.path()
-                },
+                raw_path: if req.uri.path().is_empty() { "/" } else { req.uri.path() },
                 headers: req.headers,
                 query: literal_query,
                 vhost_bucket: req.vhost_bucket,
             },
-            &|akid| {
-                self.client(akid)
-                    .map(|c| c.secret_access_key.expose().to_owned())
-            },
+            &|akid| self.client(akid).map(|c| c.secret_access_key.expose().to_owned()),
             now,
         )?;
         let payload = match header_text(req.headers, &X_AMZ_CONTENT_SHA256) {
@@ -207,9 +169,7 @@ impl Verifier {
             None => PayloadMode::Unsigned,
         };
         if payload.is_aws_chunked() {
-            return Err(ProxyError::NotImplemented(
-                "aws-chunked bodies are not supported on presigned URLs.",
-            ));
+            return Err(ProxyError::NotImplemented("aws-chunked bodies are not supported on presigned URLs."));
         }
         Ok(Authenticated {
             client: Arc::clone(self.client(&v.access_key_id)?),
@@ -222,11 +182,7 @@ impl Verifier {
     }
 
     fn client(&self, akid: &str) -> Result<&Arc<ClientCredential>, ProxyError> {
-        self.clients
-            .get(akid)
-            .ok_or_else(|| ProxyError::InvalidAccessKeyId {
-                access_key_id: akid.to_owned(),
-            })
+        self.clients.get(akid).ok_or_else(|| ProxyError::InvalidAccessKeyId { access_key_id: akid.to_owned() })
     }
 
     fn check_scope(&self, cred: &Credential<'_>, amz_date: &str) -> Result<(), ProxyError> {
@@ -241,9 +197,7 @@ impl Verifier {
             });
         }
         if !amz_date.starts_with(cred.date) || cred.date.len() != 8 {
-            return Err(malformed(
-                "Invalid credential date. Date is not the same as X-Amz-Date.",
-            ));
+            return Err(malformed("Invalid credential date. Date is not the same as X-Amz-Date."));
         }
         Ok(())
     }
@@ -258,9 +212,7 @@ impl Verifier {
         let (mut credential, mut signed_headers, mut signature) = (None, None, None);
         for part in params.split(',') {
             let part = part.trim();
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| malformed("malformed Authorization component"))?;
+            let (k, v) = part.split_once('=').ok_or_else(|| malformed("malformed Authorization component"))?;
             let slot = match k {
                 "Credential" => &mut credential,
                 "SignedHeaders" => &mut signed_headers,
@@ -271,37 +223,21 @@ impl Verifier {
                 return Err(malformed("duplicate Authorization component"));
             }
         }
-        let (Some(credential), Some(signed_headers), Some(signature)) =
-            (credential, signed_headers, signature)
-        else {
-            return Err(malformed(
-                "the Authorization header needs Credential, SignedHeaders and Signature",
-            ));
+        let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature) else {
+            return Err(malformed("the Authorization header needs Credential, SignedHeaders and Signature"));
         };
         let cred = parse_credential(credential).ok_or_else(|| {
-            malformed(
-                "the Credential is mal-formed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".",
-            )
+            malformed("the Credential is mal-formed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".")
         })?;
-        let provided = Signature::from_hex(signature)
-            .ok_or_else(|| malformed("the Signature is not 64 hex digits"))?;
+        let provided = Signature::from_hex(signature).ok_or_else(|| malformed("the Signature is not 64 hex digits"))?;
         let amz_date = header_text(req.headers, &X_AMZ_DATE)
-            .or_else(|| {
-                header_text(req.headers, &http::header::DATE)
-                    .filter(|d| parse_amz_date(d).is_some())
-            })
-            .ok_or(ProxyError::AccessDenied(
-                "AWS authentication requires a valid Date or x-amz-date header",
-            ))?;
-        let request_time = parse_amz_date(amz_date).ok_or(ProxyError::AccessDenied(
-            "AWS authentication requires a valid Date or x-amz-date header",
-        ))?;
+            .or_else(|| header_text(req.headers, &http::header::DATE).filter(|d| parse_amz_date(d).is_some()))
+            .ok_or(ProxyError::AccessDenied("AWS authentication requires a valid Date or x-amz-date header"))?;
+        let request_time = parse_amz_date(amz_date)
+            .ok_or(ProxyError::AccessDenied("AWS authentication requires a valid Date or x-amz-date header"))?;
         self.check_scope(&cred, amz_date)?;
         let client = self.client(cred.access_key_id)?;
-        let skew = now
-            .duration_since(request_time)
-            .or_else(|e| Ok::<_, ()>(e.duration()))
-            .unwrap_or_default();
+        let skew = now.duration_since(request_time).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
         if skew > MAX_CLOCK_SKEW {
             return Err(ProxyError::RequestTimeTooSkewed { request_time });
         }
@@ -311,17 +247,11 @@ impl Verifier {
         let signed = parse_signed_headers(signed_headers)?;
         check_headers_signed(req.headers, &signed)?;
         let content_sha = header_text(req.headers, &X_AMZ_CONTENT_SHA256).ok_or_else(|| {
-            ProxyError::InvalidRequest(
-                "Missing required header for this request: x-amz-content-sha256".into(),
-            )
+            ProxyError::InvalidRequest("Missing required header for this request: x-amz-content-sha256".into())
         })?;
         let payload = parse_payload_mode(content_sha)?;
 
-        let key = SigningKey::derive(
-            client.secret_access_key.expose(),
-            request_time,
-            &self.region,
-        );
+        let key = SigningKey::derive(client.secret_access_key.expose(), request_time, &self.region);
         let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
         let query = self.check_signature(
             req,
@@ -361,9 +291,7 @@ impl Verifier {
             if let Some(p) = AUTH_PARAMS.iter().find(|p| **p == k.as_str())
                 && found.insert(p, v.clone()).is_some()
             {
-                return Err(ProxyError::AuthorizationQueryParametersError(
-                    format!("{p} must appear only once").into(),
-                ));
+                return Err(ProxyError::AuthorizationQueryParametersError(format!("{p} must appear only once").into()));
             }
         }
         let need = |p: &str| {
@@ -375,22 +303,15 @@ impl Verifier {
         };
         let algorithm = need(P_ALGORITHM)?;
         if algorithm == ALGORITHM_ECDSA {
-            return Err(ProxyError::NotImplemented(
-                "AWS4-ECDSA-P256-SHA256 (SigV4a) signing is not supported.",
-            ));
+            return Err(ProxyError::NotImplemented("AWS4-ECDSA-P256-SHA256 (SigV4a) signing is not supported."));
         }
         if algorithm != ALGORITHM {
             return Err(ProxyError::AuthorizationQueryParametersError(
                 "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"".into(),
             ));
         }
-        let (credential, amz_date, expires, signed_headers, signature) = (
-            need(P_CREDENTIAL)?,
-            need(P_DATE)?,
-            need(P_EXPIRES)?,
-            need(P_SIGNED_HEADERS)?,
-            need(P_SIGNATURE)?,
-        );
+        let (credential, amz_date, expires, signed_headers, signature) =
+            (need(P_CREDENTIAL)?, need(P_DATE)?, need(P_EXPIRES)?, need(P_SIGNED_HEADERS)?, need(P_SIGNATURE)?);
         let cred = parse_credential(credential).ok_or_else(|| {
             ProxyError::AuthorizationQueryParametersError(
                 "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; expecting \
@@ -403,13 +324,11 @@ impl Verifier {
                 "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"".into(),
             )
         })?;
-        let expires_secs: u64 = expires.parse().map_err(|_| {
-            ProxyError::AuthorizationQueryParametersError("X-Amz-Expires should be a number".into())
-        })?;
+        let expires_secs: u64 = expires
+            .parse()
+            .map_err(|_| ProxyError::AuthorizationQueryParametersError("X-Amz-Expires should be a number".into()))?;
         if expires_secs == 0 {
-            return Err(ProxyError::AuthorizationQueryParametersError(
-                "X-Amz-Expires must be non-negative".into(),
-            ));
+            return Err(ProxyError::AuthorizationQueryParametersError("X-Amz-Expires must be non-negative".into()));
         }
         if expires_secs > MAX_PRESIGNED_EXPIRY_SECS {
             return Err(ProxyError::AuthorizationQueryParametersError(
@@ -417,9 +336,7 @@ impl Verifier {
             ));
         }
         let provided = Signature::from_hex(signature).ok_or_else(|| {
-            ProxyError::AuthorizationQueryParametersError(
-                "X-Amz-Signature must be 64 hex digits".into(),
-            )
+            ProxyError::AuthorizationQueryParametersError("X-Amz-Signature must be 64 hex digits".into())
         })?;
         self.check_scope(&cred, amz_date).map_err(|e| match e {
             ProxyError::AuthorizationHeaderMalformed { message, .. } => {
@@ -433,10 +350,7 @@ impl Verifier {
         }
         let expired_at = request_time + Duration::from_secs(expires_secs);
         if now > expired_at {
-            return Err(ProxyError::RequestExpired {
-                expires_secs,
-                expired_at,
-            });
+            return Err(ProxyError::RequestExpired { expires_secs, expired_at });
         }
         if found.contains_key(P_SECURITY_TOKEN) || req.headers.contains_key(X_AMZ_SECURITY_TOKEN) {
             return Err(ProxyError::InvalidToken);
@@ -446,22 +360,14 @@ impl Verifier {
 
         // The body: presigned URLs sign UNSIGNED-PAYLOAD unless a hash was put in the query; a hex
         // x-amz-content-sha256 header is still checked against the body.
-        let payload_line = found
-            .get(P_CONTENT_SHA256)
-            .map_or(UNSIGNED_PAYLOAD, String::as_str);
+        let payload_line = found.get(P_CONTENT_SHA256).map_or(UNSIGNED_PAYLOAD, String::as_str);
         let body_hash = header_text(req.headers, &X_AMZ_CONTENT_SHA256).unwrap_or(payload_line);
         let payload = parse_payload_mode(body_hash)?;
         if payload.is_aws_chunked() {
-            return Err(ProxyError::NotImplemented(
-                "aws-chunked bodies are not supported on presigned URLs.",
-            ));
+            return Err(ProxyError::NotImplemented("aws-chunked bodies are not supported on presigned URLs."));
         }
 
-        let key = SigningKey::derive(
-            client.secret_access_key.expose(),
-            request_time,
-            &self.region,
-        );
+        let key = SigningKey::derive(client.secret_access_key.expose(), request_time, &self.region);
         let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
         let query = self.check_signature(
             req,
@@ -483,12 +389,10 @@ impl Verifier {
             }
             let lower = k.to_ascii_lowercase();
             if lower.starts_with("x-amz-") {
-                let name = HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
-                    ProxyError::InvalidArgument("invalid x-amz-* query parameter".into())
-                })?;
-                let value = HeaderValue::from_str(&v).map_err(|_| {
-                    ProxyError::InvalidArgument("invalid x-amz-* query parameter value".into())
-                })?;
+                let name = HeaderName::from_bytes(lower.as_bytes())
+                    .map_err(|_| ProxyError::InvalidArgument("invalid x-amz-* query parameter".into()))?;
+                let value = HeaderValue::from_str(&v)
+                    .map_err(|_| ProxyError::InvalidArgument("invalid x-amz-* query parameter value".into()))?;
                 if let Some(existing) = req.headers.get(&name)
                     && existing != value
                 {
@@ -548,14 +452,7 @@ impl Verifier {
         for query in &queries {
             let cq = canonical_query(query, exclude);
             for path in &paths {
-                let creq = build_canonical_request(
-                    req.method,
-                    path,
-                    &cq,
-                    &headers_block,
-                    signed,
-                    payload_line,
-                );
+                let creq = build_canonical_request(req.method, path, &cq, &headers_block, signed, payload_line);
                 let sts = string_to_sign(amz_date, scope, &creq);
                 if key.sign(sts.as_bytes()).ct_eq(provided) {
                     return Ok(query.clone());
@@ -564,14 +461,12 @@ impl Verifier {
             }
         }
         let (canonical_request, string_to_sign) = first_attempt.unwrap_or_default();
-        Err(ProxyError::SignatureDoesNotMatch(Box::new(
-            SignatureMismatch {
-                access_key_id: access_key_id.to_owned(),
-                string_to_sign,
-                canonical_request,
-                signature_provided: provided.to_hex(),
-            },
-        )))
+        Err(ProxyError::SignatureDoesNotMatch(Box::new(SignatureMismatch {
+            access_key_id: access_key_id.to_owned(),
+            string_to_sign,
+            canonical_request,
+            signature_provided: provided.to_hex(),
+        })))
     }
 }
 
@@ -582,17 +477,11 @@ fn sigv2_refused() -> ProxyError {
 }
 
 fn malformed(msg: &'static str) -> ProxyError {
-    ProxyError::AuthorizationHeaderMalformed {
-        message: msg.into(),
-        region: None,
-    }
+    ProxyError::AuthorizationHeaderMalformed { message: msg.into(), region: None }
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// `AKID/YYYYMMDD/region/s3/aws4_request`.
@@ -603,32 +492,19 @@ fn parse_credential(s: &str) -> Option<Credential<'_>> {
     let region = it.next()?;
     let date = it.next()?;
     let access_key_id = it.next()?;
-    if terminator != "aws4_request"
-        || service != "s3"
-        || access_key_id.is_empty()
-        || region.is_empty()
-    {
+    if terminator != "aws4_request" || service != "s3" || access_key_id.is_empty() || region.is_empty() {
         return None;
     }
     if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(Credential {
-        access_key_id,
-        date,
-        region,
-    })
+    Some(Credential { access_key_id, date, region })
 }
 
 fn parse_signed_headers(s: &str) -> Result<Vec<&str>, ProxyError> {
     let list: Vec<&str> = s.split(';').collect();
-    if list
-        .iter()
-        .any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase()))
-    {
-        return Err(malformed(
-            "SignedHeaders must be a ';'-separated list of lowercase header names",
-        ));
+    if list.iter().any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase())) {
+        return Err(malformed("SignedHeaders must be a ';'-separated list of lowercase header names"));
     }
     if !list.contains(&"host") {
         return Err(ProxyError::HeadersNotSigned(vec!["host".to_owned()]));
@@ -642,9 +518,7 @@ fn check_headers_signed(headers: &HeaderMap, signed: &[&str]) -> Result<(), Prox
     let mut unsigned: Vec<String> = headers
         .keys()
         .map(HeaderName::as_str)
-        .filter(|n| {
-            n.starts_with("x-amz-") && *n != X_AMZ_CONTENT_SHA256.as_str() && !signed.contains(n)
-        })
+        .filter(|n| n.starts_with("x-amz-") && *n != X_AMZ_CONTENT_SHA256.as_str() && !signed.contains(n))
         .map(str::to_owned)
         .collect();
     if unsigned.is_empty() {
@@ -663,9 +537,7 @@ fn parse_payload_mode(v: &str) -> Result<PayloadMode, ProxyError> {
         STREAMING_SIGNED_PAYLOAD => PayloadMode::StreamingSigned,
         STREAMING_SIGNED_PAYLOAD_TRAILER => PayloadMode::StreamingSignedTrailer,
         v if v.starts_with(STREAMING_ECDSA_PREFIX) => {
-            return Err(ProxyError::NotImplemented(
-                "SigV4a (ECDSA) streaming payloads are not supported.",
-            ));
+            return Err(ProxyError::NotImplemented("SigV4a (ECDSA) streaming payloads are not supported."));
         }
         v => {
             let mut b = [0u8; 32];
@@ -688,12 +560,7 @@ fn canonical_headers(req: &RequestHead<'_>, signed: &[&str]) -> Vec<u8> {
     for name in signed {
         out.extend_from_slice(name.as_bytes());
         out.push(b':');
-        let mut values = req
-            .headers
-            .get_all(*name)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .peekable();
+        let mut values = req.headers.get_all(*name).iter().map(HeaderValue::as_bytes).peekable();
         if values.peek().is_some() {
             canonical_header_value(values, &mut out);
         } else if *name == "host" {
@@ -731,10 +598,7 @@ fn build_canonical_request(
 }
 
 fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    )
+    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical_request.as_bytes())))
 }
 
 /// Re-exported for the signed-chunk decoder and tests.
@@ -770,10 +634,7 @@ mod tests {
     fn head(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -782,10 +643,7 @@ mod tests {
         head(&[
             ("host", "examplebucket.s3.amazonaws.com"),
             ("range", "bytes=0-9"),
-            (
-                "x-amz-content-sha256",
-                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-            ),
+            ("x-amz-content-sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
             ("x-amz-date", "20130524T000000Z"),
             (
                 "authorization",
@@ -805,12 +663,7 @@ mod tests {
         let uri: Uri = "/test.txt".parse().unwrap();
         let a = verifier()
             .verify(
-                &RequestHead {
-                    method: &Method::GET,
-                    uri: &uri,
-                    headers: &h,
-                    vhost_bucket: None,
-                },
+                &RequestHead { method: &Method::GET, uri: &uri, headers: &h, vhost_bucket: None },
                 at("20130524T000500Z"),
             )
             .unwrap();
@@ -825,10 +678,7 @@ mod tests {
             ("date", "Fri, 24 May 2013 00:00:00 GMT"),
             ("x-amz-date", "20130524T000000Z"),
             ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
-            (
-                "x-amz-content-sha256",
-                "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072",
-            ),
+            ("x-amz-content-sha256", "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072"),
             (
                 "authorization",
                 &format!(
@@ -841,12 +691,7 @@ mod tests {
         let uri: Uri = "/test$file.text".parse().unwrap();
         verifier()
             .verify(
-                &RequestHead {
-                    method: &Method::PUT,
-                    uri: &uri,
-                    headers: &h,
-                    vhost_bucket: None,
-                },
+                &RequestHead { method: &Method::PUT, uri: &uri, headers: &h, vhost_bucket: None },
                 at("20130524T000000Z"),
             )
             .unwrap();
@@ -858,22 +703,12 @@ mod tests {
         let uri: Uri = "/test.txt".parse().unwrap();
         let e = verifier()
             .verify(
-                &RequestHead {
-                    method: &Method::GET,
-                    uri: &uri,
-                    headers: &h,
-                    vhost_bucket: None,
-                },
+                &RequestHead { method: &Method::GET, uri: &uri, headers: &h, vhost_bucket: None },
                 at("20130524T000000Z"),
             )
             .unwrap_err();
-        let ProxyError::SignatureDoesNotMatch(m) = e else {
-            panic!("{e:?}")
-        };
-        assert!(
-            m.canonical_request
-                .starts_with("GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\n")
-        );
+        let ProxyError::SignatureDoesNotMatch(m) = e else { panic!("{e:?}") };
+        assert!(m.canonical_request.starts_with("GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\n"));
     }
 
     #[test]
@@ -882,15 +717,7 @@ mod tests {
         let uri: Uri = "/test.txt".parse().unwrap();
         for now in ["20130524T001501Z", "20130523T234459Z"] {
             let e = verifier()
-                .verify(
-                    &RequestHead {
-                        method: &Method::GET,
-                        uri: &uri,
-                        headers: &h,
-                        vhost_bucket: None,
-                    },
-                    at(now),
-                )
+                .verify(&RequestHead { method: &Method::GET, uri: &uri, headers: &h, vhost_bucket: None }, at(now))
                 .unwrap_err();
             assert_eq!(e.code(), "RequestTimeTooSkewed");
         }
@@ -903,19 +730,11 @@ mod tests {
         let uri: Uri = "/test.txt".parse().unwrap();
         let e = verifier()
             .verify(
-                &RequestHead {
-                    method: &Method::GET,
-                    uri: &uri,
-                    headers: &h,
-                    vhost_bucket: None,
-                },
+                &RequestHead { method: &Method::GET, uri: &uri, headers: &h, vhost_bucket: None },
                 at("20130524T000000Z"),
             )
             .unwrap_err();
-        assert!(
-            matches!(e, ProxyError::HeadersNotSigned(ref v) if v == &["x-amz-acl"]),
-            "{e:?}"
-        );
+        assert!(matches!(e, ProxyError::HeadersNotSigned(ref v) if v == &["x-amz-acl"]), "{e:?}");
     }
 
     #[test]
@@ -936,35 +755,15 @@ mod tests {
             h
         };
         let code = |h: &HeaderMap| {
-            v.verify(
-                &RequestHead {
-                    method: &Method::GET,
-                    uri: &uri,
-                    headers: h,
-                    vhost_bucket: None,
-                },
-                now,
-            )
-            .unwrap_err()
-            .code()
-            .to_owned()
+            v.verify(&RequestHead { method: &Method::GET, uri: &uri, headers: h, vhost_bucket: None }, now)
+                .unwrap_err()
+                .code()
+                .to_owned()
         };
-        assert_eq!(
-            code(&mk("OTHERKEY/20130524/us-east-1/s3/aws4_request")),
-            "InvalidAccessKeyId"
-        );
-        assert_eq!(
-            code(&mk(&format!("{AKID}/20130524/eu-west-1/s3/aws4_request"))),
-            "AuthorizationHeaderMalformed"
-        );
-        assert_eq!(
-            code(&mk(&format!("{AKID}/20130524/us-east-1/ec2/aws4_request"))),
-            "AuthorizationHeaderMalformed"
-        );
-        assert_eq!(
-            code(&mk(&format!("{AKID}/20130525/us-east-1/s3/aws4_request"))),
-            "AuthorizationHeaderMalformed"
-        );
+        assert_eq!(code(&mk("OTHERKEY/20130524/us-east-1/s3/aws4_request")), "InvalidAccessKeyId");
+        assert_eq!(code(&mk(&format!("{AKID}/20130524/eu-west-1/s3/aws4_request"))), "AuthorizationHeaderMalformed");
+        assert_eq!(code(&mk(&format!("{AKID}/20130524/us-east-1/ec2/aws4_request"))), "AuthorizationHeaderMalformed");
+        assert_eq!(code(&mk(&format!("{AKID}/20130525/us-east-1/s3/aws4_request"))), "AuthorizationHeaderMalformed");
         let mut anon = get_object_headers(GET_SIG);
         anon.remove("authorization");
         assert_eq!(code(&anon), "AccessDenied");
@@ -981,19 +780,10 @@ mod tests {
         .unwrap();
         let h = head(&[("host", "examplebucket.s3.amazonaws.com")]);
         let v = verifier();
-        let req = RequestHead {
-            method: &Method::GET,
-            uri: &uri,
-            headers: &h,
-            vhost_bucket: None,
-        };
+        let req = RequestHead { method: &Method::GET, uri: &uri, headers: &h, vhost_bucket: None };
         let a = v.verify(&req, at("20130524T120000Z")).unwrap();
         assert!(a.presigned);
-        assert!(
-            a.query.is_empty(),
-            "auth parameters are not forwarded: {:?}",
-            a.query
-        );
+        assert!(a.query.is_empty(), "auth parameters are not forwarded: {:?}", a.query);
         assert_eq!(a.payload, PayloadMode::Unsigned);
         let e = v.verify(&req, at("20130525T000001Z")).unwrap_err();
         assert!(matches!(e, ProxyError::RequestExpired { .. }), "{e:?}");
@@ -1012,12 +802,7 @@ mod tests {
         let h = head(&[("host", "h")]);
         let e = verifier()
             .verify(
-                &RequestHead {
-                    method: &Method::GET,
-                    uri: &uri,
-                    headers: &h,
-                    vhost_bucket: None,
-                },
+                &RequestHead { method: &Method::GET, uri: &uri, headers: &h, vhost_bucket: None },
                 at("20130524T000000Z"),
             )
             .unwrap_err();
@@ -1027,10 +812,7 @@ mod tests {
     #[test]
     fn credentials_parse_from_the_right() {
         let c = parse_credential("AK/20130524/us-east-1/s3/aws4_request").unwrap();
-        assert_eq!(
-            (c.access_key_id, c.date, c.region),
-            ("AK", "20130524", "us-east-1")
-        );
+        assert_eq!((c.access_key_id, c.date, c.region), ("AK", "20130524", "us-east-1"));
         assert!(parse_credential("AK/2013/us-east-1/s3/aws4_request").is_none());
         assert!(parse_credential("20130524/us-east-1/s3/aws4_request").is_none());
     }

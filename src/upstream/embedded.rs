@@ -29,22 +29,14 @@ pub struct EmbeddedStore {
 }
 
 fn random_string(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }
 
 impl EmbeddedStore {
     /// Creates `data_dir` and the listed buckets (directories), then serves them.
     pub async fn start(data_dir: &Path, buckets: &[String]) -> Result<EmbeddedStore, String> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            format!(
-                "embedded.data_dir {}: cannot create: {e}",
-                data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("embedded.data_dir {}: cannot create: {e}", data_dir.display()))?;
         for b in buckets {
             std::fs::create_dir_all(data_dir.join(b))
                 .map_err(|e| format!("embedded bucket {b}: cannot create: {e}"))?;
@@ -55,18 +47,11 @@ impl EmbeddedStore {
         let secret = random_string(40);
         let service = {
             let mut b = S3ServiceBuilder::new(fs);
-            b.set_auth(SimpleAuth::from_single(
-                access_key_id.clone(),
-                secret.clone(),
-            ));
+            b.set_auth(SimpleAuth::from_single(access_key_id.clone(), secret.clone()));
             b.build()
         };
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("embedded store bind: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("embedded store: {e}"))?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("embedded store bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("embedded store: {e}"))?;
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
@@ -77,9 +62,7 @@ impl EmbeddedStore {
                 };
                 let Ok((socket, _)) = conn else { continue };
                 let _ = socket.set_nodelay(true);
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
+                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });

@@ -33,22 +33,15 @@ pub enum UpstreamResolver {
     Fixed(std::net::IpAddr),
 }
 
-type ResolveFuture = std::pin::Pin<
-    Box<
-        dyn Future<Output = Result<std::vec::IntoIter<std::net::SocketAddr>, std::io::Error>>
-            + Send,
-    >,
->;
+type ResolveFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<std::net::SocketAddr>, std::io::Error>> + Send>>;
 
 impl tower_service::Service<Name> for UpstreamResolver {
     type Response = std::vec::IntoIter<std::net::SocketAddr>;
     type Error = std::io::Error;
     type Future = ResolveFuture;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), std::io::Error>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), std::io::Error>> {
         match self {
             UpstreamResolver::System(r) => r.poll_ready(cx),
             UpstreamResolver::Fixed(_) => std::task::Poll::Ready(Ok(())),
@@ -95,15 +88,10 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
             .collect::<Result<_, _>>()
             .map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
         if certs.is_empty() {
-            return Err(format!(
-                "upstream.ca_file {}: no certificate found",
-                path.display()
-            ));
+            return Err(format!("upstream.ca_file {}: no certificate found", path.display()));
         }
         for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
+            roots.add(c).map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -124,16 +112,9 @@ impl Upstream {
         access_key_id: &str,
         secret: &crate::util::secret::SecretString,
     ) -> Result<Upstream, String> {
-        let scheme = endpoint
-            .scheme()
-            .cloned()
-            .ok_or("upstream endpoint has no scheme")?;
+        let scheme = endpoint.scheme().cloned().ok_or("upstream endpoint has no scheme")?;
         let host = endpoint.host().ok_or("upstream endpoint has no host")?;
-        let default_port = if scheme == http::uri::Scheme::HTTPS {
-            443
-        } else {
-            80
-        };
+        let default_port = if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 };
         let authority = match endpoint.port_u16() {
             Some(p) if p != default_port => format!("{host}:{p}"),
             _other => host.to_owned(),
@@ -178,11 +159,7 @@ impl Upstream {
             }
             _other => self.authority.clone(),
         };
-        let mut s = format!(
-            "{}://{host}{}",
-            self.scheme,
-            target.upstream_path(virtual_style)
-        );
+        let mut s = format!("{}://{host}{}", self.scheme, target.upstream_path(virtual_style));
         if !query.is_empty() {
             s.push('?');
             s.push_str(query);

@@ -31,8 +31,7 @@ impl fmt::Debug for SecretString {
 /// Group read is allowed (Kubernetes `fsGroup` mounts secrets 0440); world access and group write are not.
 pub fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mode = meta.permissions().mode();
     if mode & 0o027 != 0 {
         return Err(format!(
@@ -41,8 +40,7 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, String> {
             mode & 0o777
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let trimmed = text.trim_end_matches(['\n', '\r']).to_owned();
     drop(Zeroizing::new(text));
     Ok(SecretString::new(trimmed))

@@ -14,8 +14,7 @@ use crate::common::{Backend, CLIENT_AK, CLIENT_SK, TestEnv, data};
 const STREAMING_UNSIGNED: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
 
 fn crc32_b64(data: &[u8]) -> String {
-    let mut c =
-        s3crypt::s3::checksum::Checksummer::new(s3crypt::s3::checksum::ChecksumAlgorithm::Crc32);
+    let mut c = s3crypt::s3::checksum::Checksummer::new(s3crypt::s3::checksum::ChecksumAlgorithm::Crc32);
     c.update(data);
     s3crypt::s3::checksum::encode_value(&c.finalize())
 }
@@ -33,12 +32,7 @@ fn aws_chunked(data: &[u8], chunk: usize, crc: Option<&str>) -> Vec<u8> {
     out
 }
 
-fn chunked_request(
-    env: &TestEnv,
-    key: &str,
-    wire: Vec<u8>,
-    decoded_len: usize,
-) -> Request<Full<Bytes>> {
+fn chunked_request(env: &TestEnv, key: &str, wire: Vec<u8>, decoded_len: usize) -> Request<Full<Bytes>> {
     let url = format!("{}/{}/{key}", env.endpoint(), env.bucket);
     let len = decoded_len.to_string();
     let headers = [
@@ -59,65 +53,85 @@ fn chunked_request(
 }
 
 async fn read_direct(env: &TestEnv, key: &str) -> Vec<u8> {
-    let o = env
-        .direct
-        .get_object()
-        .bucket(&env.bucket)
-        .key(key)
-        .send()
-        .await
-        .expect("direct get");
+    let o = env.direct.get_object().bucket(&env.bucket).key(key).send().await.expect("direct get");
     o.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
 async fn a_body_that_does_not_match_its_signed_hash_is_refused_and_not_stored(backend: Backend) {
+    use sha2::Digest;
     let env = TestEnv::start(backend).await;
     let body = data(3 * 1024 * 1024, 1);
+    let url = format!("{}/{}/mismatch", env.endpoint(), env.bucket);
+    let good_hash = hex::encode(sha2::Sha256::digest(&body));
+    let r = env
+        .raw()
+        .send(signed_with(Method::PUT, &url, &[], &body, CLIENT_AK, CLIENT_SK, Some(good_hash), SystemTime::now()))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+
+    // An overwrite whose last byte differs from what was signed: refused, and the stored object is untouched.
     let mut other = body.clone();
     other[body.len() - 1] ^= 1;
-    let url = format!("{}/{}/mismatch", env.endpoint(), env.bucket);
-    use sha2::Digest;
-    let wrong_hash = hex::encode(sha2::Sha256::digest(&other));
-    let req = signed_with(
-        Method::PUT,
-        &url,
-        &[],
-        &body,
-        CLIENT_AK,
-        CLIENT_SK,
-        Some(wrong_hash),
-        SystemTime::now(),
-    );
-    let r = env.raw().send(req).await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (400, Some("XAmzContentSHA256Mismatch")),
-        "{}",
-        r.text()
-    );
-    assert!(env.stored_keys().await.is_empty(), "nothing may be stored");
+    let wrong_hash = hex::encode(sha2::Sha256::digest(&body));
+    let r = env
+        .raw()
+        .send(signed_with(Method::PUT, &url, &[], &other, CLIENT_AK, CLIENT_SK, Some(wrong_hash), SystemTime::now()))
+        .await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("XAmzContentSHA256Mismatch")), "{}", r.text());
+    assert_eq!(read_direct(&env, "mismatch").await, body, "the earlier version must survive");
 
+    // Content-MD5 and x-amz-checksum-* headers are checked over the data too.
+    let url2 = format!("{}/{}/digests", env.endpoint(), env.bucket);
+    let md5 = "AAAAAAAAAAAAAAAAAAAAAA==";
     let r = env
         .raw()
         .send(signed_with(
             Method::PUT,
-            &url,
-            &[],
+            &url2,
+            &[("content-md5", md5)],
             &body,
             CLIENT_AK,
             CLIENT_SK,
-            Some(hex::encode(sha2::Sha256::digest(&body))),
+            None,
+            SystemTime::now(),
+        ))
+        .await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("BadDigest")));
+    let r = env
+        .raw()
+        .send(signed_with(
+            Method::PUT,
+            &url2,
+            &[("x-amz-checksum-crc32", "AAAAAA==")],
+            &body,
+            CLIENT_AK,
+            CLIENT_SK,
+            None,
+            SystemTime::now(),
+        ))
+        .await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("BadDigest")));
+    let right_crc = crc32_b64(&body);
+    let r = env
+        .raw()
+        .send(signed_with(
+            Method::PUT,
+            &url2,
+            &[("x-amz-checksum-crc32", &right_crc)],
+            &body,
+            CLIENT_AK,
+            CLIENT_SK,
+            None,
             SystemTime::now(),
         ))
         .await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-    assert_eq!(read_direct(&env, "mismatch").await, body);
+    let mut keys = env.stored_keys().await;
+    keys.sort();
+    assert_eq!(keys, vec!["digests".to_owned(), "mismatch".to_owned()]);
     env.shutdown().await;
 }
-against_both_stores!(
-    payload_hash_mismatch,
-    a_body_that_does_not_match_its_signed_hash_is_refused_and_not_stored
-);
+against_both_stores!(payload_hash_mismatch, a_body_that_does_not_match_its_signed_hash_is_refused_and_not_stored);
 
 async fn aws_chunked_bodies_are_decoded_and_their_trailer_checked(backend: Backend) {
     let env = TestEnv::start(backend).await;
@@ -125,27 +139,15 @@ async fn aws_chunked_bodies_are_decoded_and_their_trailer_checked(backend: Backe
     let body = data(300_000, 2);
 
     // Content-Length framing, 64 KiB chunks.
-    let r = raw
-        .send(chunked_request(
-            &env,
-            "ok-cl",
-            aws_chunked(&body, 65_536, None),
-            body.len(),
-        ))
-        .await;
+    let r = raw.send(chunked_request(&env, "ok-cl", aws_chunked(&body, 65_536, None), body.len())).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-    assert_eq!(
-        read_direct(&env, "ok-cl").await,
-        body,
-        "the store holds the decoded data, not the framing"
-    );
+    assert_eq!(read_direct(&env, "ok-cl").await, body, "the store holds the decoded data, not the framing");
 
     // Transfer-Encoding: chunked framing (what boto3 and the aws CLI send over https), uneven HTTP chunks.
     let wire = aws_chunked(&body, 1 << 20, None);
     let mut req = chunked_request(&env, "ok-te", wire.clone(), body.len());
     req.headers_mut().remove("content-length");
-    let parts: std::collections::VecDeque<Bytes> =
-        wire.chunks(7777).map(Bytes::copy_from_slice).collect();
+    let parts: std::collections::VecDeque<Bytes> = wire.chunks(7777).map(Bytes::copy_from_slice).collect();
     let req = req.map(|_| ChunkedBody(parts));
     let r = raw.send(req).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
@@ -153,52 +155,25 @@ async fn aws_chunked_bodies_are_decoded_and_their_trailer_checked(backend: Backe
 
     // A wrong trailer checksum, a short body and a long body: refused, nothing stored.
     let bad_crc = aws_chunked(&body, 65_536, Some("AAAAAA=="));
-    let r = raw
-        .send(chunked_request(&env, "bad-crc", bad_crc, body.len()))
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (400, Some("BadDigest"))
-    );
-    let r = raw
-        .send(chunked_request(
-            &env,
-            "short",
-            aws_chunked(&body, 65_536, None),
-            body.len() + 1,
-        ))
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (400, Some("IncompleteBody"))
-    );
-    let r = raw
-        .send(chunked_request(
-            &env,
-            "long",
-            aws_chunked(&body, 65_536, None),
-            body.len() - 1,
-        ))
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (400, Some("IncompleteBody"))
-    );
+    let r = raw.send(chunked_request(&env, "bad-crc", bad_crc, body.len())).await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("BadDigest")));
+    let r = raw.send(chunked_request(&env, "short", aws_chunked(&body, 65_536, None), body.len() + 1)).await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("IncompleteBody")));
+    let r = raw.send(chunked_request(&env, "long", aws_chunked(&body, 65_536, None), body.len() - 1)).await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("IncompleteBody")));
     let mut keys = env.stored_keys().await;
     keys.sort();
     assert_eq!(keys, vec!["ok-cl".to_owned(), "ok-te".to_owned()]);
     env.shutdown().await;
 }
-against_both_stores!(
-    aws_chunked_trailer_bodies,
-    aws_chunked_bodies_are_decoded_and_their_trailer_checked
-);
+against_both_stores!(aws_chunked_trailer_bodies, aws_chunked_bodies_are_decoded_and_their_trailer_checked);
 
 #[tokio::test]
 async fn signed_chunk_uploads_get_a_clear_not_implemented_until_supported() {
     let env = TestEnv::start(Backend::Embedded).await;
     let url = format!("{}/{}/signed-chunks", env.endpoint(), env.bucket);
-    let wire = b"5;chunk-signature=0000000000000000000000000000000000000000000000000000000000000000\r\nhello\r\n".to_vec();
+    let wire =
+        b"5;chunk-signature=0000000000000000000000000000000000000000000000000000000000000000\r\nhello\r\n".to_vec();
     let req = signed_with(
         Method::PUT,
         &url,
@@ -210,10 +185,7 @@ async fn signed_chunk_uploads_get_a_clear_not_implemented_until_supported() {
         SystemTime::now(),
     );
     let r = env.raw().send(req).await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (501, Some("NotImplemented"))
-    );
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (501, Some("NotImplemented")));
     assert!(env.stored_keys().await.is_empty());
     env.shutdown().await;
 }
@@ -222,50 +194,17 @@ async fn signed_chunk_uploads_get_a_clear_not_implemented_until_supported() {
 async fn an_unsigned_payload_needs_a_content_length_and_an_empty_body_its_hash() {
     let env = TestEnv::start(Backend::Embedded).await;
     let url = format!("{}/{}/nolen", env.endpoint(), env.bucket);
-    let req = signed_with(
-        Method::PUT,
-        &url,
-        &[],
-        b"",
-        CLIENT_AK,
-        CLIENT_SK,
-        None,
-        SystemTime::now(),
-    );
+    let req = signed_with(Method::PUT, &url, &[], b"", CLIENT_AK, CLIENT_SK, None, SystemTime::now());
     let req = req.map(|_| ChunkedBody([Bytes::from_static(b"abc")].into_iter().collect()));
     let r = env.raw().send(req).await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (411, Some("MissingContentLength"))
-    );
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (411, Some("MissingContentLength")));
 
     let wrong = "0".repeat(64);
-    let req = signed_with(
-        Method::GET,
-        &url,
-        &[],
-        b"",
-        CLIENT_AK,
-        CLIENT_SK,
-        Some(wrong),
-        SystemTime::now(),
-    );
+    let req = signed_with(Method::GET, &url, &[], b"", CLIENT_AK, CLIENT_SK, Some(wrong), SystemTime::now());
     let r = env.raw().send(req).await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (400, Some("XAmzContentSHA256Mismatch"))
-    );
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("XAmzContentSHA256Mismatch")));
 
-    let req = signed_with(
-        Method::PUT,
-        &url,
-        &[],
-        b"unsigned body",
-        CLIENT_AK,
-        CLIENT_SK,
-        None,
-        SystemTime::now(),
-    );
+    let req = signed_with(Method::PUT, &url, &[], b"unsigned body", CLIENT_AK, CLIENT_SK, None, SystemTime::now());
     let r = env.raw().send(req).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     assert_eq!(read_direct(&env, "nolen").await, b"unsigned body");

@@ -7,10 +7,7 @@ fn the_shipped_example_configuration_loads_and_validates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml.example");
     let c = s3crypt::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.listeners.len(), 2);
-    assert!(matches!(
-        c.upstream.endpoint,
-        s3crypt::config::UpstreamEndpoint::Embedded { .. }
-    ));
+    assert!(matches!(c.upstream.endpoint, s3crypt::config::UpstreamEndpoint::Embedded { .. }));
 }
 
 #[test]
@@ -56,9 +53,5 @@ endpoint = "s3.example.com"
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml.example"))
         .output()
         .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }

@@ -8,59 +8,21 @@ use crate::common::{Backend, TestEnv, data};
 async fn objects_of_many_sizes_round_trip_byte_for_byte(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let c = env.client();
-    for (i, len) in [0usize, 1, 65_535, 65_536, 65_537, 5 * 1024 * 1024 + 1]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, len) in [0usize, 1, 65_535, 65_536, 65_537, 5 * 1024 * 1024 + 1].into_iter().enumerate() {
         let key = format!("sizes/{len}");
         let body = data(len, i as u64);
-        c.put_object()
-            .bucket(&env.bucket)
-            .key(&key)
-            .body(ByteStream::from(body.clone()))
-            .send()
-            .await
-            .unwrap();
-        let head = c
-            .head_object()
-            .bucket(&env.bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            head.content_length(),
-            Some(len as i64),
-            "HEAD size of {key}"
-        );
-        let got = c
-            .get_object()
-            .bucket(&env.bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
+        c.put_object().bucket(&env.bucket).key(&key).body(ByteStream::from(body.clone())).send().await.unwrap();
+        let head = c.head_object().bucket(&env.bucket).key(&key).send().await.unwrap();
+        assert_eq!(head.content_length(), Some(len as i64), "HEAD size of {key}");
+        let got = c.get_object().bucket(&env.bucket).key(&key).send().await.unwrap();
         let got = got.body.collect().await.unwrap().into_bytes();
-        assert!(
-            got == body,
-            "{key} came back different ({} bytes)",
-            got.len()
-        );
+        assert!(got == body, "{key} came back different ({} bytes)", got.len());
     }
-    let listed = c
-        .list_objects_v2()
-        .bucket(&env.bucket)
-        .prefix("sizes/")
-        .send()
-        .await
-        .unwrap();
+    let listed = c.list_objects_v2().bucket(&env.bucket).prefix("sizes/").send().await.unwrap();
     assert_eq!(listed.contents().len(), 6);
     env.shutdown().await;
 }
-against_both_stores!(
-    objects_of_many_sizes_round_trip,
-    objects_of_many_sizes_round_trip_byte_for_byte
-);
+against_both_stores!(objects_of_many_sizes_round_trip, objects_of_many_sizes_round_trip_byte_for_byte);
 
 async fn keys_with_reserved_and_unicode_characters_survive_signing_twice(backend: Backend) {
     let env = TestEnv::start(backend).await;
@@ -87,18 +49,9 @@ async fn keys_with_reserved_and_unicode_characters_survive_signing_twice(backend
             .send()
             .await
             .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
-        let got = c
-            .get_object()
-            .bucket(&env.bucket)
-            .key(*key)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
-        assert_eq!(
-            got.body.collect().await.unwrap().into_bytes().to_vec(),
-            body,
-            "{key}"
-        );
+        let got =
+            c.get_object().bucket(&env.bucket).key(*key).send().await.unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+        assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body, "{key}");
     }
     let mut listed: Vec<String> = c
         .list_objects_v2()
@@ -115,20 +68,12 @@ async fn keys_with_reserved_and_unicode_characters_survive_signing_twice(backend
     expected.sort();
     assert_eq!(listed, expected);
     for key in keys {
-        c.delete_object()
-            .bucket(&env.bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
+        c.delete_object().bucket(&env.bucket).key(key).send().await.unwrap();
     }
     assert!(env.stored_keys().await.is_empty());
     env.shutdown().await;
 }
-against_both_stores!(
-    keys_with_special_characters,
-    keys_with_reserved_and_unicode_characters_survive_signing_twice
-);
+against_both_stores!(keys_with_special_characters, keys_with_reserved_and_unicode_characters_survive_signing_twice);
 
 async fn metadata_content_type_and_listing_parameters_pass_through(backend: Backend) {
     let env = TestEnv::start(backend).await;
@@ -142,77 +87,30 @@ async fn metadata_content_type_and_listing_parameters_pass_through(backend: Back
         .send()
         .await
         .unwrap();
-    let head = c
-        .head_object()
-        .bucket(&env.bucket)
-        .key("dir/meta.txt")
-        .send()
-        .await
-        .unwrap();
+    let head = c.head_object().bucket(&env.bucket).key("dir/meta.txt").send().await.unwrap();
     assert_eq!(head.content_type(), Some("text/plain"));
-    assert_eq!(
-        head.metadata()
-            .and_then(|m| m.get("color"))
-            .map(String::as_str),
-        Some("blue")
-    );
-    let listed = c
-        .list_objects_v2()
-        .bucket(&env.bucket)
-        .delimiter("/")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(head.content_encoding(), None, "the aws-chunked framing is not the object's encoding");
+    assert_eq!(head.metadata().and_then(|m| m.get("color")).map(String::as_str), Some("blue"));
+    let listed = c.list_objects_v2().bucket(&env.bucket).delimiter("/").send().await.unwrap();
     assert_eq!(listed.common_prefixes().len(), 1);
     assert_eq!(listed.common_prefixes()[0].prefix(), Some("dir/"));
-    let e = c
-        .get_object()
-        .bucket(&env.bucket)
-        .key("missing")
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.get_object().bucket(&env.bucket).key("missing").send().await.unwrap_err();
     assert_eq!(e.into_service_error().meta().code(), Some("NoSuchKey"));
     env.shutdown().await;
 }
-against_both_stores!(
-    metadata_and_listing,
-    metadata_content_type_and_listing_parameters_pass_through
-);
+against_both_stores!(metadata_and_listing, metadata_content_type_and_listing_parameters_pass_through);
 
 async fn range_requests_and_multipart_uploads_pass_through(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let c = env.client();
     let body = data(100_000, 7);
-    c.put_object()
-        .bucket(&env.bucket)
-        .key("r")
-        .body(ByteStream::from(body.clone()))
-        .send()
-        .await
-        .unwrap();
-    let got = c
-        .get_object()
-        .bucket(&env.bucket)
-        .key("r")
-        .range("bytes=10-19")
-        .send()
-        .await
-        .unwrap();
+    c.put_object().bucket(&env.bucket).key("r").body(ByteStream::from(body.clone())).send().await.unwrap();
+    let got = c.get_object().bucket(&env.bucket).key("r").range("bytes=10-19").send().await.unwrap();
     assert_eq!(got.content_range(), Some("bytes 10-19/100000"));
-    assert_eq!(
-        got.body.collect().await.unwrap().into_bytes().to_vec(),
-        body[10..20].to_vec()
-    );
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body[10..20].to_vec());
 
     let part = data(5 * 1024 * 1024, 9);
-    let up = c
-        .create_multipart_upload()
-        .bucket(&env.bucket)
-        .key("mp")
-        .send()
-        .await
-        .unwrap();
+    let up = c.create_multipart_upload().bucket(&env.bucket).key("mp").send().await.unwrap();
     let id = up.upload_id().unwrap();
     let mut parts = Vec::new();
     for n in 1..=2 {
@@ -227,40 +125,24 @@ async fn range_requests_and_multipart_uploads_pass_through(backend: Backend) {
             .await
             .unwrap();
         parts.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n)
-                .set_e_tag(r.e_tag().map(str::to_owned))
-                .build(),
+            aws_sdk_s3::types::CompletedPart::builder().part_number(n).set_e_tag(r.e_tag().map(str::to_owned)).build(),
         );
     }
     c.complete_multipart_upload()
         .bucket(&env.bucket)
         .key("mp")
         .upload_id(id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
+        .multipart_upload(aws_sdk_s3::types::CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
         .send()
         .await
         .unwrap();
-    let got = c
-        .get_object()
-        .bucket(&env.bucket)
-        .key("mp")
-        .send()
-        .await
-        .unwrap();
+    let got = c.get_object().bucket(&env.bucket).key("mp").send().await.unwrap();
     let got = got.body.collect().await.unwrap().into_bytes();
     assert_eq!(got.len(), 2 * part.len());
     assert!(got[..part.len()] == part[..] && got[part.len()..] == part[..]);
     env.shutdown().await;
 }
-against_both_stores!(
-    ranges_and_multipart,
-    range_requests_and_multipart_uploads_pass_through
-);
+against_both_stores!(ranges_and_multipart, range_requests_and_multipart_uploads_pass_through);
 
 async fn the_bucket_lifecycle_works_through_the_proxy(backend: Backend) {
     let env = TestEnv::start(backend).await;
@@ -269,18 +151,10 @@ async fn the_bucket_lifecycle_works_through_the_proxy(backend: Backend) {
     c.create_bucket().bucket(&name).send().await.unwrap();
     c.head_bucket().bucket(&name).send().await.unwrap();
     let buckets = c.list_buckets().send().await.unwrap();
-    assert!(
-        buckets
-            .buckets()
-            .iter()
-            .any(|b| b.name() == Some(name.as_str()))
-    );
+    assert!(buckets.buckets().iter().any(|b| b.name() == Some(name.as_str())));
     c.delete_bucket().bucket(&name).send().await.unwrap();
     let e = c.head_bucket().bucket(&name).send().await.unwrap_err();
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
     env.shutdown().await;
 }
-against_both_stores!(
-    bucket_lifecycle,
-    the_bucket_lifecycle_works_through_the_proxy
-);
+against_both_stores!(bucket_lifecycle, the_bucket_lifecycle_works_through_the_proxy);

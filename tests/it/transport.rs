@@ -14,95 +14,40 @@ use crate::common::{Backend, CLIENT_AK, CLIENT_SK, TestEnv, s3_client};
 
 #[tokio::test]
 async fn plain_http_is_refused_with_an_s3_error_by_default_policy() {
-    let env = TestEnv::builder(Backend::Embedded)
-        .plain_http(&["refuse"])
-        .start()
-        .await;
+    let env = TestEnv::builder(Backend::Embedded).plain_http(&["refuse"]).start().await;
     let url = format!("http://{}/{}/k", env.http_addr("refuse"), env.bucket);
-    let r = env
-        .raw()
-        .send(signed(Method::GET, &url, &[], b"", CLIENT_AK, CLIENT_SK))
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (403, Some("InsecureTransport"))
-    );
+    let r = env.raw().send(signed(Method::GET, &url, &[], b"", CLIENT_AK, CLIENT_SK)).await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (403, Some("InsecureTransport")));
     assert_eq!(r.headers["content-type"], "application/xml");
     env.shutdown().await;
 }
 
 #[tokio::test]
 async fn plain_http_is_redirected_to_the_same_url_over_https() {
-    let env = TestEnv::builder(Backend::Embedded)
-        .plain_http(&["redirect"])
-        .start()
-        .await;
+    let env = TestEnv::builder(Backend::Embedded).plain_http(&["redirect"]).start().await;
     let addr = env.http_addr("redirect");
     let url = format!("http://{addr}/{}/some%20key?versionId=abc", env.bucket);
-    let r = env
-        .raw()
-        .send(
-            Request::builder()
-                .uri(&url)
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await;
+    let r = env.raw().send(Request::builder().uri(&url).body(Full::new(Bytes::new())).unwrap()).await;
     assert_eq!(r.status.as_u16(), 308);
-    let expected = format!(
-        "https://127.0.0.1:{}/{}/some%20key?versionId=abc",
-        env.https.port(),
-        env.bucket
-    );
+    let expected = format!("https://127.0.0.1:{}/{}/some%20key?versionId=abc", env.https.port(), env.bucket);
     assert_eq!(r.headers["location"], expected.as_str());
     env.shutdown().await;
 }
 
 #[tokio::test]
 async fn plain_http_allowed_on_a_sidecar_listener_serves_sdk_requests() {
-    let env = TestEnv::builder(Backend::Embedded)
-        .plain_http(&["allow"])
-        .start()
-        .await;
-    let c = s3_client(
-        &format!("http://{}", env.http_addr("allow")),
-        CLIENT_AK,
-        CLIENT_SK,
-        None,
-        None,
-    );
-    c.put_object()
-        .bucket(&env.bucket)
-        .key("sidecar")
-        .body(ByteStream::from_static(b"over http"))
-        .send()
-        .await
-        .unwrap();
-    let got = c
-        .get_object()
-        .bucket(&env.bucket)
-        .key("sidecar")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        &got.body.collect().await.unwrap().into_bytes()[..],
-        b"over http"
-    );
+    let env = TestEnv::builder(Backend::Embedded).plain_http(&["allow"]).start().await;
+    let c = s3_client(&format!("http://{}", env.http_addr("allow")), CLIENT_AK, CLIENT_SK, None, None);
+    c.put_object().bucket(&env.bucket).key("sidecar").body(ByteStream::from_static(b"over http")).send().await.unwrap();
+    let got = c.get_object().bucket(&env.bucket).key("sidecar").send().await.unwrap();
+    assert_eq!(&got.body.collect().await.unwrap().into_bytes()[..], b"over http");
     env.shutdown().await;
 }
 
 #[tokio::test]
 async fn http2_clients_are_served_with_the_authority_as_host() {
     let env = TestEnv::start(Backend::Embedded).await;
-    env.client()
-        .put_object()
-        .bucket(&env.bucket)
-        .key("h2")
-        .body(ByteStream::from_static(b"two"))
-        .send()
-        .await
-        .unwrap();
+    env.client().put_object().bucket(&env.bucket).key("h2").body(ByteStream::from_static(b"two")).send().await.unwrap();
     let url = format!("{}/{}/h2", env.endpoint(), env.bucket);
     let mut req = signed(Method::GET, &url, &[], b"", CLIENT_AK, CLIENT_SK);
     req.headers_mut().remove("host");
@@ -123,13 +68,11 @@ async fn tls_1_2_and_1_3_both_negotiate() {
             roots.add(c).unwrap();
         }
         drop(base);
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let out = tls_exchange(
             env.https,
             Arc::new(cfg),
@@ -173,10 +116,7 @@ async fn sni_selects_the_certificate_for_the_requested_name() {
     assert!(handshake_ok(env.https, &ca_one, "one.test").await);
     assert!(handshake_ok(env.https, &ca_two, "two.test").await);
     assert!(handshake_ok(env.https, &ca_two, "bucket.two.test").await);
-    assert!(
-        !handshake_ok(env.https, &ca_two, "one.test").await,
-        "one.test must get certificate one"
-    );
+    assert!(!handshake_ok(env.https, &ca_two, "one.test").await, "one.test must get certificate one");
     env.shutdown().await;
 }
 
@@ -189,22 +129,14 @@ async fn replaced_certificate_files_are_served_to_new_connections_while_open_one
     let (cert, key) = (work.path().join("tls.crt"), work.path().join("tls.key"));
     std::fs::copy(&old.files.cert_file, &cert).unwrap();
     std::fs::copy(&old.files.key_file, &key).unwrap();
-    let env = TestEnv::builder(Backend::Embedded)
-        .certificates(vec![(cert.clone(), key.clone())])
-        .start()
-        .await;
+    let env = TestEnv::builder(Backend::Embedded).certificates(vec![(cert.clone(), key.clone())]).start().await;
     let old_ca = std::fs::read(&old.ca_file).unwrap();
     let new_ca = std::fs::read(&new.ca_file).unwrap();
 
     let tcp = tokio::net::TcpStream::connect(env.https).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(&old_ca)));
-    let mut open = connector
-        .connect(
-            rustls_pki_types::ServerName::try_from("rotate.test").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut open =
+        connector.connect(rustls_pki_types::ServerName::try_from("rotate.test").unwrap(), tcp).await.unwrap();
 
     std::fs::copy(&new.files.cert_file, &cert).unwrap();
     std::fs::copy(&new.files.key_file, &key).unwrap();
@@ -219,15 +151,10 @@ async fn replaced_certificate_files_are_served_to_new_connections_while_open_one
     assert!(rotated, "new handshakes must see the new certificate");
     assert!(!handshake_ok(env.https, &old_ca, "rotate.test").await);
 
-    open.write_all(b"GET / HTTP/1.1\r\nhost: rotate.test\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    open.write_all(b"GET / HTTP/1.1\r\nhost: rotate.test\r\nconnection: close\r\n\r\n").await.unwrap();
     let mut out = Vec::new();
     open.read_to_end(&mut out).await.unwrap();
-    assert!(
-        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 403"),
-        "the open connection still works"
-    );
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 403"), "the open connection still works");
     env.shutdown().await;
 }
 
@@ -235,69 +162,25 @@ async fn replaced_certificate_files_are_served_to_new_connections_while_open_one
 async fn a_rejected_upload_with_expect_continue_is_answered_before_its_body_is_sent() {
     let env = TestEnv::start(Backend::Embedded).await;
     let url = format!("{}/{}/expect", env.endpoint(), env.bucket);
-    let req = signed_with(
-        Method::PUT,
-        &url,
-        &[],
-        b"",
-        CLIENT_AK,
-        "wrong-secret",
-        None,
-        SystemTime::now(),
-    );
-    let mut head = format!(
-        "PUT /{}/expect HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n",
-        env.bucket,
-        env.https.port()
-    );
+    let req = signed_with(Method::PUT, &url, &[], b"", CLIENT_AK, "wrong-secret", None, SystemTime::now());
+    let mut head = format!("PUT /{}/expect HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n", env.bucket, env.https.port());
     for (k, v) in req.headers() {
         head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
     }
     head.push_str("content-length: 104857600\r\nexpect: 100-continue\r\n\r\n");
-    let out = tls_exchange(
-        env.https,
-        env.raw().tls_config(),
-        head.as_bytes(),
-        Duration::from_secs(5),
-    )
-    .await;
+    let out = tls_exchange(env.https, env.raw().tls_config(), head.as_bytes(), Duration::from_secs(5)).await;
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-    assert!(
-        !out.contains("100 Continue"),
-        "no 100 Continue for a rejected request: {out}"
-    );
+    assert!(!out.contains("100 Continue"), "no 100 Continue for a rejected request: {out}");
     assert!(out.contains("SignatureDoesNotMatch"));
 
-    let req = signed_with(
-        Method::PUT,
-        &url,
-        &[],
-        b"",
-        CLIENT_AK,
-        CLIENT_SK,
-        None,
-        SystemTime::now(),
-    );
-    let mut head = format!(
-        "PUT /{}/expect HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n",
-        env.bucket,
-        env.https.port()
-    );
+    let req = signed_with(Method::PUT, &url, &[], b"", CLIENT_AK, CLIENT_SK, None, SystemTime::now());
+    let mut head = format!("PUT /{}/expect HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n", env.bucket, env.https.port());
     for (k, v) in req.headers() {
         head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
     }
     head.push_str("content-length: 5\r\nexpect: 100-continue\r\n\r\n");
-    let out = tls_exchange(
-        env.https,
-        env.raw().tls_config(),
-        head.as_bytes(),
-        Duration::from_secs(2),
-    )
-    .await;
-    assert!(
-        out.starts_with("HTTP/1.1 100 Continue"),
-        "an accepted request is invited to send its body: {out}"
-    );
+    let out = tls_exchange(env.https, env.raw().tls_config(), head.as_bytes(), Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 100 Continue"), "an accepted request is invited to send its body: {out}");
     env.shutdown().await;
 }
 
@@ -306,16 +189,7 @@ async fn an_upload_in_flight_at_shutdown_completes_and_new_connections_are_refus
     let mut env = TestEnv::start(Backend::Embedded).await;
     let url = format!("{}/{}/inflight", env.endpoint(), env.bucket);
     let total = 4 * 65_536u64;
-    let req = signed_with(
-        Method::PUT,
-        &url,
-        &[],
-        b"",
-        CLIENT_AK,
-        CLIENT_SK,
-        None,
-        SystemTime::now(),
-    );
+    let req = signed_with(Method::PUT, &url, &[], b"", CLIENT_AK, CLIENT_SK, None, SystemTime::now());
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut req = req.map(|_| ChannelBody { rx, len: total });
     req.headers_mut().insert("content-length", total.into());
@@ -326,23 +200,13 @@ async fn an_upload_in_flight_at_shutdown_completes_and_new_connections_are_refus
 
     env.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        tokio::net::TcpStream::connect(env.https).await.is_err(),
-        "the listener is closed"
-    );
+    assert!(tokio::net::TcpStream::connect(env.https).await.is_err(), "the listener is closed");
     for _ in 0..3 {
         tx.send(Bytes::from(vec![1u8; 65_536])).await.unwrap();
     }
     let r = upload.await.unwrap();
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-    let got = env
-        .direct
-        .head_object()
-        .bucket(&env.bucket)
-        .key("inflight")
-        .send()
-        .await
-        .unwrap();
+    let got = env.direct.head_object().bucket(&env.bucket).key("inflight").send().await.unwrap();
     assert_eq!(got.content_length(), Some(total as i64));
     env.shutdown().await;
 }
@@ -351,10 +215,7 @@ async fn an_upload_in_flight_at_shutdown_completes_and_new_connections_are_refus
 async fn an_https_upstream_is_trusted_through_its_ca_file_and_addressed_virtual_hosted_style() {
     // Proxy B (embedded store, virtual-hosted style on s3b.test) is the upstream of proxy A, reached over TLS
     // with B's development CA as upstream.ca_file, bucket in the host name, connecting to 127.0.0.1.
-    let b = TestEnv::builder(Backend::Embedded)
-        .base_domain("s3b.test")
-        .start()
-        .await;
+    let b = TestEnv::builder(Backend::Embedded).base_domain("s3b.test").start().await;
     let ca_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca_file.path(), &b.ca_pem).unwrap();
     let upstream = format!(
@@ -363,10 +224,7 @@ async fn an_https_upstream_is_trusted_through_its_ca_file_and_addressed_virtual_
         b.https.port(),
         ca_file.path()
     );
-    let a = TestEnv::builder(Backend::Custom)
-        .custom_upstream(upstream, b.client())
-        .start()
-        .await;
+    let a = TestEnv::builder(Backend::Custom).custom_upstream(upstream, b.client()).start().await;
     let c = a.client();
     c.put_object()
         .bucket(&a.bucket)
@@ -375,17 +233,8 @@ async fn an_https_upstream_is_trusted_through_its_ca_file_and_addressed_virtual_
         .send()
         .await
         .unwrap();
-    let got = c
-        .get_object()
-        .bucket(&a.bucket)
-        .key("chained/obj")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        &got.body.collect().await.unwrap().into_bytes()[..],
-        b"through two proxies"
-    );
+    let got = c.get_object().bucket(&a.bucket).key("chained/obj").send().await.unwrap();
+    assert_eq!(&got.body.collect().await.unwrap().into_bytes()[..], b"through two proxies");
     assert_eq!(a.stored_keys().await, vec!["chained/obj".to_owned()]);
     a.shutdown().await;
     b.shutdown().await;
@@ -398,19 +247,10 @@ async fn an_https_upstream_with_an_untrusted_certificate_is_a_gateway_error() {
         "[upstream]\nendpoint = \"https://127.0.0.1:{}\"\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n",
         b.https.port()
     );
-    let a = TestEnv::builder(Backend::Custom)
-        .custom_upstream(upstream, b.client())
-        .start()
-        .await;
+    let a = TestEnv::builder(Backend::Custom).custom_upstream(upstream, b.client()).start().await;
     let url = format!("{}/{}/k", a.endpoint(), a.bucket);
-    let r = a
-        .raw()
-        .send(signed(Method::GET, &url, &[], b"", CLIENT_AK, CLIENT_SK))
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.code().as_deref()),
-        (503, Some("ServiceUnavailable"))
-    );
+    let r = a.raw().send(signed(Method::GET, &url, &[], b"", CLIENT_AK, CLIENT_SK)).await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (503, Some("ServiceUnavailable")));
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -81,23 +81,13 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub fn unique_bucket(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id();
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis()
-        % 1_000_000;
+    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() % 1_000_000;
     format!("{prefix}-{pid}-{t}-{n}")
 }
 
 /// An aws-sdk-s3 client for `endpoint`, trusting `ca_pem` if given, with retries off so tests see the first
 /// answer.
-pub fn s3_client(
-    endpoint: &str,
-    ak: &str,
-    sk: &str,
-    ca_pem: Option<&[u8]>,
-    skew: Option<Duration>,
-) -> Client {
+pub fn s3_client(endpoint: &str, ak: &str, sk: &str, ca_pem: Option<&[u8]>, skew: Option<Duration>) -> Client {
     let mut b = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -107,9 +97,7 @@ pub fn s3_client(
         .retry_config(RetryConfig::disabled());
     if let Some(ca) = ca_pem {
         let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
             .tls_context(
                 TlsContext::builder()
                     .with_trust_store(TrustStore::empty().with_pem_certificate(ca.to_vec()))
@@ -158,13 +146,7 @@ impl TestEnv {
 
     /// A client through the proxy with the default (unlimited) credentials.
     pub fn client(&self) -> Client {
-        s3_client(
-            &self.endpoint(),
-            CLIENT_AK,
-            CLIENT_SK,
-            Some(&self.ca_pem),
-            None,
-        )
+        s3_client(&self.endpoint(), CLIENT_AK, CLIENT_SK, Some(&self.ca_pem), None)
     }
 
     /// A client through the proxy with other credentials.
@@ -174,21 +156,11 @@ impl TestEnv {
 
     /// A client through the proxy whose clock is off by `skew`.
     pub fn client_skewed(&self, skew: Duration) -> Client {
-        s3_client(
-            &self.endpoint(),
-            CLIENT_AK,
-            CLIENT_SK,
-            Some(&self.ca_pem),
-            Some(skew),
-        )
+        s3_client(&self.endpoint(), CLIENT_AK, CLIENT_SK, Some(&self.ca_pem), Some(skew))
     }
 
     pub fn http_addr(&self, policy: &str) -> SocketAddr {
-        self.http
-            .iter()
-            .find(|(p, _)| *p == policy)
-            .map(|(_, a)| *a)
-            .expect("no such plain-http listener")
+        self.http.iter().find(|(p, _)| *p == policy).map(|(_, a)| *a).expect("no such plain-http listener")
     }
 
     /// The raw-request helper for this proxy.
@@ -215,17 +187,8 @@ impl TestEnv {
 
     /// Lists the keys the store holds in this test's bucket (bypassing the proxy).
     pub async fn stored_keys(&self) -> Vec<String> {
-        let out = self
-            .direct
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .expect("direct list");
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect()
+        let out = self.direct.list_objects_v2().bucket(&self.bucket).send().await.expect("direct list");
+        out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
     }
 }
 
@@ -281,10 +244,7 @@ impl TestEnvBuilder {
         }
         toml.push_str("[tls]\nself_signed_dir = \"tls\"\nreload_interval = \"200ms\"\n");
         for (c, k) in &self.certificates {
-            toml.push_str(&format!(
-                "[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
-                c, k
-            ));
+            toml.push_str(&format!("[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n", c, k));
         }
         toml.push_str(&format!(
             "[[clients]]\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n\
@@ -300,19 +260,14 @@ impl TestEnvBuilder {
                 (format!("{toml}{up}"), None, None, None)
             }
             Backend::Embedded => (
-                format!(
-                    "{toml}[upstream]\nendpoint = \"embedded\"\n[embedded]\ndata_dir = \"store\"\n"
-                ),
+                format!("{toml}[upstream]\nendpoint = \"embedded\"\n[embedded]\ndata_dir = \"store\"\n"),
                 None,
                 None,
                 None,
             ),
             Backend::SeaweedFs => {
                 let (ep, ak, sk) = seaweedfs();
-                let used_sk = self
-                    .upstream_secret_override
-                    .clone()
-                    .unwrap_or_else(|| sk.clone());
+                let used_sk = self.upstream_secret_override.clone().unwrap_or_else(|| sk.clone());
                 (
                     format!(
                         "{toml}[upstream]\nendpoint = \"{ep}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{used_sk}\"\n"
@@ -323,15 +278,9 @@ impl TestEnvBuilder {
                 )
             }
         };
-        let config = Config::from_toml(&toml, dir.path(), &|_| None)
-            .unwrap_or_else(|p| panic!("config: {p:?}"));
+        let config = Config::from_toml(&toml, dir.path(), &|_| None).unwrap_or_else(|p| panic!("config: {p:?}"));
         let server = Server::bind(config).await.expect("bind");
-        let https = server
-            .addrs()
-            .iter()
-            .find(|b| b.protocol == Protocol::Https)
-            .expect("https")
-            .addr;
+        let https = server.addrs().iter().find(|b| b.protocol == Protocol::Https).expect("https").addr;
         let http: Vec<(&'static str, SocketAddr)> = server
             .addrs()
             .iter()
@@ -348,35 +297,15 @@ impl TestEnvBuilder {
             (Some(ep), Some(ak), Some(sk), None) => s3_client(&ep, &ak, &sk, None, None),
             _ => {
                 let e = server.embedded().expect("embedded store");
-                s3_client(
-                    &format!("http://{}", e.addr),
-                    &e.access_key_id,
-                    e.secret_access_key.expose(),
-                    None,
-                    None,
-                )
+                s3_client(&format!("http://{}", e.addr), &e.access_key_id, e.secret_access_key.expose(), None, None)
             }
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        direct
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("create test bucket");
-        TestEnv {
-            _dir: dir,
-            https,
-            http,
-            ca_pem,
-            bucket,
-            direct,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        direct.create_bucket().bucket(&bucket).send().await.expect("create test bucket");
+        TestEnv { _dir: dir, https, http, ca_pem, bucket, direct, stop: Some(stop), task: Some(task) }
     }
 }
 

@@ -54,13 +54,11 @@ pub fn client_tls(ca_pem: &[u8]) -> rustls::ClientConfig {
     for c in CertificateDer::pem_slice_iter(ca_pem) {
         roots.add(c.expect("pem")).expect("root");
     }
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth()
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 impl Raw {
@@ -73,39 +71,21 @@ impl Raw {
                 .enable_http1()
                 .build(),
         );
-        let h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(tls.clone())
-                    .https_only()
-                    .enable_http2()
-                    .build(),
-            );
-        Raw {
-            h1,
-            h2,
-            tls: Arc::new(tls),
-        }
+        let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build(
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls.clone()).https_only().enable_http2().build(),
+        );
+        Raw { h1, h2, tls: Arc::new(tls) }
     }
 
     async fn run<B>(client: &RawClient, req: Request<B>) -> RawResponse
     where
         B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
     {
-        let resp = client
-            .request(req.map(BodyExt::boxed_unsync))
-            .await
-            .expect("request");
+        let resp = client.request(req.map(BodyExt::boxed_unsync)).await.expect("request");
         let version = resp.version();
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
-        RawResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            version,
-        }
+        RawResponse { status: parts.status, headers: parts.headers, body, version }
     }
 
     pub async fn send<B>(&self, req: Request<B>) -> RawResponse
@@ -136,16 +116,7 @@ pub fn signed(
     ak: &str,
     sk: &str,
 ) -> Request<Full<Bytes>> {
-    signed_with(
-        method,
-        url,
-        headers,
-        body,
-        ak,
-        sk,
-        Some(hex::encode(sha2::Sha256::digest(body))),
-        SystemTime::now(),
-    )
+    signed_with(method, url, headers, body, ak, sk, Some(hex::encode(sha2::Sha256::digest(body))), SystemTime::now())
 }
 
 /// A request signed with an explicit payload hash (`None` = UNSIGNED-PAYLOAD) and time.
@@ -164,9 +135,7 @@ pub fn signed_with(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let mut req = b
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .expect("request");
+    let mut req = b.body(Full::new(Bytes::copy_from_slice(body))).expect("request");
     let payload = match payload_hash {
         Some(h) => OutboundPayload::Sha256Hex(h),
         None => OutboundPayload::Unsigned,
@@ -232,9 +201,7 @@ impl http_body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
