@@ -96,6 +96,18 @@ pub enum ProxyError {
     #[error("client body read timed out")]
     RequestTimeout,
 
+    // --- encryption -------------------------------------------------------------------------------------
+    #[error("stored object failed authentication: {0}")]
+    ObjectIntegrity(&'static str),
+    #[error("the object's key {0} is not available")]
+    UnknownKey(String),
+    #[error("object is not encrypted by s3crypt")]
+    PlaintextObject,
+    #[error("user metadata too large")]
+    MetadataTooLarge { limit: usize },
+    #[error("range not satisfiable")]
+    InvalidRange { size: u64 },
+
     // --- upstream ---------------------------------------------------------------------------------------
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
@@ -154,6 +166,11 @@ impl ProxyError {
             ProxyError::EntityTooLarge => "EntityTooLarge",
             ProxyError::ClientBody(_) => "IncompleteBody",
             ProxyError::RequestTimeout => "RequestTimeout",
+            ProxyError::ObjectIntegrity(_) => "ObjectIntegrityError",
+            ProxyError::UnknownKey(_) => "KMS.NotFoundException",
+            ProxyError::PlaintextObject => "InvalidObjectState",
+            ProxyError::MetadataTooLarge { .. } => "MetadataTooLarge",
+            ProxyError::InvalidRange { .. } => "InvalidRange",
             ProxyError::UpstreamUnavailable(_) => "ServiceUnavailable",
             ProxyError::UpstreamTimeout => "GatewayTimeout",
             ProxyError::UpstreamAuth(_) => "BadGateway",
@@ -190,6 +207,11 @@ impl ProxyError {
             | ProxyError::EntityTooLarge
             | ProxyError::ClientBody(_)
             | ProxyError::RequestTimeout => StatusCode::BAD_REQUEST,
+            ProxyError::ObjectIntegrity(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UnknownKey(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PlaintextObject => StatusCode::FORBIDDEN,
+            ProxyError::MetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::MissingContentLength => StatusCode::LENGTH_REQUIRED,
@@ -230,7 +252,12 @@ impl ProxyError {
             | ProxyError::InvalidDigest
             | ProxyError::EntityTooLarge
             | ProxyError::ClientBody(_)
-            | ProxyError::RequestTimeout => Side::Client,
+            | ProxyError::RequestTimeout
+            | ProxyError::MetadataTooLarge { .. }
+            | ProxyError::InvalidRange { .. }
+            | ProxyError::PlaintextObject => Side::Client,
+            ProxyError::ObjectIntegrity(_) => Side::Upstream,
+            ProxyError::UnknownKey(_) => Side::Internal,
             ProxyError::UpstreamUnavailable(_)
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamAuth(_)
@@ -296,6 +323,17 @@ impl ProxyError {
             ProxyError::RequestTimeout => "Your socket connection to the server was not read from or written \
                  to within the timeout period."
                 .into(),
+            ProxyError::ObjectIntegrity(_) => "The stored object failed authentication: it was altered, truncated or \
+                 moved at the storage service, and is not returned."
+                .into(),
+            ProxyError::UnknownKey(_) => "The key that encrypted this object is not available to the gateway.".into(),
+            ProxyError::PlaintextObject => "The object is not encrypted by the gateway, and reading unencrypted \
+                 objects is disabled."
+                .into(),
+            ProxyError::MetadataTooLarge { .. } => {
+                "Your metadata headers exceed the maximum allowed metadata size.".into()
+            }
+            ProxyError::InvalidRange { .. } => "The requested range is not satisfiable".into(),
             ProxyError::UpstreamUnavailable(_) => "The storage service is unavailable. Please retry.".into(),
             ProxyError::UpstreamTimeout => "The storage service did not answer in time.".into(),
             ProxyError::UpstreamAuth(_) => {
@@ -336,6 +374,9 @@ impl ProxyError {
             ProxyError::ContentSha256Mismatch { client, computed } => {
                 vec![("ClientComputedContentSHA256", client.clone()), ("S3ComputedContentSHA256", computed.clone())]
             }
+            ProxyError::MetadataTooLarge { limit } => vec![("MaxSizeAllowed", limit.to_string())],
+            ProxyError::InvalidRange { size } => vec![("ActualObjectSize", size.to_string())],
+            ProxyError::ObjectIntegrity(_) | ProxyError::UnknownKey(_) | ProxyError::PlaintextObject => Vec::new(),
             ProxyError::AccessDenied(_)
             | ProxyError::InsecureTransport
             | ProxyError::AuthorizationQueryParametersError(_)
@@ -369,6 +410,11 @@ impl ProxyError {
     pub fn extra_headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
         if let ProxyError::Upstream { headers, .. } = self {
             return headers.clone();
+        }
+        if let ProxyError::InvalidRange { size } = self
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            return vec![(http::header::CONTENT_RANGE, v)];
         }
         if matches!(self, ProxyError::UpstreamUnavailable(_)) {
             vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]

@@ -5,6 +5,7 @@
 //! `server → proxy → {s3, sigv4, upstream}`; `config`, `error` and `util` are leaves.
 
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod proxy;
 pub mod s3;

@@ -28,6 +28,8 @@ pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90)
 pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE: usize = 64;
 pub const DEFAULT_EMBEDDED_DATA_DIR: &str = "./s3crypt-data/store";
 pub const EMBEDDED_ENDPOINT: &str = "embedded";
+/// Where dev mode keeps (and creates) its keyring when none is configured.
+pub const DEFAULT_DEV_KEYRING: &str = "./s3crypt-data/keyring.toml";
 
 /// One configuration problem: the key, what is wrong, and how to fix it.
 #[derive(Debug, Clone)]
@@ -78,6 +80,29 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub embedded: RawEmbedded,
+    #[serde(default)]
+    pub encryption: RawEncryption,
+}
+
+/// What GET / HEAD do with an object that carries no s3crypt envelope (written before s3crypt, or directly).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LegacyPolicy {
+    /// Refuse it (403 InvalidObjectState).
+    #[default]
+    Reject,
+    /// Return it as stored (for migrations).
+    Passthrough,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEncryption {
+    pub keyring_file: Option<PathBuf>,
+    #[serde(default)]
+    pub legacy_objects: LegacyPolicy,
+    #[serde(default)]
+    pub passthrough_buckets: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +322,17 @@ pub struct Config {
     pub tls: TlsSettings,
     pub clients: Vec<ClientCredential>,
     pub upstream: UpstreamSettings,
+    pub encryption: EncryptionSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct EncryptionSettings {
+    pub keyring_file: PathBuf,
+    /// Dev mode: create the keyring (one fresh key) if the file does not exist.
+    pub create_keyring: bool,
+    pub legacy_objects: LegacyPolicy,
+    /// Buckets stored as plaintext (no encryption at all).
+    pub passthrough_buckets: HashSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -728,6 +764,40 @@ impl RawConfig {
         valid_duration("upstream.response_timeout", u.response_timeout, &mut p);
         valid_duration("upstream.pool_idle_timeout", u.pool_idle_timeout, &mut p);
 
+        // --- encryption
+        let enc = &self.encryption;
+        let keyring_file = match (&enc.keyring_file, s.mode) {
+            (Some(f), _) => Some(base.join(f)),
+            (None, Mode::Dev) => Some(base.join(DEFAULT_DEV_KEYRING)),
+            (None, Mode::Production) => {
+                p.push(
+                    "encryption.keyring_file",
+                    "no keyring configured: object bodies cannot be encrypted",
+                    "create one with `s3crypt keygen --keyring /etc/s3crypt/keyring.toml` and set keyring_file",
+                );
+                None
+            }
+        };
+        if let Some(f) = &keyring_file
+            && s.mode == Mode::Production
+            && !f.is_file()
+        {
+            p.push(
+                "encryption.keyring_file",
+                format!("{} does not exist", f.display()),
+                "create it with `s3crypt keygen --keyring FILE` (mode 600)",
+            );
+        }
+        for (i, b) in enc.passthrough_buckets.iter().enumerate() {
+            if crate::s3::validate_bucket_name(b, true).is_err() {
+                p.push(
+                    format!("encryption.passthrough_buckets[{i}]"),
+                    format!("{b:?} is not a valid bucket name"),
+                    "list bucket names",
+                );
+            }
+        }
+
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -767,6 +837,12 @@ impl RawConfig {
                 response_timeout: u.response_timeout,
                 pool_idle_timeout: u.pool_idle_timeout,
                 pool_max_idle_per_host: u.pool_max_idle_per_host,
+            },
+            encryption: EncryptionSettings {
+                keyring_file: keyring_file.unwrap_or_default(),
+                create_keyring: s.mode == Mode::Dev,
+                legacy_objects: enc.legacy_objects,
+                passthrough_buckets: enc.passthrough_buckets.iter().cloned().collect(),
             },
         })
     }
@@ -831,6 +907,7 @@ mod tests {
             "upstream.access_key_id",
             "upstream.secret_access_key",
             "upstream.region",
+            "encryption.keyring_file",
         ] {
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }

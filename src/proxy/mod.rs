@@ -2,6 +2,7 @@
 //! touched) → authorisation → operation → body transform → upstream request (re-signed) → response
 //! (scrubbed). Errors are rendered once, here, as S3 XML.
 
+mod encrypted;
 mod response;
 
 use std::sync::Arc;
@@ -15,6 +16,11 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::config::{ClientCredential, PlainHttpPolicy, UploadChecksum};
+use crate::crypto::Crypto;
+use crate::crypto::body::EncryptBody;
+use crate::crypto::envelope::check_client_metadata;
+use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
+use crate::crypto::keys::{ObjectIdentity, random_bytes};
 use crate::error::{BoxError, ProxyError, Side};
 use crate::s3::checksum::ChecksumAlgorithm;
 use crate::s3::headers::{
@@ -31,6 +37,7 @@ use crate::sigv4::payload::{CheckedBody, Checks};
 use crate::sigv4::sign::OutboundPayload;
 use crate::sigv4::verify::{Authenticated, PayloadMode, RequestHead, Verifier};
 use crate::upstream::{Upstream, UpstreamBody};
+use encrypted::ClientRange;
 
 /// Response bodies sent to clients.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -57,6 +64,7 @@ struct Inner {
     upstream: Upstream,
     base_domains: Vec<String>,
     upload_checksum: UploadChecksum,
+    crypto: Arc<Crypto>,
 }
 
 pub(crate) fn full_body(b: Bytes) -> ProxyBody {
@@ -81,8 +89,9 @@ impl Proxy {
         upstream: Upstream,
         base_domains: Vec<String>,
         upload_checksum: UploadChecksum,
+        crypto: Arc<Crypto>,
     ) -> Proxy {
-        Proxy { inner: Arc::new(Inner { verifier, upstream, base_domains, upload_checksum }) }
+        Proxy { inner: Arc::new(Inner { verifier, upstream, base_domains, upload_checksum, crypto }) }
     }
 
     /// Serves one request. Never fails: errors become S3 error responses.
@@ -147,11 +156,83 @@ impl Proxy {
 
         let (parts, body) = req.into_parts();
         view.body_unread = false; // from here on the body is consumed by the upstream request or dropped
-        let prepared = prepare_body(op, &parts.method, &auth, &parts.headers, body, self.inner.upload_checksum).await?;
+        let is_head = parts.method == Method::HEAD;
+        let crypto = Arc::clone(&self.inner.crypto);
+        let encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
+        if encrypted {
+            encrypted::check_request(op, &parts.headers, &auth.query)?;
+        } else if let Some(src) = copy_source_bucket(&parts.headers)
+            && crypto.encrypts(&src)
+        {
+            return Err(ProxyError::NotImplemented("Copying from an encrypted bucket is not supported yet."));
+        }
+        let identity = ObjectIdentity {
+            bucket: target.bucket.clone().unwrap_or_default(),
+            key: target.key.clone().unwrap_or_default(),
+        };
+
+        // A new object in an encrypted bucket gets a data key, wrapped before its body is read.
+        let new_object = if encrypted && op == S3Op::PutObject {
+            let (dek, env) = crypto.new_object_key(&identity)?;
+            check_client_metadata(&parts.headers, env.metadata_len())?;
+            Some(NewObject { dek, envelope: env, segment_size: crypto.segment_size })
+        } else {
+            None
+        };
+        let kek_ref = new_object.as_ref().map(|n| n.envelope.kek_ref.clone());
+        let mut prepared =
+            prepare_body(op, &parts.method, &auth, &parts.headers, body, self.inner.upload_checksum, new_object)
+                .await?;
+        let range = ClientRange::parse(&parts.headers);
+        if encrypted && matches!(op, S3Op::GetObject | S3Op::HeadObject) {
+            // The store serves ciphertext: ask for the covering segments, and for no ciphertext checksum.
+            prepared.remove_headers.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
+            if op == S3Op::GetObject
+                && let Some(r) = range.upstream_range(crypto.segment_size)
+                && let Ok(v) = HeaderValue::from_str(&r)
+            {
+                prepared.set_headers.push((http::header::RANGE, v));
+            }
+        }
         let payload = prepared.payload.clone();
         let upstream_req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
         let resp = self.inner.upstream.send(upstream_req, &payload).await?;
-        response::map_response(resp, op, &auth.client, parts.method == Method::HEAD).await
+        if !encrypted {
+            return response::map_response(resp, op, &auth.client, is_head).await;
+        }
+        let ok = resp.status().is_success();
+        match op {
+            S3Op::GetObject if ok => match encrypted::get_response(resp, range, &crypto, &identity).await? {
+                encrypted::ObjectResponse::Ready(r) => Ok(r),
+                encrypted::ObjectResponse::RefetchPlain => {
+                    // A plaintext object read under legacy_objects = "passthrough": fetch it as the client asked.
+                    let prepared = Prepared::no_body(false);
+                    let payload = prepared.payload.clone();
+                    let req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
+                    let resp = self.inner.upstream.send(req, &payload).await?;
+                    response::map_response(resp, op, &auth.client, is_head).await
+                }
+            },
+            S3Op::GetObject if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
+                Err(encrypted::range_not_satisfiable(resp.headers(), crypto.segment_size)
+                    .unwrap_or(ProxyError::InvalidRange { size: 0 }))
+            }
+            S3Op::HeadObject if ok => encrypted::head_response(resp, &crypto),
+            S3Op::PutObject => {
+                let mut r = response::map_response(resp, op, &auth.client, is_head).await?;
+                encrypted::scrub_object_headers(r.headers_mut(), kek_ref.as_deref());
+                Ok(r)
+            }
+            S3Op::ListObjects | S3Op::ListObjectsV2 | S3Op::ListObjectVersions => {
+                let r = response::map_response(resp, op, &auth.client, is_head).await?;
+                encrypted::listing_response(r, crypto.segment_size).await
+            }
+            _other => {
+                let mut r = response::map_response(resp, op, &auth.client, is_head).await?;
+                crate::crypto::envelope::strip_reserved(r.headers_mut());
+                Ok(r)
+            }
+        }
     }
 
     fn build_upstream_request(
@@ -191,6 +272,9 @@ impl Proxy {
                 headers.remove(n);
             }
         }
+        for name in &prepared.remove_headers {
+            headers.remove(name);
+        }
         for (name, value) in &auth.hoisted_headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -225,8 +309,17 @@ struct Prepared {
     strip_client_checksums: bool,
     /// The client's aws-chunked framing headers (decoded here) must not be forwarded.
     strip_client_framing: bool,
-    /// Headers the transform needs upstream (aws-chunked framing towards the store).
+    /// Headers the transform needs upstream (aws-chunked framing, the envelope, a ciphertext range).
     set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Client headers not forwarded.
+    remove_headers: Vec<HeaderName>,
+}
+
+/// The key and envelope of an object about to be written.
+struct NewObject {
+    dek: crate::crypto::keys::DataKey,
+    envelope: crate::crypto::envelope::Envelope,
+    segment_size: u32,
 }
 
 /// Largest non-object body (XML: CompleteMultipartUpload, DeleteObjects, bucket configuration) buffered.
@@ -314,28 +407,40 @@ async fn prepare_body(
     headers: &HeaderMap,
     body: Incoming,
     upload_checksum: UploadChecksum,
+    new_object: Option<NewObject>,
 ) -> Result<Prepared, ProxyError> {
     if op.carries_object_data() {
-        let (data, len) = object_data(auth, headers, body)?;
+        let (mut data, mut len) = object_data(auth, headers, body)?;
+        let mut set_headers = Vec::new();
+        if let Some(obj) = new_object {
+            let salt = random_bytes()?;
+            let cipher_len = ciphertext_len(len, obj.segment_size);
+            data = EncryptBody::new(data, &obj.dek, SINGLE_PUT_PART, salt, obj.segment_size, len).boxed_unsync();
+            len = cipher_len;
+            set_headers.extend(obj.envelope.to_headers());
+        }
         return Ok(match upload_checksum {
-            UploadChecksum::Crc32 => Prepared {
-                body: AwsChunkedEncoder::new(data, len).boxed_unsync(),
-                content_length: Some(encoded_length(len)),
-                payload: OutboundPayload::StreamingUnsignedTrailer,
-                strip_client_checksums: true,
-                strip_client_framing: true,
-                set_headers: vec![
-                    (X_AMZ_DECODED_CONTENT_LENGTH, HeaderValue::from(len)),
-                    (X_AMZ_TRAILER, HeaderValue::from_static(trailer_header())),
-                ],
-            },
+            UploadChecksum::Crc32 => {
+                set_headers.push((X_AMZ_DECODED_CONTENT_LENGTH, HeaderValue::from(len)));
+                set_headers.push((X_AMZ_TRAILER, HeaderValue::from_static(trailer_header())));
+                Prepared {
+                    body: AwsChunkedEncoder::new(data, len).boxed_unsync(),
+                    content_length: Some(encoded_length(len)),
+                    payload: OutboundPayload::StreamingUnsignedTrailer,
+                    strip_client_checksums: true,
+                    strip_client_framing: true,
+                    set_headers,
+                    remove_headers: Vec::new(),
+                }
+            }
             UploadChecksum::None => Prepared {
                 body: data,
                 content_length: Some(len),
                 payload: OutboundPayload::Unsigned,
                 strip_client_checksums: true,
                 strip_client_framing: true,
-                set_headers: Vec::new(),
+                set_headers,
+                remove_headers: Vec::new(),
             },
         });
     }
@@ -354,14 +459,7 @@ async fn prepare_body(
                 computed: hex::encode(EMPTY_SHA256),
             });
         }
-        return Ok(Prepared {
-            body: empty_upstream_body(),
-            content_length: needs_length.then_some(0),
-            payload: OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256)),
-            strip_client_checksums: false,
-            strip_client_framing: false,
-            set_headers: Vec::new(),
-        });
+        return Ok(Prepared::no_body(needs_length));
     }
     // A small non-object body (XML): read it whole, check it, forward it with its own hash. Nothing reaches the
     // upstream before the body is complete and verified.
@@ -390,10 +488,24 @@ async fn prepare_body(
         strip_client_checksums: false,
         strip_client_framing: false,
         set_headers: Vec::new(),
+        remove_headers: Vec::new(),
     })
 }
 
 impl Prepared {
+    /// No request body (GET, HEAD, DELETE, or PUT/POST without one when `needs_length`).
+    fn no_body(needs_length: bool) -> Prepared {
+        Prepared {
+            body: empty_upstream_body(),
+            content_length: needs_length.then_some(0),
+            payload: OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256)),
+            strip_client_checksums: false,
+            strip_client_framing: false,
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+        }
+    }
+
     fn payload_is_aws_chunked(&self) -> bool {
         matches!(self.payload, OutboundPayload::StreamingUnsignedTrailer)
     }
@@ -433,6 +545,14 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
 }
 
+/// The bucket named by `x-amz-copy-source` (`[/]bucket/key[?versionId=…]`, URL-encoded).
+fn copy_source_bucket(headers: &HeaderMap) -> Option<String> {
+    let src = headers.get(X_AMZ_COPY_SOURCE)?;
+    let decoded = percent_decode(src.as_bytes());
+    let text = String::from_utf8_lossy(&decoded);
+    text.trim_start_matches('/').split('/').next().map(str::to_owned)
+}
+
 /// A client limited to some buckets may only touch those (also as a copy source).
 fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) -> Result<(), ProxyError> {
     let Some(allowed) = &client.buckets else {
@@ -443,13 +563,10 @@ fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) ->
     {
         return Err(ProxyError::AccessDenied("Access Denied"));
     }
-    if let Some(src) = headers.get(X_AMZ_COPY_SOURCE) {
-        let decoded = percent_decode(src.as_bytes());
-        let text = String::from_utf8_lossy(&decoded);
-        let bucket = text.trim_start_matches('/').split('/').next().unwrap_or("");
-        if !allowed.contains(bucket) {
-            return Err(ProxyError::AccessDenied("Access Denied"));
-        }
+    if let Some(bucket) = copy_source_bucket(headers)
+        && !allowed.contains(&bucket)
+    {
+        return Err(ProxyError::AccessDenied("Access Denied"));
     }
     Ok(())
 }

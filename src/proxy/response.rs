@@ -100,6 +100,16 @@ async fn upstream_error(status: StatusCode, headers: &HeaderMap, body: Incoming,
     }
 }
 
+/// Removes what belongs to the upstream hop: hop-by-hop headers, the store's identity, its clock, and the
+/// aws-chunked coding some stores (SeaweedFS, moto) keep as the object's Content-Encoding.
+pub(super) fn scrub_upstream_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in [X_AMZ_REQUEST_ID, X_AMZ_ID_2, http::header::SERVER, http::header::DATE] {
+        headers.remove(name);
+    }
+    super::strip_aws_chunked_encoding(headers);
+}
+
 /// Maps the upstream response for the client.
 pub(super) async fn map_response(
     resp: Response<Incoming>,
@@ -115,12 +125,7 @@ pub(super) async fn map_response(
     {
         return Err(upstream_error(status, &parts.headers, body, is_head).await);
     }
-    strip_hop_by_hop(&mut parts.headers);
-    for name in [X_AMZ_REQUEST_ID, X_AMZ_ID_2, http::header::SERVER, http::header::DATE] {
-        parts.headers.remove(name);
-    }
-    // Some stores (SeaweedFS, moto) keep the aws-chunked transfer coding as the object's Content-Encoding.
-    super::strip_aws_chunked_encoding(&mut parts.headers);
+    scrub_upstream_headers(&mut parts.headers);
     let body: ProxyBody = match (&client.buckets, op) {
         (Some(allowed), S3Op::ListBuckets) if status == StatusCode::OK => {
             let raw = read_small(body, MAX_LIST_BUCKETS_BODY)

@@ -140,6 +140,89 @@ pub fn filter_list_buckets(body: &[u8], allowed: &dyn Fn(&str) -> bool) -> Optio
     Some(out)
 }
 
+/// Rewrites a listing (ListObjects, ListObjectsV2, ListObjectVersions, ListParts): every `<Size>` of an entry is
+/// passed through `size` (ciphertext → plaintext), and checksum elements, which describe the stored ciphertext,
+/// are removed. Everything else is kept byte for byte.
+pub fn rewrite_listing(body: &[u8], size: &dyn Fn(u64) -> u64) -> Option<Vec<u8>> {
+    const ENTRIES: [&[u8]; 5] = [b"Contents", b"Version", b"DeleteMarker", b"Part", b"Upload"];
+    const DROPPED: [&[u8]; 8] = [
+        b"ChecksumAlgorithm",
+        b"ChecksumType",
+        b"ChecksumCRC32",
+        b"ChecksumCRC32C",
+        b"ChecksumCRC64NVME",
+        b"ChecksumSHA1",
+        b"ChecksumSHA256",
+        b"Checksum",
+    ];
+    let mut reader = Reader::from_reader(body);
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    // (start, end, replacement)
+    let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+    let mut drop_start: Option<(usize, usize)> = None; // (start offset, depth)
+    let mut size_text: Option<(usize, String)> = None;
+    loop {
+        let before = usize::try_from(reader.buffer_position()).ok()?;
+        let ev = reader.read_event().ok()?;
+        match &ev {
+            Event::Start(e) => {
+                let name = e.local_name().as_ref().to_vec();
+                let in_entry = path.len() == 2 && ENTRIES.contains(&path[1].as_slice());
+                if in_entry && drop_start.is_none() && DROPPED.contains(&name.as_slice()) {
+                    drop_start = Some((before, path.len()));
+                }
+                if in_entry && name == b"Size" {
+                    size_text = Some((usize::try_from(reader.buffer_position()).ok()?, String::new()));
+                }
+                path.push(name);
+            }
+            Event::Empty(e) => {
+                let in_entry = path.len() == 2 && ENTRIES.contains(&path[1].as_slice());
+                if in_entry && DROPPED.contains(&e.local_name().as_ref()) {
+                    edits.push((before, usize::try_from(reader.buffer_position()).ok()?, Vec::new()));
+                }
+            }
+            Event::End(_) => {
+                path.pop();
+                let after = usize::try_from(reader.buffer_position()).ok()?;
+                if let Some((start, depth)) = drop_start
+                    && path.len() == depth
+                {
+                    edits.push((start, after, Vec::new()));
+                    drop_start = None;
+                }
+                if let Some((text_start, text)) = size_text.take() {
+                    let text_end = before;
+                    let replacement = text.trim().parse::<u64>().ok().map(|n| size(n).to_string().into_bytes());
+                    if let Some(r) = replacement {
+                        edits.push((text_start, text_end, r));
+                    }
+                }
+            }
+            Event::Text(_) | Event::GeneralRef(_) => {
+                if let Some((_, text)) = size_text.as_mut() {
+                    push_text(&ev, text);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    edits.sort_by_key(|e| e.0);
+    let mut out = Vec::with_capacity(body.len());
+    let mut pos = 0;
+    for (start, end, replacement) in edits {
+        if start < pos {
+            continue; // inside an element already dropped
+        }
+        out.extend_from_slice(&body[pos..start]);
+        out.extend_from_slice(&replacement);
+        pos = end;
+    }
+    out.extend_from_slice(&body[pos..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +241,18 @@ mod tests {
     fn non_error_bodies_are_not_parsed_as_errors() {
         assert_eq!(parse_error(b"<ListBucketResult><Code>x</Code></ListBucketResult>"), None);
         assert_eq!(parse_error(b"not xml at all"), None);
+    }
+
+    #[test]
+    fn listing_sizes_are_rewritten_and_checksums_dropped() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>2</KeyCount><Contents><Key>Size</Key><Size>100</Size><ETag>"e"</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType></Contents><Contents><Key>b</Key><Size> 7 </Size></Contents></ListBucketResult>"#;
+        let out = rewrite_listing(body, &|n| n - 1).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("<Key>Size</Key><Size>99</Size><ETag>\"e\"</ETag></Contents>"), "{s}");
+        assert!(s.contains("<Key>b</Key><Size>6</Size>"), "{s}");
+        assert!(!s.contains("Checksum"), "{s}");
+        assert!(s.contains("<KeyCount>2</KeyCount>"));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub struct Server {
     proxy: Proxy,
     tls: Option<(TlsAcceptor, Arc<CertStore>)>,
     dev_ca_file: Option<PathBuf>,
+    created_keyring: Option<(PathBuf, String)>,
     settings: ServerSettings,
     cert_reload_interval: std::time::Duration,
     #[cfg(feature = "embedded")]
@@ -83,8 +84,15 @@ impl Server {
                 return Err("this build has no embedded store".into());
             }
         };
+        let (crypto, created_key) = crate::crypto::Crypto::load(&config.encryption)?;
         let verifier = Verifier::new(&config.clients, &config.server.region, config.server.allow_sigv2_presigned);
-        let proxy = Proxy::new(verifier, upstream, config.server.base_domains.clone(), config.upstream.upload_checksum);
+        let proxy = Proxy::new(
+            verifier,
+            upstream,
+            config.server.base_domains.clone(),
+            config.upstream.upload_checksum,
+            Arc::new(crypto),
+        );
 
         let needs_tls = config.listeners.iter().any(|l| l.protocol == Protocol::Https);
         let mut dev_ca_file = None;
@@ -130,6 +138,7 @@ impl Server {
             proxy,
             tls,
             dev_ca_file,
+            created_keyring: created_key.map(|id| (config.encryption.keyring_file.clone(), id)),
             settings: config.server.clone(),
             cert_reload_interval: config.tls.reload_interval,
             #[cfg(feature = "embedded")]
@@ -278,6 +287,13 @@ pub fn announce(server: &Server) {
             Protocol::Http => "http",
         };
         eprintln!("s3crypt: listening on {scheme}://{}", b.addr);
+    }
+    if let Some((path, id)) = &server.created_keyring {
+        eprintln!(
+            "s3crypt: dev mode: created a demo keyring at {} with key {id} (back it up: objects cannot be read \
+             without it)",
+            path.display()
+        );
     }
     if let Some(ca) = server.dev_ca_file() {
         eprintln!(

@@ -89,7 +89,9 @@ secret_access_key = "{SK}"
 endpoint = "embedded"
 [embedded]
 data_dir = "store"
-buckets = ["e2e"]
+buckets = ["e2e", "e2e-plain"]
+[encryption]
+passthrough_buckets = ["e2e-plain"]
 """
 
 

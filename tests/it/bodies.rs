@@ -52,9 +52,15 @@ fn chunked_request(env: &TestEnv, key: &str, wire: Vec<u8>, decoded_len: usize) 
     )
 }
 
+/// Reads an object back through the proxy, and checks the store holds ciphertext of the right length, not it.
 async fn read_direct(env: &TestEnv, key: &str) -> Vec<u8> {
-    let o = env.direct.get_object().bucket(&env.bucket).key(key).send().await.expect("direct get");
-    o.body.collect().await.unwrap().into_bytes().to_vec()
+    let o = env.client().get_object().bucket(&env.bucket).key(key).send().await.expect("get through the proxy");
+    let plain = o.body.collect().await.unwrap().into_bytes().to_vec();
+    let raw = env.direct.get_object().bucket(&env.bucket).key(key).send().await.expect("direct get");
+    let raw = raw.body.collect().await.unwrap().into_bytes().to_vec();
+    assert_eq!(raw.len() as u64, s3crypt::crypto::format::ciphertext_len(plain.len() as u64, 65_536));
+    assert!(plain.len() < 16 || !raw.windows(16).any(|w| w == &plain[..16]), "plaintext at rest");
+    plain
 }
 
 async fn a_body_that_does_not_match_its_signed_hash_is_refused_and_not_stored(backend: Backend) {
@@ -141,7 +147,7 @@ async fn aws_chunked_bodies_are_decoded_and_their_trailer_checked(backend: Backe
     // Content-Length framing, 64 KiB chunks.
     let r = raw.send(chunked_request(&env, "ok-cl", aws_chunked(&body, 65_536, None), body.len())).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-    assert_eq!(read_direct(&env, "ok-cl").await, body, "the store holds the decoded data, not the framing");
+    assert_eq!(read_direct(&env, "ok-cl").await, body, "the object is the decoded data, not the framing");
 
     // Transfer-Encoding: chunked framing (what boto3 and the aws CLI send over https), uneven HTTP chunks.
     let wire = aws_chunked(&body, 1 << 20, None);

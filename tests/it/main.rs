@@ -6,5 +6,6 @@ mod common;
 mod auth;
 mod bodies;
 mod config;
+mod format_vectors;
 mod roundtrip;
 mod transport;

@@ -57,6 +57,10 @@ pub struct TestEnvBuilder {
     certificates: Vec<(std::path::PathBuf, std::path::PathBuf)>,
     base_domains: Vec<String>,
     custom_upstream: Option<(String, Client)>,
+    bucket: Option<String>,
+    passthrough: Vec<String>,
+    keyring: Option<std::path::PathBuf>,
+    legacy_passthrough: bool,
 }
 
 /// A running proxy and its clients.
@@ -132,6 +136,10 @@ impl TestEnv {
             certificates: Vec::new(),
             base_domains: Vec::new(),
             custom_upstream: None,
+            bucket: None,
+            passthrough: Vec::new(),
+            keyring: None,
+            legacy_passthrough: false,
         }
     }
 
@@ -227,6 +235,30 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Uses this bucket name (created if missing) instead of a fresh one.
+    pub fn bucket(mut self, name: &str) -> Self {
+        self.bucket = Some(name.to_owned());
+        self
+    }
+
+    /// Stores this bucket's objects as plaintext (no encryption).
+    pub fn passthrough_bucket(mut self, name: &str) -> Self {
+        self.passthrough.push(name.to_owned());
+        self
+    }
+
+    /// Uses this keyring file (default: a fresh one in the test's directory).
+    pub fn keyring(mut self, path: &std::path::Path) -> Self {
+        self.keyring = Some(path.to_owned());
+        self
+    }
+
+    /// `encryption.legacy_objects = "passthrough"`.
+    pub fn legacy_passthrough(mut self) -> Self {
+        self.legacy_passthrough = true;
+        self
+    }
+
     pub fn base_domain(mut self, d: &str) -> Self {
         self.base_domains.push(d.to_owned());
         self
@@ -250,8 +282,15 @@ impl TestEnvBuilder {
             "[[clients]]\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n\
              [[clients]]\naccess_key_id = \"{LIMITED_AK}\"\nsecret_access_key = \"{LIMITED_SK}\"\nbuckets = [\"__LIMITED__\"]\n"
         ));
-        let bucket = unique_bucket("s3c");
-        let toml = toml.replace("__LIMITED__", &bucket);
+        let bucket = self.bucket.clone().unwrap_or_else(|| unique_bucket("s3c"));
+        let mut toml = toml.replace("__LIMITED__", &bucket);
+        toml.push_str(&format!("[encryption]\npassthrough_buckets = {:?}\n", self.passthrough));
+        if let Some(k) = &self.keyring {
+            toml.push_str(&format!("keyring_file = {k:?}\n"));
+        }
+        if self.legacy_passthrough {
+            toml.push_str("legacy_objects = \"passthrough\"\n");
+        }
         let mut custom_direct = None;
         let (toml, direct_ep, direct_ak, direct_sk) = match self.backend {
             Backend::Custom => {
@@ -304,7 +343,12 @@ impl TestEnvBuilder {
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        direct.create_bucket().bucket(&bucket).send().await.expect("create test bucket");
+        if let Err(e) = direct.create_bucket().bucket(&bucket).send().await {
+            let exists = e
+                .as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists());
+            assert!(exists || self.bucket.is_some(), "create test bucket: {e:?}");
+        }
         TestEnv { _dir: dir, https, http, ca_pem, bucket, direct, stop: Some(stop), task: Some(task) }
     }
 }

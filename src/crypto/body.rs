@@ -1,0 +1,444 @@
+//! The streaming body transforms: `EncryptBody` (plaintext → segments, for uploads) and `DecryptBody`
+//! (segments → verified plaintext, for downloads and ranges). Memory: one segment buffer plus the frame being
+//! consumed, whatever the object size.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::format::{HEADER_LEN, SALT_LEN, SEGMENT_OVERHEAD, TAG_LEN, ciphertext_len, segment_offset};
+use super::keys::DataKey;
+use super::stream::{Opener, Sealer};
+use crate::error::ProxyError;
+
+enum State {
+    Running,
+    Done,
+}
+
+pin_project! {
+    /// Encrypts exactly `plain_len` bytes of `inner` into one stream of segments. The final segment is sealed
+    /// and released only after `inner` has ended cleanly (its own end-of-stream checks passed).
+    pub struct EncryptBody<B> {
+        #[pin]
+        inner: B,
+        sealer: Sealer,
+        segment_size: usize,
+        remaining: u64,
+        cipher_left: u64,
+        buf: Vec<u8>,
+        pending: Bytes,
+        inner_ended: bool,
+        state: State,
+    }
+}
+
+impl<B> EncryptBody<B> {
+    pub fn new(inner: B, dek: &DataKey, part: u16, salt: [u8; SALT_LEN], segment_size: u32, plain_len: u64) -> Self {
+        let segment = segment_size as usize;
+        EncryptBody {
+            inner,
+            sealer: Sealer::new(dek, part, salt),
+            segment_size: segment,
+            remaining: plain_len,
+            cipher_left: ciphertext_len(plain_len, segment_size),
+            buf: new_segment_buf(segment),
+            pending: Bytes::new(),
+            inner_ended: false,
+            state: State::Running,
+        }
+    }
+}
+
+fn new_segment_buf(segment: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER_LEN + segment + TAG_LEN);
+    v.resize(HEADER_LEN, 0);
+    v
+}
+
+impl<B> Body for EncryptBody<B>
+where
+    B: Body<Data = Bytes, Error = ProxyError>,
+{
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        let mut this = self.project();
+        loop {
+            if matches!(this.state, State::Done) {
+                return Poll::Ready(None);
+            }
+            let filled = this.buf.len() - HEADER_LEN;
+            let target = usize::try_from((*this.segment_size as u64).min(*this.remaining)).unwrap_or(0);
+            if filled == target {
+                let last = *this.remaining == filled as u64;
+                if last && !*this.inner_ended {
+                    // Everything is here; wait for the inner body's end (its checks) before the final segment.
+                    match ready!(this.inner.as_mut().poll_frame(cx)) {
+                        Some(Ok(f)) => {
+                            if f.data_ref().is_some_and(|d| !d.is_empty()) {
+                                *this.state = State::Done;
+                                return Poll::Ready(Some(Err(ProxyError::IncompleteBody(
+                                    "body longer than its declared length",
+                                ))));
+                            }
+                            continue;
+                        }
+                        Some(Err(e)) => {
+                            *this.state = State::Done;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                        None => {
+                            *this.inner_ended = true;
+                            continue;
+                        }
+                    }
+                }
+                let mut seg = std::mem::replace(this.buf, new_segment_buf(*this.segment_size));
+                this.sealer.seal(&mut seg, last);
+                *this.remaining -= filled as u64;
+                *this.cipher_left -= seg.len() as u64;
+                if last {
+                    *this.state = State::Done;
+                }
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(seg)))));
+            }
+            if !this.pending.is_empty() {
+                let n = (target - filled).min(this.pending.len());
+                this.buf.extend_from_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                continue;
+            }
+            if *this.inner_ended {
+                *this.state = State::Done;
+                return Poll::Ready(Some(Err(ProxyError::IncompleteBody("body shorter than its declared length"))));
+            }
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        *this.pending = d;
+                    }
+                }
+                Some(Err(e)) => {
+                    *this.state = State::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => *this.inner_ended = true,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.cipher_left)
+    }
+}
+
+/// Which segments of an object a download reads and which plaintext bytes it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPlan {
+    pub segment_size: u32,
+    /// The object's ciphertext length.
+    pub cipher_total: u64,
+    /// First segment to decrypt (global index).
+    pub first_segment: u64,
+    /// One past the last segment to decrypt.
+    pub end_segment: u64,
+    /// Ciphertext bytes the upstream sends before `first_segment` starts.
+    pub discard: u64,
+    /// Plaintext bytes of the first decrypted segment not returned.
+    pub skip: u64,
+    /// Plaintext bytes returned.
+    pub take: u64,
+}
+
+pin_project! {
+    /// Decrypts the segments of `plan` from `inner` (the upstream body), releasing a segment's plaintext only
+    /// after its tag and position verified. Any failure ends the body with an error.
+    pub struct DecryptBody<B> {
+        #[pin]
+        inner: B,
+        opener: Opener,
+        plan: ReadPlan,
+        next: u64,
+        buf: Vec<u8>,
+        pending: Bytes,
+        ready: Option<Bytes>,
+        state: State,
+    }
+}
+
+impl<B> DecryptBody<B> {
+    pub fn new(inner: B, dek: Arc<DataKey>, part: u16, plan: ReadPlan) -> Self {
+        let first_index = u32::try_from(plan.first_segment).unwrap_or(u32::MAX);
+        DecryptBody {
+            inner,
+            opener: Opener::new(dek, plan.segment_size, part, first_index),
+            next: plan.first_segment,
+            buf: Vec::with_capacity(plan.segment_size as usize + SEGMENT_OVERHEAD as usize),
+            plan,
+            pending: Bytes::new(),
+            ready: None,
+            state: State::Running,
+        }
+    }
+}
+
+impl<B> DecryptBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    /// Decrypts up to the first plaintext output, so that a tampered or undecryptable object is refused with a
+    /// proper error response before any header goes out (for objects of one segment: before anything at all).
+    pub async fn prime(&mut self) -> Result<(), ProxyError> {
+        let first = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await;
+        match first {
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    self.ready = Some(d);
+                }
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn integrity(what: &'static str) -> ProxyError {
+    ProxyError::ObjectIntegrity(what)
+}
+
+impl<B> Body for DecryptBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(b) = this.ready.take() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if matches!(this.state, State::Done) || *this.next >= this.plan.end_segment {
+                *this.state = State::Done;
+                return Poll::Ready(None);
+            }
+            // Bytes of the current segment still needed.
+            let start = segment_offset(*this.next, this.plan.segment_size);
+            let full = u64::from(this.plan.segment_size) + SEGMENT_OVERHEAD;
+            let seg_len = full.min(this.plan.cipher_total.saturating_sub(start));
+            if seg_len < SEGMENT_OVERHEAD {
+                *this.state = State::Done;
+                return Poll::Ready(Some(Err(integrity("segment of impossible length"))));
+            }
+            if this.plan.discard == 0 && this.buf.len() as u64 == seg_len {
+                let object_last = start + seg_len >= this.plan.cipher_total;
+                let mut seg = std::mem::take(this.buf);
+                match this.opener.open(&mut seg, object_last) {
+                    Ok(range) => {
+                        let mut plain = Bytes::from(seg).slice(range);
+                        let skip = usize::try_from(this.plan.skip.min(plain.len() as u64)).unwrap_or(0);
+                        plain.advance(skip);
+                        this.plan.skip -= skip as u64;
+                        let keep = usize::try_from(this.plan.take.min(plain.len() as u64)).unwrap_or(0);
+                        plain.truncate(keep);
+                        this.plan.take -= keep as u64;
+                        *this.next += 1;
+                        *this.buf = Vec::with_capacity(full as usize);
+                        if !plain.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(plain))));
+                        }
+                        continue;
+                    }
+                    Err(t) => {
+                        *this.state = State::Done;
+                        return Poll::Ready(Some(Err(integrity(t.as_str()))));
+                    }
+                }
+            }
+            if !this.pending.is_empty() {
+                if this.plan.discard > 0 {
+                    let n = usize::try_from(this.plan.discard.min(this.pending.len() as u64)).unwrap_or(0);
+                    this.pending.advance(n);
+                    this.plan.discard -= n as u64;
+                } else {
+                    let need = usize::try_from(seg_len).unwrap_or(0) - this.buf.len();
+                    let n = need.min(this.pending.len());
+                    this.buf.extend_from_slice(&this.pending[..n]);
+                    this.pending.advance(n);
+                }
+                continue;
+            }
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        *this.pending = d;
+                    }
+                }
+                Some(Err(e)) => {
+                    *this.state = State::Done;
+                    return Poll::Ready(Some(Err(ProxyError::UpstreamProtocol(format!("reading the object: {e}")))));
+                }
+                None => {
+                    *this.state = State::Done;
+                    return Poll::Ready(Some(Err(integrity("object shorter than its length"))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_none() && (matches!(self.state, State::Done) || self.next >= self.plan.end_segment)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.plan.take + self.ready.as_ref().map_or(0, |b| b.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::format::{SINGLE_PUT_PART, plaintext_len};
+    use crate::test_util::{body_in_frames, failing_body};
+    use http_body_util::BodyExt;
+
+    const S: u32 = 4096;
+
+    async fn encrypt(data: &[u8], frame: usize) -> Vec<u8> {
+        let dek = DataKey::from_bytes([7; 32]);
+        EncryptBody::new(body_in_frames(data, frame), &dek, SINGLE_PUT_PART, [1; 8], S, data.len() as u64)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
+    fn plan_for(cipher_total: u64, a: u64, b: u64) -> (ReadPlan, u64) {
+        let s = u64::from(S);
+        let (g1, g2) = (a / s, b / s);
+        let fetch_start = segment_offset(g1, S);
+        (
+            ReadPlan {
+                segment_size: S,
+                cipher_total,
+                first_segment: g1,
+                end_segment: g2 + 1,
+                discard: 0,
+                skip: a - g1 * s,
+                take: b - a + 1,
+            },
+            fetch_start,
+        )
+    }
+
+    async fn decrypt_range(ct: &[u8], a: u64, b: u64, frame: usize) -> Result<Vec<u8>, ProxyError> {
+        let (plan, start) = plan_for(ct.len() as u64, a, b);
+        let end = segment_offset(plan.end_segment, S).min(ct.len() as u64);
+        let dek = Arc::new(DataKey::from_bytes([7; 32]));
+        let body =
+            DecryptBody::new(body_in_frames(&ct[start as usize..end as usize], frame), dek, SINGLE_PUT_PART, plan);
+        body.collect().await.map(|c| c.to_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn every_length_round_trips_through_the_body_transforms() {
+        for len in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let ct = encrypt(&data, 1000).await;
+            assert_eq!(ct.len() as u64, ciphertext_len(len as u64, S));
+            let p = plaintext_len(ct.len() as u64, S, false).unwrap();
+            assert_eq!(p, len as u64);
+            let whole = if len == 0 {
+                let dek = Arc::new(DataKey::from_bytes([7; 32]));
+                let plan = ReadPlan {
+                    segment_size: S,
+                    cipher_total: ct.len() as u64,
+                    first_segment: 0,
+                    end_segment: 1,
+                    discard: 0,
+                    skip: 0,
+                    take: 0,
+                };
+                DecryptBody::new(body_in_frames(&ct, 7), dek, SINGLE_PUT_PART, plan)
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+                    .to_vec()
+            } else {
+                decrypt_range(&ct, 0, len as u64 - 1, 777).await.unwrap()
+            };
+            assert_eq!(whole, data, "len {len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_range_of_a_small_object_decrypts_to_the_right_bytes() {
+        let data: Vec<u8> = (0..2 * 4096 + 100).map(|i| (i * 31 % 251) as u8).collect();
+        let ct = encrypt(&data, 5000).await;
+        let n = data.len() as u64;
+        for a in (0..n).step_by(397) {
+            for b in (a..n).step_by(1013) {
+                let got = decrypt_range(&ct, a, b, 3000).await.unwrap();
+                assert_eq!(got, data[a as usize..=b as usize], "range {a}-{b}");
+            }
+        }
+        let got = decrypt_range(&ct, n - 1, n - 1, 10).await.unwrap();
+        assert_eq!(got, vec![data[n as usize - 1]]);
+    }
+
+    #[tokio::test]
+    async fn tampered_or_truncated_ciphertext_fails_and_releases_nothing_unverified() {
+        let data = vec![42u8; 3 * 4096];
+        let ct = encrypt(&data, 4096).await;
+        let mut flipped = ct.clone();
+        flipped[4096 + 32 + 100] ^= 1; // second segment
+        let dek = Arc::new(DataKey::from_bytes([7; 32]));
+        let (plan, _) = plan_for(ct.len() as u64, 0, data.len() as u64 - 1);
+        let mut body = DecryptBody::new(body_in_frames(&flipped, 999), dek.clone(), SINGLE_PUT_PART, plan);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), 4096, "the first, authentic, segment is released");
+        let e = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), "ObjectIntegrityError");
+        assert!(body.frame().await.is_none());
+
+        // truncated at a segment boundary: the final marker is missing
+        let cut = &ct[..2 * (4096 + 32)];
+        let (plan, _) = plan_for(cut.len() as u64, 0, 2 * 4096 - 1);
+        let e =
+            DecryptBody::new(body_in_frames(cut, 999), dek.clone(), SINGLE_PUT_PART, plan).collect().await.unwrap_err();
+        assert_eq!(e.code(), "ObjectIntegrityError");
+
+        // the upstream body ends early
+        let (plan, _) = plan_for(ct.len() as u64, 0, data.len() as u64 - 1);
+        let e =
+            DecryptBody::new(body_in_frames(&ct[..5000], 999), dek, SINGLE_PUT_PART, plan).collect().await.unwrap_err();
+        assert_eq!(e.code(), "ObjectIntegrityError");
+    }
+
+    #[tokio::test]
+    async fn the_final_segment_waits_for_the_inner_checks() {
+        let dek = DataKey::from_bytes([7; 32]);
+        let mut body = EncryptBody::new(failing_body(vec![vec![1u8; 5000]]), &dek, SINGLE_PUT_PART, [1; 8], S, 5000);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), 4096 + 32);
+        assert!(body.frame().await.unwrap().is_err(), "no final segment after a failed inner body");
+        let short = EncryptBody::new(body_in_frames(&[1u8; 10], 3), &dek, SINGLE_PUT_PART, [1; 8], S, 11);
+        assert_eq!(short.collect().await.unwrap_err().code(), "IncompleteBody");
+    }
+}

@@ -1,0 +1,326 @@
+//! Keys: per-object data keys (DEK) from the OS RNG, key-encryption keys (KEK) from the local keyring, and the
+//! wrapping of a DEK under a KEK, bound to the object's identity. This is the key-provider seam: the keyring
+//! is one provider; AWS KMS and SSE-C plug in beside it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::aead::SegmentCipher;
+use super::format::{DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, WRAP_AAD_LABEL, WRAP_NONCE_LEN};
+use crate::error::ProxyError;
+
+/// A 256-bit data key. Zeroized on drop; never printed.
+pub struct DataKey(Zeroizing<[u8; DEK_LEN]>);
+
+impl DataKey {
+    /// A fresh key from the operating system's RNG.
+    pub fn generate() -> Result<DataKey, ProxyError> {
+        let mut k = Zeroizing::new([0u8; DEK_LEN]);
+        getrandom::fill(&mut k[..]).map_err(|e| ProxyError::Internal(format!("OS RNG: {e}")))?;
+        Ok(DataKey(k))
+    }
+
+    pub fn from_bytes(b: [u8; DEK_LEN]) -> DataKey {
+        DataKey(Zeroizing::new(b))
+    }
+
+    pub fn expose(&self) -> &[u8; DEK_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey([REDACTED])")
+    }
+}
+
+/// Random bytes from the OS RNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], ProxyError> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| ProxyError::Internal(format!("OS RNG: {e}")))?;
+    Ok(b)
+}
+
+/// What a wrapped data key is bound to: moving or copying the stored object under another name makes the
+/// unwrap fail unless the proxy re-wraps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectIdentity {
+    pub bucket: String,
+    pub key: String,
+}
+
+/// The AAD of a DEK wrap: label, then length-prefixed (u32 big-endian) fields.
+pub fn wrap_aad(kek_ref: &str, id: &ObjectIdentity, segment_size: u32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(64 + id.bucket.len() + id.key.len());
+    aad.extend_from_slice(WRAP_AAD_LABEL);
+    aad.push(FORMAT_VERSION);
+    aad.extend_from_slice(&segment_size.to_be_bytes());
+    for field in [kek_ref.as_bytes(), id.bucket.as_bytes(), id.key.as_bytes()] {
+        aad.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
+        aad.extend_from_slice(field);
+    }
+    aad
+}
+
+/// A key-encryption key (256 bits). Zeroized on drop; never printed.
+pub struct Kek {
+    id: String,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl fmt::Debug for Kek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Kek({}, [REDACTED])", self.id)
+    }
+}
+
+impl Kek {
+    pub fn new(id: &str, key: [u8; 32]) -> Kek {
+        Kek { id: id.to_owned(), key: Zeroizing::new(key) }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The reference stored in metadata: `keyring:<id>`.
+    pub fn reference(&self) -> String {
+        format!("{KEK_SCHEME_KEYRING}:{}", self.id)
+    }
+
+    /// `nonce (12) || AES-256-GCM(KEK, nonce, DEK, aad) (32) || tag (16)`.
+    pub fn wrap_with_nonce(&self, dek: &DataKey, aad: &[u8], nonce: [u8; WRAP_NONCE_LEN]) -> Vec<u8> {
+        let cipher = SegmentCipher::new(&self.key);
+        let mut buf = dek.expose().to_vec();
+        let tag = cipher.seal(nonce, aad, &mut buf);
+        let mut out = Vec::with_capacity(WRAP_NONCE_LEN + DEK_LEN + 16);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    pub fn wrap(&self, dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
+        Ok(self.wrap_with_nonce(dek, aad, random_bytes()?))
+    }
+
+    /// Unwraps; `None` if the wrap was made for another key, object or parameters, or was altered.
+    pub fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Option<DataKey> {
+        if wrapped.len() != WRAP_NONCE_LEN + DEK_LEN + 16 {
+            return None;
+        }
+        let mut nonce = [0u8; WRAP_NONCE_LEN];
+        nonce.copy_from_slice(&wrapped[..WRAP_NONCE_LEN]);
+        let mut buf = Zeroizing::new(wrapped[WRAP_NONCE_LEN..].to_vec());
+        SegmentCipher::new(&self.key).open(nonce, aad, &mut buf).ok()?;
+        let mut k = [0u8; DEK_LEN];
+        k.copy_from_slice(&buf[..DEK_LEN]);
+        Some(DataKey::from_bytes(k))
+    }
+}
+
+// === the local keyring ===========================================================================================
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringFile {
+    current: String,
+    keys: BTreeMap<String, String>,
+}
+
+/// Named 256-bit KEKs from a file; `current` wraps new data keys, the others still unwrap old ones.
+#[derive(Debug)]
+pub struct LocalKeyring {
+    path: PathBuf,
+    current: String,
+    keys: BTreeMap<String, Kek>,
+}
+
+fn valid_key_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl LocalKeyring {
+    /// Loads a keyring file; refuses files that the group or others may read or write.
+    pub fn load(path: &Path) -> Result<LocalKeyring, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| format!("keyring {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "keyring {} has mode {mode:o}: it must not be readable or writable by group or others (chmod 600)",
+                path.display()
+            ));
+        }
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("keyring {}: {e}", path.display()))?);
+        let file: KeyringFile =
+            toml::from_str(&text).map_err(|e| format!("keyring {}: {}", path.display(), e.message()))?;
+        let mut keys = BTreeMap::new();
+        for (id, b64) in &file.keys {
+            if !valid_key_id(id) {
+                return Err(format!("keyring {}: key id {id:?} must be 1-64 of [A-Za-z0-9._-]", path.display()));
+            }
+            let raw = Zeroizing::new(
+                B64.decode(b64.trim()).map_err(|_| format!("keyring {}: key {id} is not base64", path.display()))?,
+            );
+            let bytes: [u8; 32] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| format!("keyring {}: key {id} is not 32 bytes", path.display()))?;
+            keys.insert(id.clone(), Kek::new(id, bytes));
+        }
+        if !keys.contains_key(&file.current) {
+            return Err(format!("keyring {}: current key {:?} is not in [keys]", path.display(), file.current));
+        }
+        Ok(LocalKeyring { path: path.to_owned(), current: file.current, keys })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The KEK that wraps new data keys.
+    pub fn current(&self) -> &Kek {
+        &self.keys[&self.current]
+    }
+
+    /// A KEK by the reference stored in metadata (`keyring:<id>`).
+    pub fn by_reference(&self, reference: &str) -> Option<&Kek> {
+        let id = reference.strip_prefix(KEK_SCHEME_KEYRING)?.strip_prefix(':')?;
+        self.keys.get(id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+}
+
+/// Adds a new random key to the keyring at `path` (creating the file, mode 600) and makes it current.
+/// Returns the new key's id.
+pub fn keygen(path: &Path, id: Option<&str>) -> Result<String, String> {
+    let mut entries: BTreeMap<String, String> = BTreeMap::new();
+    if path.exists() {
+        let existing = LocalKeyring::load(path)?;
+        drop(existing);
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?);
+        let file: KeyringFile = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        entries = file.keys;
+    }
+    let id = match id {
+        Some(id) => id.to_owned(),
+        None => {
+            let now = crate::util::time::format_amz_date(std::time::SystemTime::now());
+            let suffix: [u8; 3] = random_bytes().map_err(|e| e.to_string())?;
+            format!("k{}-{}", &now[..8], hex::encode(suffix))
+        }
+    };
+    if !valid_key_id(&id) {
+        return Err(format!("key id {id:?} must be 1-64 of [A-Za-z0-9._-]"));
+    }
+    if entries.contains_key(&id) {
+        return Err(format!("key id {id:?} already exists in {}", path.display()));
+    }
+    let key: Zeroizing<[u8; 32]> = Zeroizing::new(random_bytes().map_err(|e| e.to_string())?);
+    entries.insert(id.clone(), B64.encode(&key[..]));
+    let mut text = Zeroizing::new(String::from(
+        "# s3crypt keyring: 256-bit key-encryption keys, base64. `current` wraps new data keys; the others\n\
+         # still unwrap objects written under them. Keep this file secret (mode 600) and backed up: losing a key\n\
+         # loses every object written under it. Generated by `s3crypt keygen`.\n",
+    ));
+    text.push_str(&format!("current = {id:?}\n\n[keys]\n"));
+    for (k, v) in &entries {
+        text.push_str(&format!("{k:?} = {v:?}\n"));
+    }
+    write_private(path, text.as_bytes())?;
+    Ok(id)
+}
+
+/// Writes a file readable only by its owner, atomically.
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(data).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.sync_all().map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: &str, k: &str) -> ObjectIdentity {
+        ObjectIdentity { bucket: b.into(), key: k.into() }
+    }
+
+    #[test]
+    fn a_wrapped_key_unwraps_only_for_the_same_object_and_parameters() {
+        let kek = Kek::new("main", [3u8; 32]);
+        let dek = DataKey::generate().unwrap();
+        let aad = wrap_aad(&kek.reference(), &id("b", "k"), 65536);
+        let w = kek.wrap(&dek, &aad).unwrap();
+        assert_eq!(kek.unwrap(&w, &aad).unwrap().expose(), dek.expose());
+        for other in [
+            wrap_aad(&kek.reference(), &id("b", "k2"), 65536),
+            wrap_aad(&kek.reference(), &id("b2", "k"), 65536),
+            wrap_aad(&kek.reference(), &id("b", "k"), 4096),
+            wrap_aad("keyring:other", &id("b", "k"), 65536),
+            // length prefixes keep ("ab","c") and ("a","bc") apart
+            wrap_aad(&kek.reference(), &id("bk", ""), 65536),
+        ] {
+            assert!(kek.unwrap(&w, &other).is_none());
+        }
+        assert!(Kek::new("main", [4u8; 32]).unwrap(&w, &aad).is_none(), "another KEK");
+        let mut tampered = w.clone();
+        tampered[20] ^= 1;
+        assert!(kek.unwrap(&tampered, &aad).is_none());
+    }
+
+    #[test]
+    fn keygen_creates_a_private_keyring_and_adds_keys_that_become_current() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/keyring.toml");
+        let a = keygen(&p, Some("first")).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let b = keygen(&p, None).unwrap();
+        let ring = LocalKeyring::load(&p).unwrap();
+        assert_eq!(ring.current().id(), b);
+        assert!(ring.by_reference(&format!("keyring:{a}")).is_some());
+        assert!(ring.by_reference("keyring:nope").is_none());
+        assert!(ring.by_reference("kms:first").is_none());
+        assert!(keygen(&p, Some("first")).is_err(), "ids are unique");
+        assert!(!format!("{ring:?}").contains('='), "no key material in Debug: {ring:?}");
+    }
+
+    #[test]
+    fn a_keyring_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        keygen(&p, Some("a")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(LocalKeyring::load(&p).unwrap_err().contains("chmod 600"));
+    }
+}

@@ -1,0 +1,370 @@
+//! What changes for buckets whose objects s3crypt encrypts: which operations are allowed, the Range mapping
+//! (plaintext → covering ciphertext segments, one upstream request), and the responses of GET, HEAD, PUT and
+//! listings (plaintext sizes, envelope and ciphertext checksums hidden, SSE headers).
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::ProxyBody;
+use crate::config::LegacyPolicy;
+use crate::crypto::Crypto;
+use crate::crypto::body::{DecryptBody, ReadPlan};
+use crate::crypto::envelope::{Envelope, strip_reserved};
+use crate::crypto::format::{SEGMENT_OVERHEAD, SINGLE_PUT_PART, plaintext_len, segment_count, segment_offset};
+use crate::crypto::keys::ObjectIdentity;
+use crate::error::{BoxError, ProxyError};
+use crate::s3::checksum::ChecksumAlgorithm;
+use crate::s3::op::S3Op;
+
+pub const SSE: HeaderName = HeaderName::from_static("x-amz-server-side-encryption");
+pub const SSE_KMS_KEY_ID: HeaderName = HeaderName::from_static("x-amz-server-side-encryption-aws-kms-key-id");
+const SSE_PREFIX: &str = "x-amz-server-side-encryption";
+pub const X_AMZ_CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
+const X_AMZ_CHECKSUM_TYPE: HeaderName = HeaderName::from_static("x-amz-checksum-type");
+
+/// Refuses what the encrypted path does not (yet) handle, before anything is sent upstream.
+pub fn check_request(op: S3Op, headers: &HeaderMap, query: &[(String, String)]) -> Result<(), ProxyError> {
+    if headers.keys().any(|n| n.as_str().starts_with(SSE_PREFIX)) {
+        return Err(ProxyError::NotImplemented(
+            "Server-side encryption request headers (SSE-S3, SSE-KMS, SSE-C) are not supported yet: the gateway \
+             encrypts every object with its own keys.",
+        ));
+    }
+    match op {
+        S3Op::CopyObject
+        | S3Op::CreateMultipartUpload
+        | S3Op::UploadPart
+        | S3Op::UploadPartCopy
+        | S3Op::CompleteMultipartUpload
+        | S3Op::GetObjectAttributes => Err(ProxyError::NotImplemented(
+            "Multipart uploads, copies and GetObjectAttributes are not supported yet on encrypted buckets.",
+        )),
+        S3Op::GetObject | S3Op::HeadObject if query.iter().any(|(k, _)| k == "partNumber") => {
+            Err(ProxyError::NotImplemented("GET and HEAD with partNumber are not supported yet on encrypted buckets."))
+        }
+        S3Op::ListBuckets
+        | S3Op::CreateBucket
+        | S3Op::DeleteBucket
+        | S3Op::HeadBucket
+        | S3Op::ListObjects
+        | S3Op::ListObjectsV2
+        | S3Op::ListObjectVersions
+        | S3Op::ListMultipartUploads
+        | S3Op::DeleteObjects
+        | S3Op::BucketConfig
+        | S3Op::GetObject
+        | S3Op::HeadObject
+        | S3Op::PutObject
+        | S3Op::DeleteObject
+        | S3Op::AbortMultipartUpload
+        | S3Op::ListParts
+        | S3Op::ObjectConfig => Ok(()),
+    }
+}
+
+/// A client Range, as S3 reads it: one `bytes=` range; anything else is ignored (whole object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRange {
+    Whole,
+    /// `bytes=a-b` or `bytes=a-`.
+    From(u64, Option<u64>),
+    /// `bytes=-n`.
+    Suffix(u64),
+}
+
+impl ClientRange {
+    pub fn parse(headers: &HeaderMap) -> ClientRange {
+        let Some(v) = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok()) else {
+            return ClientRange::Whole;
+        };
+        let Some(spec) = v.trim().strip_prefix("bytes=") else { return ClientRange::Whole };
+        if spec.contains(',') {
+            return ClientRange::Whole;
+        }
+        let Some((a, b)) = spec.split_once('-') else { return ClientRange::Whole };
+        let (a, b) = (a.trim(), b.trim());
+        let num = |s: &str| if s.bytes().all(|c| c.is_ascii_digit()) { s.parse::<u64>().ok() } else { None };
+        match (a.is_empty(), b.is_empty()) {
+            (true, false) => num(b).map_or(ClientRange::Whole, ClientRange::Suffix),
+            (false, true) => num(a).map_or(ClientRange::Whole, |a| ClientRange::From(a, None)),
+            (false, false) => match (num(a), num(b)) {
+                (Some(a), Some(b)) if b >= a => ClientRange::From(a, Some(b)),
+                _other => ClientRange::Whole,
+            },
+            (true, true) => ClientRange::Whole,
+        }
+    }
+
+    /// The upstream Range covering the segments this range needs (without knowing the object's size).
+    pub fn upstream_range(self, segment: u32) -> Option<String> {
+        let s = u64::from(segment);
+        let full = s + SEGMENT_OVERHEAD;
+        match self {
+            ClientRange::Whole => None,
+            ClientRange::From(a, None) => Some(format!("bytes={}-", segment_offset(a / s, segment))),
+            ClientRange::From(a, Some(b)) => {
+                Some(format!("bytes={}-{}", segment_offset(a / s, segment), (b / s + 1) * full - 1))
+            }
+            // The last n plaintext bytes lie within the last ceil(n/S) + 1 segments.
+            ClientRange::Suffix(n) => Some(format!("bytes=-{}", (n.div_ceil(s) + 1) * full)),
+        }
+    }
+}
+
+/// `bytes x-y/total` → (x, total); `bytes */total` → (None, total).
+fn parse_content_range(v: &str) -> Option<(Option<u64>, u64)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let total = total.trim().parse().ok()?;
+    if range.trim() == "*" {
+        return Some((None, total));
+    }
+    let (x, _y) = range.split_once('-')?;
+    Some((Some(x.trim().parse().ok()?), total))
+}
+
+/// Drops what describes the stored ciphertext or the store's own encryption, and adds the gateway's SSE headers.
+pub fn scrub_object_headers(headers: &mut HeaderMap, kek_ref: Option<&str>) {
+    super::response::scrub_upstream_headers(headers);
+    strip_reserved(headers);
+    let drop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            ChecksumAlgorithm::from_header_name(n.as_str()).is_some()
+                || **n == X_AMZ_CHECKSUM_TYPE
+                || n.as_str().starts_with(SSE_PREFIX)
+                || *n == crate::s3::headers::CONTENT_MD5
+        })
+        .cloned()
+        .collect();
+    for n in drop {
+        headers.remove(n);
+    }
+    if let Some(r) = kek_ref
+        && let Ok(v) = HeaderValue::from_str(r)
+    {
+        headers.insert(SSE, HeaderValue::from_static("aws:kms"));
+        headers.insert(SSE_KMS_KEY_ID, v);
+    }
+}
+
+/// What a GET / HEAD of an encrypted bucket's object turned into.
+pub enum ObjectResponse {
+    Ready(Response<ProxyBody>),
+    /// A plaintext object under `legacy_objects = "passthrough"` whose upstream request was altered for
+    /// decryption (its Range): it must be fetched again as the client asked.
+    RefetchPlain,
+}
+
+fn plain_response(resp: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    super::response::scrub_upstream_headers(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+}
+
+/// The envelope, or what the legacy policy says about an object without one.
+fn envelope_or_policy(headers: &HeaderMap, crypto: &Crypto) -> Result<Option<Envelope>, ProxyError> {
+    match Envelope::from_headers(headers) {
+        Ok(Some(e)) => Ok(Some(e)),
+        Ok(None) => match crypto.legacy_objects {
+            LegacyPolicy::Reject => Err(ProxyError::PlaintextObject),
+            LegacyPolicy::Passthrough => Ok(None),
+        },
+        Err(e) => Err(ProxyError::ObjectIntegrity(e.0)),
+    }
+}
+
+/// A successful upstream GET (200 / 206) of an encrypted bucket's object → the client's plaintext response.
+pub async fn get_response(
+    resp: Response<Incoming>,
+    range: ClientRange,
+    crypto: &Crypto,
+    id: &ObjectIdentity,
+) -> Result<ObjectResponse, ProxyError> {
+    let Some(env) = envelope_or_policy(resp.headers(), crypto)? else {
+        return Ok(if range == ClientRange::Whole {
+            ObjectResponse::Ready(plain_response(resp))
+        } else {
+            ObjectResponse::RefetchPlain
+        });
+    };
+    let dek = crypto.open_envelope(&env, id)?;
+    let (mut parts, body) = resp.into_parts();
+    let seg = env.segment_size;
+    let s = u64::from(seg);
+    let (start, cipher_total) = match parts.status {
+        StatusCode::PARTIAL_CONTENT => parts
+            .headers
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range)
+            .and_then(|(x, t)| x.map(|x| (x, t)))
+            .ok_or_else(|| ProxyError::UpstreamProtocol("206 without a usable Content-Range".into()))?,
+        _ => (
+            0,
+            parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ProxyError::UpstreamProtocol("object without Content-Length".into()))?,
+        ),
+    };
+    let plain_total = plaintext_len(cipher_total, seg, false)
+        .ok_or(ProxyError::ObjectIntegrity("the stored object has an impossible length"))?;
+    // The plaintext bytes to return, inclusive, or None for the whole (possibly empty) object.
+    let wanted = match range {
+        ClientRange::Whole => None,
+        ClientRange::From(a, b) => {
+            if a >= plain_total {
+                return Err(ProxyError::InvalidRange { size: plain_total });
+            }
+            Some((a, b.unwrap_or(u64::MAX).min(plain_total - 1)))
+        }
+        ClientRange::Suffix(n) => {
+            if n == 0 || plain_total == 0 {
+                return Err(ProxyError::InvalidRange { size: plain_total });
+            }
+            Some((plain_total - n.min(plain_total), plain_total - 1))
+        }
+    };
+    let plan = match wanted {
+        None => ReadPlan {
+            segment_size: seg,
+            cipher_total,
+            first_segment: 0,
+            end_segment: segment_count(plain_total, seg),
+            discard: segment_offset(0, seg).saturating_sub(start),
+            skip: 0,
+            take: plain_total,
+        },
+        Some((a, b)) => {
+            let first = a / s;
+            let seg_start = segment_offset(first, seg);
+            if start > seg_start {
+                return Err(ProxyError::UpstreamProtocol("upstream range starts after the needed segment".into()));
+            }
+            ReadPlan {
+                segment_size: seg,
+                cipher_total,
+                first_segment: first,
+                end_segment: b / s + 1,
+                discard: seg_start - start,
+                skip: a - first * s,
+                take: b - a + 1,
+            }
+        }
+    };
+    let mut decrypted = DecryptBody::new(body, dek, SINGLE_PUT_PART, plan);
+    decrypted.prime().await?;
+    scrub_object_headers(&mut parts.headers, Some(&env.kek_ref));
+    parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plan.take));
+    match wanted {
+        None => {
+            parts.status = StatusCode::OK;
+            parts.headers.remove(http::header::CONTENT_RANGE);
+        }
+        Some((a, b)) => {
+            parts.status = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{plain_total}")) {
+                parts.headers.insert(http::header::CONTENT_RANGE, v);
+            }
+        }
+    }
+    let body: ProxyBody = decrypted.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    Ok(ObjectResponse::Ready(Response::from_parts(parts, body)))
+}
+
+/// An upstream 416 for a ciphertext range → the client's 416 with the plaintext size.
+pub fn range_not_satisfiable(headers: &HeaderMap, segment: u32) -> Option<ProxyError> {
+    let (_, total) =
+        headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range)?;
+    Some(ProxyError::InvalidRange { size: plaintext_len(total, segment, true).unwrap_or(0) })
+}
+
+/// A successful upstream HEAD of an encrypted bucket's object → plaintext length, envelope hidden.
+pub fn head_response(resp: Response<Incoming>, crypto: &Crypto) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(env) = envelope_or_policy(resp.headers(), crypto)? else {
+        return Ok(plain_response(resp));
+    };
+    let (mut parts, _body) = resp.into_parts();
+    let cipher_total: u64 = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ProxyError::UpstreamProtocol("HEAD without Content-Length".into()))?;
+    let plain = plaintext_len(cipher_total, env.segment_size, false)
+        .ok_or(ProxyError::ObjectIntegrity("the stored object has an impossible length"))?;
+    scrub_object_headers(&mut parts.headers, Some(&env.kek_ref));
+    parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain));
+    parts.headers.remove(http::header::CONTENT_RANGE);
+    parts.status = StatusCode::OK;
+    Ok(Response::from_parts(parts, super::empty_body()))
+}
+
+/// A listing of an encrypted bucket → plaintext sizes (from ciphertext sizes alone), ciphertext checksums dropped.
+pub async fn listing_response(resp: Response<ProxyBody>, segment: u32) -> Result<Response<ProxyBody>, ProxyError> {
+    const MAX_LISTING: usize = 64 * 1024 * 1024;
+    let (mut parts, mut body) = resp.into_parts();
+    if parts.status != StatusCode::OK {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::UpstreamProtocol(format!("listing body: {e}")))?;
+        if let Ok(d) = frame.into_data() {
+            collected.extend_from_slice(&d);
+            if collected.len() > MAX_LISTING {
+                return Err(ProxyError::UpstreamProtocol("listing larger than 64 MiB".into()));
+            }
+        }
+    }
+    let rewritten = crate::s3::xml::rewrite_listing(&collected, &|c| plaintext_len(c, segment, true).unwrap_or(c))
+        .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
+    parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+    Ok(Response::from_parts(parts, super::full_body(Bytes::from(rewritten))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str) -> ClientRange {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RANGE, v.parse().unwrap());
+        ClientRange::parse(&h)
+    }
+
+    #[test]
+    fn ranges_are_read_as_s3_reads_them() {
+        assert_eq!(range("bytes=0-9"), ClientRange::From(0, Some(9)));
+        assert_eq!(range("bytes=10-"), ClientRange::From(10, None));
+        assert_eq!(range("bytes=-5"), ClientRange::Suffix(5));
+        for ignored in ["bytes=5-1", "bytes=0-1,4-5", "items=0-1", "bytes=a-b", "bytes=-", "bytes=+1-2"] {
+            assert_eq!(range(ignored), ClientRange::Whole, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn upstream_ranges_cover_exactly_the_needed_segments() {
+        let s = 65_536u32;
+        let full = 65_536 + 32;
+        assert_eq!(ClientRange::From(0, Some(9)).upstream_range(s).unwrap(), format!("bytes=0-{}", full - 1));
+        assert_eq!(
+            ClientRange::From(65_536, Some(65_536 * 2)).upstream_range(s).unwrap(),
+            format!("bytes={full}-{}", 3 * full - 1)
+        );
+        assert_eq!(ClientRange::From(70_000, None).upstream_range(s).unwrap(), format!("bytes={full}-"));
+        assert_eq!(ClientRange::Suffix(10).upstream_range(s).unwrap(), format!("bytes=-{}", 2 * full));
+    }
+
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(parse_content_range("bytes 10-19/100"), Some((Some(10), 100)));
+        assert_eq!(parse_content_range("bytes */100"), Some((None, 100)));
+        assert_eq!(parse_content_range("junk"), None);
+    }
+}

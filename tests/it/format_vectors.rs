@@ -1,0 +1,123 @@
+//! Known-answer vectors pin the ciphertext format (docs/FORMAT.md): fixed keys, salts and plaintexts must give
+//! exactly the recorded bytes, with whichever AEAD backend is compiled in. `S3CRYPT_REGENERATE_VECTORS=1`
+//! rewrites the fixture (only ever for a new format version). scripts/s3crypt_decrypt.py, an independent
+//! implementation, decrypts the same fixture in the Python suite.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use s3crypt::crypto::envelope::Envelope;
+use s3crypt::crypto::format::{DEFAULT_SEGMENT_SIZE, HEADER_LEN, ciphertext_len};
+use s3crypt::crypto::keys::{DataKey, Kek, ObjectIdentity, wrap_aad};
+use s3crypt::crypto::stream::{Opener, Sealer};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crypto/v1-vectors.json")
+}
+
+/// Plaintext of a vector: byte i is (i * 7 + 3) mod 256.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + 3) % 256) as u8).collect()
+}
+
+fn seal_stream(dek: &DataKey, part: u16, salt: [u8; 8], data: &[u8], segment: u32) -> Vec<u8> {
+    let mut sealer = Sealer::new(dek, part, salt);
+    let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(segment as usize).collect() };
+    let n = chunks.len();
+    let mut out = Vec::new();
+    for (i, c) in chunks.into_iter().enumerate() {
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.extend_from_slice(c);
+        sealer.seal(&mut buf, i == n - 1);
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+fn open_stream(dek: DataKey, part: u16, ct: &[u8], segment: u32) -> Vec<u8> {
+    let mut o = Opener::new(Arc::new(dek), segment, part, 0);
+    let full = segment as usize + 32;
+    let mut out = Vec::new();
+    let n = ct.len().div_ceil(full).max(1);
+    for (i, seg) in ct.chunks(full).enumerate() {
+        let mut s = seg.to_vec();
+        let r = o.open(&mut s, i == n - 1).expect("vector opens");
+        out.extend_from_slice(&s[r]);
+    }
+    out
+}
+
+fn build() -> Value {
+    let segment = DEFAULT_SEGMENT_SIZE;
+    let dek_bytes: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let kek_bytes: [u8; 32] = std::array::from_fn(|i| 0xA0u8.wrapping_add(i as u8));
+    let dek = DataKey::from_bytes(dek_bytes);
+    let kek = Kek::new("kat-key", kek_bytes);
+    let id = ObjectIdentity { bucket: "kat-bucket".into(), key: "dir/kat object ü.bin".into() };
+    let aad = wrap_aad(&kek.reference(), &id, segment);
+    let nonce: [u8; 12] = std::array::from_fn(|i| 0x50 + i as u8);
+    let wrapped = kek.wrap_with_nonce(&dek, &aad, nonce);
+    let env = Envelope { segment_size: segment, kek_ref: kek.reference(), wrapped_dek: wrapped.clone() };
+    let metadata: serde_json::Map<String, Value> =
+        env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
+    let s = segment as usize;
+    let mut streams = Vec::new();
+    for (n, len) in [0usize, 1, 100, s - 1, s, s + 1, 3 * s + 7].into_iter().enumerate() {
+        let salt: [u8; 8] = std::array::from_fn(|i| (n * 16 + i) as u8);
+        let part = if n == 6 { 7 } else { 0 };
+        let ct = seal_stream(&dek, part, salt, &pattern(len), segment);
+        assert_eq!(ct.len() as u64, ciphertext_len(len as u64, segment));
+        let mut v = json!({
+            "part": part,
+            "salt": hex::encode(salt),
+            "plaintext_len": len,
+            "ciphertext_len": ct.len(),
+            "ciphertext_sha256": hex::encode(sha2::Sha256::digest(&ct)),
+            "first_segment_header": hex::encode(&ct[..HEADER_LEN]),
+            "last_32_bytes": hex::encode(&ct[ct.len().saturating_sub(32)..]),
+        });
+        if ct.len() <= 256 {
+            v["ciphertext"] = json!(hex::encode(&ct));
+        }
+        streams.push(v);
+    }
+    json!({
+        "format_version": 1,
+        "description": "s3crypt format v1 known-answer vectors; plaintext byte i = (i*7+3) mod 256",
+        "segment_size": segment,
+        "dek": hex::encode(dek_bytes),
+        "kek_id": "kat-key",
+        "kek": hex::encode(kek_bytes),
+        "bucket": id.bucket,
+        "key": id.key,
+        "wrap_nonce": hex::encode(nonce),
+        "wrap_aad": hex::encode(&aad),
+        "wrapped_dek": hex::encode(&wrapped),
+        "metadata": metadata,
+        "streams": streams,
+    })
+}
+
+#[test]
+fn the_format_matches_its_known_answer_vectors() {
+    let built = build();
+    if std::env::var_os("S3CRYPT_REGENERATE_VECTORS").is_some() {
+        std::fs::write(fixture(), serde_json::to_string_pretty(&built).unwrap() + "\n").unwrap();
+    }
+    let text = std::fs::read_to_string(fixture()).expect("fixture");
+    let recorded: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(built, recorded, "the ciphertext format changed: formats are forever (see src/crypto/format.rs)");
+
+    // And the recorded ciphertexts open back to their plaintexts.
+    let dek: [u8; 32] = hex::decode(recorded["dek"].as_str().unwrap()).unwrap().try_into().unwrap();
+    for s in recorded["streams"].as_array().unwrap() {
+        if let Some(ct) = s["ciphertext"].as_str() {
+            let ct = hex::decode(ct).unwrap();
+            let len = s["plaintext_len"].as_u64().unwrap() as usize;
+            let part = s["part"].as_u64().unwrap() as u16;
+            assert_eq!(open_stream(DataKey::from_bytes(dek), part, &ct, DEFAULT_SEGMENT_SIZE), pattern(len));
+        }
+    }
+}
