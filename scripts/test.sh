@@ -54,6 +54,11 @@ export S3CRYPT_TEST_SEAWEEDFS_SECRET_KEY=$SW_SK
 step "cargo test (unit + integration, embedded store and SeaweedFS)"
 cargo test --locked -- --test-threads="${S3CRYPT_TEST_THREADS:-4}"
 
+# --- The second AEAD backend against the same known-answer vectors ------------------------------------------------
+step "cargo test --features rustcrypto-aead (RustCrypto aes-gcm against the format vectors)"
+cargo test --locked --features rustcrypto-aead --lib crypto
+cargo test --locked --features rustcrypto-aead --test it format_vectors
+
 # --- Python end-to-end: the real binary with boto3 and the aws CLI ------------------------------------------------
 if [ -z "${S3CRYPT_TEST_FAST:-}" ]; then
   step "Python end-to-end (boto3, aws CLI)"

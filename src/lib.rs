@@ -4,6 +4,7 @@
 //! request for the upstream store and streams bodies through. Dependencies point down:
 //! `server → proxy → {s3, sigv4, upstream}`; `config`, `error` and `util` are leaves.
 
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -56,6 +56,62 @@ impl SegmentCipher {
         out
     }
 
+    /// Encrypts `input` into `out` (same length) and returns the tag, without touching `input`.
+    #[cfg(not(feature = "rustcrypto-aead"))]
+    pub fn seal_to(&self, nonce: [u8; 12], aad: &[u8], input: &[u8], out: &mut [u8]) -> [u8; TAG_LEN] {
+        use aws_lc_rs::aead::{Aad, Nonce};
+        let mut tag = [0u8; TAG_LEN];
+        self.key
+            .seal_out_of_place_scatter(Nonce::assume_unique_for_key(nonce), Aad::from(aad), input, out, &[], &mut tag)
+            .unwrap_or_else(|_| unreachable!("AES-GCM sealing only fails past 64 GiB per message"));
+        tag
+    }
+
+    #[cfg(feature = "rustcrypto-aead")]
+    pub fn seal_to(&self, nonce: [u8; 12], aad: &[u8], input: &[u8], out: &mut [u8]) -> [u8; TAG_LEN] {
+        out.copy_from_slice(input);
+        self.seal(nonce, aad, out)
+    }
+
+    /// Decrypts `ciphertext` with `tag` into `out` (same length), without touching the input.
+    #[cfg(not(feature = "rustcrypto-aead"))]
+    pub fn open_to(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), OpenError> {
+        use aws_lc_rs::aead::{Aad, Nonce};
+        self.key
+            .open_separate_gather(Nonce::assume_unique_for_key(nonce), Aad::from(aad), ciphertext, tag, out)
+            .map_err(|_| OpenError)
+    }
+
+    #[cfg(feature = "rustcrypto-aead")]
+    pub fn open_to(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), OpenError> {
+        use aes_gcm::AeadInOut;
+        out.copy_from_slice(ciphertext);
+        let mut t = aes_gcm::aead::Tag::<aes_gcm::Aes256Gcm>::default();
+        if tag.len() != TAG_LEN {
+            return Err(OpenError);
+        }
+        t.copy_from_slice(tag);
+        let r = self.key.decrypt_inout_detached(&nonce.into(), aad, (&mut *out).into(), &t).map_err(|_| OpenError);
+        if r.is_err() {
+            out.fill(0);
+        }
+        r
+    }
+
     /// Decrypts `ct_and_tag` (ciphertext followed by its tag) in place; on success the first
     /// `len - TAG_LEN` bytes are the plaintext.
     #[cfg(not(feature = "rustcrypto-aead"))]
@@ -104,6 +160,23 @@ mod tests {
         assert_eq!(c.open([1; 12], b"aaD", &mut wrong_aad), Err(OpenError));
         let mut wrong_nonce = sealed;
         assert_eq!(c.open([2; 12], b"aad", &mut wrong_nonce), Err(OpenError));
+    }
+
+    #[test]
+    fn out_of_place_sealing_and_opening_match_in_place() {
+        let c = SegmentCipher::new(&[5u8; 32]);
+        let input = b"some plaintext of a segment".to_vec();
+        let mut in_place = input.clone();
+        let tag1 = c.seal([3; 12], b"h", &mut in_place);
+        let mut out = vec![0u8; input.len()];
+        let tag2 = c.seal_to([3; 12], b"h", &input, &mut out);
+        assert_eq!((out.clone(), tag1), (in_place, tag2));
+        let mut plain = vec![0u8; out.len()];
+        c.open_to([3; 12], b"h", &out, &tag2, &mut plain).unwrap();
+        assert_eq!(plain, input);
+        let mut bad = tag2;
+        bad[0] ^= 1;
+        assert_eq!(c.open_to([3; 12], b"h", &out, &bad, &mut plain), Err(OpenError));
     }
 
     /// NIST SP 800-38D / McGrew-Viega GCM test case 14: AES-256, zero key, zero IV, one zero block.

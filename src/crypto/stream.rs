@@ -46,6 +46,19 @@ impl Sealer {
         Sealer { cipher: SegmentCipher::new(&stream_key(dek, part, &salt)), part, salt, next_index: 0 }
     }
 
+    /// Seals `plain` (read, not modified) into a new segment: header, ciphertext, tag.
+    pub fn seal_from(&mut self, plain: &[u8], last: bool) -> Vec<u8> {
+        let header = SegmentHeader { last, part: self.part, index: self.next_index, salt: self.salt };
+        let h = header.encode();
+        let mut seg = vec![0u8; HEADER_LEN + plain.len() + TAG_LEN];
+        seg[..HEADER_LEN].copy_from_slice(&h);
+        let (body, tag_out) = seg[HEADER_LEN..].split_at_mut(plain.len());
+        let tag = self.cipher.seal_to(header.nonce(), &h, plain, body);
+        tag_out.copy_from_slice(&tag);
+        self.next_index += 1;
+        seg
+    }
+
     /// `buf` holds `HEADER_LEN` bytes of room followed by the segment's plaintext; the header is written, the
     /// plaintext encrypted in place and the tag appended.
     pub fn seal(&mut self, buf: &mut Vec<u8>, last: bool) {
@@ -100,38 +113,109 @@ impl Opener {
         Opener { dek, segment_size: segment_size as usize, expected_part: part, next_index: first_index, stream: None }
     }
 
-    /// Authenticates and decrypts one whole segment in place; returns where its plaintext is in `seg`.
-    /// `object_last` says whether this segment ends the object.
-    pub fn open(&mut self, seg: &mut [u8], object_last: bool) -> Result<Range<usize>, Tamper> {
+    /// Checks a segment's header and length against its position; returns the header.
+    fn check(&mut self, seg: &[u8], object_last: bool) -> Result<SegmentHeader, Tamper> {
         if seg.len() < HEADER_LEN + TAG_LEN || seg.len() > HEADER_LEN + TAG_LEN + self.segment_size {
             return Err(Tamper::Length);
         }
-        let (h, body) = seg.split_at_mut(HEADER_LEN);
-        let header = SegmentHeader::decode(h).ok_or(Tamper::Header)?;
+        let header = SegmentHeader::decode(&seg[..HEADER_LEN]).ok_or(Tamper::Header)?;
         if header.part != self.expected_part || header.index != self.next_index {
             return Err(Tamper::Position);
         }
-        let plain_len = body.len() - TAG_LEN;
+        let plain_len = seg.len() - HEADER_LEN - TAG_LEN;
         if header.last != object_last {
             return Err(Tamper::Final);
         }
-        if !header.last && plain_len != self.segment_size {
+        if (!header.last && plain_len != self.segment_size) || (plain_len == 0 && header.index != 0) {
             return Err(Tamper::Length);
         }
-        if plain_len == 0 && header.index != 0 {
-            return Err(Tamper::Length);
+        if let Some((salt, _)) = &self.stream
+            && *salt != header.salt
+        {
+            return Err(Tamper::Position);
         }
-        let cipher = match &self.stream {
-            Some((salt, cipher)) if *salt == header.salt => cipher,
-            Some(_) => return Err(Tamper::Position),
-            None => {
-                let c = SegmentCipher::new(&stream_key(&self.dek, header.part, &header.salt));
-                &self.stream.insert((header.salt, c)).1
-            }
-        };
-        cipher.open(header.nonce(), h, body).map_err(|_| Tamper::Tag)?;
+        Ok(header)
+    }
+
+    fn cipher_for(&mut self, header: &SegmentHeader) -> &SegmentCipher {
+        if self.stream.is_none() {
+            let c = SegmentCipher::new(&stream_key(&self.dek, header.part, &header.salt));
+            self.stream = Some((header.salt, c));
+        }
+        match &self.stream {
+            Some((_, c)) => c,
+            None => unreachable!("set above"),
+        }
+    }
+
+    /// Authenticates and decrypts one whole segment (read, not modified) into a new plaintext buffer.
+    pub fn open_from(&mut self, seg: &[u8], object_last: bool) -> Result<Vec<u8>, Tamper> {
+        let header = self.check(seg, object_last)?;
+        let plain_len = seg.len() - HEADER_LEN - TAG_LEN;
+        let mut out = vec![0u8; plain_len];
+        let (h, rest) = seg.split_at(HEADER_LEN);
+        let (ct, tag) = rest.split_at(plain_len);
+        self.cipher_for(&header).open_to(header.nonce(), h, ct, tag, &mut out).map_err(|_| Tamper::Tag)?;
+        self.next_index = self.next_index.wrapping_add(1);
+        Ok(out)
+    }
+
+    /// Authenticates and decrypts one whole segment in place; returns where its plaintext is in `seg`.
+    /// `object_last` says whether this segment ends the object.
+    pub fn open(&mut self, seg: &mut [u8], object_last: bool) -> Result<Range<usize>, Tamper> {
+        let header = self.check(seg, object_last)?;
+        let plain_len = seg.len() - HEADER_LEN - TAG_LEN;
+        let (h, body) = seg.split_at_mut(HEADER_LEN);
+        self.cipher_for(&header).open(header.nonce(), h, body).map_err(|_| Tamper::Tag)?;
         self.next_index = self.next_index.wrapping_add(1);
         Ok(HEADER_LEN..HEADER_LEN + plain_len)
+    }
+}
+
+/// Decrypts a whole single-stream object from `input` to `output` (what `s3crypt decrypt` does), verifying every
+/// segment. Plaintext is written segment by segment as each verifies; a failure returns an error after the
+/// verified prefix was written, so callers must treat the output as complete only on `Ok`.
+pub fn decrypt_object(
+    dek: Arc<DataKey>,
+    segment_size: u32,
+    input: &mut dyn std::io::Read,
+    output: &mut dyn std::io::Write,
+) -> Result<u64, String> {
+    let full = segment_size as usize + HEADER_LEN + TAG_LEN;
+    let mut opener = Opener::new(dek, segment_size, super::format::SINGLE_PUT_PART, 0);
+    let read_up_to = |input: &mut dyn std::io::Read, buf: &mut Vec<u8>| -> Result<(), String> {
+        while buf.len() < full {
+            let start = buf.len();
+            buf.resize(full, 0);
+            let n = input.read(&mut buf[start..]).map_err(|e| format!("reading the ciphertext: {e}"))?;
+            buf.truncate(start + n);
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let mut current = Vec::with_capacity(full);
+    read_up_to(input, &mut current)?;
+    if current.is_empty() {
+        return Err("empty input: an s3crypt object has at least 32 bytes".into());
+    }
+    let mut written = 0u64;
+    loop {
+        let mut next = Vec::with_capacity(full);
+        if current.len() == full {
+            read_up_to(input, &mut next)?;
+        }
+        let last = next.is_empty();
+        let range =
+            opener.open(&mut current, last).map_err(|t| format!("the object failed authentication: {}", t.as_str()))?;
+        output.write_all(&current[range.clone()]).map_err(|e| format!("writing the plaintext: {e}"))?;
+        written += range.len() as u64;
+        if last {
+            output.flush().map_err(|e| format!("writing the plaintext: {e}"))?;
+            return Ok(written);
+        }
+        current = next;
     }
 }
 
@@ -212,6 +296,23 @@ mod tests {
         let mut f = segs.clone();
         f[2][100] ^= 4;
         assert_eq!(decrypt(&dek, &f), Err(Tamper::Tag));
+    }
+
+    #[test]
+    fn whole_objects_decrypt_from_a_reader_and_truncation_is_an_error() {
+        let dek = DataKey::from_bytes([1; 32]);
+        for len in [0usize, 5, 1024, 4000] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let ct: Vec<u8> = encrypt(&dek, &data, [4; 8]).concat();
+            let mut out = Vec::new();
+            let key = Arc::new(DataKey::from_bytes([1; 32]));
+            let n = decrypt_object(key.clone(), S, &mut &ct[..], &mut out).unwrap();
+            assert_eq!((n as usize, out), (len, data));
+            if len > 1024 {
+                let cut = &ct[..1024 + 32];
+                assert!(decrypt_object(key, S, &mut &cut[..], &mut Vec::new()).is_err());
+            }
+        }
     }
 
     #[test]

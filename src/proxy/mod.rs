@@ -196,7 +196,19 @@ impl Proxy {
         }
         let payload = prepared.payload.clone();
         let upstream_req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
-        let resp = self.inner.upstream.send(upstream_req, &payload).await?;
+        let mut resp = self.inner.upstream.send(upstream_req, &payload).await?;
+        if encrypted
+            && op == S3Op::GetObject
+            && matches!(range, ClientRange::Suffix(_))
+            && (resp.status() == StatusCode::RANGE_NOT_SATISFIABLE || resp.status().is_server_error())
+        {
+            // Some stores (s3s-fs) fail a suffix range longer than the object instead of returning all of it:
+            // fetch the whole object; the plan then skips to the segments needed.
+            let mut prepared = Prepared::no_body(false);
+            prepared.remove_headers.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
+            let req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
+            resp = self.inner.upstream.send(req, &OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256))).await?;
+        }
         if !encrypted {
             return response::map_response(resp, op, &auth.client, is_head).await;
         }
@@ -214,8 +226,23 @@ impl Proxy {
                 }
             },
             S3Op::GetObject if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
-                Err(encrypted::range_not_satisfiable(resp.headers(), crypto.segment_size)
-                    .unwrap_or(ProxyError::InvalidRange { size: 0 }))
+                if let Some(e) = encrypted::range_not_satisfiable(resp.headers(), crypto.segment_size) {
+                    return Err(e);
+                }
+                // The store did not say how large the object is (s3s-fs): ask it.
+                let mut prepared = Prepared::no_body(false);
+                prepared.remove_headers.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
+                let req = self.build_upstream_request(&Method::HEAD, &parts.headers, &target, &auth, prepared)?;
+                let head =
+                    self.inner.upstream.send(req, &OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256))).await?;
+                let size = head
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .and_then(|c| crate::crypto::format::plaintext_len(c, crypto.segment_size, true))
+                    .unwrap_or(0);
+                Err(ProxyError::InvalidRange { size })
             }
             S3Op::HeadObject if ok => encrypted::head_response(resp, &crypto),
             S3Op::PutObject => {

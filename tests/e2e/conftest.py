@@ -117,3 +117,51 @@ def make_client(proxy, secret=SK, **config):
 @pytest.fixture()
 def s3(proxy):
     return make_client(proxy)
+
+
+def seaweedfs():
+    """The SeaweedFS scripts/test.sh started: (endpoint, access key, secret key)."""
+    try:
+        return (os.environ["S3CRYPT_TEST_SEAWEEDFS_ENDPOINT"], os.environ["S3CRYPT_TEST_SEAWEEDFS_ACCESS_KEY"],
+                os.environ["S3CRYPT_TEST_SEAWEEDFS_SECRET_KEY"])
+    except KeyError as e:
+        raise RuntimeError(f"{e} is not set: run ./scripts/test.sh, which starts SeaweedFS") from e
+
+
+@pytest.fixture(scope="session")
+def seaweed_direct():
+    ep, ak, sk = seaweedfs()
+    return boto3.client("s3", endpoint_url=ep, aws_access_key_id=ak, aws_secret_access_key=sk,
+                        region_name="us-east-1", config=Config(retries={"total_max_attempts": 1}))
+
+
+@pytest.fixture(scope="session")
+def proxy_sw(tmp_path_factory, seaweed_direct):
+    """s3crypt in front of SeaweedFS, with bucket e2e-sw."""
+    ep, ak, sk = seaweedfs()
+    try:
+        seaweed_direct.create_bucket(Bucket="e2e-sw")
+    except seaweed_direct.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    config = f"""
+[server]
+mode = "dev"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "https"
+[tls]
+self_signed_dir = "tls"
+[[clients]]
+access_key_id = "{AK}"
+secret_access_key = "{SK}"
+[upstream]
+endpoint = "{ep}"
+access_key_id = "{ak}"
+secret_access_key = "{sk}"
+[encryption]
+keyring_file = "keyring.toml"
+"""
+    p = Proxy(tmp_path_factory.mktemp("proxy-sw"), config, expected_listeners=1)
+    p.keyring = str(p.workdir / "keyring.toml")
+    yield p
+    assert p.stop() == 0

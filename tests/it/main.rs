@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod bodies;
 mod config;
+mod encryption;
 mod format_vectors;
 mod roundtrip;
 mod transport;

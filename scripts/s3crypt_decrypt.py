@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Reference decryptor for s3crypt format v1 (docs/FORMAT.md), independent of the Rust code.
+
+Decrypts an object read straight from the store, given the keyring, the object's metadata and its bucket and
+key, with nothing but Python's standard library and `cryptography` (pip install cryptography):
+
+    aws s3api head-object --bucket B --key K > meta.json          # metadata, straight from the store
+    aws s3 cp s3://B/K ct.bin                                      # ciphertext, straight from the store
+    python3 s3crypt_decrypt.py --keyring keyring.toml --metadata meta.json --bucket B --key K ct.bin > plain.bin
+
+Exit status 0 means the whole object verified; anything else means the output must not be used.
+"""
+import argparse
+import base64
+import json
+import sys
+import tomllib
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+FORMAT_VERSION = 1
+HEADER_LEN = 16
+TAG_LEN = 16
+FLAG_FINAL = 0x01
+STREAM_KEY_INFO = b"s3crypt/v1 stream key"
+WRAP_AAD_LABEL = b"s3crypt/v1 dek wrap"
+
+
+class Invalid(Exception):
+    """The object, its metadata or the key does not verify."""
+
+
+def load_keyring(path):
+    with open(path, "rb") as f:
+        ring = tomllib.load(f)
+    return {kid: base64.b64decode(v) for kid, v in ring["keys"].items()}
+
+
+def envelope(metadata):
+    """The s3crypt envelope from user metadata (names with or without the x-amz-meta- prefix)."""
+    m = {}
+    for k, v in metadata.items():
+        k = k.lower()
+        m[k[len("x-amz-meta-"):] if k.startswith("x-amz-meta-") else k] = v.strip()
+    if m.get("s3crypt-v") != str(FORMAT_VERSION):
+        raise Invalid("no s3crypt v1 envelope in the metadata")
+    return int(m["s3crypt-seg"]), m["s3crypt-kek"], base64.b64decode(m["s3crypt-dek"])
+
+
+def wrap_aad(kek_ref, bucket, key, segment_size):
+    aad = WRAP_AAD_LABEL + bytes([FORMAT_VERSION]) + segment_size.to_bytes(4, "big")
+    for field in (kek_ref.encode(), bucket.encode(), key.encode()):
+        aad += len(field).to_bytes(4, "big") + field
+    return aad
+
+
+def unwrap(keyring, kek_ref, wrapped, bucket, key, segment_size):
+    scheme, _, kid = kek_ref.partition(":")
+    if scheme != "keyring" or kid not in keyring:
+        raise Invalid(f"the keyring has no key {kek_ref}")
+    if len(wrapped) != 12 + 32 + 16:
+        raise Invalid("wrapped data key of the wrong length")
+    try:
+        return AESGCM(keyring[kid]).decrypt(wrapped[:12], wrapped[12:], wrap_aad(kek_ref, bucket, key, segment_size))
+    except Exception as e:  # InvalidTag
+        raise Invalid("the data key does not unwrap for this bucket and key") from e
+
+
+def stream_key(dek, part, salt):
+    info = STREAM_KEY_INFO + part.to_bytes(2, "big")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(dek)
+
+
+def decrypt_segments(dek, segment_size, ciphertext, part=0):
+    """Yields verified plaintext, segment by segment, of a single-stream object."""
+    full = segment_size + HEADER_LEN + TAG_LEN
+    if len(ciphertext) < HEADER_LEN + TAG_LEN:
+        raise Invalid("impossible ciphertext length")
+    count = -(-len(ciphertext) // full)
+    salt = aead = None
+    for index in range(count):
+        seg = ciphertext[index * full:(index + 1) * full]
+        if len(seg) < HEADER_LEN + TAG_LEN:
+            raise Invalid("impossible ciphertext length")
+        header, body = seg[:HEADER_LEN], seg[HEADER_LEN:]
+        version, flags = header[0], header[1]
+        seg_part = int.from_bytes(header[2:4], "big")
+        seg_index = int.from_bytes(header[4:8], "big")
+        last = index == count - 1
+        if version != FORMAT_VERSION or flags & ~FLAG_FINAL:
+            raise Invalid("unknown segment header")
+        if seg_part != part or seg_index != index or bool(flags & FLAG_FINAL) != last:
+            raise Invalid("segment out of place, or object truncated or extended")
+        if not last and len(body) != segment_size + TAG_LEN:
+            raise Invalid("short segment before the end")
+        if salt is None:
+            salt = header[8:16]
+            aead = AESGCM(stream_key(dek, part, salt))
+        elif header[8:16] != salt:
+            raise Invalid("segment of another stream")
+        nonce = seg_index.to_bytes(4, "big") + bytes(7) + bytes([flags])
+        try:
+            yield aead.decrypt(nonce, body, header)
+        except Exception as e:
+            raise Invalid(f"segment {index} failed authentication") from e
+
+
+def decrypt(keyring, metadata, bucket, key, ciphertext):
+    segment_size, kek_ref, wrapped = envelope(metadata)
+    dek = unwrap(keyring, kek_ref, wrapped, bucket, key, segment_size)
+    return b"".join(decrypt_segments(dek, segment_size, ciphertext))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--keyring", required=True)
+    p.add_argument("--metadata", required=True, help="head-object JSON output, or a JSON map of metadata")
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("ciphertext", help="the object as stored")
+    a = p.parse_args()
+    with open(a.metadata) as f:
+        meta = json.load(f)
+    meta = meta.get("Metadata", meta)
+    with open(a.ciphertext, "rb") as f:
+        ct = f.read()
+    try:
+        plain = decrypt(load_keyring(a.keyring), meta, a.bucket, a.key, ct)
+    except Invalid as e:
+        print(f"s3crypt_decrypt: {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.stdout.buffer.write(plain)
+
+
+if __name__ == "__main__":
+    main()

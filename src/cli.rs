@@ -1,0 +1,210 @@
+//! The `s3crypt` command line: `serve`, `check-config`, `keygen` and `decrypt` (disaster recovery with no proxy
+//! running).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::crypto::envelope::Envelope;
+use crate::crypto::keys::{LocalKeyring, ObjectIdentity, keygen, wrap_aad};
+use crate::server::Server;
+
+#[derive(Parser)]
+#[command(version, about = "Transparent encrypting reverse proxy in front of S3")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print every problem found.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Add a new random 256-bit key to a keyring (creating it, mode 600) and make it the current key.
+    Keygen {
+        #[arg(long)]
+        keyring: PathBuf,
+        /// Key id (default: k<date>-<random>).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Decrypt an object read straight from the store, without a running proxy.
+    Decrypt {
+        #[arg(long)]
+        keyring: PathBuf,
+        /// The object's metadata: `aws s3api head-object` JSON output, a JSON map, or `name: value` lines.
+        #[arg(long)]
+        metadata: PathBuf,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        key: String,
+        /// Ciphertext file (default: standard input).
+        #[arg(long = "in")]
+        input: Option<PathBuf>,
+        /// Plaintext file, written only if the whole object verifies (default: standard output).
+        #[arg(long = "out")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Keygen { keyring, id } => match keygen(&keyring, id.as_deref()) {
+            Ok(id) => {
+                println!("added key {id} to {} (now the current key)", keyring.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Decrypt { keyring, metadata, bucket, key, input, output } => {
+            match decrypt(&keyring, &metadata, &bucket, &key, input.as_deref(), output.as_deref()) {
+                Ok(n) => {
+                    eprintln!("s3crypt: decrypted {n} bytes; the object verified");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("s3crypt: {msg}");
+    ExitCode::FAILURE
+}
+
+fn serve(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        };
+        crate::server::announce(&server);
+        server.run(crate::signal::shutdown()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reads object metadata in the forms people have at hand, as lowercase `x-amz-meta-*` header names.
+pub fn parse_metadata(text: &str) -> Result<Vec<(String, String)>, String> {
+    let normalise = |k: &str| {
+        let k = k.trim().to_ascii_lowercase();
+        if k.starts_with("x-amz-meta-") { k } else { format!("x-amz-meta-{k}") }
+    };
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(trimmed).map_err(|e| format!("metadata JSON: {e}"))?;
+        let map = v.get("Metadata").unwrap_or(&v);
+        let obj = map.as_object().ok_or("metadata JSON must be an object (or head-object output)")?;
+        return Ok(obj.iter().filter_map(|(k, v)| v.as_str().map(|s| (normalise(k), s.to_owned()))).collect());
+    }
+    Ok(text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (normalise(k), v.trim().to_owned())).collect())
+}
+
+/// `s3crypt decrypt`: unwraps the data key with the keyring and decrypts the object.
+pub fn decrypt(
+    keyring: &Path,
+    metadata: &Path,
+    bucket: &str,
+    key: &str,
+    input: Option<&Path>,
+    output: Option<&Path>,
+) -> Result<u64, String> {
+    let ring = LocalKeyring::load(keyring)?;
+    let text = std::fs::read_to_string(metadata).map_err(|e| format!("{}: {e}", metadata.display()))?;
+    let pairs = parse_metadata(&text)?;
+    let env = Envelope::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| format!("the metadata is not a valid s3crypt envelope: {}", e.0))?
+        .ok_or("the metadata has no s3crypt envelope: the object is not encrypted by s3crypt")?;
+    let kek = ring
+        .by_reference(&env.kek_ref)
+        .ok_or_else(|| format!("the keyring has no key {} (the object was encrypted under it)", env.kek_ref))?;
+    let id = ObjectIdentity { bucket: bucket.to_owned(), key: key.to_owned() };
+    let dek = kek
+        .unwrap(&env.wrapped_dek, &wrap_aad(&env.kek_ref, &id, env.segment_size))
+        .ok_or("the data key does not unwrap: wrong bucket or key name, or the metadata was altered")?;
+    let mut reader: Box<dyn Read> = match input {
+        Some(p) => {
+            Box::new(std::io::BufReader::new(std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?))
+        }
+        None => Box::new(std::io::stdin().lock()),
+    };
+    match output {
+        None => {
+            let mut out = std::io::stdout().lock();
+            crate::crypto::stream::decrypt_object(Arc::new(dek), env.segment_size, &mut reader, &mut out)
+        }
+        Some(p) => {
+            let partial = p.with_extension("partial");
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?,
+            );
+            let result = crate::crypto::stream::decrypt_object(Arc::new(dek), env.segment_size, &mut reader, &mut file);
+            let flushed = file.flush().map_err(|e| format!("{}: {e}", partial.display()));
+            match result.and_then(|n| flushed.map(|()| n)) {
+                Ok(n) => {
+                    std::fs::rename(&partial, p).map_err(|e| format!("{}: {e}", p.display()))?;
+                    Ok(n)
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_read_from_head_object_json_plain_maps_and_header_lines() {
+        let head = r#"{"ContentLength": 5, "Metadata": {"s3crypt-v": "1", "s3crypt-seg": "65536"}}"#;
+        let m = parse_metadata(head).unwrap();
+        assert!(m.contains(&("x-amz-meta-s3crypt-v".into(), "1".into())));
+        let lines = "X-Amz-Meta-S3crypt-V: 1\nx-amz-meta-s3crypt-seg: 65536\n";
+        let m = parse_metadata(lines).unwrap();
+        assert!(m.contains(&("x-amz-meta-s3crypt-seg".into(), "65536".into())));
+    }
+}
