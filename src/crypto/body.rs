@@ -84,25 +84,11 @@ where
                 }
                 if last && !*this.inner_ended {
                     // Everything is here; wait for the inner body's end (its checks) before the final segment.
-                    match ready!(this.inner.as_mut().poll_frame(cx)) {
-                        Some(Ok(f)) => {
-                            if f.data_ref().is_some_and(|d| !d.is_empty()) {
-                                *this.state = State::Done;
-                                return Poll::Ready(Some(Err(ProxyError::IncompleteBody(
-                                    "body longer than its declared length",
-                                ))));
-                            }
-                            continue;
-                        }
-                        Some(Err(e)) => {
-                            *this.state = State::Done;
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                        None => {
-                            *this.inner_ended = true;
-                            continue;
-                        }
+                    if let Err(e) = ready!(crate::util::body::poll_end(this.inner.as_mut(), cx)) {
+                        *this.state = State::Done;
+                        return Poll::Ready(Some(Err(e)));
                     }
+                    *this.inner_ended = true;
                 }
                 let seg = if whole_in_frame {
                     // Fast path: the segment lies in one incoming frame: encrypt straight out of it.

@@ -103,22 +103,12 @@ where
                     if left == 0 {
                         // All data sent: wait for the inner body to end cleanly (its end-of-stream checks),
                         // then send the final chunk and the trailer.
-                        while !*this.inner_done {
-                            match ready!(this.inner.as_mut().poll_frame(cx)) {
-                                Some(Ok(f)) => {
-                                    if f.data_ref().is_some_and(|d| !d.is_empty()) {
-                                        *this.state = State::Done;
-                                        return Poll::Ready(Some(Err(ProxyError::Internal(
-                                            "upstream body longer than declared".into(),
-                                        ))));
-                                    }
-                                }
-                                Some(Err(e)) => {
-                                    *this.state = State::Done;
-                                    return Poll::Ready(Some(Err(e)));
-                                }
-                                None => *this.inner_done = true,
+                        if !*this.inner_done {
+                            if let Err(e) = ready!(crate::util::body::poll_end(this.inner.as_mut(), cx)) {
+                                *this.state = State::Done;
+                                return Poll::Ready(Some(Err(e)));
                             }
+                            *this.inner_done = true;
                         }
                         let crc = this.crc.take().map(Checksummer::finalize).unwrap_or_default();
                         *this.state = State::Done;

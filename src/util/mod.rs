@@ -1,5 +1,6 @@
 //! Small helpers shared by several modules: time formats, request ids, secret files.
 
+pub mod body;
 pub mod secret;
 pub mod time;
 
