@@ -106,7 +106,12 @@ fn bodies(c: &mut Criterion) {
     });
     g.bench_function("aws_chunked_decode_crc32", |b| {
         b.iter(|| {
-            let spec = ChunkedSpec { decoded_length: len as u64, trailer: Some(ChecksumAlgorithm::Crc32) };
+            let spec = ChunkedSpec {
+                decoded_length: len as u64,
+                trailer: Some(ChecksumAlgorithm::Crc32),
+                signed: None,
+                verified: None,
+            };
             rt.block_on(AwsChunkedBody::new(frames(&wire, 65_536), spec).collect()).unwrap()
         })
     });

@@ -31,11 +31,11 @@ use crate::s3::op::{S3Op, classify};
 use crate::s3::{Target, resolve_target};
 use crate::sigv4::EMPTY_SHA256;
 use crate::sigv4::canonical::{canonical_query, percent_decode};
-use crate::sigv4::chunked::{AwsChunkedBody, ChunkedSpec};
+use crate::sigv4::chunked::{AwsChunkedBody, ChunkChain, ChunkedSpec, VerifiedChecksum};
 use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
 use crate::sigv4::payload::{CheckedBody, Checks};
 use crate::sigv4::sign::OutboundPayload;
-use crate::sigv4::verify::{Authenticated, PayloadMode, RequestHead, Verifier};
+use crate::sigv4::verify::{Authenticated, ChunkSigningContext, PayloadMode, RequestHead, Verifier};
 use crate::upstream::{Upstream, UpstreamBody};
 use encrypted::ClientRange;
 
@@ -149,7 +149,7 @@ impl Proxy {
 
         let vhost_bucket = target.virtual_hosted.then_some(target.bucket.as_deref()).flatten();
         let head = RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), vhost_bucket };
-        let auth = self.inner.verifier.verify(&head, SystemTime::now())?;
+        let mut auth = self.inner.verifier.verify(&head, SystemTime::now())?;
         authorize(&auth.client, &target, req.headers())?;
         let op = classify(req.method(), &target, &auth.query, req.headers())?;
         view.op = Some(op);
@@ -180,9 +180,10 @@ impl Proxy {
             None
         };
         let kek_ref = new_object.as_ref().map(|n| n.envelope.kek_ref.clone());
+        let verified: VerifiedChecksum = Arc::default();
+        let upload = Upload { new_object, chunk_signing: auth.chunk_signing.take(), verified: Arc::clone(&verified) };
         let mut prepared =
-            prepare_body(op, &parts.method, &auth, &parts.headers, body, self.inner.upload_checksum, new_object)
-                .await?;
+            prepare_body(op, &parts.method, &auth, &parts.headers, body, self.inner.upload_checksum, upload).await?;
         let range = ClientRange::parse(&parts.headers);
         if encrypted && matches!(op, S3Op::GetObject | S3Op::HeadObject) {
             // The store serves ciphertext: ask for the covering segments, and for no ciphertext checksum.
@@ -208,6 +209,14 @@ impl Proxy {
             prepared.remove_headers.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
             let req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
             resp = self.inner.upstream.send(req, &OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256))).await?;
+        }
+        if op.carries_object_data() {
+            let mut r = response::map_response(resp, op, &auth.client, is_head).await?;
+            if encrypted {
+                encrypted::scrub_object_headers(r.headers_mut(), kek_ref.as_deref());
+            }
+            echo_verified_checksum(r.headers_mut(), &parts.headers, &verified);
+            return Ok(r);
         }
         if !encrypted {
             return response::map_response(resp, op, &auth.client, is_head).await;
@@ -245,11 +254,6 @@ impl Proxy {
                 Err(ProxyError::InvalidRange { size })
             }
             S3Op::HeadObject if ok => encrypted::head_response(resp, &crypto),
-            S3Op::PutObject => {
-                let mut r = response::map_response(resp, op, &auth.client, is_head).await?;
-                encrypted::scrub_object_headers(r.headers_mut(), kek_ref.as_deref());
-                Ok(r)
-            }
             S3Op::ListObjects | S3Op::ListObjectsV2 | S3Op::ListObjectVersions => {
                 let r = response::map_response(resp, op, &auth.client, is_head).await?;
                 encrypted::listing_response(r, crypto.segment_size).await
@@ -342,6 +346,16 @@ struct Prepared {
     remove_headers: Vec<HeaderName>,
 }
 
+/// What an object upload carries besides its body.
+struct Upload {
+    /// Encryption: the new object's key and envelope.
+    new_object: Option<NewObject>,
+    /// Signed chunks: the chain's seed.
+    chunk_signing: Option<ChunkSigningContext>,
+    /// Receives the trailer checksum once verified, to echo it.
+    verified: VerifiedChecksum,
+}
+
 /// The key and envelope of an object about to be written.
 struct NewObject {
     dek: crate::crypto::keys::DataKey,
@@ -374,7 +388,13 @@ fn empty_upstream_body() -> UpstreamBody {
 }
 
 /// The plaintext object data of a PutObject / UploadPart, decoded and checked, and its length.
-fn object_data(auth: &Authenticated, headers: &HeaderMap, body: Incoming) -> Result<(UpstreamBody, u64), ProxyError> {
+fn object_data(
+    auth: &Authenticated,
+    chunk_signing: Option<ChunkSigningContext>,
+    verified: VerifiedChecksum,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<(UpstreamBody, u64), ProxyError> {
     let length = declared_length(headers)?;
     let body_present = headers.contains_key(http::header::TRANSFER_ENCODING) || length.is_some_and(|n| n > 0);
     match &auth.payload {
@@ -401,8 +421,21 @@ fn object_data(auth: &Authenticated, headers: &HeaderMap, body: Incoming) -> Res
             let len = length.ok_or(ProxyError::MissingContentLength)?;
             Ok((CheckedBody::new(body, Checks::new().from_headers(headers)?).boxed_unsync(), len))
         }
-        PayloadMode::StreamingUnsignedTrailer => {
-            let spec = ChunkedSpec::from_headers(headers)?;
+        PayloadMode::StreamingUnsignedTrailer | PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
+            let mut spec = ChunkedSpec::from_headers(headers)?;
+            spec.verified = Some(verified);
+            let signed_trailer = auth.payload == PayloadMode::StreamingSignedTrailer;
+            if auth.payload != PayloadMode::StreamingUnsignedTrailer {
+                let ctx = chunk_signing.ok_or(ProxyError::InvalidRequest(
+                    "Signed aws-chunked payloads need Authorization-header SigV4".into(),
+                ))?;
+                spec.signed = Some(ChunkChain { ctx, signed_trailer });
+            }
+            if auth.payload == PayloadMode::StreamingSigned && spec.trailer.is_some() {
+                return Err(ProxyError::InvalidRequest(
+                    "x-amz-trailer needs STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER".into(),
+                ));
+            }
             let checks = Checks::new().from_headers(headers)?;
             if spec.trailer.is_some()
                 && headers.keys().any(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some())
@@ -419,14 +452,11 @@ fn object_data(auth: &Authenticated, headers: &HeaderMap, body: Incoming) -> Res
                 Ok((CheckedBody::new(decoded, checks).boxed_unsync(), len))
             }
         }
-        PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => Err(ProxyError::NotImplemented(
-            "Signed aws-chunked uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) are not supported yet; use \
-             UNSIGNED-PAYLOAD, a signed payload hash or STREAMING-UNSIGNED-PAYLOAD-TRAILER.",
-        )),
     }
 }
 
 /// Chooses the body transform from the operation and the signed payload mode.
+#[allow(clippy::too_many_arguments)]
 async fn prepare_body(
     op: S3Op,
     method: &Method,
@@ -434,10 +464,11 @@ async fn prepare_body(
     headers: &HeaderMap,
     body: Incoming,
     upload_checksum: UploadChecksum,
-    new_object: Option<NewObject>,
+    upload: Upload,
 ) -> Result<Prepared, ProxyError> {
     if op.carries_object_data() {
-        let (mut data, mut len) = object_data(auth, headers, body)?;
+        let (mut data, mut len) = object_data(auth, upload.chunk_signing, upload.verified, headers, body)?;
+        let new_object = upload.new_object;
         let mut set_headers = Vec::new();
         if let Some(obj) = new_object {
             let salt = random_bytes()?;
@@ -570,6 +601,27 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+/// Echoes the plaintext checksum the proxy verified (a header or a trailer), as S3 does on PutObject and
+/// UploadPart; the store's own checksum (of ciphertext, or of what the proxy sent) was removed before.
+fn echo_verified_checksum(out: &mut HeaderMap, request: &HeaderMap, verified: &VerifiedChecksum) {
+    let from_header =
+        request.iter().find_map(|(n, v)| ChecksumAlgorithm::from_header_name(n.as_str()).map(|alg| (alg, v.clone())));
+    let found = from_header.or_else(|| {
+        let g = verified.lock().ok()?;
+        let (alg, value) = g.as_ref()?;
+        HeaderValue::from_str(value).ok().map(|v| (*alg, v))
+    });
+    let stale: Vec<HeaderName> =
+        out.keys().filter(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()).cloned().collect();
+    for n in stale {
+        out.remove(n);
+    }
+    if let Some((alg, value)) = found {
+        out.insert(HeaderName::from_static(alg.header_name()), value);
+        out.insert(HeaderName::from_static("x-amz-checksum-type"), HeaderValue::from_static("FULL_OBJECT"));
+    }
 }
 
 /// The bucket named by `x-amz-copy-source` (`[/]bucket/key[?versionId=…]`, URL-encoded).

@@ -180,7 +180,12 @@ mod tests {
             let wire =
                 AwsChunkedEncoder::new(body_in_frames(&data, 10_000), len as u64).collect().await.unwrap().to_bytes();
             assert_eq!(wire.len() as u64, encoded_length(len as u64), "length of {len}");
-            let spec = ChunkedSpec { decoded_length: len as u64, trailer: Some(ChecksumAlgorithm::Crc32) };
+            let spec = ChunkedSpec {
+                decoded_length: len as u64,
+                trailer: Some(ChecksumAlgorithm::Crc32),
+                signed: None,
+                verified: None,
+            };
             let back = AwsChunkedBody::new(body_in_frames(&wire, 4_097), spec).collect().await.unwrap().to_bytes();
             assert_eq!(back, data, "round trip of {len}");
         }

@@ -175,28 +175,6 @@ async fn aws_chunked_bodies_are_decoded_and_their_trailer_checked(backend: Backe
 against_both_stores!(aws_chunked_trailer_bodies, aws_chunked_bodies_are_decoded_and_their_trailer_checked);
 
 #[tokio::test]
-async fn signed_chunk_uploads_get_a_clear_not_implemented_until_supported() {
-    let env = TestEnv::start(Backend::Embedded).await;
-    let url = format!("{}/{}/signed-chunks", env.endpoint(), env.bucket);
-    let wire =
-        b"5;chunk-signature=0000000000000000000000000000000000000000000000000000000000000000\r\nhello\r\n".to_vec();
-    let req = signed_with(
-        Method::PUT,
-        &url,
-        &[("x-amz-decoded-content-length", "5")],
-        &wire,
-        CLIENT_AK,
-        CLIENT_SK,
-        Some("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into()),
-        SystemTime::now(),
-    );
-    let r = env.raw().send(req).await;
-    assert_eq!((r.status.as_u16(), r.code().as_deref()), (501, Some("NotImplemented")));
-    assert!(env.stored_keys().await.is_empty());
-    env.shutdown().await;
-}
-
-#[tokio::test]
 async fn an_unsigned_payload_needs_a_content_length_and_an_empty_body_its_hash() {
     let env = TestEnv::start(Backend::Embedded).await;
     let url = format!("{}/{}/nolen", env.endpoint(), env.bucket);

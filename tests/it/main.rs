@@ -10,3 +10,4 @@ mod encryption;
 mod format_vectors;
 mod roundtrip;
 mod transport;
+mod uploads;

@@ -95,6 +95,19 @@ impl Raw {
         Self::run(&self.h1, req).await
     }
 
+    /// Sends, and returns the transport error instead of panicking (a server may answer and close before a large
+    /// body is written).
+    pub async fn try_send<B>(&self, req: Request<B>) -> Result<RawResponse, String>
+    where
+        B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
+    {
+        let resp = self.h1.request(req.map(BodyExt::boxed_unsync)).await.map_err(|e| format!("{e:?}"))?;
+        let version = resp.version();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| format!("{e:?}"))?.to_bytes();
+        Ok(RawResponse { status: parts.status, headers: parts.headers, body, version })
+    }
+
     pub async fn send_h2<B>(&self, req: Request<B>) -> RawResponse
     where
         B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
@@ -207,4 +220,96 @@ impl http_body::Body for ChannelBody {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.len)
     }
+}
+
+/// How to spoil a hand-built signed aws-chunked body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spoil {
+    None,
+    /// The second chunk's signature is wrong.
+    ChunkSignature,
+    /// A data byte differs from what was signed (same length).
+    Data,
+    /// The trailer checksum does not match the data (but is signed).
+    TrailerChecksum,
+    /// The trailer signature is wrong.
+    TrailerSignature,
+}
+
+/// A PUT with a signed aws-chunked body (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`, or `-TRAILER` with a CRC32C
+/// trailer), chunks signed with aws-sigv4 as SDKs do.
+pub fn signed_chunked_put(
+    url: &str,
+    data: &[u8],
+    chunk: usize,
+    trailer: bool,
+    spoil: Spoil,
+    ak: &str,
+    sk: &str,
+) -> Request<Full<Bytes>> {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::sign::v4;
+    use aws_smithy_runtime_api::client::identity::Identity;
+    let now = SystemTime::now();
+    let payload =
+        if trailer { "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" } else { "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" };
+    let mut headers = vec![
+        ("content-encoding".to_owned(), "aws-chunked".to_owned()),
+        ("x-amz-decoded-content-length".to_owned(), data.len().to_string()),
+    ];
+    if trailer {
+        headers.push(("x-amz-trailer".to_owned(), "x-amz-checksum-crc32c".to_owned()));
+    }
+    let hdrs: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let mut req = signed_with(http::Method::PUT, url, &hdrs, b"", ak, sk, Some(payload.to_owned()), now);
+    let auth = req.headers()["authorization"].to_str().unwrap().to_owned();
+    let seed = auth.rsplit("Signature=").next().unwrap().to_owned();
+    let identity: Identity = Credentials::new(ak, sk, None, None, "t").into();
+    let params = v4::SigningParams::<()>::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(now)
+        .settings(())
+        .build()
+        .unwrap();
+    let mut prev = seed;
+    let mut wire = Vec::new();
+    for (i, c) in data.chunks(chunk).enumerate() {
+        let mut sig = v4::sign_chunk(&Bytes::copy_from_slice(c), &prev, &params).unwrap().signature().to_owned();
+        prev = sig.clone();
+        if spoil == Spoil::ChunkSignature && i == 1 {
+            sig = sig.replace(|ch: char| ch.is_ascii_digit(), "0");
+        }
+        wire.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", c.len()).as_bytes());
+        let start = wire.len();
+        wire.extend_from_slice(c);
+        if spoil == Spoil::Data && i == 0 {
+            wire[start] ^= 1;
+        }
+        wire.extend_from_slice(b"\r\n");
+    }
+    let final_sig = v4::sign_chunk(&Bytes::new(), &prev, &params).unwrap().signature().to_owned();
+    wire.extend_from_slice(format!("0;chunk-signature={final_sig}\r\n").as_bytes());
+    if trailer {
+        let mut crc = s3crypt::s3::checksum::Checksummer::new(s3crypt::s3::checksum::ChecksumAlgorithm::Crc32c);
+        crc.update(data);
+        let mut value = s3crypt::s3::checksum::encode_value(&crc.finalize());
+        if spoil == Spoil::TrailerChecksum {
+            value = "AAAAAA==".to_owned();
+        }
+        let mut t = aws_smithy_runtime_api::http::Headers::new();
+        t.insert("x-amz-checksum-crc32c", value.clone());
+        let mut tsig = v4::sign_trailer(&t, &final_sig, &params).unwrap().signature().to_owned();
+        if spoil == Spoil::TrailerSignature {
+            tsig = "0".repeat(64);
+        }
+        wire.extend_from_slice(
+            format!("x-amz-checksum-crc32c:{value}\r\nx-amz-trailer-signature:{tsig}\r\n").as_bytes(),
+        );
+    }
+    wire.extend_from_slice(b"\r\n");
+    req.headers_mut().insert("content-length", wire.len().into());
+    *req.body_mut() = Full::new(Bytes::from(wire));
+    req
 }
