@@ -15,6 +15,7 @@ use s3crypt::crypto::aead::SegmentCipher;
 use s3crypt::crypto::body::{DecryptBody, EncryptBody, ReadPlan};
 use s3crypt::crypto::format::{DEFAULT_SEGMENT_SIZE, SINGLE_PUT_PART, TAG_LEN, segment_count};
 use s3crypt::crypto::keys::DataKey;
+use s3crypt::crypto::stream::Layout;
 use s3crypt::error::ProxyError;
 
 struct Frames(VecDeque<Bytes>);
@@ -108,7 +109,7 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("decrypt_body/frames_{name}"), |b| {
             b.iter(|| {
-                let body = DecryptBody::new(frames(&cipher_bytes, dec_frame), dek.clone(), SINGLE_PUT_PART, plan);
+                let body = DecryptBody::new(frames(&cipher_bytes, dec_frame), dek.clone(), Layout::Single, plan);
                 rt.block_on(drain(body))
             })
         });

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::crypto::envelope::Envelope;
-use crate::crypto::keys::{LocalKeyring, ObjectIdentity, keygen, wrap_aad};
+use crate::crypto::keys::{LocalKeyring, ObjectIdentity, keygen};
 use crate::server::Server;
 
 #[derive(Parser)]
@@ -160,8 +160,12 @@ pub fn decrypt(
         .ok_or_else(|| format!("the keyring has no key {} (the object was encrypted under it)", env.kek_ref))?;
     let id = ObjectIdentity { bucket: bucket.to_owned(), key: key.to_owned() };
     let dek = kek
-        .unwrap(&env.wrapped_dek, &wrap_aad(&env.kek_ref, &id, env.segment_size))
+        .unwrap(&env.wrapped_dek, &env.wrap_aad(&id))
         .ok_or("the data key does not unwrap: wrong bucket or key name, or the metadata was altered")?;
+    let layout = env.layout().unwrap_or_else(|e| {
+        eprintln!("warning: {}; decrypting it in order (trailing parts dropped by the store go unnoticed)", e.0);
+        crate::crypto::stream::Layout::Unsealed
+    });
     let mut reader: Box<dyn Read> = match input {
         Some(p) => {
             Box::new(std::io::BufReader::new(std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?))
@@ -171,14 +175,15 @@ pub fn decrypt(
     match output {
         None => {
             let mut out = std::io::stdout().lock();
-            crate::crypto::stream::decrypt_object(Arc::new(dek), env.segment_size, &mut reader, &mut out)
+            crate::crypto::stream::decrypt_object(Arc::new(dek), env.segment_size, layout, &mut reader, &mut out)
         }
         Some(p) => {
             let partial = p.with_extension("partial");
             let mut file = std::io::BufWriter::new(
                 std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?,
             );
-            let result = crate::crypto::stream::decrypt_object(Arc::new(dek), env.segment_size, &mut reader, &mut file);
+            let result =
+                crate::crypto::stream::decrypt_object(Arc::new(dek), env.segment_size, layout, &mut reader, &mut file);
             let flushed = file.flush().map_err(|e| format!("{}: {e}", partial.display()));
             match result.and_then(|n| flushed.map(|()| n)) {
                 Ok(n) => {

@@ -107,6 +107,20 @@ pub enum ProxyError {
     MetadataTooLarge { limit: usize },
     #[error("range not satisfiable")]
     InvalidRange { size: u64 },
+    #[error("multipart object not sealed")]
+    UnsealedObject,
+
+    // --- multipart --------------------------------------------------------------------------------------
+    #[error("no such upload")]
+    NoSuchUpload,
+    #[error("invalid part: {0}")]
+    InvalidPart(Cow<'static, str>),
+    #[error("parts not in ascending order")]
+    InvalidPartOrder,
+    #[error("part number not satisfiable")]
+    InvalidPartNumber,
+    #[error("malformed XML: {0}")]
+    MalformedXml(&'static str),
 
     // --- upstream ---------------------------------------------------------------------------------------
     #[error("upstream unavailable: {0}")]
@@ -171,6 +185,12 @@ impl ProxyError {
             ProxyError::PlaintextObject => "InvalidObjectState",
             ProxyError::MetadataTooLarge { .. } => "MetadataTooLarge",
             ProxyError::InvalidRange { .. } => "InvalidRange",
+            ProxyError::UnsealedObject => "InvalidObjectState",
+            ProxyError::NoSuchUpload => "NoSuchUpload",
+            ProxyError::InvalidPart(_) => "InvalidPart",
+            ProxyError::InvalidPartOrder => "InvalidPartOrder",
+            ProxyError::InvalidPartNumber => "InvalidPartNumber",
+            ProxyError::MalformedXml(_) => "MalformedXML",
             ProxyError::UpstreamUnavailable(_) => "ServiceUnavailable",
             ProxyError::UpstreamTimeout => "GatewayTimeout",
             ProxyError::UpstreamAuth(_) => "BadGateway",
@@ -211,7 +231,12 @@ impl ProxyError {
             ProxyError::UnknownKey(_) => StatusCode::BAD_REQUEST,
             ProxyError::PlaintextObject => StatusCode::FORBIDDEN,
             ProxyError::MetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ProxyError::InvalidRange { .. } | ProxyError::InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
+            ProxyError::UnsealedObject => StatusCode::FORBIDDEN,
+            ProxyError::NoSuchUpload => StatusCode::NOT_FOUND,
+            ProxyError::InvalidPart(_) | ProxyError::InvalidPartOrder | ProxyError::MalformedXml(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::MissingContentLength => StatusCode::LENGTH_REQUIRED,
@@ -255,7 +280,13 @@ impl ProxyError {
             | ProxyError::RequestTimeout
             | ProxyError::MetadataTooLarge { .. }
             | ProxyError::InvalidRange { .. }
-            | ProxyError::PlaintextObject => Side::Client,
+            | ProxyError::PlaintextObject
+            | ProxyError::UnsealedObject
+            | ProxyError::NoSuchUpload
+            | ProxyError::InvalidPart(_)
+            | ProxyError::InvalidPartOrder
+            | ProxyError::InvalidPartNumber
+            | ProxyError::MalformedXml(_) => Side::Client,
             ProxyError::ObjectIntegrity(_) => Side::Upstream,
             ProxyError::UnknownKey(_) => Side::Internal,
             ProxyError::UpstreamUnavailable(_)
@@ -334,6 +365,21 @@ impl ProxyError {
                 "Your metadata headers exceed the maximum allowed metadata size.".into()
             }
             ProxyError::InvalidRange { .. } => "The requested range is not satisfiable".into(),
+            ProxyError::UnsealedObject => "This multipart object was completed at the storage service but the \
+                 gateway could not seal it, so its layout is not authenticated and it is not returned. Complete the \
+                 upload again or re-upload the object."
+                .into(),
+            ProxyError::NoSuchUpload => "The specified multipart upload does not exist. The upload ID might be \
+                 invalid, or the multipart upload might have been aborted or completed."
+                .into(),
+            ProxyError::InvalidPart(msg) => Cow::Borrowed(msg),
+            ProxyError::InvalidPartOrder => {
+                "The list of parts was not in ascending order. Parts must be ordered by part number.".into()
+            }
+            ProxyError::InvalidPartNumber => "The requested partnumber is not satisfiable".into(),
+            ProxyError::MalformedXml(_) => "The XML you provided was not well-formed or did not validate against \
+                 our published schema."
+                .into(),
             ProxyError::UpstreamUnavailable(_) => "The storage service is unavailable. Please retry.".into(),
             ProxyError::UpstreamTimeout => "The storage service did not answer in time.".into(),
             ProxyError::UpstreamAuth(_) => {
@@ -376,7 +422,15 @@ impl ProxyError {
             }
             ProxyError::MetadataTooLarge { limit } => vec![("MaxSizeAllowed", limit.to_string())],
             ProxyError::InvalidRange { size } => vec![("ActualObjectSize", size.to_string())],
-            ProxyError::ObjectIntegrity(_) | ProxyError::UnknownKey(_) | ProxyError::PlaintextObject => Vec::new(),
+            ProxyError::ObjectIntegrity(_)
+            | ProxyError::UnknownKey(_)
+            | ProxyError::PlaintextObject
+            | ProxyError::UnsealedObject
+            | ProxyError::NoSuchUpload
+            | ProxyError::InvalidPart(_)
+            | ProxyError::InvalidPartOrder
+            | ProxyError::InvalidPartNumber
+            | ProxyError::MalformedXml(_) => Vec::new(),
             ProxyError::AccessDenied(_)
             | ProxyError::InsecureTransport
             | ProxyError::AuthorizationQueryParametersError(_)

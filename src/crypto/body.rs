@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use super::format::{HEADER_LEN, SALT_LEN, SEGMENT_OVERHEAD, TAG_LEN, ciphertext_len, segment_offset};
 use super::keys::DataKey;
-use super::stream::{Opener, Sealer};
+use super::stream::{Layout, Opener, Sealer};
 use crate::error::ProxyError;
 
 enum State {
@@ -189,11 +189,10 @@ pin_project! {
 }
 
 impl<B> DecryptBody<B> {
-    pub fn new(inner: B, dek: Arc<DataKey>, part: u16, plan: ReadPlan) -> Self {
-        let first_index = u32::try_from(plan.first_segment).unwrap_or(u32::MAX);
+    pub fn new(inner: B, dek: Arc<DataKey>, layout: Layout, plan: ReadPlan) -> Self {
         DecryptBody {
             inner,
-            opener: Opener::new(dek, plan.segment_size, part, first_index),
+            opener: Opener::new(dek, plan.segment_size, layout),
             next: plan.first_segment,
             buf: Vec::with_capacity(plan.segment_size as usize + SEGMENT_OVERHEAD as usize),
             plan,
@@ -259,7 +258,7 @@ where
             if this.plan.discard == 0 && this.buf.len() as u64 == seg_len {
                 let object_last = start + seg_len >= this.plan.cipher_total;
                 let mut seg = std::mem::take(this.buf);
-                match this.opener.open(&mut seg, object_last) {
+                match this.opener.open(*this.next, object_last, &mut seg) {
                     Ok(range) => {
                         *this.next += 1;
                         *this.buf = Vec::with_capacity(full as usize);
@@ -278,7 +277,7 @@ where
                 // Fast path: the whole segment is in one incoming frame: decrypt straight out of it.
                 let object_last = start + seg_len >= this.plan.cipher_total;
                 let n = usize::try_from(seg_len).unwrap_or(0);
-                let opened = this.opener.open_from(&this.pending[..n], object_last);
+                let opened = this.opener.open_from(*this.next, object_last, &this.pending[..n]);
                 this.pending.advance(n);
                 match opened {
                     Ok(plain) => {
@@ -376,7 +375,7 @@ mod tests {
         let end = segment_offset(plan.end_segment, S).min(ct.len() as u64);
         let dek = Arc::new(DataKey::from_bytes([7; 32]));
         let body =
-            DecryptBody::new(body_in_frames(&ct[start as usize..end as usize], frame), dek, SINGLE_PUT_PART, plan);
+            DecryptBody::new(body_in_frames(&ct[start as usize..end as usize], frame), dek, Layout::Single, plan);
         body.collect().await.map(|c| c.to_bytes().to_vec())
     }
 
@@ -399,7 +398,7 @@ mod tests {
                     skip: 0,
                     take: 0,
                 };
-                DecryptBody::new(body_in_frames(&ct, 7), dek, SINGLE_PUT_PART, plan)
+                DecryptBody::new(body_in_frames(&ct, 7), dek, Layout::Single, plan)
                     .collect()
                     .await
                     .unwrap()
@@ -435,7 +434,7 @@ mod tests {
         flipped[4096 + 32 + 100] ^= 1; // second segment
         let dek = Arc::new(DataKey::from_bytes([7; 32]));
         let (plan, _) = plan_for(ct.len() as u64, 0, data.len() as u64 - 1);
-        let mut body = DecryptBody::new(body_in_frames(&flipped, 999), dek.clone(), SINGLE_PUT_PART, plan);
+        let mut body = DecryptBody::new(body_in_frames(&flipped, 999), dek.clone(), Layout::Single, plan);
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first.len(), 4096, "the first, authentic, segment is released");
         let e = body.frame().await.unwrap().unwrap_err();
@@ -446,13 +445,13 @@ mod tests {
         let cut = &ct[..2 * (4096 + 32)];
         let (plan, _) = plan_for(cut.len() as u64, 0, 2 * 4096 - 1);
         let e =
-            DecryptBody::new(body_in_frames(cut, 999), dek.clone(), SINGLE_PUT_PART, plan).collect().await.unwrap_err();
+            DecryptBody::new(body_in_frames(cut, 999), dek.clone(), Layout::Single, plan).collect().await.unwrap_err();
         assert_eq!(e.code(), "ObjectIntegrityError");
 
         // the upstream body ends early
         let (plan, _) = plan_for(ct.len() as u64, 0, data.len() as u64 - 1);
         let e =
-            DecryptBody::new(body_in_frames(&ct[..5000], 999), dek, SINGLE_PUT_PART, plan).collect().await.unwrap_err();
+            DecryptBody::new(body_in_frames(&ct[..5000], 999), dek, Layout::Single, plan).collect().await.unwrap_err();
         assert_eq!(e.code(), "ObjectIntegrityError");
     }
 
@@ -514,7 +513,7 @@ mod prop {
         };
         let dek = Arc::new(DataKey::from_bytes([3; 32]));
         rt().block_on(async {
-            DecryptBody::new(body_in_frames(&ct[start..stop], frame), dek, SINGLE_PUT_PART, plan)
+            DecryptBody::new(body_in_frames(&ct[start..stop], frame), dek, Layout::Single, plan)
                 .collect()
                 .await
                 .unwrap()

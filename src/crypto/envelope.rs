@@ -5,7 +5,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::format::{FORMAT_VERSION, META_DEK, META_KEK, META_PREFIX, META_SEGMENT_SIZE, META_VERSION};
+use super::format::{
+    FORMAT_VERSION, MAX_PARTS, META_DEK, META_KEK, META_MULTIPART, META_PREFIX, META_SEGMENT_SIZE, META_VERSION,
+    MULTIPART_OPEN,
+};
+use super::keys::{ObjectIdentity, wrap_aad};
+use super::stream::Layout;
 use crate::error::ProxyError;
 
 /// S3's limit on user metadata: the sum of the UTF-8 lengths of names (after `x-amz-meta-`) and values.
@@ -18,6 +23,42 @@ pub struct Envelope {
     /// `keyring:<id>` (later `kms:<arn>`, `sse-c`).
     pub kek_ref: String,
     pub wrapped_dek: Vec<u8>,
+    /// `None` for an object written by one PutObject.
+    pub multipart: Option<Multipart>,
+}
+
+/// The multipart state of an object, authenticated by the data-key wrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Multipart {
+    /// Created by CreateMultipartUpload; the layout is not known yet. Never read: Complete seals it first.
+    Open,
+    /// Sealed at Complete: `parts` parts of `part_size` plaintext bytes each (a multiple of the segment size),
+    /// but the last, which has 0..=`part_size`.
+    Sealed { parts: u32, part_size: u64 },
+}
+
+impl Multipart {
+    /// The metadata value.
+    pub fn encode(&self) -> String {
+        match self {
+            Multipart::Open => MULTIPART_OPEN.to_owned(),
+            Multipart::Sealed { parts, part_size } => format!("{parts}x{part_size}"),
+        }
+    }
+
+    fn decode(v: &str, segment_size: u32) -> Option<Multipart> {
+        if v == MULTIPART_OPEN {
+            return Some(Multipart::Open);
+        }
+        let (parts, size) = v.split_once('x')?;
+        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(parts) || !digits(size) {
+            return None;
+        }
+        let (parts, part_size): (u32, u64) = (parts.parse().ok()?, size.parse().ok()?);
+        let aligned = part_size > 0 && part_size % u64::from(segment_size) == 0;
+        ((1..=MAX_PARTS).contains(&parts) && aligned).then_some(Multipart::Sealed { parts, part_size })
+    }
 }
 
 /// Reading an envelope found s3crypt metadata that is not a valid envelope.
@@ -41,7 +82,29 @@ impl Envelope {
         push(META_SEGMENT_SIZE, self.segment_size.to_string());
         push(META_KEK, self.kek_ref.clone());
         push(META_DEK, B64.encode(&self.wrapped_dek));
+        if let Some(mp) = &self.multipart {
+            push(META_MULTIPART, mp.encode());
+        }
         v
+    }
+
+    /// The AAD the data key is wrapped with for the object `id`.
+    pub fn wrap_aad(&self, id: &ObjectIdentity) -> Vec<u8> {
+        let mp = self.multipart.map(|m| m.encode());
+        wrap_aad(&self.kek_ref, id, self.segment_size, mp.as_deref())
+    }
+
+    /// How the object's segments are laid out; an error for a multipart object that was never sealed.
+    pub fn layout(&self) -> Result<Layout, EnvelopeError> {
+        match self.multipart {
+            None => Ok(Layout::Single),
+            Some(Multipart::Open) => Err(EnvelopeError(
+                "multipart object completed but not sealed (its completion was interrupted); upload it again",
+            )),
+            Some(Multipart::Sealed { parts, part_size }) => {
+                Ok(Layout::Multipart { parts, per_part: part_size / u64::from(self.segment_size) })
+            }
+        }
     }
 
     /// Bytes the envelope takes from the 2 KB user-metadata budget.
@@ -52,7 +115,7 @@ impl Envelope {
     /// Reads an envelope from `(name, value)` pairs (header names, lowercase). `Ok(None)` when the object carries
     /// no s3crypt metadata at all (a plaintext object).
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Option<Envelope>, EnvelopeError> {
-        let (mut version, mut seg, mut kek, mut dek) = (None, None, None, None);
+        let (mut version, mut seg, mut kek, mut dek, mut mp) = (None, None, None, None, None);
         let mut any = false;
         for (name, value) in pairs {
             let slot = match name {
@@ -60,6 +123,7 @@ impl Envelope {
                 META_SEGMENT_SIZE => &mut seg,
                 META_KEK => &mut kek,
                 META_DEK => &mut dek,
+                META_MULTIPART => &mut mp,
                 n if n.starts_with(META_PREFIX) => {
                     any = true;
                     continue;
@@ -85,7 +149,11 @@ impl Envelope {
         let wrapped_dek = B64
             .decode(dek.ok_or(EnvelopeError("wrapped data key missing"))?)
             .map_err(|_| EnvelopeError("wrapped data key is not base64"))?;
-        Ok(Some(Envelope { segment_size, kek_ref, wrapped_dek }))
+        let multipart = match mp {
+            None => None,
+            Some(v) => Some(Multipart::decode(v, segment_size).ok_or(EnvelopeError("multipart state"))?),
+        };
+        Ok(Some(Envelope { segment_size, kek_ref, wrapped_dek, multipart }))
     }
 
     /// Reads an envelope from response headers.
@@ -127,7 +195,30 @@ mod tests {
     use super::*;
 
     fn sample() -> Envelope {
-        Envelope { segment_size: 65536, kek_ref: "keyring:k1".into(), wrapped_dek: vec![7u8; 60] }
+        Envelope { segment_size: 65536, kek_ref: "keyring:k1".into(), wrapped_dek: vec![7u8; 60], multipart: None }
+    }
+
+    #[test]
+    fn multipart_states_round_trip_and_only_aligned_layouts_are_accepted() {
+        for mp in [Multipart::Open, Multipart::Sealed { parts: 3, part_size: 8 * 1024 * 1024 }] {
+            let e = Envelope { multipart: Some(mp), ..sample() };
+            let mut h = HeaderMap::new();
+            for (n, v) in e.to_headers() {
+                h.insert(n, v);
+            }
+            assert_eq!(Envelope::from_headers(&h).unwrap(), Some(e));
+        }
+        let sealed = Envelope { multipart: Some(Multipart::Sealed { parts: 3, part_size: 131072 }), ..sample() };
+        assert_eq!(sealed.layout().unwrap(), Layout::Multipart { parts: 3, per_part: 2 });
+        assert!(Envelope { multipart: Some(Multipart::Open), ..sample() }.layout().is_err());
+        for bad in ["3x100", "0x65536", "10001x65536", "x65536", "3x", "+3x65536", "3x0", "OPEN"] {
+            let mut h = HeaderMap::new();
+            for (n, v) in sample().to_headers() {
+                h.insert(n, v);
+            }
+            h.insert(HeaderName::from_static(META_MULTIPART), HeaderValue::from_static(bad));
+            assert!(Envelope::from_headers(&h).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub const META_SEGMENT_SIZE: &str = "x-amz-meta-s3crypt-seg";
 pub const META_KEK: &str = "x-amz-meta-s3crypt-kek";
 /// The wrapped data key, standard base64. DO NOT CHANGE.
 pub const META_DEK: &str = "x-amz-meta-s3crypt-dek";
+/// Multipart state of the object: `open` (uploaded by parts, not yet sealed) or `<parts>x<part size>` (sealed:
+/// `parts` parts of `part size` plaintext bytes each but the last). Absent for single-PUT objects. DO NOT CHANGE.
+pub const META_MULTIPART: &str = "x-amz-meta-s3crypt-mp";
+/// The `x-amz-meta-s3crypt-mp` value of a multipart upload in progress (or completed, not yet sealed). DO NOT CHANGE.
+pub const MULTIPART_OPEN: &str = "open";
+/// Largest part count of a multipart upload (S3's limit). DO NOT CHANGE.
+pub const MAX_PARTS: u32 = 10_000;
+/// First field of the AAD of the data-key wrap carried in a multipart upload ID. DO NOT CHANGE.
+pub const UPLOAD_TOKEN_AAD_LABEL: &[u8] = b"s3crypt/v1 upload token";
+/// Prefix of the upload IDs s3crypt hands out: `s3c1.<b64url kek ref>.<b64url token>.<upstream upload id>`.
+/// DO NOT CHANGE.
+pub const UPLOAD_ID_PREFIX: &str = "s3c1.";
 /// Key-reference scheme of the local keyring. DO NOT CHANGE.
 pub const KEK_SCHEME_KEYRING: &str = "keyring";
 

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::aead::SegmentCipher;
-use super::format::{DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, WRAP_AAD_LABEL, WRAP_NONCE_LEN};
+use super::format::{
+    DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, UPLOAD_TOKEN_AAD_LABEL, WRAP_AAD_LABEL, WRAP_NONCE_LEN,
+};
 use crate::error::ProxyError;
 
 /// A 256-bit data key. Zeroized on drop; never printed.
@@ -56,15 +58,34 @@ pub struct ObjectIdentity {
     pub key: String,
 }
 
-/// The AAD of a DEK wrap: label, then length-prefixed (u32 big-endian) fields.
-pub fn wrap_aad(kek_ref: &str, id: &ObjectIdentity, segment_size: u32) -> Vec<u8> {
+/// The AAD of a DEK wrap: label, version, segment size, then length-prefixed (u32 big-endian) fields: the key
+/// reference, bucket, key and, for multipart objects only, the `x-amz-meta-s3crypt-mp` value.
+pub fn wrap_aad(kek_ref: &str, id: &ObjectIdentity, segment_size: u32, multipart: Option<&str>) -> Vec<u8> {
     let mut aad = Vec::with_capacity(64 + id.bucket.len() + id.key.len());
     aad.extend_from_slice(WRAP_AAD_LABEL);
     aad.push(FORMAT_VERSION);
     aad.extend_from_slice(&segment_size.to_be_bytes());
-    for field in [kek_ref.as_bytes(), id.bucket.as_bytes(), id.key.as_bytes()] {
-        aad.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
-        aad.extend_from_slice(field);
+    let fields = [kek_ref.as_bytes(), id.bucket.as_bytes(), id.key.as_bytes()];
+    for field in fields.into_iter().chain(multipart.map(str::as_bytes)) {
+        push_field(&mut aad, field);
+    }
+    aad
+}
+
+fn push_field(aad: &mut Vec<u8>, field: &[u8]) {
+    aad.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
+    aad.extend_from_slice(field);
+}
+
+/// The AAD of the DEK wrap inside a multipart upload ID: label, version, segment size, then length-prefixed key
+/// reference, bucket, key and upstream upload ID (so a token works only for its own upload).
+pub fn upload_token_aad(kek_ref: &str, id: &ObjectIdentity, segment_size: u32, upstream_upload_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(96 + id.bucket.len() + id.key.len() + upstream_upload_id.len());
+    aad.extend_from_slice(UPLOAD_TOKEN_AAD_LABEL);
+    aad.push(FORMAT_VERSION);
+    aad.extend_from_slice(&segment_size.to_be_bytes());
+    for field in [kek_ref.as_bytes(), id.bucket.as_bytes(), id.key.as_bytes(), upstream_upload_id.as_bytes()] {
+        push_field(&mut aad, field);
     }
     aad
 }
@@ -277,20 +298,27 @@ mod tests {
     fn a_wrapped_key_unwraps_only_for_the_same_object_and_parameters() {
         let kek = Kek::new("main", [3u8; 32]);
         let dek = DataKey::generate().unwrap();
-        let aad = wrap_aad(&kek.reference(), &id("b", "k"), 65536);
+        let aad = wrap_aad(&kek.reference(), &id("b", "k"), 65536, None);
         let w = kek.wrap(&dek, &aad).unwrap();
         assert_eq!(kek.unwrap(&w, &aad).unwrap().expose(), dek.expose());
         for other in [
-            wrap_aad(&kek.reference(), &id("b", "k2"), 65536),
-            wrap_aad(&kek.reference(), &id("b2", "k"), 65536),
-            wrap_aad(&kek.reference(), &id("b", "k"), 4096),
-            wrap_aad("keyring:other", &id("b", "k"), 65536),
+            wrap_aad(&kek.reference(), &id("b", "k2"), 65536, None),
+            wrap_aad(&kek.reference(), &id("b2", "k"), 65536, None),
+            wrap_aad(&kek.reference(), &id("b", "k"), 4096, None),
+            wrap_aad("keyring:other", &id("b", "k"), 65536, None),
             // length prefixes keep ("ab","c") and ("a","bc") apart
-            wrap_aad(&kek.reference(), &id("bk", ""), 65536),
+            wrap_aad(&kek.reference(), &id("bk", ""), 65536, None),
+            // a multipart state cannot be added or changed
+            wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("open")),
+            upload_token_aad(&kek.reference(), &id("b", "k"), 65536, ""),
         ] {
             assert!(kek.unwrap(&w, &other).is_none());
         }
         assert!(Kek::new("main", [4u8; 32]).unwrap(&w, &aad).is_none(), "another KEK");
+        let sealed = wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("3x8388608"));
+        let w2 = kek.wrap(&dek, &sealed).unwrap();
+        assert!(kek.unwrap(&w2, &sealed).is_some());
+        assert!(kek.unwrap(&w2, &wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("2x8388608"))).is_none());
         let mut tampered = w.clone();
         tampered[20] ^= 1;
         assert!(kek.unwrap(&tampered, &aad).is_none());

@@ -98,38 +98,101 @@ impl Tamper {
     }
 }
 
-/// Opens the segments of a single-stream object (a PutObject), starting at any segment.
+/// How an object's segments are laid out: which part, index and final flag belong at each position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One stream, written by a PutObject: part 0, indexes 0.., final flag on the last segment.
+    Single,
+    /// A sealed multipart object: parts 1..=`parts`, each of `per_part` segments but the last (1..=`per_part`).
+    Multipart { parts: u32, per_part: u64 },
+    /// A multipart object whose completion was never sealed, read whole and in order (recovery with
+    /// `s3crypt decrypt` only): parts in ascending order, each starting at index 0 after the previous part's
+    /// final segment. Dropped trailing parts cannot be detected.
+    Unsealed,
+}
+
+impl Layout {
+    /// Whether an object of `cipher_total` ciphertext bytes (segment size `segment`) can have this layout: its
+    /// length is possible and, for a sealed multipart object, its segment count falls in the last part.
+    pub fn admits(&self, cipher_total: u64, segment: u32) -> bool {
+        let multipart = !matches!(self, Layout::Single);
+        if super::format::plaintext_len(cipher_total, segment, multipart).is_none() {
+            return false;
+        }
+        let total = cipher_total.div_ceil(u64::from(segment) + super::format::SEGMENT_OVERHEAD);
+        match *self {
+            Layout::Single | Layout::Unsealed => true,
+            Layout::Multipart { parts, per_part } => {
+                let before_last = u64::from(parts - 1) * per_part;
+                parts >= 1 && per_part >= 1 && total > before_last && total <= before_last + per_part
+            }
+        }
+    }
+
+    /// The (part, index, final flag) of the segment at global position `g`, given whether the object ends with
+    /// it; `None` if the layout has no such segment (the object is longer, or ends inside an earlier part).
+    pub fn expect(&self, g: u64, object_last: bool) -> Option<(u16, u32, bool)> {
+        match *self {
+            Layout::Single => Some((super::format::SINGLE_PUT_PART, u32::try_from(g).ok()?, object_last)),
+            Layout::Multipart { parts, per_part } => {
+                if per_part == 0 {
+                    return None;
+                }
+                let part = g / per_part + 1;
+                let within = g % per_part;
+                if part > u64::from(parts) || (object_last && part != u64::from(parts)) {
+                    return None;
+                }
+                Some((u16::try_from(part).ok()?, u32::try_from(within).ok()?, object_last || within + 1 == per_part))
+            }
+            Layout::Unsealed => None,
+        }
+    }
+}
+
+/// Opens the segments of an object, at any positions, checking each segment's header against the layout.
 pub struct Opener {
     dek: Arc<DataKey>,
     segment_size: usize,
-    expected_part: u16,
-    next_index: u32,
-    stream: Option<([u8; SALT_LEN], SegmentCipher)>,
+    layout: Layout,
+    stream: Option<(u16, [u8; SALT_LEN], SegmentCipher)>,
+    /// `Layout::Unsealed`: the header of the previous segment.
+    previous: Option<SegmentHeader>,
 }
 
 impl Opener {
-    /// An opener expecting segment `first_index` of the stream of `part` next.
-    pub fn new(dek: Arc<DataKey>, segment_size: u32, part: u16, first_index: u32) -> Opener {
-        Opener { dek, segment_size: segment_size as usize, expected_part: part, next_index: first_index, stream: None }
+    /// An opener for an object laid out as `layout`.
+    pub fn new(dek: Arc<DataKey>, segment_size: u32, layout: Layout) -> Opener {
+        Opener { dek, segment_size: segment_size as usize, layout, stream: None, previous: None }
     }
 
-    /// Checks a segment's header and length against its position; returns the header.
-    fn check(&mut self, seg: &[u8], object_last: bool) -> Result<SegmentHeader, Tamper> {
+    /// Checks a segment's header and length against its position: global index `g`, and whether the object
+    /// ends with it. Returns the header.
+    fn check(&mut self, g: u64, object_last: bool, seg: &[u8]) -> Result<SegmentHeader, Tamper> {
         if seg.len() < HEADER_LEN + TAG_LEN || seg.len() > HEADER_LEN + TAG_LEN + self.segment_size {
             return Err(Tamper::Length);
         }
         let header = SegmentHeader::decode(&seg[..HEADER_LEN]).ok_or(Tamper::Header)?;
-        if header.part != self.expected_part || header.index != self.next_index {
-            return Err(Tamper::Position);
-        }
         let plain_len = seg.len() - HEADER_LEN - TAG_LEN;
-        if header.last != object_last {
-            return Err(Tamper::Final);
+        if self.layout == Layout::Unsealed {
+            self.check_unsealed(&header, object_last, plain_len)?;
+        } else {
+            let (part, index, last) = self.layout.expect(g, object_last).ok_or(Tamper::Final)?;
+            if header.part != part || header.index != index {
+                return Err(Tamper::Position);
+            }
+            if header.last != last {
+                return Err(Tamper::Final);
+            }
+            if !object_last && plain_len != self.segment_size {
+                return Err(Tamper::Length);
+            }
         }
-        if (!header.last && plain_len != self.segment_size) || (plain_len == 0 && header.index != 0) {
+        if plain_len == 0 && header.index != 0 {
             return Err(Tamper::Length);
         }
-        if let Some((salt, _)) = &self.stream
+        if let Some((p, salt, _)) = &self.stream
+            && *p == header.part
             && *salt != header.salt
         {
             return Err(Tamper::Position);
@@ -137,52 +200,73 @@ impl Opener {
         Ok(header)
     }
 
+    /// The sequential checks of `Layout::Unsealed`.
+    fn check_unsealed(&mut self, header: &SegmentHeader, object_last: bool, plain_len: usize) -> Result<(), Tamper> {
+        let in_order = match &self.previous {
+            None => header.part >= 1 && header.index == 0,
+            Some(p) if p.last => header.part > p.part && header.index == 0,
+            Some(p) => header.part == p.part && header.index == p.index.wrapping_add(1),
+        };
+        if !in_order {
+            return Err(Tamper::Position);
+        }
+        if object_last && !header.last {
+            return Err(Tamper::Final);
+        }
+        if !header.last && plain_len != self.segment_size {
+            return Err(Tamper::Length);
+        }
+        self.previous = Some(*header);
+        Ok(())
+    }
+
     fn cipher_for(&mut self, header: &SegmentHeader) -> &SegmentCipher {
-        if self.stream.is_none() {
+        if !matches!(&self.stream, Some((p, salt, _)) if *p == header.part && *salt == header.salt) {
             let c = SegmentCipher::new(&stream_key(&self.dek, header.part, &header.salt));
-            self.stream = Some((header.salt, c));
+            self.stream = Some((header.part, header.salt, c));
         }
         match &self.stream {
-            Some((_, c)) => c,
+            Some((_, _, c)) => c,
             None => unreachable!("set above"),
         }
     }
 
-    /// Authenticates and decrypts one whole segment (read, not modified) into a new plaintext buffer.
-    pub fn open_from(&mut self, seg: &[u8], object_last: bool) -> Result<Vec<u8>, Tamper> {
-        let header = self.check(seg, object_last)?;
+    /// Authenticates and decrypts the segment at position `g` (read, not modified) into a new buffer;
+    /// `object_last` says whether the object ends with it.
+    pub fn open_from(&mut self, g: u64, object_last: bool, seg: &[u8]) -> Result<Vec<u8>, Tamper> {
+        let header = self.check(g, object_last, seg)?;
         let plain_len = seg.len() - HEADER_LEN - TAG_LEN;
         let mut out = vec![0u8; plain_len];
         let (h, rest) = seg.split_at(HEADER_LEN);
         let (ct, tag) = rest.split_at(plain_len);
         self.cipher_for(&header).open_to(header.nonce(), h, ct, tag, &mut out).map_err(|_| Tamper::Tag)?;
-        self.next_index = self.next_index.wrapping_add(1);
         Ok(out)
     }
 
-    /// Authenticates and decrypts one whole segment in place; returns where its plaintext is in `seg`.
-    /// `object_last` says whether this segment ends the object.
-    pub fn open(&mut self, seg: &mut [u8], object_last: bool) -> Result<Range<usize>, Tamper> {
-        let header = self.check(seg, object_last)?;
+    /// Authenticates and decrypts the segment at position `g` in place; returns where its plaintext is.
+    /// `object_last` says whether the object ends with it.
+    pub fn open(&mut self, g: u64, object_last: bool, seg: &mut [u8]) -> Result<Range<usize>, Tamper> {
+        let header = self.check(g, object_last, seg)?;
         let plain_len = seg.len() - HEADER_LEN - TAG_LEN;
         let (h, body) = seg.split_at_mut(HEADER_LEN);
         self.cipher_for(&header).open(header.nonce(), h, body).map_err(|_| Tamper::Tag)?;
-        self.next_index = self.next_index.wrapping_add(1);
         Ok(HEADER_LEN..HEADER_LEN + plain_len)
     }
 }
 
-/// Decrypts a whole single-stream object from `input` to `output` (what `s3crypt decrypt` does), verifying every
+/// Decrypts a whole object laid out as `layout` from `input` to `output` (what `s3crypt decrypt` does), verifying every
 /// segment. Plaintext is written segment by segment as each verifies; a failure returns an error after the
 /// verified prefix was written, so callers must treat the output as complete only on `Ok`.
 pub fn decrypt_object(
     dek: Arc<DataKey>,
     segment_size: u32,
+    layout: Layout,
     input: &mut dyn std::io::Read,
     output: &mut dyn std::io::Write,
 ) -> Result<u64, String> {
     let full = segment_size as usize + HEADER_LEN + TAG_LEN;
-    let mut opener = Opener::new(dek, segment_size, super::format::SINGLE_PUT_PART, 0);
+    let mut opener = Opener::new(dek, segment_size, layout);
+    let mut g = 0u64;
     let read_up_to = |input: &mut dyn std::io::Read, buf: &mut Vec<u8>| -> Result<(), String> {
         while buf.len() < full {
             let start = buf.len();
@@ -207,8 +291,10 @@ pub fn decrypt_object(
             read_up_to(input, &mut next)?;
         }
         let last = next.is_empty();
-        let range =
-            opener.open(&mut current, last).map_err(|t| format!("the object failed authentication: {}", t.as_str()))?;
+        let range = opener
+            .open(g, last, &mut current)
+            .map_err(|t| format!("the object failed authentication: {}", t.as_str()))?;
+        g += 1;
         output.write_all(&current[range.clone()]).map_err(|e| format!("writing the plaintext: {e}"))?;
         written += range.len() as u64;
         if last {
@@ -243,11 +329,11 @@ mod tests {
     }
 
     fn decrypt(dek: &DataKey, segs: &[Vec<u8>]) -> Result<Vec<u8>, Tamper> {
-        let mut o = Opener::new(Arc::new(DataKey::from_bytes(*dek.expose())), S, SINGLE_PUT_PART, 0);
+        let mut o = Opener::new(Arc::new(DataKey::from_bytes(*dek.expose())), S, Layout::Single);
         let mut out = Vec::new();
         for (i, s) in segs.iter().enumerate() {
             let mut s = s.clone();
-            let r = o.open(&mut s, i == segs.len() - 1)?;
+            let r = o.open(i as u64, i + 1 == segs.len(), &mut s)?;
             out.extend_from_slice(&s[r]);
         }
         Ok(out)
@@ -306,13 +392,73 @@ mod tests {
             let ct: Vec<u8> = encrypt(&dek, &data, [4; 8]).concat();
             let mut out = Vec::new();
             let key = Arc::new(DataKey::from_bytes([1; 32]));
-            let n = decrypt_object(key.clone(), S, &mut &ct[..], &mut out).unwrap();
+            let n = decrypt_object(key.clone(), S, Layout::Single, &mut &ct[..], &mut out).unwrap();
             assert_eq!((n as usize, out), (len, data));
             if len > 1024 {
                 let cut = &ct[..1024 + 32];
-                assert!(decrypt_object(key, S, &mut &cut[..], &mut Vec::new()).is_err());
+                assert!(decrypt_object(key, S, Layout::Single, &mut &cut[..], &mut Vec::new()).is_err());
             }
         }
+    }
+
+    /// Seals `parts` as the parts 1.. of one multipart object (segment size S), each with its own salt.
+    fn encrypt_parts(dek: &DataKey, parts: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut segs = Vec::new();
+        for (p, data) in parts.iter().enumerate() {
+            let mut sealer = Sealer::new(dek, p as u16 + 1, [p as u8 + 10; 8]);
+            let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(S as usize).collect() };
+            let n = chunks.len();
+            for (i, c) in chunks.into_iter().enumerate() {
+                let mut buf = vec![0u8; HEADER_LEN];
+                buf.extend_from_slice(c);
+                sealer.seal(&mut buf, i == n - 1);
+                segs.push(buf);
+            }
+        }
+        segs
+    }
+
+    fn open_all(dek: &DataKey, layout: Layout, segs: &[Vec<u8>]) -> Result<Vec<u8>, Tamper> {
+        let mut o = Opener::new(Arc::new(DataKey::from_bytes(*dek.expose())), S, layout);
+        let mut out = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let mut s = s.clone();
+            let r = o.open(i as u64, i + 1 == segs.len(), &mut s)?;
+            out.extend_from_slice(&s[r]);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn sealed_multipart_layouts_open_at_any_position_and_refuse_dropped_swapped_or_extra_parts() {
+        let dek = DataKey::from_bytes([1; 32]);
+        let s = S as usize;
+        let parts: Vec<Vec<u8>> = vec![vec![1; 2 * s], vec![2; 2 * s], vec![3; s + 5]];
+        let segs = encrypt_parts(&dek, &parts);
+        let layout = Layout::Multipart { parts: 3, per_part: 2 };
+        assert_eq!(open_all(&dek, layout, &segs).unwrap(), parts.concat());
+        assert!(layout.admits(segs.iter().map(|x| x.len() as u64).sum(), S));
+        // the whole last part dropped: the object now ends in part 2
+        assert_eq!(open_all(&dek, layout, &segs[..4]), Err(Tamper::Final));
+        assert!(!layout.admits(4 * (u64::from(S) + 32), S));
+        // parts 2 and 3 swapped
+        let mut swapped = segs.clone();
+        swapped.swap(2, 4);
+        swapped.swap(3, 5);
+        assert!(open_all(&dek, layout, &swapped).is_err());
+        // a random segment in the middle of a part opens on its own, by position
+        let mut o = Opener::new(Arc::new(DataKey::from_bytes([1; 32])), S, layout);
+        let mut third = segs[3].clone();
+        let r = o.open(3, false, &mut third).unwrap();
+        assert_eq!(&third[r], &parts[1][s..]);
+        // an empty last part is one empty segment
+        let with_empty = encrypt_parts(&dek, &[vec![1; 2 * s], vec![]]);
+        let l2 = Layout::Multipart { parts: 2, per_part: 2 };
+        assert_eq!(open_all(&dek, l2, &with_empty).unwrap(), vec![1; 2 * s]);
+        // the same object read as unsealed (recovery), and a single-PUT layout refuses it
+        assert_eq!(open_all(&dek, Layout::Unsealed, &segs).unwrap(), parts.concat());
+        assert_eq!(open_all(&dek, Layout::Unsealed, &swapped), Err(Tamper::Position));
+        assert!(open_all(&dek, Layout::Single, &segs).is_err());
     }
 
     #[test]

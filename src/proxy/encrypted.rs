@@ -12,7 +12,7 @@ use crate::config::LegacyPolicy;
 use crate::crypto::Crypto;
 use crate::crypto::body::{DecryptBody, ReadPlan};
 use crate::crypto::envelope::{Envelope, strip_reserved};
-use crate::crypto::format::{SEGMENT_OVERHEAD, SINGLE_PUT_PART, plaintext_len, segment_count, segment_offset};
+use crate::crypto::format::{SEGMENT_OVERHEAD, plaintext_len, segment_count, segment_offset};
 use crate::crypto::keys::ObjectIdentity;
 use crate::error::{BoxError, ProxyError};
 use crate::s3::checksum::ChecksumAlgorithm;
@@ -190,6 +190,7 @@ pub async fn get_response(
             ObjectResponse::RefetchPlain
         });
     };
+    let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
     let dek = crypto.open_envelope(&env, id)?;
     let (mut parts, body) = resp.into_parts();
     let seg = env.segment_size;
@@ -212,8 +213,10 @@ pub async fn get_response(
                 .ok_or_else(|| ProxyError::UpstreamProtocol("object without Content-Length".into()))?,
         ),
     };
-    let plain_total = plaintext_len(cipher_total, seg, false)
-        .ok_or(ProxyError::ObjectIntegrity("the stored object has an impossible length"))?;
+    if !layout.admits(cipher_total, seg) {
+        return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
+    }
+    let plain_total = plaintext_len(cipher_total, seg, true).unwrap_or(0);
     // The plaintext bytes to return, inclusive, or None for the whole (possibly empty) object.
     let wanted = match range {
         ClientRange::Whole => None,
@@ -257,7 +260,7 @@ pub async fn get_response(
             }
         }
     };
-    let mut decrypted = DecryptBody::new(body, dek, SINGLE_PUT_PART, plan);
+    let mut decrypted = DecryptBody::new(body, dek, layout, plan);
     decrypted.prime().await?;
     scrub_object_headers(&mut parts.headers, Some(&env.kek_ref));
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plan.take));
@@ -296,8 +299,11 @@ pub fn head_response(resp: Response<Incoming>, crypto: &Crypto) -> Result<Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ProxyError::UpstreamProtocol("HEAD without Content-Length".into()))?;
-    let plain = plaintext_len(cipher_total, env.segment_size, false)
-        .ok_or(ProxyError::ObjectIntegrity("the stored object has an impossible length"))?;
+    let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
+    if !layout.admits(cipher_total, env.segment_size) {
+        return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
+    }
+    let plain = plaintext_len(cipher_total, env.segment_size, true).unwrap_or(0);
     scrub_object_headers(&mut parts.headers, Some(&env.kek_ref));
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain));
     parts.headers.remove(http::header::CONTENT_RANGE);

@@ -173,7 +173,7 @@ impl Proxy {
 
         // A new object in an encrypted bucket gets a data key, wrapped before its body is read.
         let new_object = if encrypted && op == S3Op::PutObject {
-            let (dek, env) = crypto.new_object_key(&identity)?;
+            let (dek, env) = crypto.new_object_key(&identity, None)?;
             check_client_metadata(&parts.headers, env.metadata_len())?;
             Some(NewObject { dek, envelope: env, segment_size: crypto.segment_size })
         } else {

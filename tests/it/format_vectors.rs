@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use s3crypt::crypto::envelope::Envelope;
-use s3crypt::crypto::format::{DEFAULT_SEGMENT_SIZE, HEADER_LEN, ciphertext_len};
+use s3crypt::crypto::format::{DEFAULT_SEGMENT_SIZE, HEADER_LEN, SINGLE_PUT_PART, ciphertext_len};
 use s3crypt::crypto::keys::{DataKey, Kek, ObjectIdentity, wrap_aad};
-use s3crypt::crypto::stream::{Opener, Sealer};
+use s3crypt::crypto::stream::{Layout, Opener, Sealer};
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -37,13 +37,15 @@ fn seal_stream(dek: &DataKey, part: u16, salt: [u8; 8], data: &[u8], segment: u3
 }
 
 fn open_stream(dek: DataKey, part: u16, ct: &[u8], segment: u32) -> Vec<u8> {
-    let mut o = Opener::new(Arc::new(dek), segment, part, 0);
+    // A lone part stream opens as an unsealed multipart object (parts in order, each from index 0).
+    let layout = if part == SINGLE_PUT_PART { Layout::Single } else { Layout::Unsealed };
+    let mut o = Opener::new(Arc::new(dek), segment, layout);
     let full = segment as usize + 32;
     let mut out = Vec::new();
     let n = ct.len().div_ceil(full).max(1);
     for (i, seg) in ct.chunks(full).enumerate() {
         let mut s = seg.to_vec();
-        let r = o.open(&mut s, i == n - 1).expect("vector opens");
+        let r = o.open(i as u64, i == n - 1, &mut s).expect("vector opens");
         out.extend_from_slice(&s[r]);
     }
     out
@@ -56,10 +58,11 @@ fn build() -> Value {
     let dek = DataKey::from_bytes(dek_bytes);
     let kek = Kek::new("kat-key", kek_bytes);
     let id = ObjectIdentity { bucket: "kat-bucket".into(), key: "dir/kat object ü.bin".into() };
-    let aad = wrap_aad(&kek.reference(), &id, segment);
+    let aad = wrap_aad(&kek.reference(), &id, segment, None);
     let nonce: [u8; 12] = std::array::from_fn(|i| 0x50 + i as u8);
     let wrapped = kek.wrap_with_nonce(&dek, &aad, nonce);
-    let env = Envelope { segment_size: segment, kek_ref: kek.reference(), wrapped_dek: wrapped.clone() };
+    let env =
+        Envelope { segment_size: segment, kek_ref: kek.reference(), wrapped_dek: wrapped.clone(), multipart: None };
     let metadata: serde_json::Map<String, Value> =
         env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
     let s = segment as usize;
