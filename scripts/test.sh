@@ -37,7 +37,10 @@ cat > "$SW_DIR/s3.json" <<JSON
 {"identities":[{"name":"admin","credentials":[{"accessKey":"$SW_AK","secretKey":"$SW_SK"}],
   "actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
+# Every test bucket is a SeaweedFS collection with volumes of its own: small volumes and a high volume limit keep
+# a long run from running out of writable volumes ("No writable volumes and no free volumes left").
 weed mini -dir="$SW_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  -master.volumeSizeLimitMB=64 -volume.max=4000 \
   -master.telemetry=false -master.telemetry.url=http://127.0.0.1:9/ \
   -s3.port="$SW_PORT" -s3.config="$SW_DIR/s3.json" -admin.ui=false > "$SW_DIR/weed.log" 2>&1 &
 SW_PID=$!

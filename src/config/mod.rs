@@ -22,6 +22,11 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ALLOW_SIGV2_PRESIGNED: bool = true;
 pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_SELF_SIGNED_DIR: &str = "./s3crypt-data/tls";
+/// A CompleteMultipartUpload slower than this answers 200 at once and keeps the connection alive with spaces
+/// until its result, as S3 does.
+pub const DEFAULT_SLOW_RESPONSE_KEEPALIVE: Duration = Duration::from_secs(2);
+/// The largest object S3 copies with one CopyObject (5 GiB); larger ones are copied part by part.
+pub const DEFAULT_MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -122,6 +127,8 @@ pub struct RawServer {
     pub header_read_timeout: Duration,
     #[serde(default = "default_allow_sigv2_presigned")]
     pub allow_sigv2_presigned: bool,
+    #[serde(default = "default_slow_response_keepalive", with = "humantime_serde")]
+    pub slow_response_keepalive: Duration,
 }
 
 impl Default for RawServer {
@@ -134,6 +141,7 @@ impl Default for RawServer {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             allow_sigv2_presigned: DEFAULT_ALLOW_SIGV2_PRESIGNED,
+            slow_response_keepalive: DEFAULT_SLOW_RESPONSE_KEEPALIVE,
         }
     }
 }
@@ -258,6 +266,8 @@ pub struct RawUpstream {
     pub pool_idle_timeout: Duration,
     #[serde(default = "default_upstream_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
+    #[serde(default = "default_max_copy_size")]
+    pub max_copy_size: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +287,12 @@ impl Default for RawEmbedded {
 
 fn default_region() -> String {
     DEFAULT_REGION.to_owned()
+}
+fn default_slow_response_keepalive() -> Duration {
+    DEFAULT_SLOW_RESPONSE_KEEPALIVE
+}
+fn default_max_copy_size() -> u64 {
+    DEFAULT_MAX_COPY_SIZE
 }
 fn default_allow_sigv2_presigned() -> bool {
     DEFAULT_ALLOW_SIGV2_PRESIGNED
@@ -344,6 +360,7 @@ pub struct ServerSettings {
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub allow_sigv2_presigned: bool,
+    pub slow_response_keepalive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -395,6 +412,8 @@ pub struct UpstreamSettings {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// The store's CopyObject limit: larger objects are copied with UploadPartCopy.
+    pub max_copy_size: u64,
 }
 
 impl Config {
@@ -754,6 +773,13 @@ impl RawConfig {
         if u.region.is_empty() {
             p.push("upstream.region", "empty", "set the upstream region, e.g. \"us-east-1\"");
         }
+        if !(5 * 1024 * 1024..=DEFAULT_MAX_COPY_SIZE).contains(&u.max_copy_size) {
+            p.push(
+                "upstream.max_copy_size",
+                format!("{} is outside 5 MiB ..= 5 GiB", u.max_copy_size),
+                "set the store's CopyObject limit in bytes, e.g. 5368709120",
+            );
+        }
         let ca_file = u.ca_file.as_ref().map(|f| base.join(f));
         if let Some(ca) = &ca_file
             && !ca.is_file()
@@ -817,6 +843,7 @@ impl RawConfig {
                 tls_handshake_timeout: s.tls_handshake_timeout,
                 header_read_timeout: s.header_read_timeout,
                 allow_sigv2_presigned: s.allow_sigv2_presigned,
+                slow_response_keepalive: s.slow_response_keepalive,
             },
             listeners,
             tls: TlsSettings {
@@ -837,6 +864,7 @@ impl RawConfig {
                 response_timeout: u.response_timeout,
                 pool_idle_timeout: u.pool_idle_timeout,
                 pool_max_idle_per_host: u.pool_max_idle_per_host,
+                max_copy_size: u.max_copy_size,
             },
             encryption: EncryptionSettings {
                 keyring_file: keyring_file.unwrap_or_default(),

@@ -111,8 +111,13 @@ impl Crypto {
         Ok(format!("{UPLOAD_ID_PREFIX}{}.{}.{upstream_id}", B64URL.encode(kek_ref), B64URL.encode(token)))
     }
 
-    /// Reads an upload ID made by [`Crypto::upload_id`]: the upstream upload ID and the data key.
-    pub fn open_upload_id(&self, upload_id: &str, id: &ObjectIdentity) -> Result<(String, Arc<DataKey>), ProxyError> {
+    /// Reads an upload ID made by [`Crypto::upload_id`]: the upstream upload ID, the data key and the reference of
+    /// the KEK that wrapped it.
+    pub fn open_upload_id(
+        &self,
+        upload_id: &str,
+        id: &ObjectIdentity,
+    ) -> Result<(String, Arc<DataKey>, String), ProxyError> {
         let no_such = || ProxyError::NoSuchUpload;
         let rest = upload_id.strip_prefix(UPLOAD_ID_PREFIX).ok_or_else(no_such)?;
         let mut fields = rest.splitn(3, '.');
@@ -127,7 +132,7 @@ impl Crypto {
         let kek = self.keyring.by_reference(&kek_ref).ok_or_else(|| ProxyError::UnknownKey(kek_ref.clone()))?;
         let dek =
             kek.unwrap(&token, &upload_token_aad(&kek_ref, id, self.segment_size, upstream_id)).ok_or_else(no_such)?;
-        Ok((upstream_id.to_owned(), Arc::new(dek)))
+        Ok((upstream_id.to_owned(), Arc::new(dek), kek_ref))
     }
 
     /// The upstream upload ID inside an upload ID (no key needed: Abort and ListParts also accept raw IDs, the
@@ -158,7 +163,8 @@ mod tests {
         let dek = DataKey::generate().unwrap();
         let upload_id = c.upload_id(&dek, &id, "up.stream_id-1.2").unwrap();
         assert!(upload_id.starts_with("s3c1.") && upload_id.ends_with(".up.stream_id-1.2"));
-        let (upstream, got) = c.open_upload_id(&upload_id, &id).unwrap();
+        let (upstream, got, kek_ref) = c.open_upload_id(&upload_id, &id).unwrap();
+        assert_eq!(kek_ref, "keyring:k1");
         assert_eq!((upstream.as_str(), got.expose()), ("up.stream_id-1.2", dek.expose()));
         assert_eq!(Crypto::upstream_upload_id(&upload_id), "up.stream_id-1.2");
         assert_eq!(Crypto::upstream_upload_id("raw-id"), "raw-id");

@@ -32,19 +32,15 @@ pub fn check_request(op: S3Op, headers: &HeaderMap, query: &[(String, String)]) 
              encrypts every object with its own keys.",
         ));
     }
+    let _ = query;
     match op {
-        S3Op::CopyObject
-        | S3Op::CreateMultipartUpload
-        | S3Op::UploadPart
-        | S3Op::UploadPartCopy
-        | S3Op::CompleteMultipartUpload
-        | S3Op::GetObjectAttributes => Err(ProxyError::NotImplemented(
-            "Multipart uploads, copies and GetObjectAttributes are not supported yet on encrypted buckets.",
+        S3Op::CopyObject | S3Op::UploadPartCopy | S3Op::GetObjectAttributes => Err(ProxyError::NotImplemented(
+            "Copies and GetObjectAttributes are not supported yet on encrypted buckets.",
         )),
-        S3Op::GetObject | S3Op::HeadObject if query.iter().any(|(k, _)| k == "partNumber") => {
-            Err(ProxyError::NotImplemented("GET and HEAD with partNumber are not supported yet on encrypted buckets."))
-        }
-        S3Op::ListBuckets
+        S3Op::CreateMultipartUpload
+        | S3Op::UploadPart
+        | S3Op::CompleteMultipartUpload
+        | S3Op::ListBuckets
         | S3Op::CreateBucket
         | S3Op::DeleteBucket
         | S3Op::HeadBucket
@@ -165,7 +161,7 @@ fn plain_response(resp: Response<Incoming>) -> Response<ProxyBody> {
 }
 
 /// The envelope, or what the legacy policy says about an object without one.
-fn envelope_or_policy(headers: &HeaderMap, crypto: &Crypto) -> Result<Option<Envelope>, ProxyError> {
+pub fn envelope_or_policy(headers: &HeaderMap, crypto: &Crypto) -> Result<Option<Envelope>, ProxyError> {
     match Envelope::from_headers(headers) {
         Ok(Some(e)) => Ok(Some(e)),
         Ok(None) => match crypto.legacy_objects {

@@ -3,6 +3,7 @@
 //! (scrubbed). Errors are rendered once, here, as S3 XML.
 
 mod encrypted;
+mod multipart;
 mod response;
 
 use std::sync::Arc;
@@ -18,14 +19,15 @@ use hyper::body::Incoming;
 use crate::config::{ClientCredential, PlainHttpPolicy, UploadChecksum};
 use crate::crypto::Crypto;
 use crate::crypto::body::EncryptBody;
-use crate::crypto::envelope::check_client_metadata;
+use crate::crypto::envelope::{Multipart, check_client_metadata};
 use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
 use crate::crypto::keys::{ObjectIdentity, random_bytes};
 use crate::error::{BoxError, ProxyError, Side};
 use crate::s3::checksum::ChecksumAlgorithm;
 use crate::s3::headers::{
-    CONTENT_MD5, X_AMZ_CONTENT_SHA256, X_AMZ_COPY_SOURCE, X_AMZ_DATE, X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2,
-    X_AMZ_REQUEST_ID, X_AMZ_SECURITY_TOKEN, X_AMZ_TRAILER, strip_hop_by_hop,
+    CONTENT_MD5, X_AMZ_CHECKSUM_ALGORITHM, X_AMZ_CHECKSUM_TYPE, X_AMZ_CONTENT_SHA256, X_AMZ_COPY_SOURCE, X_AMZ_DATE,
+    X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2, X_AMZ_MP_PARTS_COUNT, X_AMZ_REQUEST_ID, X_AMZ_SECURITY_TOKEN,
+    X_AMZ_TRAILER, strip_hop_by_hop,
 };
 use crate::s3::op::{S3Op, classify};
 use crate::s3::{Target, resolve_target};
@@ -62,9 +64,21 @@ pub struct Proxy {
 struct Inner {
     verifier: Verifier,
     upstream: Upstream,
-    base_domains: Vec<String>,
-    upload_checksum: UploadChecksum,
+    settings: ProxySettings,
     crypto: Arc<Crypto>,
+}
+
+/// What the request path needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Virtual-hosted-style base domains.
+    pub base_domains: Vec<String>,
+    /// How upload bodies are framed towards the store.
+    pub upload_checksum: UploadChecksum,
+    /// A slow CompleteMultipartUpload answers 200 after this and sends spaces until its result.
+    pub slow_response_keepalive: std::time::Duration,
+    /// The store's CopyObject size limit.
+    pub max_copy_size: u64,
 }
 
 pub(crate) fn full_body(b: Bytes) -> ProxyBody {
@@ -77,6 +91,7 @@ pub(crate) fn empty_body() -> ProxyBody {
 
 /// Everything the error rendering needs to know about the request.
 struct RequestView {
+    request_id: String,
     resource: String,
     is_head: bool,
     body_unread: bool,
@@ -84,14 +99,8 @@ struct RequestView {
 }
 
 impl Proxy {
-    pub fn new(
-        verifier: Verifier,
-        upstream: Upstream,
-        base_domains: Vec<String>,
-        upload_checksum: UploadChecksum,
-        crypto: Arc<Crypto>,
-    ) -> Proxy {
-        Proxy { inner: Arc::new(Inner { verifier, upstream, base_domains, upload_checksum, crypto }) }
+    pub fn new(verifier: Verifier, upstream: Upstream, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
+        Proxy { inner: Arc::new(Inner { verifier, upstream, settings, crypto }) }
     }
 
     /// Serves one request. Never fails: errors become S3 error responses.
@@ -100,6 +109,7 @@ impl Proxy {
         let started = Instant::now();
         let method = req.method().clone();
         let mut view = RequestView {
+            request_id: request_id.clone(),
             resource: req.uri().path().to_owned(),
             is_head: req.method() == Method::HEAD,
             body_unread: has_body(req.headers()),
@@ -144,7 +154,7 @@ impl Proxy {
             }
         }
         let host = request_host(&req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
-        let target = resolve_target(&host, req.uri().path(), &self.inner.base_domains)?;
+        let target = resolve_target(&host, req.uri().path(), &self.inner.settings.base_domains)?;
         view.resource = target.resource();
 
         let vhost_bucket = target.virtual_hosted.then_some(target.bucket.as_deref()).flatten();
@@ -171,20 +181,78 @@ impl Proxy {
             key: target.key.clone().unwrap_or_default(),
         };
 
-        // A new object in an encrypted bucket gets a data key, wrapped before its body is read.
-        let new_object = if encrypted && op == S3Op::PutObject {
-            let (dek, env) = crypto.new_object_key(&identity, None)?;
-            check_client_metadata(&parts.headers, env.metadata_len())?;
-            Some(NewObject { dek, envelope: env, segment_size: crypto.segment_size })
-        } else {
-            None
+        // Multipart uploads: the client's upload ID carries the data key; the upstream sees its own ID.
+        let mut open_upload = None;
+        let mut client_upload_id = None;
+        if encrypted {
+            match op {
+                S3Op::UploadPart | S3Op::CompleteMultipartUpload => {
+                    open_upload = Some(multipart::open_upload(&crypto, &mut auth.query, &identity)?);
+                }
+                S3Op::AbortMultipartUpload | S3Op::ListParts => {
+                    client_upload_id = multipart::unwrap_upload_id(&mut auth.query);
+                }
+                _other => {}
+            }
+        }
+        if encrypted
+            && op == S3Op::CompleteMultipartUpload
+            && let Some(upload) = open_upload.take()
+        {
+            return self.complete_upload(&parts.headers, body, &target, &auth, &identity, upload, view).await;
+        }
+        // GET / HEAD by part number: find the part's plaintext range (a HEAD) and read it as a Range.
+        let mut part_read = None;
+        if encrypted
+            && matches!(op, S3Op::GetObject | S3Op::HeadObject)
+            && auth.query.iter().any(|(k, _)| k == "partNumber")
+        {
+            match self.locate_part(op, &parts.headers, &target, &mut auth, &identity).await? {
+                multipart::Located::Done(resp) => return Ok(resp),
+                multipart::Located::Read(p) => part_read = Some(p),
+            }
+        }
+
+        // A new object or part in an encrypted bucket is encrypted under its data key, known before the body is read.
+        let mut extra_set: Vec<(HeaderName, HeaderValue)> = Vec::new();
+        let mut extra_remove: Vec<HeaderName> = Vec::new();
+        let mut create_key = None;
+        let mut kek_ref = open_upload.as_ref().map(|u| u.kek_ref.clone());
+        let encrypting = match (encrypted, op) {
+            (true, S3Op::PutObject) => {
+                let (dek, env) = crypto.new_object_key(&identity, None)?;
+                check_client_metadata(&parts.headers, env.metadata_len())?;
+                kek_ref = Some(env.kek_ref.clone());
+                extra_set.extend(env.to_headers());
+                Some(Encrypting { dek: Arc::new(dek), part: SINGLE_PUT_PART, segment_size: crypto.segment_size })
+            }
+            (true, S3Op::UploadPart) => {
+                let part = multipart::part_number(&auth.query)?;
+                let upload = open_upload.as_ref().ok_or(ProxyError::NoSuchUpload)?;
+                Some(Encrypting { dek: Arc::clone(&upload.dek), part, segment_size: crypto.segment_size })
+            }
+            (true, S3Op::CreateMultipartUpload) => {
+                let (dek, env) = crypto.new_object_key(&identity, Some(Multipart::Open))?;
+                check_client_metadata(&parts.headers, multipart::sealed_envelope_len(&env))?;
+                kek_ref = Some(env.kek_ref.clone());
+                extra_set.extend(env.to_headers());
+                // The client's checksum settings describe plaintext, which the proxy verifies itself. Parts go
+                // upstream with a CRC32 trailer of their ciphertext, without declaring an algorithm for the
+                // upload: stores then do not require (plaintext or ciphertext) checksums at Complete.
+                extra_remove.extend([X_AMZ_CHECKSUM_ALGORITHM, X_AMZ_CHECKSUM_TYPE]);
+                create_key = Some(dek);
+                None
+            }
+            _other => None,
         };
-        let kek_ref = new_object.as_ref().map(|n| n.envelope.kek_ref.clone());
         let verified: VerifiedChecksum = Arc::default();
-        let upload = Upload { new_object, chunk_signing: auth.chunk_signing.take(), verified: Arc::clone(&verified) };
+        let upload = Upload { encrypting, chunk_signing: auth.chunk_signing.take(), verified: Arc::clone(&verified) };
         let mut prepared =
-            prepare_body(op, &parts.method, &auth, &parts.headers, body, self.inner.upload_checksum, upload).await?;
-        let range = ClientRange::parse(&parts.headers);
+            prepare_body(op, &parts.method, &auth, &parts.headers, body, self.inner.settings.upload_checksum, upload)
+                .await?;
+        prepared.set_headers.extend(extra_set);
+        prepared.remove_headers.extend(extra_remove);
+        let range = part_read.as_ref().map_or_else(|| ClientRange::parse(&parts.headers), |p| p.range);
         if encrypted && matches!(op, S3Op::GetObject | S3Op::HeadObject) {
             // The store serves ciphertext: ask for the covering segments, and for no ciphertext checksum.
             prepared.remove_headers.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
@@ -193,6 +261,13 @@ impl Proxy {
                 && let Ok(v) = HeaderValue::from_str(&r)
             {
                 prepared.set_headers.push((http::header::RANGE, v));
+            }
+            if let Some(p) = &part_read
+                && let Some(etag) = &p.etag
+                && !parts.headers.contains_key(http::header::IF_MATCH)
+            {
+                // The part's range was computed from a HEAD: read the same object.
+                prepared.set_headers.push((http::header::IF_MATCH, etag.clone()));
             }
         }
         let payload = prepared.payload.clone();
@@ -224,7 +299,12 @@ impl Proxy {
         let ok = resp.status().is_success();
         match op {
             S3Op::GetObject if ok => match encrypted::get_response(resp, range, &crypto, &identity).await? {
-                encrypted::ObjectResponse::Ready(r) => Ok(r),
+                encrypted::ObjectResponse::Ready(mut r) => {
+                    if let Some(count) = part_read.and_then(|p| p.parts_count) {
+                        r.headers_mut().insert(X_AMZ_MP_PARTS_COUNT, HeaderValue::from(count));
+                    }
+                    Ok(r)
+                }
                 encrypted::ObjectResponse::RefetchPlain => {
                     // A plaintext object read under legacy_objects = "passthrough": fetch it as the client asked.
                     let prepared = Prepared::no_body(false);
@@ -254,6 +334,19 @@ impl Proxy {
                 Err(ProxyError::InvalidRange { size })
             }
             S3Op::HeadObject if ok => encrypted::head_response(resp, &crypto),
+            S3Op::CreateMultipartUpload if ok => {
+                let r = response::map_response(resp, op, &auth.client, is_head).await?;
+                let dek = create_key.ok_or_else(|| ProxyError::Internal("no key for the new upload".into()))?;
+                let client_alg = parts.headers.get(X_AMZ_CHECKSUM_ALGORITHM).cloned();
+                let mut r = multipart::create_response(r, &crypto, &dek, &identity, client_alg).await?;
+                encrypted::scrub_object_headers(r.headers_mut(), kek_ref.as_deref());
+                Ok(r)
+            }
+            S3Op::ListParts if ok => {
+                let r = response::map_response(resp, op, &auth.client, is_head).await?;
+                let id = client_upload_id.unwrap_or_default();
+                multipart::list_parts_response(r, crypto.segment_size, &id).await
+            }
             S3Op::ListObjects | S3Op::ListObjectsV2 | S3Op::ListObjectVersions => {
                 let r = response::map_response(resp, op, &auth.client, is_head).await?;
                 encrypted::listing_response(r, crypto.segment_size).await
@@ -348,18 +441,18 @@ struct Prepared {
 
 /// What an object upload carries besides its body.
 struct Upload {
-    /// Encryption: the new object's key and envelope.
-    new_object: Option<NewObject>,
+    /// Encryption of the body (PutObject, UploadPart on an encrypted bucket).
+    encrypting: Option<Encrypting>,
     /// Signed chunks: the chain's seed.
     chunk_signing: Option<ChunkSigningContext>,
     /// Receives the trailer checksum once verified, to echo it.
     verified: VerifiedChecksum,
 }
 
-/// The key and envelope of an object about to be written.
-struct NewObject {
-    dek: crate::crypto::keys::DataKey,
-    envelope: crate::crypto::envelope::Envelope,
+/// How an upload body is encrypted: the data key and the stream's part number (0 for PutObject).
+struct Encrypting {
+    dek: Arc<crate::crypto::keys::DataKey>,
+    part: u16,
     segment_size: u32,
 }
 
@@ -468,14 +561,15 @@ async fn prepare_body(
 ) -> Result<Prepared, ProxyError> {
     if op.carries_object_data() {
         let (mut data, mut len) = object_data(auth, upload.chunk_signing, upload.verified, headers, body)?;
-        let new_object = upload.new_object;
         let mut set_headers = Vec::new();
-        if let Some(obj) = new_object {
+        if let Some(enc) = upload.encrypting {
             let salt = random_bytes()?;
-            let cipher_len = ciphertext_len(len, obj.segment_size);
-            data = EncryptBody::new(data, &obj.dek, SINGLE_PUT_PART, salt, obj.segment_size, len).boxed_unsync();
+            let cipher_len = ciphertext_len(len, enc.segment_size);
+            if enc.part != SINGLE_PUT_PART && cipher_len > multipart::MAX_PART_SIZE {
+                return Err(ProxyError::EntityTooLarge);
+            }
+            data = EncryptBody::new(data, &enc.dek, enc.part, salt, enc.segment_size, len).boxed_unsync();
             len = cipher_len;
-            set_headers.extend(obj.envelope.to_headers());
         }
         return Ok(match upload_checksum {
             UploadChecksum::Crc32 => {
@@ -521,23 +615,7 @@ async fn prepare_body(
     }
     // A small non-object body (XML): read it whole, check it, forward it with its own hash. Nothing reaches the
     // upstream before the body is complete and verified.
-    if declared_length(headers)?.is_none() {
-        return Err(ProxyError::MissingContentLength);
-    }
-    let mut checks = Checks::new().from_headers(headers)?;
-    if let PayloadMode::Sha256(expected) = &auth.payload {
-        checks = checks.sha256(*expected);
-    }
-    let limited = Limited::new(CheckedBody::new(body, checks), MAX_SMALL_BODY);
-    let bytes = match limited.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            return Err(match e.downcast::<ProxyError>() {
-                Ok(pe) => *pe,
-                Err(_too_large) => ProxyError::EntityTooLarge,
-            });
-        }
-    };
+    let bytes = read_small_body(auth, headers, body).await?;
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     Ok(Prepared {
         content_length: Some(bytes.len() as u64),
@@ -548,6 +626,26 @@ async fn prepare_body(
         set_headers: Vec::new(),
         remove_headers: Vec::new(),
     })
+}
+
+/// Reads a small non-object body (XML, at most `MAX_SMALL_BODY`) whole, verifying its signed hash and any
+/// Content-MD5 / checksum header.
+async fn read_small_body(auth: &Authenticated, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ProxyError> {
+    if declared_length(headers)?.is_none() {
+        return Err(ProxyError::MissingContentLength);
+    }
+    let mut checks = Checks::new().from_headers(headers)?;
+    if let PayloadMode::Sha256(expected) = &auth.payload {
+        checks = checks.sha256(*expected);
+    }
+    let limited = Limited::new(CheckedBody::new(body, checks), MAX_SMALL_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(match e.downcast::<ProxyError>() {
+            Ok(pe) => *pe,
+            Err(_too_large) => ProxyError::EntityTooLarge,
+        }),
+    }
 }
 
 impl Prepared {

@@ -76,7 +76,12 @@ fn default_code(status: StatusCode) -> &'static str {
 }
 
 /// Turns an upstream error response into the error the client sees.
-async fn upstream_error(status: StatusCode, headers: &HeaderMap, body: Incoming, is_head: bool) -> ProxyError {
+pub(super) async fn upstream_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Incoming,
+    is_head: bool,
+) -> ProxyError {
     let kept: Vec<(HeaderName, HeaderValue)> =
         ERROR_HEADERS_KEPT.iter().filter_map(|n| headers.get(n).map(|v| (n.clone(), v.clone()))).collect();
     let parsed = if is_head { None } else { read_small(body, MAX_ERROR_BODY).await.and_then(|b| xml::parse_error(&b)) };
@@ -98,6 +103,23 @@ async fn upstream_error(status: StatusCode, headers: &HeaderMap, body: Incoming,
             headers: kept,
         },
     }
+}
+
+/// An `<Error>` document in a 200 response (CompleteMultipartUpload and copies answer so when they fail after
+/// the status went out).
+pub(super) fn error_in_ok_body(code: String, message: String) -> ProxyError {
+    if UPSTREAM_AUTH_CODES.contains(&code.as_str()) {
+        return ProxyError::UpstreamAuth(format!("upstream answered 200 with {code}"));
+    }
+    let status = match code.as_str() {
+        "SlowDown" | "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "InternalError" => StatusCode::INTERNAL_SERVER_ERROR,
+        "PreconditionFailed" => StatusCode::PRECONDITION_FAILED,
+        "NoSuchKey" | "NoSuchUpload" | "NoSuchBucket" => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let message = if code == "AccessDenied" { "Access Denied".to_owned() } else { message };
+    ProxyError::Upstream { status, code, message, headers: Vec::new() }
 }
 
 /// Removes what belongs to the upstream hop: hop-by-hop headers, the store's identity, its clock, and the

@@ -13,6 +13,14 @@ pub const X_AMZ_COPY_SOURCE: HeaderName = HeaderName::from_static("x-amz-copy-so
 pub const X_AMZ_REQUEST_ID: HeaderName = HeaderName::from_static("x-amz-request-id");
 pub const X_AMZ_ID_2: HeaderName = HeaderName::from_static("x-amz-id-2");
 pub const X_AMZ_WRITE_OFFSET_BYTES: HeaderName = HeaderName::from_static("x-amz-write-offset-bytes");
+pub const X_AMZ_VERSION_ID: HeaderName = HeaderName::from_static("x-amz-version-id");
+pub const X_AMZ_CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("x-amz-checksum-algorithm");
+pub const X_AMZ_CHECKSUM_TYPE: HeaderName = HeaderName::from_static("x-amz-checksum-type");
+pub const X_AMZ_MP_PARTS_COUNT: HeaderName = HeaderName::from_static("x-amz-mp-parts-count");
+pub const X_AMZ_MP_OBJECT_SIZE: HeaderName = HeaderName::from_static("x-amz-mp-object-size");
+pub const X_AMZ_METADATA_DIRECTIVE: HeaderName = HeaderName::from_static("x-amz-metadata-directive");
+pub const X_AMZ_COPY_SOURCE_IF_MATCH: HeaderName = HeaderName::from_static("x-amz-copy-source-if-match");
+pub const X_AMZ_COPY_SOURCE_RANGE: HeaderName = HeaderName::from_static("x-amz-copy-source-range");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
 const HOP_BY_HOP: [HeaderName; 8] = [

@@ -223,6 +223,147 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(u64) -> u64) -> Option<Vec<u8>
     Some(out)
 }
 
+/// The `(name, text)` children of one element.
+pub type Record = Vec<(String, String)>;
+
+/// The records at `record` (a path of local names from the root, e.g. `["ListPartsResult", "Part"]`): for each,
+/// the text of its direct children, in order. Also returns the text of the root's direct children (paging
+/// fields such as `IsTruncated`). `None` if the body is not well-formed XML or its root is not `record[0]`.
+pub fn records(body: &[u8], record: &[&str]) -> Option<(Vec<Record>, Record)> {
+    let mut reader = Reader::from_reader(body);
+    let mut path: Vec<String> = Vec::new();
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    let mut top: Vec<(String, String)> = Vec::new();
+    let mut field: Option<(String, String)> = None;
+    let mut saw_root = false;
+    loop {
+        let ev = reader.read_event().ok()?;
+        match &ev {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if path.is_empty() {
+                    if name != record[0] || saw_root {
+                        return None;
+                    }
+                    saw_root = true;
+                }
+                path.push(name);
+                if path.len() == record.len() && path.iter().zip(record).all(|(a, b)| a == b) {
+                    out.push(Vec::new());
+                }
+                let in_record = path.len() == record.len() + 1 && path.iter().zip(record).all(|(a, b)| a == b);
+                if in_record || path.len() == 2 {
+                    field = Some((path[path.len() - 1].clone(), String::new()));
+                }
+            }
+            Event::Empty(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if path.is_empty() {
+                    return (name == record[0] && !saw_root).then(|| (Vec::new(), Vec::new()));
+                }
+                let in_record = path.len() == record.len() && path.iter().zip(record).all(|(a, b)| a == b);
+                if in_record && let Some(r) = out.last_mut() {
+                    r.push((name, String::new()));
+                } else if path.len() == 1 {
+                    top.push((name, String::new()));
+                }
+            }
+            Event::End(_) => {
+                let closed = path.len();
+                path.pop();
+                if let Some((name, text)) = field.take() {
+                    let in_record = closed == record.len() + 1;
+                    if in_record && path.iter().zip(record).all(|(a, b)| a == b) {
+                        if let Some(r) = out.last_mut() {
+                            r.push((name, text));
+                        }
+                    } else if closed == 2 {
+                        top.push((name, text));
+                    }
+                }
+            }
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
+                if let Some((_, text)) = field.as_mut() {
+                    push_text(&ev, text);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    saw_root.then_some((out, top))
+}
+
+/// The text of field `name` in a record from [`records`].
+pub fn field<'a>(record: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    record.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim())
+}
+
+/// Replaces the text of every element at `path` (local names from the root) with `value` (escaped here).
+pub fn replace_text(body: &[u8], path: &[&str], value: &str) -> Option<Vec<u8>> {
+    let mut reader = Reader::from_reader(body);
+    let mut cur: Vec<Vec<u8>> = Vec::new();
+    let mut edits: Vec<(usize, usize)> = Vec::new();
+    let mut start: Option<usize> = None;
+    loop {
+        let before = usize::try_from(reader.buffer_position()).ok()?;
+        let ev = reader.read_event().ok()?;
+        match &ev {
+            Event::Start(e) => {
+                cur.push(e.local_name().as_ref().to_vec());
+                if cur.len() == path.len() && cur.iter().zip(path).all(|(a, b)| a == b.as_bytes()) {
+                    start = Some(usize::try_from(reader.buffer_position()).ok()?);
+                }
+            }
+            Event::End(_) => {
+                if let Some(s) = start.take() {
+                    edits.push((s, before));
+                }
+                cur.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let escaped = escape(value);
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut pos = 0;
+    for (s, e) in edits {
+        out.extend_from_slice(&body[pos..s]);
+        out.extend_from_slice(escaped.as_bytes());
+        pos = e;
+    }
+    out.extend_from_slice(&body[pos..]);
+    Some(out)
+}
+
+/// Writes an XML document: `<root xmlns="...">` then `(name, value)` children (escaped), nested one level by
+/// `groups` (each group is an element name and its children).
+pub fn document(root: &str, fields: &[(&str, String)], groups: &[(&str, Vec<(&str, String)>)]) -> Bytes {
+    let mut s = String::with_capacity(256 + groups.len() * 96);
+    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
+    s.push_str(root);
+    s.push_str(" xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    for (name, value) in fields {
+        push_element(&mut s, name, value);
+    }
+    for (name, children) in groups {
+        s.push('<');
+        s.push_str(name);
+        s.push('>');
+        for (n, v) in children {
+            push_element(&mut s, n, v);
+        }
+        s.push_str("</");
+        s.push_str(name);
+        s.push('>');
+    }
+    s.push_str("</");
+    s.push_str(root);
+    s.push('>');
+    Bytes::from(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +394,29 @@ mod tests {
         assert!(s.contains("<Key>b</Key><Size>6</Size>"), "{s}");
         assert!(!s.contains("Checksum"), "{s}");
         assert!(s.contains("<KeyCount>2</KeyCount>"));
+    }
+
+    #[test]
+    fn records_and_top_level_fields_are_read_with_entities_resolved() {
+        let body = br#"<?xml version="1.0"?><ListPartsResult xmlns="x"><Bucket>b</Bucket><IsTruncated>true</IsTruncated><Part><PartNumber>1</PartNumber><ETag>&quot;e1&quot;</ETag><Size>10</Size></Part><Part><PartNumber>2</PartNumber><ETag>"e2"</ETag><Size>5</Size><ChecksumCRC32/></Part></ListPartsResult>"#;
+        let (parts, top) = records(body, &["ListPartsResult", "Part"]).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(field(&parts[0], "ETag"), Some("\"e1\""));
+        assert_eq!(field(&parts[1], "Size"), Some("5"));
+        assert_eq!(field(&top, "IsTruncated"), Some("true"));
+        assert!(records(body, &["Other", "Part"]).is_none());
+        let e = records(b"<CompleteMultipartUpload/>", &["CompleteMultipartUpload", "Part"]).unwrap();
+        assert!(e.0.is_empty());
+    }
+
+    #[test]
+    fn element_text_is_replaced_in_place_and_documents_are_escaped() {
+        let body = b"<R><UploadId>raw</UploadId><X>1</X></R>";
+        let out = replace_text(body, &["R", "UploadId"], "s3c1.a&b").unwrap();
+        assert_eq!(out, b"<R><UploadId>s3c1.a&amp;b</UploadId><X>1</X></R>");
+        let d = document("R", &[("Key", "a<b".into())], &[("Part", vec![("N", "1".into())])]);
+        let s = String::from_utf8(d.to_vec()).unwrap();
+        assert!(s.ends_with("<Key>a&lt;b</Key><Part><N>1</N></Part></R>"), "{s}");
     }
 
     #[test]

@@ -86,13 +86,13 @@ impl Server {
         };
         let (crypto, created_key) = crate::crypto::Crypto::load(&config.encryption)?;
         let verifier = Verifier::new(&config.clients, &config.server.region, config.server.allow_sigv2_presigned);
-        let proxy = Proxy::new(
-            verifier,
-            upstream,
-            config.server.base_domains.clone(),
-            config.upstream.upload_checksum,
-            Arc::new(crypto),
-        );
+        let settings = crate::proxy::ProxySettings {
+            base_domains: config.server.base_domains.clone(),
+            upload_checksum: config.upstream.upload_checksum,
+            slow_response_keepalive: config.server.slow_response_keepalive,
+            max_copy_size: config.upstream.max_copy_size,
+        };
+        let proxy = Proxy::new(verifier, upstream, settings, Arc::new(crypto));
 
         let needs_tls = config.listeners.iter().any(|l| l.protocol == Protocol::Https);
         let mut dev_ca_file = None;

@@ -8,6 +8,7 @@ mod bodies;
 mod config;
 mod encryption;
 mod format_vectors;
+mod multipart;
 mod roundtrip;
 mod transport;
 mod uploads;

@@ -61,6 +61,8 @@ pub struct TestEnvBuilder {
     passthrough: Vec<String>,
     keyring: Option<std::path::PathBuf>,
     legacy_passthrough: bool,
+    server_extra: String,
+    upstream_extra: String,
 }
 
 /// A running proxy and its clients.
@@ -140,6 +142,8 @@ impl TestEnv {
             passthrough: Vec::new(),
             keyring: None,
             legacy_passthrough: false,
+            server_extra: String::new(),
+            upstream_extra: String::new(),
         }
     }
 
@@ -259,6 +263,18 @@ impl TestEnvBuilder {
         self
     }
 
+    /// `server.slow_response_keepalive` (default 2s).
+    pub fn slow_response_keepalive(mut self, v: &str) -> Self {
+        self.server_extra.push_str(&format!("slow_response_keepalive = {v:?}\n"));
+        self
+    }
+
+    /// `upstream.max_copy_size` (default 5 GiB).
+    pub fn max_copy_size(mut self, bytes: u64) -> Self {
+        self.upstream_extra.push_str(&format!("max_copy_size = {bytes}\n"));
+        self
+    }
+
     pub fn base_domain(mut self, d: &str) -> Self {
         self.base_domains.push(d.to_owned());
         self
@@ -268,6 +284,7 @@ impl TestEnvBuilder {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut toml = String::from("[server]\nmode = \"dev\"\ndrain_timeout = \"5s\"\n");
         toml.push_str(&format!("base_domains = {:?}\n", self.base_domains));
+        toml.push_str(&self.server_extra);
         toml.push_str("[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"https\"\n");
         for (policy, _) in &self.extra_listeners {
             toml.push_str(&format!(
@@ -317,6 +334,7 @@ impl TestEnvBuilder {
                 )
             }
         };
+        let toml = toml.replacen("[upstream]\n", &format!("[upstream]\n{}", self.upstream_extra), 1);
         let config = Config::from_toml(&toml, dir.path(), &|_| None).unwrap_or_else(|p| panic!("config: {p:?}"));
         let server = Server::bind(config).await.expect("bind");
         let https = server.addrs().iter().find(|b| b.protocol == Protocol::Https).expect("https").addr;

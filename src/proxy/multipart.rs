@@ -1,0 +1,963 @@
+//! Multipart uploads on encrypted buckets, and reads by part number. Stateless: the upload ID handed to the client
+//! carries the data key wrapped under the KEK and bound to the upstream upload (docs/FORMAT.md, "Multipart
+//! uploads"), so any replica serves any request of an upload.
+//!
+//! Complete checks the layout of the parts (every part but the last the same size, a multiple of the segment
+//! size), completes upstream, then seals the object: a server-side copy onto itself whose metadata records the
+//! layout under the data-key wrap. Until sealed an object is not served. A slow Complete answers 200 at once and
+//! keeps the connection alive with spaces until the result, as S3 does.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::{Proxy, ProxyBody, RequestView};
+use crate::crypto::Crypto;
+use crate::crypto::envelope::{Envelope, Multipart, USER_METADATA_LIMIT};
+use crate::crypto::format::{MAX_PARTS, META_PREFIX, plaintext_len};
+use crate::crypto::keys::{DataKey, ObjectIdentity};
+use crate::error::{BoxError, ProxyError};
+use crate::s3::Target;
+use crate::s3::headers::{
+    X_AMZ_CHECKSUM_ALGORITHM, X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE,
+    X_AMZ_METADATA_DIRECTIVE, X_AMZ_MP_OBJECT_SIZE, X_AMZ_MP_PARTS_COUNT, X_AMZ_VERSION_ID, header_str,
+};
+use crate::s3::xml;
+use crate::sigv4::verify::Authenticated;
+
+/// Largest part S3 stores (ciphertext, here).
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Largest upstream XML response read (ListParts pages, Complete and copy results).
+const MAX_XML_RESPONSE: usize = 16 * 1024 * 1024;
+/// Deadline to read a Complete or copy result: S3 may work (sending spaces) for minutes on large objects.
+const SLOW_XML_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Deadline to read a small XML response (ListParts page).
+const XML_TIMEOUT: Duration = Duration::from_secs(60);
+/// UploadPartCopy requests in flight at once when sealing an object larger than the CopyObject limit.
+const COPY_CONCURRENCY: usize = 8;
+/// Headers of an object that a copy with `x-amz-metadata-directive: REPLACE` must restate to keep them.
+const KEPT_ON_REPLACE: [HeaderName; 10] = [
+    CONTENT_TYPE,
+    http::header::CONTENT_ENCODING,
+    http::header::CONTENT_DISPOSITION,
+    http::header::CONTENT_LANGUAGE,
+    http::header::CACHE_CONTROL,
+    http::header::EXPIRES,
+    HeaderName::from_static("x-amz-website-redirect-location"),
+    HeaderName::from_static("x-amz-storage-class"),
+    HeaderName::from_static("x-amz-object-lock-mode"),
+    HeaderName::from_static("x-amz-object-lock-retain-until-date"),
+];
+
+/// An upload the client named by an s3crypt upload ID.
+pub struct OpenUpload {
+    pub upstream_id: String,
+    pub dek: Arc<DataKey>,
+    pub kek_ref: String,
+}
+
+fn query_value<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn set_query_value(query: &mut [(String, String)], name: &str, value: &str) {
+    for (k, v) in query.iter_mut() {
+        if k == name {
+            *v = value.to_owned();
+        }
+    }
+}
+
+/// Opens the upload ID of an UploadPart / Complete and points the upstream query at the upstream upload.
+pub fn open_upload(
+    crypto: &Crypto,
+    query: &mut [(String, String)],
+    id: &ObjectIdentity,
+) -> Result<OpenUpload, ProxyError> {
+    let client_id = query_value(query, "uploadId").ok_or(ProxyError::NoSuchUpload)?;
+    let (upstream_id, dek, kek_ref) = crypto.open_upload_id(client_id, id)?;
+    set_query_value(query, "uploadId", &upstream_id);
+    Ok(OpenUpload { upstream_id, dek, kek_ref })
+}
+
+/// Abort and ListParts need no key: point the upstream query at the upstream upload (raw IDs, as
+/// ListMultipartUploads shows them, pass as they are). Returns the client's ID.
+pub fn unwrap_upload_id(query: &mut [(String, String)]) -> Option<String> {
+    let client_id = query_value(query, "uploadId")?.to_owned();
+    set_query_value(query, "uploadId", Crypto::upstream_upload_id(&client_id));
+    Some(client_id)
+}
+
+/// The part number of an UploadPart, 1..=10000.
+pub fn part_number(query: &[(String, String)]) -> Result<u16, ProxyError> {
+    query_value(query, "partNumber")
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| (1..=MAX_PARTS).contains(n))
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or(ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into()))
+}
+
+/// Bytes of the metadata budget the envelope of a sealed multipart object may take: what CreateMultipartUpload
+/// reserves, so the seal always fits.
+pub fn sealed_envelope_len(open: &Envelope) -> usize {
+    let widest = Multipart::Sealed { parts: MAX_PARTS, part_size: MAX_PART_SIZE };
+    Envelope { multipart: Some(widest), ..open.clone() }.metadata_len()
+}
+
+/// The upstream CreateMultipartUpload answered: hand the client an s3crypt upload ID.
+pub async fn create_response(
+    resp: Response<ProxyBody>,
+    crypto: &Crypto,
+    dek: &DataKey,
+    id: &ObjectIdentity,
+    client_checksum_algorithm: Option<HeaderValue>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    let raw = read_body(body, "CreateMultipartUpload").await?;
+    let (_, top) = xml::records(&raw, &["InitiateMultipartUploadResult", "Upload"])
+        .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
+    let upstream_id = xml::field(&top, "UploadId")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result without UploadId".into()))?;
+    let upload_id = crypto.upload_id(dek, id, upstream_id)?;
+    let out = xml::replace_text(&raw, &["InitiateMultipartUploadResult", "UploadId"], &upload_id)
+        .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
+    parts.headers.remove(X_AMZ_CHECKSUM_ALGORITHM);
+    if let Some(alg) = client_checksum_algorithm {
+        parts.headers.insert(X_AMZ_CHECKSUM_ALGORITHM, alg);
+    }
+    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
+}
+
+/// ListParts: plaintext part sizes, the client's upload ID, no ciphertext checksums.
+pub async fn list_parts_response(
+    resp: Response<ProxyBody>,
+    segment: u32,
+    client_id: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    if parts.status != StatusCode::OK {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let raw = read_body(body, "ListParts").await?;
+    let sized = xml::rewrite_listing(&raw, &|c| plaintext_len(c, segment, false).unwrap_or(c))
+        .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
+    let out = xml::replace_text(&sized, &["ListPartsResult", "UploadId"], client_id)
+        .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
+    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
+}
+
+/// Reads a small client-bound body (an upstream XML result) whole.
+async fn read_body(mut body: ProxyBody, what: &str) -> Result<Bytes, ProxyError> {
+    let deadline = tokio::time::Instant::now() + XML_TIMEOUT;
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame()).await.map_err(|_| ProxyError::UpstreamTimeout)?;
+        match frame {
+            None => return Ok(Bytes::from(out)),
+            Some(Err(e)) => return Err(ProxyError::UpstreamProtocol(format!("{what} body: {e}"))),
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    out.extend_from_slice(&d);
+                    if out.len() > MAX_XML_RESPONSE {
+                        return Err(ProxyError::UpstreamProtocol(format!("{what} body too large")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// === reads by part number ========================================================================================
+
+/// A GET by part number, turned into a plaintext range.
+pub struct PartRead {
+    pub range: super::encrypted::ClientRange,
+    /// `x-amz-mp-parts-count` (multipart objects only).
+    pub parts_count: Option<u32>,
+    /// The ETag the range was computed for: the GET is pinned to it.
+    pub etag: Option<HeaderValue>,
+}
+
+/// What a request by part number needs next.
+pub enum Located {
+    /// Answered already (a HEAD, an error status, a plaintext object).
+    Done(Response<ProxyBody>),
+    /// A GET: read this range.
+    Read(PartRead),
+}
+
+impl Proxy {
+    /// GET / HEAD `?partNumber=N` on an encrypted bucket: a HEAD upstream gives the layout, from which part N's
+    /// plaintext range follows. `partNumber` is taken out of the upstream query.
+    pub(super) async fn locate_part(
+        &self,
+        op: crate::s3::op::S3Op,
+        headers: &HeaderMap,
+        target: &Target,
+        auth: &mut Authenticated,
+        identity: &ObjectIdentity,
+    ) -> Result<Located, ProxyError> {
+        use super::encrypted::ClientRange;
+        let n = part_number(&auth.query)?;
+        if headers.contains_key(http::header::RANGE) {
+            return Err(ProxyError::InvalidRequest(
+                "Cannot specify both Range header and partNumber query parameter".into(),
+            ));
+        }
+        let original_query = auth.query.clone();
+        auth.query.retain(|(k, _)| k != "partNumber");
+        let mut prepared = super::Prepared::no_body(false);
+        prepared.remove_headers.extend([http::header::RANGE, super::encrypted::X_AMZ_CHECKSUM_MODE]);
+        let payload = prepared.payload.clone();
+        let req = self.build_upstream_request(&Method::HEAD, headers, target, auth, prepared)?;
+        let head = self.inner.upstream.send(req, &payload).await?;
+        if !head.status().is_success() {
+            return Ok(Located::Done(super::response::map_response(head, op, &auth.client, true).await?));
+        }
+        let crypto = &self.inner.crypto;
+        let Some(env) = super::encrypted::envelope_or_policy(head.headers(), crypto)? else {
+            // A plaintext object (legacy_objects = "passthrough"): the store answers as asked.
+            auth.query = original_query;
+            let prepared = super::Prepared::no_body(false);
+            let payload = prepared.payload.clone();
+            let method = if op == crate::s3::op::S3Op::HeadObject { Method::HEAD } else { Method::GET };
+            let req = self.build_upstream_request(&method, headers, target, auth, prepared)?;
+            let resp = self.inner.upstream.send(req, &payload).await?;
+            return Ok(Located::Done(
+                super::response::map_response(resp, op, &auth.client, method == Method::HEAD).await?,
+            ));
+        };
+        let _ = identity;
+        let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
+        let cipher_total: u64 = header_str(head.headers(), &CONTENT_LENGTH)
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| ProxyError::UpstreamProtocol("HEAD without Content-Length".into()))?;
+        if !layout.admits(cipher_total, env.segment_size) {
+            return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
+        }
+        let total = plaintext_len(cipher_total, env.segment_size, true).unwrap_or(0);
+        let (first, last, parts_count) = match layout {
+            crate::crypto::stream::Layout::Multipart { parts, per_part } => {
+                if u32::from(n) > parts {
+                    return Err(ProxyError::InvalidPartNumber);
+                }
+                let size = per_part * u64::from(env.segment_size);
+                let first = u64::from(n - 1) * size;
+                (first, (first + size).min(total), Some(parts))
+            }
+            crate::crypto::stream::Layout::Single | crate::crypto::stream::Layout::Unsealed => {
+                if n != 1 {
+                    return Err(ProxyError::InvalidPartNumber);
+                }
+                (0, total, None)
+            }
+        };
+        let etag = head.headers().get(http::header::ETAG).cloned();
+        if op == crate::s3::op::S3Op::HeadObject {
+            let mut r = super::encrypted::head_response(head, crypto)?;
+            let h = r.headers_mut();
+            h.insert(CONTENT_LENGTH, HeaderValue::from(last - first));
+            if last > first {
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let cr = format!("bytes {first}-{}/{total}", last - 1);
+                r.headers_mut().insert(http::header::CONTENT_RANGE, header_value(&cr)?);
+            }
+            if let Some(c) = parts_count {
+                r.headers_mut().insert(X_AMZ_MP_PARTS_COUNT, HeaderValue::from(c));
+            }
+            return Ok(Located::Done(r));
+        }
+        let range = if last > first { ClientRange::From(first, Some(last - 1)) } else { ClientRange::Whole };
+        Ok(Located::Read(PartRead { range, parts_count, etag }))
+    }
+}
+
+// === Complete ====================================================================================================
+
+/// A part as the upstream lists it.
+#[derive(Debug, Clone)]
+struct StoredPart {
+    number: u32,
+    etag: Option<String>,
+    cipher_size: u64,
+}
+
+/// The parts a CompleteMultipartUpload names, in order: (part number, ETag).
+fn parse_complete_request(body: &[u8]) -> Result<Vec<(u32, String)>, ProxyError> {
+    let (records, _) = xml::records(body, &["CompleteMultipartUpload", "Part"])
+        .ok_or(ProxyError::MalformedXml("CompleteMultipartUpload body"))?;
+    let mut parts = Vec::with_capacity(records.len());
+    for r in &records {
+        let n = xml::field(r, "PartNumber")
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| (1..=MAX_PARTS).contains(n))
+            .ok_or(ProxyError::MalformedXml("PartNumber"))?;
+        let etag = xml::field(r, "ETag").ok_or(ProxyError::MalformedXml("ETag"))?;
+        parts.push((n, etag.to_owned()));
+    }
+    if parts.is_empty() {
+        return Err(ProxyError::MalformedXml("no parts"));
+    }
+    if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(ProxyError::InvalidPartOrder);
+    }
+    Ok(parts)
+}
+
+fn etag_eq(a: &str, b: &str) -> bool {
+    a.trim().trim_matches('"') == b.trim().trim_matches('"')
+}
+
+/// How a completed upload is laid out in segments, decided from its parts' sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartsLayout {
+    /// Every part but the last has `part_size` plaintext bytes, a multiple of the segment size; part numbers are
+    /// 1..=`parts`.
+    Aligned { parts: u32, part_size: u64 },
+    /// Anything else.
+    Misaligned,
+}
+
+/// The layout of parts of these ciphertext sizes (part numbers in order).
+pub fn plan_layout(parts: &[(u32, u64)], segment: u32) -> Result<(PartsLayout, u64), ProxyError> {
+    let mut plain = Vec::with_capacity(parts.len());
+    for (n, c) in parts {
+        let p = plaintext_len(*c, segment, false)
+            .ok_or_else(|| ProxyError::InvalidPart(format!("Part {n} was not uploaded through the gateway.").into()))?;
+        plain.push(p);
+    }
+    let total: u64 = plain.iter().sum();
+    let contiguous = parts.iter().enumerate().all(|(i, (n, _))| *n as usize == i + 1);
+    let first = plain[0];
+    let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    let uniform = plain[..plain.len() - 1].iter().all(|p| *p == first) && *plain.last().unwrap_or(&0) <= first;
+    let aligned = first > 0 && first % u64::from(segment) == 0;
+    let layout = if parts.len() == 1 {
+        // One part: a single stream of part 1; any size is "aligned" (its one part is the last).
+        let size = plain[0].max(1).div_ceil(u64::from(segment)) * u64::from(segment);
+        if contiguous { PartsLayout::Aligned { parts: 1, part_size: size } } else { PartsLayout::Misaligned }
+    } else if contiguous && uniform && aligned {
+        PartsLayout::Aligned { parts: count, part_size: first }
+    } else {
+        PartsLayout::Misaligned
+    };
+    Ok((layout, total))
+}
+
+/// What the sealed object ended as.
+struct Sealed {
+    etag: String,
+    version_id: Option<String>,
+}
+
+impl Proxy {
+    /// Sends a request of the proxy's own making (not derived from the client's headers) upstream.
+    async fn own_request(
+        &self,
+        method: Method,
+        target: &Target,
+        query: &[(String, String)],
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let q = crate::sigv4::canonical::canonical_query(query, None);
+        let (uri, host) = self.inner.upstream.uri_for(target, &q)?;
+        headers.insert(http::header::HOST, HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?);
+        if !body.is_empty() || matches!(method, Method::PUT | Method::POST) {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(body).map_err(|never| match never {}).boxed_unsync())
+            .map_err(|e| ProxyError::Internal(e.to_string()))?;
+        *req.headers_mut() = headers;
+        self.inner.upstream.send(req, &crate::sigv4::sign::OutboundPayload::Sha256Hex(hash)).await
+    }
+
+    /// Sends an own request and reads its XML result; an error status, or a 200 whose body is an `<Error>`
+    /// document (Complete and copies do that), is an error.
+    async fn own_xml(
+        &self,
+        method: Method,
+        target: &Target,
+        query: &[(String, String)],
+        headers: HeaderMap,
+        body: Bytes,
+        deadline: Duration,
+    ) -> Result<(HeaderMap, Bytes), ProxyError> {
+        let resp = self.own_request(method, target, query, headers, body).await?;
+        let (parts, body) = resp.into_parts();
+        if !parts.status.is_success() {
+            return Err(super::response::upstream_error(parts.status, &parts.headers, body, false).await);
+        }
+        let collected = tokio::time::timeout(deadline, Limited::new(body, MAX_XML_RESPONSE).collect()).await;
+        let bytes = match collected {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(e)) => return Err(ProxyError::UpstreamProtocol(format!("reading a result: {e}"))),
+            Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
+        };
+        if let Some((code, message)) = xml::parse_error(&bytes) {
+            return Err(super::response::error_in_ok_body(code, message));
+        }
+        Ok((parts.headers, bytes))
+    }
+
+    /// Every part of an upstream upload (ListParts, all pages).
+    async fn list_all_parts(
+        &self,
+        target: &Target,
+        upstream_id: &str,
+    ) -> Result<BTreeMap<u32, Vec<StoredPart>>, ProxyError> {
+        let mut out: BTreeMap<u32, Vec<StoredPart>> = BTreeMap::new();
+        let mut marker: Option<String> = None;
+        for _page in 0..=MAX_PARTS {
+            let mut query = vec![("uploadId".to_owned(), upstream_id.to_owned())];
+            if let Some(m) = &marker {
+                query.push(("part-number-marker".to_owned(), m.clone()));
+            }
+            let (_, body) =
+                self.own_xml(Method::GET, target, &query, HeaderMap::new(), Bytes::new(), XML_TIMEOUT).await?;
+            let (records, top) = xml::records(&body, &["ListPartsResult", "Part"])
+                .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
+            for r in &records {
+                let number = xml::field(r, "PartNumber").and_then(|v| v.parse::<u32>().ok());
+                let size = xml::field(r, "Size").and_then(|v| v.parse::<u64>().ok());
+                let (Some(number), Some(cipher_size)) = (number, size) else {
+                    return Err(ProxyError::UpstreamProtocol("ListParts part without number or size".into()));
+                };
+                let etag = xml::field(r, "ETag").filter(|e| !e.is_empty()).map(str::to_owned);
+                // SeaweedFS lists every upload of a retried part: keep them all, Complete picks by ETag.
+                out.entry(number).or_default().push(StoredPart { number, etag, cipher_size });
+            }
+            let truncated = xml::field(&top, "IsTruncated").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let next = xml::field(&top, "NextPartNumberMarker").filter(|v| !v.is_empty()).map(str::to_owned);
+            match (truncated, next) {
+                (true, Some(n)) if Some(&n) != marker.as_ref() => marker = Some(n),
+                _other => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// CompleteMultipartUpload on an encrypted bucket: check the parts, complete upstream, seal.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn complete_upload(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        target: &Target,
+        auth: &Authenticated,
+        identity: &ObjectIdentity,
+        upload: OpenUpload,
+        view: &RequestView,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let xml_body = super::read_small_body(auth, headers, body).await?;
+        let requested = parse_complete_request(&xml_body)?;
+        let stored = self.list_all_parts(target, &upload.upstream_id).await?;
+        let mut chosen = Vec::with_capacity(requested.len());
+        for (n, etag) in &requested {
+            // The listed upload of part n with this ETag (stores that list no ETags: the last one listed).
+            let found = stored.get(n).and_then(|uploads| {
+                uploads.iter().rev().find(|p| p.etag.as_deref().is_none_or(|stored_etag| etag_eq(stored_etag, etag)))
+            });
+            let part = found.ok_or_else(|| {
+                ProxyError::InvalidPart(
+                    format!("Part {n} could not be found. It may not have been uploaded, or its ETag is wrong.").into(),
+                )
+            })?;
+            chosen.push(part.clone());
+        }
+        let segment = self.inner.crypto.segment_size;
+        let sizes: Vec<(u32, u64)> = chosen.iter().map(|p| (p.number, p.cipher_size)).collect();
+        let (layout, plain_total) = plan_layout(&sizes, segment)?;
+        if let Some(declared) = header_str(headers, &X_AMZ_MP_OBJECT_SIZE)
+            && declared.trim().parse::<u64>().ok() != Some(plain_total)
+        {
+            return Err(ProxyError::InvalidRequest(
+                format!("x-amz-mp-object-size {declared} does not match the parts' total size {plain_total}").into(),
+            ));
+        }
+        let PartsLayout::Aligned { parts, part_size } = layout else {
+            return Err(ProxyError::InvalidPart(
+                "Every part but the last must have the same size, a multiple of 64 KiB (all SDK defaults are), and \
+                 part numbers must run 1, 2, 3 ...: the gateway cannot list exact sizes of other layouts."
+                    .into(),
+            ));
+        };
+        let mut complete_headers = HeaderMap::new();
+        for name in [http::header::IF_MATCH, http::header::IF_NONE_MATCH] {
+            if let Some(v) = headers.get(&name) {
+                complete_headers.insert(name, v.clone());
+            }
+        }
+        let request_xml = complete_xml(&requested);
+
+        let this = self.clone();
+        let (work_target, work_identity) = (target.clone(), identity.clone());
+        let (target, identity) = (target.clone(), identity.clone());
+        let host = header_str(headers, &http::header::HOST).unwrap_or("").to_owned();
+        let kek_ref = upload.kek_ref.clone();
+        let work = async move {
+            let sealed = this
+                .complete_and_seal(
+                    &work_target,
+                    &work_identity,
+                    &upload,
+                    complete_headers,
+                    request_xml,
+                    &chosen,
+                    parts,
+                    part_size,
+                )
+                .await?;
+            Ok::<_, ProxyError>(sealed)
+        };
+        let render = move |sealed: Sealed| -> (HeaderMap, Bytes) {
+            let location = format!("https://{host}{}", target.upstream_path(false));
+            let body = xml::document(
+                "CompleteMultipartUploadResult",
+                &[
+                    ("Location", location),
+                    ("Bucket", identity.bucket.clone()),
+                    ("Key", identity.key.clone()),
+                    ("ETag", sealed.etag.clone()),
+                ],
+                &[],
+            );
+            let mut h = HeaderMap::new();
+            if let Some(v) = sealed.version_id.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                h.insert(X_AMZ_VERSION_ID, v);
+            }
+            super::encrypted::scrub_object_headers(&mut h, Some(&kek_ref));
+            (h, body)
+        };
+        self.slow_response(work, render, view).await
+    }
+
+    /// Completes the upstream upload and seals the object.
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_and_seal(
+        &self,
+        target: &Target,
+        identity: &ObjectIdentity,
+        upload: &OpenUpload,
+        complete_headers: HeaderMap,
+        request_xml: Bytes,
+        parts_list: &[StoredPart],
+        parts: u32,
+        part_size: u64,
+    ) -> Result<Sealed, ProxyError> {
+        let query = vec![("uploadId".to_owned(), upload.upstream_id.clone())];
+        let (h, body) =
+            self.own_xml(Method::POST, target, &query, complete_headers, request_xml, SLOW_XML_TIMEOUT).await?;
+        let (_, top) = xml::records(&body, &["CompleteMultipartUploadResult", "Part"])
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result is not XML".into()))?;
+        let etag = xml::field(&top, "ETag")
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .or_else(|| header_str(&h, &http::header::ETAG).map(str::to_owned))
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result without ETag".into()))?;
+        let version = header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned);
+        self.seal(target, identity, &upload.dek, &etag, version, parts_list, Multipart::Sealed { parts, part_size })
+            .await
+    }
+
+    /// Rewrites the metadata of the just-completed object (pinned by `etag` and `version`) so that its envelope
+    /// records `state`, by a server-side copy onto itself; removes the unsealed version if the bucket keeps
+    /// versions.
+    #[allow(clippy::too_many_arguments)]
+    async fn seal(
+        &self,
+        target: &Target,
+        identity: &ObjectIdentity,
+        dek: &DataKey,
+        etag: &str,
+        version: Option<String>,
+        parts_list: &[StoredPart],
+        state: Multipart,
+    ) -> Result<Sealed, ProxyError> {
+        let version = version.filter(|v| v != "null");
+        let version_query: Vec<(String, String)> =
+            version.iter().map(|v| ("versionId".to_owned(), v.clone())).collect();
+        let mut pin = HeaderMap::new();
+        pin.insert(http::header::IF_MATCH, header_value(etag)?);
+        let head = self.own_request(Method::HEAD, target, &version_query, pin, Bytes::new()).await?;
+        if !head.status().is_success() {
+            let (p, b) = head.into_parts();
+            return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
+        }
+        let head_headers = head.headers().clone();
+        let open = Envelope::from_headers(&head_headers)
+            .map_err(|e| ProxyError::ObjectIntegrity(e.0))?
+            .ok_or(ProxyError::ObjectIntegrity("the completed object has no envelope"))?;
+        let sealed_env = self.inner.crypto.rewrap(dek, &open, identity, Some(state))?;
+        let cipher_total: u64 = parts_list.iter().map(|p| p.cipher_size).sum();
+
+        let mut headers = replace_headers(&head_headers, &sealed_env)?;
+        let mut source = target.upstream_path(false);
+        if let Some(v) = &version {
+            source.push_str("?versionId=");
+            crate::sigv4::canonical::uri_encode(v.as_bytes(), true, &mut source);
+        }
+        let sealed = if cipher_total <= self.inner.settings.max_copy_size {
+            headers.insert(X_AMZ_COPY_SOURCE, header_value(&source)?);
+            headers.insert(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(etag)?);
+            headers.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
+            let (h, body) = self.own_xml(Method::PUT, target, &[], headers, Bytes::new(), SLOW_XML_TIMEOUT).await?;
+            let (_, top) = xml::records(&body, &["CopyObjectResult", "Part"])
+                .ok_or_else(|| ProxyError::UpstreamProtocol("CopyObject result is not XML".into()))?;
+            let etag = xml::field(&top, "ETag")
+                .filter(|e| !e.is_empty())
+                .ok_or_else(|| ProxyError::UpstreamProtocol("CopyObject result without ETag".into()))?;
+            Sealed { etag: etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) }
+        } else {
+            self.copy_by_parts(target, headers, &source, etag, parts_list).await?
+        };
+        if let Some(old) = &version
+            && sealed.version_id.as_deref() != Some(old.as_str())
+        {
+            let q = vec![("versionId".to_owned(), old.clone())];
+            match self.own_request(Method::DELETE, target, &q, HeaderMap::new(), Bytes::new()).await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!(status = r.status().as_u16(), "could not delete the unsealed object version"),
+                Err(e) => tracing::warn!(error = %e, "could not delete the unsealed object version"),
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// Copies `source` onto the target part by part (one UploadPartCopy per original part): for objects over the
+    /// CopyObject limit. `headers` carry the new metadata.
+    async fn copy_by_parts(
+        &self,
+        target: &Target,
+        headers: HeaderMap,
+        source: &str,
+        etag: &str,
+        parts_list: &[StoredPart],
+    ) -> Result<Sealed, ProxyError> {
+        let create = vec![("uploads".to_owned(), String::new())];
+        let (_, body) = self.own_xml(Method::POST, target, &create, headers, Bytes::new(), XML_TIMEOUT).await?;
+        let (_, top) = xml::records(&body, &["InitiateMultipartUploadResult", "Part"])
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
+        let upload_id = xml::field(&top, "UploadId")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result without UploadId".into()))?
+            .to_owned();
+        let result = self.copy_parts(target, source, etag, parts_list, &upload_id).await;
+        match result {
+            Ok(sealed) => Ok(sealed),
+            Err(e) => {
+                let q = vec![("uploadId".to_owned(), upload_id)];
+                let _ = self.own_request(Method::DELETE, target, &q, HeaderMap::new(), Bytes::new()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn copy_parts(
+        &self,
+        target: &Target,
+        source: &str,
+        etag: &str,
+        parts_list: &[StoredPart],
+        upload_id: &str,
+    ) -> Result<Sealed, ProxyError> {
+        let mut offset = 0u64;
+        let mut jobs = Vec::with_capacity(parts_list.len());
+        for (i, p) in parts_list.iter().enumerate() {
+            jobs.push((i as u32 + 1, offset, p.cipher_size));
+            offset += p.cipher_size;
+        }
+        let mut etags: BTreeMap<u32, String> = BTreeMap::new();
+        let mut set = tokio::task::JoinSet::new();
+        let mut pending = jobs.into_iter();
+        loop {
+            while set.len() < COPY_CONCURRENCY {
+                let Some((n, start, len)) = pending.next() else { break };
+                let this = self.clone();
+                let target = target.clone();
+                let (source, etag, upload_id) = (source.to_owned(), etag.to_owned(), upload_id.to_owned());
+                set.spawn(async move {
+                    let mut h = HeaderMap::new();
+                    h.insert(X_AMZ_COPY_SOURCE, header_value(&source)?);
+                    h.insert(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(&etag)?);
+                    let range = format!("bytes={start}-{}", start + len.max(1) - 1);
+                    h.insert(X_AMZ_COPY_SOURCE_RANGE, header_value(&range)?);
+                    let q = vec![("partNumber".to_owned(), n.to_string()), ("uploadId".to_owned(), upload_id)];
+                    let (_, body) = this.own_xml(Method::PUT, &target, &q, h, Bytes::new(), SLOW_XML_TIMEOUT).await?;
+                    let (_, top) = xml::records(&body, &["CopyPartResult", "Part"])
+                        .ok_or_else(|| ProxyError::UpstreamProtocol("UploadPartCopy result is not XML".into()))?;
+                    let etag = xml::field(&top, "ETag")
+                        .filter(|e| !e.is_empty())
+                        .ok_or_else(|| ProxyError::UpstreamProtocol("UploadPartCopy result without ETag".into()))?;
+                    Ok::<_, ProxyError>((n, etag.to_owned()))
+                });
+            }
+            match set.join_next().await {
+                None => break,
+                Some(Ok(Ok((n, e)))) => {
+                    etags.insert(n, e);
+                }
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(join)) => return Err(ProxyError::Internal(format!("part copy task: {join}"))),
+            }
+        }
+        let parts: Vec<(&str, Vec<(&str, String)>)> =
+            etags.iter().map(|(n, e)| ("Part", vec![("PartNumber", n.to_string()), ("ETag", e.clone())])).collect();
+        let body = xml::document("CompleteMultipartUpload", &[], &parts);
+        let q = vec![("uploadId".to_owned(), upload_id.to_owned())];
+        let (h, body) = self.own_xml(Method::POST, target, &q, HeaderMap::new(), body, SLOW_XML_TIMEOUT).await?;
+        let (_, top) = xml::records(&body, &["CompleteMultipartUploadResult", "Part"])
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result is not XML".into()))?;
+        let etag = xml::field(&top, "ETag")
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result without ETag".into()))?;
+        Ok(Sealed { etag: etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) })
+    }
+
+    /// Runs `work`; if it takes longer than the keepalive setting, answers 200 at once and sends a space every
+    /// interval until the result: its document, or an `<Error>` document (S3 clients look for both in a 200).
+    async fn slow_response<F, R>(
+        &self,
+        work: F,
+        render: R,
+        view: &RequestView,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        F: Future<Output = Result<Sealed, ProxyError>> + Send + 'static,
+        R: FnOnce(Sealed) -> (HeaderMap, Bytes) + Send + 'static,
+    {
+        let interval = self.inner.settings.slow_response_keepalive;
+        let mut task = tokio::spawn(work);
+        let finished = tokio::time::timeout(interval, &mut task).await;
+        if let Ok(joined) = finished {
+            let sealed = joined.map_err(|e| ProxyError::Internal(format!("complete task: {e}")))??;
+            let (headers, body) = render(sealed);
+            let mut resp = Response::new(super::full_body(body.clone()));
+            *resp.headers_mut() = headers;
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+            resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            return Ok(resp);
+        }
+        let resource = view.resource.clone();
+        let request_id = view.request_id.clone();
+        let finish = Box::pin(async move {
+            match task.await {
+                Ok(Ok(sealed)) => render(sealed).1,
+                Ok(Err(e)) => e.to_xml(&resource, &request_id),
+                Err(join) => ProxyError::Internal(format!("complete task: {join}")).to_xml(&resource, &request_id),
+            }
+        });
+        let body = KeepaliveBody {
+            started: false,
+            finish: Some(finish),
+            ticker: tokio::time::interval(interval.max(Duration::from_millis(100))),
+        };
+        let mut resp = Response::new(body.boxed_unsync());
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        Ok(resp)
+    }
+}
+
+/// The headers a REPLACE copy needs to keep the object as it is, but with `envelope`.
+fn replace_headers(head: &HeaderMap, envelope: &Envelope) -> Result<HeaderMap, ProxyError> {
+    let mut out = HeaderMap::new();
+    for name in KEPT_ON_REPLACE {
+        if let Some(v) = head.get(&name) {
+            out.insert(name, v.clone());
+        }
+    }
+    super::strip_aws_chunked_encoding(&mut out);
+    if let Some(v) = head.get("x-amz-object-lock-legal-hold") {
+        out.insert(HeaderName::from_static("x-amz-object-lock-legal-hold"), v.clone());
+    }
+    let mut used = 0;
+    for (name, value) in head {
+        let n = name.as_str();
+        if n.starts_with("x-amz-meta-") && !n.starts_with(META_PREFIX) {
+            used += n.len() - "x-amz-meta-".len() + value.len();
+            out.append(name.clone(), value.clone());
+        }
+    }
+    if used + envelope.metadata_len() > USER_METADATA_LIMIT {
+        return Err(ProxyError::Internal("sealed envelope does not fit the metadata budget".into()));
+    }
+    for (n, v) in envelope.to_headers() {
+        out.insert(n, v);
+    }
+    Ok(out)
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {
+    HeaderValue::from_str(s).map_err(|_| ProxyError::Internal("value not usable in a header".into()))
+}
+
+/// The upstream CompleteMultipartUpload body: part numbers and the client's ETags, no checksums (the client's
+/// describe plaintext; the upload declares no algorithm upstream).
+fn complete_xml(requested: &[(u32, String)]) -> Bytes {
+    let groups: Vec<(&str, Vec<(&str, String)>)> = requested
+        .iter()
+        .map(|(n, etag)| ("Part", vec![("PartNumber", n.to_string()), ("ETag", etag.clone())]))
+        .collect();
+    xml::document("CompleteMultipartUpload", &[], &groups)
+}
+
+/// Strips the XML declaration a document starts with (the keepalive body already sent one).
+fn without_declaration(doc: &Bytes) -> Bytes {
+    match doc.iter().position(|b| *b == b'>') {
+        Some(end) if doc.starts_with(b"<?xml") => doc.slice(end + 1..),
+        _other => doc.clone(),
+    }
+}
+
+type Finish = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// A 200 body: the XML declaration, a space every tick while the work runs, then its result document.
+struct KeepaliveBody {
+    started: bool,
+    finish: Option<Finish>,
+    ticker: tokio::time::Interval,
+}
+
+impl Body for KeepaliveBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.started {
+            self.started = true;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+            )))));
+        }
+        let Some(finish) = self.finish.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(doc) = finish.as_mut().poll(cx) {
+            self.finish = None;
+            return Poll::Ready(Some(Ok(Frame::data(without_declaration(&doc)))));
+        }
+        match self.ticker.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b" "))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.started && self.finish.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u32 = 65_536;
+    const MIB: u64 = 1024 * 1024;
+
+    fn c(p: u64) -> u64 {
+        crate::crypto::format::ciphertext_len(p, S)
+    }
+
+    #[test]
+    fn aligned_uniform_parts_get_a_sealable_layout_and_anything_else_does_not() {
+        let l = |parts: &[(u32, u64)]| plan_layout(parts, S).unwrap();
+        assert_eq!(
+            l(&[(1, c(8 * MIB)), (2, c(8 * MIB)), (3, c(3))]),
+            (PartsLayout::Aligned { parts: 3, part_size: 8 * MIB }, 16 * MIB + 3)
+        );
+        assert_eq!(l(&[(1, c(5 * MIB)), (2, c(5 * MIB))]).0, PartsLayout::Aligned { parts: 2, part_size: 5 * MIB });
+        assert_eq!(l(&[(1, c(8 * MIB)), (2, c(0))]).0, PartsLayout::Aligned { parts: 2, part_size: 8 * MIB });
+        assert_eq!(l(&[(1, c(100))]).0, PartsLayout::Aligned { parts: 1, part_size: 65_536 });
+        assert_eq!(l(&[(1, c(0))]).0, PartsLayout::Aligned { parts: 1, part_size: 65_536 });
+        for misaligned in [
+            vec![(1, c(5 * MIB + 1)), (2, c(5 * MIB + 1)), (3, c(10))],
+            vec![(1, c(5_000_000)), (2, c(5_000_000))],
+            vec![(1, c(8 * MIB)), (2, c(16 * MIB)), (3, c(1))],
+            vec![(1, c(8 * MIB)), (2, c(8 * MIB + 65_536))],
+            vec![(1, c(8 * MIB)), (3, c(8 * MIB))],
+            vec![(2, c(1))],
+        ] {
+            assert_eq!(l(&misaligned).0, PartsLayout::Misaligned, "{misaligned:?}");
+        }
+        assert_eq!(plan_layout(&[(1, 31)], S).unwrap_err().code(), "InvalidPart");
+    }
+
+    #[test]
+    fn complete_requests_are_read_in_order_and_out_of_order_lists_refused() {
+        let ok = br#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><ETag>"a"</ETag><PartNumber>1</PartNumber><ChecksumCRC32>xx</ChecksumCRC32></Part><Part><PartNumber>2</PartNumber><ETag>&quot;b&quot;</ETag></Part></CompleteMultipartUpload>"#;
+        assert_eq!(parse_complete_request(ok).unwrap(), vec![(1, "\"a\"".into()), (2, "\"b\"".into())]);
+        let reversed = br#"<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>b</ETag></Part><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part></CompleteMultipartUpload>"#;
+        assert_eq!(parse_complete_request(reversed).unwrap_err().code(), "InvalidPartOrder");
+        for bad in [
+            &b"<CompleteMultipartUpload/>"[..],
+            b"<Other/>",
+            b"nonsense",
+            b"<CompleteMultipartUpload><Part><PartNumber>0</PartNumber><ETag>a</ETag></Part></CompleteMultipartUpload>",
+        ] {
+            assert_eq!(parse_complete_request(bad).unwrap_err().code(), "MalformedXML");
+        }
+        assert!(etag_eq("\"abc\"", "abc"));
+    }
+
+    #[tokio::test]
+    async fn a_keepalive_body_sends_the_declaration_then_spaces_then_the_result_document() {
+        let finish: Finish = Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            xml::document("CompleteMultipartUploadResult", &[("ETag", "\"e\"".into())], &[])
+        });
+        let body = KeepaliveBody {
+            started: false,
+            finish: Some(finish),
+            ticker: tokio::time::interval(Duration::from_millis(10)),
+        };
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let rest = text.strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n").expect("declaration first");
+        let doc = rest.trim_start();
+        assert!(rest.len() - doc.len() >= 2, "spaces while waiting: {text:?}");
+        assert!(doc.starts_with("<CompleteMultipartUploadResult"), "{text:?}");
+        assert_eq!(text.matches("<?xml").count(), 1);
+    }
+
+    #[test]
+    fn a_replace_copy_keeps_content_headers_and_user_metadata_but_not_the_old_envelope() {
+        let mut head = HeaderMap::new();
+        head.insert(CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+        head.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("aws-chunked,gzip"));
+        head.insert("x-amz-meta-color", HeaderValue::from_static("blue"));
+        head.insert("x-amz-meta-s3crypt-mp", HeaderValue::from_static("open"));
+        head.insert(http::header::ETAG, HeaderValue::from_static("\"e\""));
+        let env = Envelope {
+            segment_size: S,
+            kek_ref: "keyring:k".into(),
+            wrapped_dek: vec![1; 60],
+            multipart: Some(Multipart::Sealed { parts: 2, part_size: 8 * MIB }),
+        };
+        let out = replace_headers(&head, &env).unwrap();
+        assert_eq!(out[CONTENT_TYPE], "text/csv");
+        assert_eq!(out[http::header::CONTENT_ENCODING], "gzip");
+        assert_eq!(out["x-amz-meta-color"], "blue");
+        assert_eq!(out["x-amz-meta-s3crypt-mp"], "2x8388608");
+        assert!(out.get(http::header::ETAG).is_none());
+    }
+}

@@ -1,0 +1,294 @@
+//! Multipart uploads on encrypted buckets, end to end with aws-sdk-s3: parts in any order, in parallel and retried;
+//! exact plaintext sizes in HEAD, listings and ListParts; reads by range and by part number; the seal that
+//! authenticates the layout (by CopyObject, or part by part over the copy limit, and with a keepalive body when
+//! slow); upload IDs that work on any replica and only for their own upload; unsealed or truncated objects refused.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use s3crypt::crypto::format::ciphertext_len;
+
+use crate::against_both_stores;
+use crate::common::{Backend, TestEnv, data};
+
+const MIB: usize = 1024 * 1024;
+
+/// Starts an upload with a content type and user metadata.
+async fn create(c: &Client, bucket: &str, key: &str) -> String {
+    let out = c
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .content_type("text/csv")
+        .metadata("color", "blue")
+        .send()
+        .await
+        .expect("create");
+    let id = out.upload_id().expect("upload id").to_owned();
+    assert!(id.starts_with("s3c1."), "{id}");
+    id
+}
+
+async fn upload_part(c: &Client, bucket: &str, key: &str, id: &str, n: i32, body: Vec<u8>) -> Result<String, String> {
+    let out = c
+        .upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .part_number(n)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| format!("{:?}", e.into_service_error()))?;
+    Ok(out.e_tag().expect("etag").to_owned())
+}
+
+async fn complete(c: &Client, bucket: &str, key: &str, id: &str, etags: &[(i32, String)]) -> Result<String, String> {
+    let parts: Vec<CompletedPart> =
+        etags.iter().map(|(n, e)| CompletedPart::builder().part_number(*n).e_tag(e).build()).collect();
+    let out = c
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .map_err(|e| format!("{:?}", e.into_service_error()))?;
+    Ok(out.e_tag().unwrap_or_default().to_owned())
+}
+
+/// Uploads `parts` (numbered from 1) in reverse order and completes.
+async fn upload(c: &Client, bucket: &str, key: &str, parts: &[Vec<u8>]) -> Result<String, String> {
+    let id = create(c, bucket, key).await;
+    let mut etags = Vec::new();
+    for (i, p) in parts.iter().enumerate().rev() {
+        etags.push((i as i32 + 1, upload_part(c, bucket, key, &id, i as i32 + 1, p.clone()).await?));
+    }
+    etags.reverse();
+    complete(c, bucket, key, &id, &etags).await
+}
+
+async fn get(c: &Client, bucket: &str, key: &str, range: Option<&str>) -> Result<Vec<u8>, String> {
+    let mut req = c.get_object().bucket(bucket).key(key);
+    if let Some(r) = range {
+        req = req.range(r);
+    }
+    let out = req.send().await.map_err(|e| format!("{:?}", e.into_service_error()))?;
+    Ok(out.body.collect().await.map_err(|e| format!("{e:?}"))?.into_bytes().to_vec())
+}
+
+async fn stored_metadata(env: &TestEnv, key: &str) -> std::collections::HashMap<String, String> {
+    let h = env.direct.head_object().bucket(&env.bucket).key(key).send().await.expect("direct head");
+    h.metadata().cloned().unwrap_or_default()
+}
+
+async fn multipart_objects_read_back_exactly_with_plaintext_sizes_everywhere(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let parts = vec![data(8 * MIB, 1), data(8 * MIB, 2), data(MIB + 3, 3)];
+    let whole = parts.concat();
+    let total = whole.len();
+    upload(&c, &env.bucket, "mp/8mib", &parts).await.expect("upload");
+
+    assert_eq!(get(&c, &env.bucket, "mp/8mib", None).await.unwrap(), whole);
+    let head = c.head_object().bucket(&env.bucket).key("mp/8mib").send().await.unwrap();
+    assert_eq!(head.content_length(), Some(total as i64));
+    assert_eq!(head.content_type(), Some("text/csv"), "content type survives the seal");
+    assert_eq!(head.metadata().and_then(|m| m.get("color")).map(String::as_str), Some("blue"));
+    assert!(head.metadata().is_none_or(|m| m.keys().all(|k| !k.starts_with("s3crypt"))), "envelope hidden");
+    let listed = c.list_objects_v2().bucket(&env.bucket).prefix("mp/").send().await.unwrap();
+    assert_eq!(listed.contents()[0].size(), Some(total as i64), "listing size is the plaintext size");
+
+    // ranges across a part boundary, and suffixes
+    let b = 8 * MIB;
+    let r = get(&c, &env.bucket, "mp/8mib", Some(&format!("bytes={}-{}", b - 10, b + 9))).await.unwrap();
+    assert_eq!(r, &whole[b - 10..b + 10]);
+    assert_eq!(get(&c, &env.bucket, "mp/8mib", Some("bytes=-5")).await.unwrap(), &whole[total - 5..]);
+
+    // by part number
+    let p2 = c.get_object().bucket(&env.bucket).key("mp/8mib").part_number(2).send().await.unwrap();
+    assert_eq!(p2.parts_count(), Some(3));
+    assert_eq!(p2.content_range(), Some(format!("bytes {b}-{}/{total}", 2 * b - 1).as_str()));
+    assert_eq!(p2.body.collect().await.unwrap().into_bytes().to_vec(), parts[1]);
+    let h3 = c.head_object().bucket(&env.bucket).key("mp/8mib").part_number(3).send().await.unwrap();
+    assert_eq!(h3.content_length(), Some(MIB as i64 + 3));
+    assert_eq!(h3.parts_count(), Some(3));
+    let e = c.get_object().bucket(&env.bucket).key("mp/8mib").part_number(4).send().await.unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPartNumber"));
+
+    // at rest: ciphertext, sealed layout
+    let meta = stored_metadata(&env, "mp/8mib").await;
+    assert_eq!(meta.get("s3crypt-mp").map(String::as_str), Some("3x8388608"), "{meta:?}");
+    let raw = env.direct.get_object().bucket(&env.bucket).key("mp/8mib").send().await.unwrap();
+    let raw = raw.body.collect().await.unwrap().into_bytes();
+    assert_eq!(raw.len() as u64, ciphertext_len(total as u64, 65_536));
+    assert!(!raw.windows(64).any(|w| w == &whole[MIB..MIB + 64]), "plaintext found at rest");
+
+    // a single-PUT object has one part
+    c.put_object().bucket(&env.bucket).key("single").body(ByteStream::from(vec![7u8; 10])).send().await.unwrap();
+    let p1 = c.get_object().bucket(&env.bucket).key("single").part_number(1).send().await.unwrap();
+    assert_eq!(p1.body.collect().await.unwrap().into_bytes().to_vec(), vec![7u8; 10]);
+    let e = c.get_object().bucket(&env.bucket).key("single").part_number(2).send().await.unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPartNumber"));
+}
+against_both_stores!(
+    multipart_objects_read_back_exactly,
+    multipart_objects_read_back_exactly_with_plaintext_sizes_everywhere
+);
+
+async fn parallel_out_of_order_and_retried_parts_keep_the_last_upload_of_each(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let key = "mp/parallel";
+    let id = create(&c, &env.bucket, key).await;
+    let parts: Vec<Vec<u8>> = vec![data(5 * MIB, 11), data(5 * MIB, 12), data(5 * MIB, 13), data(77, 14)];
+    let mut tasks = Vec::new();
+    for (i, p) in parts.iter().enumerate().rev() {
+        let (c, bucket, id, p) = (c.clone(), env.bucket.clone(), id.clone(), p.clone());
+        tasks.push(tokio::spawn(
+            async move { (i as i32 + 1, upload_part(&c, &bucket, key, &id, i as i32 + 1, p).await) },
+        ));
+    }
+    let mut etags: Vec<(i32, String)> = Vec::new();
+    for t in tasks {
+        let (n, e) = t.await.unwrap();
+        etags.push((n, e.expect("part")));
+    }
+    etags.sort();
+    let listed = c.list_parts().bucket(&env.bucket).key(key).upload_id(&id).send().await.unwrap();
+    assert_eq!(listed.upload_id(), Some(id.as_str()), "ListParts shows the client's upload ID");
+    let mut sizes: Vec<(i32, i64)> =
+        listed.parts().iter().map(|p| (p.part_number().unwrap(), p.size().unwrap())).collect();
+    sizes.sort(); // s3s-fs lists parts in directory order
+    assert_eq!(sizes, vec![(1, 5 * MIB as i64), (2, 5 * MIB as i64), (3, 5 * MIB as i64), (4, 77)]);
+    assert!(listed.parts().iter().all(|p| p.checksum_crc32().is_none()), "no ciphertext checksums");
+
+    // part 2 again, with other bytes: the last upload wins (SeaweedFS then lists both uploads of part 2; Complete
+    // picks the one the client names by ETag)
+    let retried = data(5 * MIB, 99);
+    etags[1].1 = upload_part(&c, &env.bucket, key, &id, 2, retried.clone()).await.unwrap();
+
+    complete(&c, &env.bucket, key, &id, &etags).await.expect("complete");
+    let expected = [parts[0].clone(), retried, parts[2].clone(), parts[3].clone()].concat();
+    assert_eq!(get(&c, &env.bucket, key, None).await.unwrap(), expected);
+    let meta = stored_metadata(&env, key).await;
+    assert_eq!(meta.get("s3crypt-mp").map(String::as_str), Some("4x5242880"));
+}
+against_both_stores!(parallel_and_retried_parts, parallel_out_of_order_and_retried_parts_keep_the_last_upload_of_each);
+
+async fn misaligned_parts_are_refused_at_complete_with_a_clear_error_and_stay_abortable(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let key = "mp/misaligned";
+    let id = create(&c, &env.bucket, key).await;
+    let e1 = upload_part(&c, &env.bucket, key, &id, 1, data(5_000_000, 1)).await.unwrap();
+    let e2 = upload_part(&c, &env.bucket, key, &id, 2, data(10, 2)).await.unwrap();
+    let err = complete(&c, &env.bucket, key, &id, &[(1, e1), (2, e2)]).await.unwrap_err();
+    assert!(err.contains("InvalidPart") && err.contains("64 KiB"), "{err}");
+    c.abort_multipart_upload().bucket(&env.bucket).key(key).upload_id(&id).send().await.expect("abort");
+    let err = upload_part(&c, &env.bucket, key, &id, 3, vec![1]).await.unwrap_err();
+    // S3 and SeaweedFS say NoSuchUpload; s3s-fs says AccessDenied for an upload it no longer knows.
+    assert!(err.contains("NoSuchUpload") || err.contains("AccessDenied"), "{err}");
+    assert!(env.stored_keys().await.is_empty());
+}
+against_both_stores!(
+    misaligned_parts_are_refused,
+    misaligned_parts_are_refused_at_complete_with_a_clear_error_and_stay_abortable
+);
+
+async fn forged_foreign_and_raw_upload_ids_are_no_such_upload(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let id = create(&c, &env.bucket, "mp/a").await;
+    // the ID of another key's upload
+    let err = upload_part(&c, &env.bucket, "mp/b", &id, 1, vec![1; 10]).await.unwrap_err();
+    assert!(err.contains("NoSuchUpload"), "{err}");
+    // the upstream ID alone (as ListMultipartUploads shows it) cannot carry parts
+    let raw = id.splitn(4, '.').nth(3).expect("upstream id").to_owned();
+    let err = upload_part(&c, &env.bucket, "mp/a", &raw, 1, vec![1; 10]).await.unwrap_err();
+    assert!(err.contains("NoSuchUpload"), "{err}");
+    // a flipped bit in the token
+    let mut forged = id.clone().into_bytes();
+    let token_at = id.match_indices('.').nth(1).unwrap().0 + 5;
+    forged[token_at] = if forged[token_at] == b'A' { b'B' } else { b'A' };
+    let err = upload_part(&c, &env.bucket, "mp/a", &String::from_utf8(forged).unwrap(), 1, vec![1]).await.unwrap_err();
+    assert!(err.contains("NoSuchUpload"), "{err}");
+    // ...but the raw ID still aborts
+    c.abort_multipart_upload().bucket(&env.bucket).key("mp/a").upload_id(&raw).send().await.expect("abort raw");
+}
+against_both_stores!(forged_upload_ids, forged_foreign_and_raw_upload_ids_are_no_such_upload);
+
+async fn unsealed_or_truncated_multipart_objects_are_refused(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let parts = vec![data(5 * MIB, 1), data(5 * MIB, 2), data(100, 3)];
+    upload(&c, &env.bucket, "mp/t", &parts).await.expect("upload");
+    let stored = env.direct.get_object().bucket(&env.bucket).key("mp/t").send().await.unwrap();
+    let meta = stored.metadata().cloned().unwrap_or_default();
+    let raw = stored.body.collect().await.unwrap().into_bytes().to_vec();
+
+    // the last part dropped at the store, metadata intact
+    let part_cipher = ciphertext_len(5 * MIB as u64, 65_536) as usize;
+    let truncated = raw[..2 * part_cipher].to_vec();
+    let mut put = env.direct.put_object().bucket(&env.bucket).key("mp/t").body(ByteStream::from(truncated));
+    for (k, v) in &meta {
+        put = put.metadata(k, v);
+    }
+    put.send().await.unwrap();
+    let e = c.head_object().bucket(&env.bucket).key("mp/t").send().await.unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(502));
+    let err = get(&c, &env.bucket, "mp/t", None).await.unwrap_err();
+    assert!(err.contains("ObjectIntegrityError"), "{err}");
+
+    // the seal removed (as after an interrupted Complete)
+    let mut put = env.direct.put_object().bucket(&env.bucket).key("mp/t").body(ByteStream::from(raw));
+    for (k, v) in &meta {
+        put = put.metadata(k, if k == "s3crypt-mp" { "open" } else { v });
+    }
+    put.send().await.unwrap();
+    let err = get(&c, &env.bucket, "mp/t", None).await.unwrap_err();
+    assert!(err.contains("InvalidObjectState"), "{err}");
+}
+against_both_stores!(unsealed_or_truncated_objects, unsealed_or_truncated_multipart_objects_are_refused);
+
+async fn slow_completes_answer_200_with_spaces_and_objects_over_the_copy_limit_seal_part_by_part(backend: Backend) {
+    let env = TestEnv::builder(backend).slow_response_keepalive("20ms").max_copy_size(5 * MIB as u64).start().await;
+    let c = env.client();
+    let parts = vec![data(5 * MIB, 5), data(5 * MIB, 6), data(3, 7)];
+    let etag = upload(&c, &env.bucket, "mp/slow", &parts).await.expect("complete through the keepalive body");
+    let head = c.head_object().bucket(&env.bucket).key("mp/slow").send().await.unwrap();
+    assert_eq!(head.e_tag(), Some(etag.as_str()), "Complete returns the sealed object's ETag");
+    assert_eq!(get(&c, &env.bucket, "mp/slow", None).await.unwrap(), parts.concat());
+    let meta = stored_metadata(&env, "mp/slow").await;
+    assert_eq!(meta.get("s3crypt-mp").map(String::as_str), Some("3x5242880"));
+    assert_eq!(head.content_type(), Some("text/csv"));
+}
+against_both_stores!(
+    slow_completes_and_part_copies,
+    slow_completes_answer_200_with_spaces_and_objects_over_the_copy_limit_seal_part_by_part
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_sharing_only_the_store_and_keyring_serve_one_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.toml");
+    s3crypt::crypto::keys::keygen(&keyring, Some("shared")).unwrap();
+    let a = TestEnv::builder(Backend::SeaweedFs).keyring(&keyring).start().await;
+    let b = TestEnv::builder(Backend::SeaweedFs).keyring(&keyring).bucket(&a.bucket).start().await;
+    let (ca, cb) = (a.client(), b.client());
+    let key = "mp/two-replicas";
+    let id = create(&ca, &a.bucket, key).await;
+    let parts = [data(5 * MIB, 21), data(5 * MIB, 22), data(5 * MIB, 23), data(999, 24)];
+    let mut etags = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let client = if i % 2 == 0 { &cb } else { &ca };
+        etags.push((i as i32 + 1, upload_part(client, &a.bucket, key, &id, i as i32 + 1, p.clone()).await.unwrap()));
+    }
+    complete(&cb, &a.bucket, key, &id, &etags).await.expect("complete on the other replica");
+    assert_eq!(get(&ca, &a.bucket, key, None).await.unwrap(), parts.concat());
+    assert_eq!(
+        get(&cb, &a.bucket, key, Some("bytes=5242870-5242889")).await.unwrap(),
+        parts.concat()[5242870..5242890]
+    );
+}
