@@ -105,6 +105,8 @@ pub enum Layout {
     Single,
     /// A sealed multipart object: parts 1..=`parts`, each of `per_part` segments but the last (1..=`per_part`).
     Multipart { parts: u32, per_part: u64 },
+    /// One part of a multipart object read on its own: a single stream of part `n`.
+    Part(u16),
     /// A multipart object whose completion was never sealed, read whole and in order (recovery with
     /// `s3crypt decrypt` only): parts in ascending order, each starting at index 0 after the previous part's
     /// final segment. Dropped trailing parts cannot be detected.
@@ -115,13 +117,13 @@ impl Layout {
     /// Whether an object of `cipher_total` ciphertext bytes (segment size `segment`) can have this layout: its
     /// length is possible and, for a sealed multipart object, its segment count falls in the last part.
     pub fn admits(&self, cipher_total: u64, segment: u32) -> bool {
-        let multipart = !matches!(self, Layout::Single);
+        let multipart = !matches!(self, Layout::Single | Layout::Part(_));
         if super::format::plaintext_len(cipher_total, segment, multipart).is_none() {
             return false;
         }
         let total = cipher_total.div_ceil(u64::from(segment) + super::format::SEGMENT_OVERHEAD);
         match *self {
-            Layout::Single | Layout::Unsealed => true,
+            Layout::Single | Layout::Part(_) | Layout::Unsealed => true,
             Layout::Multipart { parts, per_part } => {
                 let before_last = u64::from(parts - 1) * per_part;
                 parts >= 1 && per_part >= 1 && total > before_last && total <= before_last + per_part
@@ -145,6 +147,7 @@ impl Layout {
                 }
                 Some((u16::try_from(part).ok()?, u32::try_from(within).ok()?, object_last || within + 1 == per_part))
             }
+            Layout::Part(n) => Some((n, u32::try_from(g).ok()?, object_last)),
             Layout::Unsealed => None,
         }
     }

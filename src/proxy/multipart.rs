@@ -22,9 +22,12 @@ use hyper::body::Incoming;
 
 use super::{Proxy, ProxyBody, RequestView};
 use crate::crypto::Crypto;
+use crate::crypto::body::{DecryptBody, EncryptBody, ReadPlan};
 use crate::crypto::envelope::{Envelope, Multipart, USER_METADATA_LIMIT};
 use crate::crypto::format::{MAX_PARTS, META_PREFIX, plaintext_len};
-use crate::crypto::keys::{DataKey, ObjectIdentity};
+use crate::crypto::format::{ciphertext_len, segment_count};
+use crate::crypto::keys::{DataKey, ObjectIdentity, random_bytes};
+use crate::crypto::stream::Layout;
 use crate::error::{BoxError, ProxyError};
 use crate::s3::Target;
 use crate::s3::headers::{
@@ -32,7 +35,10 @@ use crate::s3::headers::{
     X_AMZ_METADATA_DIRECTIVE, X_AMZ_MP_OBJECT_SIZE, X_AMZ_MP_PARTS_COUNT, X_AMZ_VERSION_ID, header_str,
 };
 use crate::s3::xml;
+use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
+use crate::sigv4::sign::OutboundPayload;
 use crate::sigv4::verify::Authenticated;
+use crate::upstream::UpstreamBody;
 
 /// Largest part S3 stores (ciphertext, here).
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -42,6 +48,8 @@ const MAX_XML_RESPONSE: usize = 16 * 1024 * 1024;
 const SLOW_XML_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Deadline to read a small XML response (ListParts page).
 const XML_TIMEOUT: Duration = Duration::from_secs(60);
+/// Part size of a re-encrypted (repacked) upload, unless 10000 parts need larger ones.
+const REPACK_PART_SIZE: u64 = 16 * 1024 * 1024;
 /// UploadPartCopy requests in flight at once when sealing an object larger than the CopyObject limit.
 const COPY_CONCURRENCY: usize = 8;
 /// Headers of an object that a copy with `x-amz-metadata-directive: REPLACE` must restate to keep them.
@@ -257,7 +265,9 @@ impl Proxy {
                 let first = u64::from(n - 1) * size;
                 (first, (first + size).min(total), Some(parts))
             }
-            crate::crypto::stream::Layout::Single | crate::crypto::stream::Layout::Unsealed => {
+            crate::crypto::stream::Layout::Single
+            | crate::crypto::stream::Layout::Part(_)
+            | crate::crypto::stream::Layout::Unsealed => {
                 if n != 1 {
                     return Err(ProxyError::InvalidPartNumber);
                 }
@@ -369,23 +379,40 @@ impl Proxy {
         method: Method,
         target: &Target,
         query: &[(String, String)],
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let len = (!body.is_empty() || matches!(method, Method::PUT | Method::POST)).then_some(body.len() as u64);
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+        let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
+        self.own_stream_request(method, target, query, headers, body, len, OutboundPayload::Sha256Hex(hash)).await
+    }
+
+    /// [`Proxy::own_request`] with a streamed body.
+    #[allow(clippy::too_many_arguments)]
+    async fn own_stream_request(
+        &self,
+        method: Method,
+        target: &Target,
+        query: &[(String, String)],
+        mut headers: HeaderMap,
+        body: UpstreamBody,
+        content_length: Option<u64>,
+        payload: OutboundPayload,
     ) -> Result<Response<Incoming>, ProxyError> {
         let q = crate::sigv4::canonical::canonical_query(query, None);
         let (uri, host) = self.inner.upstream.uri_for(target, &q)?;
         headers.insert(http::header::HOST, HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?);
-        if !body.is_empty() || matches!(method, Method::PUT | Method::POST) {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Some(len) = content_length {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
         let mut req = http::Request::builder()
             .method(method)
             .uri(uri)
-            .body(Full::new(body).map_err(|never| match never {}).boxed_unsync())
+            .body(body)
             .map_err(|e| ProxyError::Internal(e.to_string()))?;
         *req.headers_mut() = headers;
-        self.inner.upstream.send(req, &crate::sigv4::sign::OutboundPayload::Sha256Hex(hash)).await
+        self.inner.upstream.send(req, &payload).await
     }
 
     /// Sends an own request and reads its XML result; an error status, or a 200 whose body is an `<Error>`
@@ -491,13 +518,6 @@ impl Proxy {
                 format!("x-amz-mp-object-size {declared} does not match the parts' total size {plain_total}").into(),
             ));
         }
-        let PartsLayout::Aligned { parts, part_size } = layout else {
-            return Err(ProxyError::InvalidPart(
-                "Every part but the last must have the same size, a multiple of 64 KiB (all SDK defaults are), and \
-                 part numbers must run 1, 2, 3 ...: the gateway cannot list exact sizes of other layouts."
-                    .into(),
-            ));
-        };
         let mut complete_headers = HeaderMap::new();
         for name in [http::header::IF_MATCH, http::header::IF_NONE_MATCH] {
             if let Some(v) = headers.get(&name) {
@@ -520,8 +540,8 @@ impl Proxy {
                     complete_headers,
                     request_xml,
                     &chosen,
-                    parts,
-                    part_size,
+                    layout,
+                    plain_total,
                 )
                 .await?;
             Ok::<_, ProxyError>(sealed)
@@ -548,7 +568,8 @@ impl Proxy {
         self.slow_response(work, render, view).await
     }
 
-    /// Completes the upstream upload and seals the object.
+    /// Completes the upstream upload, then seals the object in place (aligned layouts) or re-encrypts it into an
+    /// aligned layout (anything else).
     #[allow(clippy::too_many_arguments)]
     async fn complete_and_seal(
         &self,
@@ -558,8 +579,8 @@ impl Proxy {
         complete_headers: HeaderMap,
         request_xml: Bytes,
         parts_list: &[StoredPart],
-        parts: u32,
-        part_size: u64,
+        layout: PartsLayout,
+        plain_total: u64,
     ) -> Result<Sealed, ProxyError> {
         let query = vec![("uploadId".to_owned(), upload.upstream_id.clone())];
         let (h, body) =
@@ -572,8 +593,227 @@ impl Proxy {
             .or_else(|| header_str(&h, &http::header::ETAG).map(str::to_owned))
             .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result without ETag".into()))?;
         let version = header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned);
-        self.seal(target, identity, &upload.dek, &etag, version, parts_list, Multipart::Sealed { parts, part_size })
-            .await
+        match layout {
+            PartsLayout::Aligned { parts, part_size } => {
+                let state = Multipart::Sealed { parts, part_size };
+                self.seal(target, identity, &upload.dek, &etag, version, parts_list, state).await
+            }
+            PartsLayout::Misaligned => {
+                self.repack(target, identity, &upload.dek, &etag, version, parts_list, plain_total).await
+            }
+        }
+    }
+
+    /// Re-encrypts a completed object whose parts are not aligned into a new object of aligned parts, under a new
+    /// data key, sealed from the start (the layout is known before writing). The source is read part by part
+    /// (each part is one stream), pinned to `etag`, and verified as it is read.
+    #[allow(clippy::too_many_arguments)]
+    async fn repack(
+        &self,
+        target: &Target,
+        identity: &ObjectIdentity,
+        dek: &Arc<DataKey>,
+        etag: &str,
+        version: Option<String>,
+        parts_list: &[StoredPart],
+        plain_total: u64,
+    ) -> Result<Sealed, ProxyError> {
+        let crypto = &self.inner.crypto;
+        let segment = crypto.segment_size;
+        let s = u64::from(segment);
+        let version = version.filter(|v| v != "null");
+        let version_query: Vec<(String, String)> =
+            version.iter().map(|v| ("versionId".to_owned(), v.clone())).collect();
+        let mut pin = HeaderMap::new();
+        pin.insert(http::header::IF_MATCH, header_value(etag)?);
+        let head = self.own_request(Method::HEAD, target, &version_query, pin.clone(), Bytes::new()).await?;
+        if !head.status().is_success() {
+            let (p, b) = head.into_parts();
+            return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
+        }
+        let head_headers = head.headers().clone();
+
+        // The new layout: parts of REPACK_PART_SIZE (more if 10000 would not hold the object).
+        let part_size = REPACK_PART_SIZE.max(plain_total.div_ceil(u64::from(MAX_PARTS)).div_ceil(s) * s);
+        let parts_out = u32::try_from(plain_total.div_ceil(part_size).max(1)).unwrap_or(MAX_PARTS);
+        let state = Multipart::Sealed { parts: parts_out, part_size };
+        let (new_dek, env) = crypto.new_object_key(identity, Some(state))?;
+        let new_dek = Arc::new(new_dek);
+        let headers = replace_headers(&head_headers, &env)?;
+        let create = vec![("uploads".to_owned(), String::new())];
+        let (_, body) = self.own_xml(Method::POST, target, &create, headers, Bytes::new(), XML_TIMEOUT).await?;
+        let (_, top) = xml::records(&body, &["InitiateMultipartUploadResult", "Part"])
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
+        let upload_id = xml::field(&top, "UploadId")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result without UploadId".into()))?
+            .to_owned();
+
+        let pumped = self
+            .pump_parts(target, &version_query, &pin, dek, parts_list, &new_dek, &upload_id, part_size, plain_total)
+            .await;
+        let etags = match pumped {
+            Ok(e) => e,
+            Err(e) => {
+                let q = vec![("uploadId".to_owned(), upload_id)];
+                let _ = self.own_request(Method::DELETE, target, &q, HeaderMap::new(), Bytes::new()).await;
+                return Err(e);
+            }
+        };
+        let groups: Vec<(&str, Vec<(&str, String)>)> = etags
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ("Part", vec![("PartNumber", (i + 1).to_string()), ("ETag", e.clone())]))
+            .collect();
+        let q = vec![("uploadId".to_owned(), upload_id)];
+        let complete = xml::document("CompleteMultipartUpload", &[], &groups);
+        let (h, body) = self.own_xml(Method::POST, target, &q, HeaderMap::new(), complete, SLOW_XML_TIMEOUT).await?;
+        let (_, top) = xml::records(&body, &["CompleteMultipartUploadResult", "Part"])
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result is not XML".into()))?;
+        let new_etag = xml::field(&top, "ETag")
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result without ETag".into()))?;
+        let sealed =
+            Sealed { etag: new_etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) };
+        self.drop_version(target, version.as_deref(), &sealed).await;
+        Ok(sealed)
+    }
+
+    /// Reads the source parts in order (decrypting each as its own stream) and writes their plaintext, cut into
+    /// parts of `part_size` and encrypted under `new_dek`, to the upload `upload_id`. Returns the new parts' ETags.
+    #[allow(clippy::too_many_arguments)]
+    async fn pump_parts(
+        &self,
+        target: &Target,
+        version_query: &[(String, String)],
+        pin: &HeaderMap,
+        dek: &Arc<DataKey>,
+        parts_list: &[StoredPart],
+        new_dek: &Arc<DataKey>,
+        upload_id: &str,
+        part_size: u64,
+        plain_total: u64,
+    ) -> Result<Vec<String>, ProxyError> {
+        let segment = self.inner.crypto.segment_size;
+        let mut etags = Vec::new();
+        let mut writer: Option<PartWriter> = None;
+        let mut written = 0u64;
+        let mut offset = 0u64;
+        for p in parts_list {
+            let plain = plaintext_len(p.cipher_size, segment, false)
+                .ok_or(ProxyError::ObjectIntegrity("a part has an impossible length"))?;
+            let mut h = pin.clone();
+            let range = format!("bytes={offset}-{}", offset + p.cipher_size - 1);
+            h.insert(http::header::RANGE, header_value(&range)?);
+            offset += p.cipher_size;
+            let resp = self.own_request(Method::GET, target, version_query, h, Bytes::new()).await?;
+            if !resp.status().is_success() {
+                let (rp, b) = resp.into_parts();
+                return Err(super::response::upstream_error(rp.status, &rp.headers, b, false).await);
+            }
+            let part = u16::try_from(p.number).map_err(|_| ProxyError::ObjectIntegrity("part number"))?;
+            let plan = ReadPlan {
+                segment_size: segment,
+                cipher_total: p.cipher_size,
+                first_segment: 0,
+                end_segment: segment_count(plain, segment),
+                discard: 0,
+                skip: 0,
+                take: plain,
+            };
+            let mut source = DecryptBody::new(resp.into_body(), Arc::clone(dek), Layout::Part(part), plan);
+            while let Some(frame) = source.frame().await {
+                let Ok(mut data) = frame?.into_data() else { continue };
+                while !data.is_empty() {
+                    if writer.is_none() {
+                        let n = etags.len() as u32 + 1;
+                        let len = part_size.min(plain_total - written);
+                        writer = Some(self.start_part(target, upload_id, n, new_dek, len)?);
+                    }
+                    let Some(w) = writer.as_mut() else { break };
+                    let take = usize::try_from(w.remaining.min(data.len() as u64)).unwrap_or(data.len());
+                    w.send(data.split_to(take)).await?;
+                    if w.remaining == 0
+                        && let Some(done) = writer.take()
+                    {
+                        written += done.len;
+                        etags.push(done.finish().await?);
+                    }
+                }
+            }
+        }
+        if plain_total == 0 {
+            let w = self.start_part(target, upload_id, 1, new_dek, 0)?;
+            etags.push(w.finish().await?);
+        }
+        if writer.is_some() || written != plain_total {
+            return Err(ProxyError::ObjectIntegrity("the parts are shorter than listed"));
+        }
+        Ok(etags)
+    }
+
+    /// Starts uploading part `n` of `len` plaintext bytes, fed through the returned writer.
+    fn start_part(
+        &self,
+        target: &Target,
+        upload_id: &str,
+        n: u32,
+        dek: &Arc<DataKey>,
+        len: u64,
+    ) -> Result<PartWriter, ProxyError> {
+        let segment = self.inner.crypto.segment_size;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let part = u16::try_from(n).map_err(|_| ProxyError::Internal("part number".into()))?;
+        let salt = random_bytes()?;
+        let cipher_len = ciphertext_len(len, segment);
+        let plain = ChannelBody { rx, remaining: len };
+        let encrypted = EncryptBody::new(plain, dek, part, salt, segment, len);
+        let mut headers = HeaderMap::new();
+        let (body, content_length, payload): (UpstreamBody, u64, OutboundPayload) =
+            match self.inner.settings.upload_checksum {
+                crate::config::UploadChecksum::Crc32 => {
+                    headers.insert(crate::s3::headers::X_AMZ_DECODED_CONTENT_LENGTH, HeaderValue::from(cipher_len));
+                    headers.insert(crate::s3::headers::X_AMZ_TRAILER, HeaderValue::from_static(trailer_header()));
+                    headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("aws-chunked"));
+                    (
+                        AwsChunkedEncoder::new(encrypted, cipher_len).boxed_unsync(),
+                        encoded_length(cipher_len),
+                        OutboundPayload::StreamingUnsignedTrailer,
+                    )
+                }
+                crate::config::UploadChecksum::None => {
+                    (encrypted.boxed_unsync(), cipher_len, OutboundPayload::Unsigned)
+                }
+            };
+        let this = self.clone();
+        let target = target.clone();
+        let q = vec![("partNumber".to_owned(), n.to_string()), ("uploadId".to_owned(), upload_id.to_owned())];
+        let task = tokio::spawn(async move {
+            let resp =
+                this.own_stream_request(Method::PUT, &target, &q, headers, body, Some(content_length), payload).await?;
+            if !resp.status().is_success() {
+                let (rp, b) = resp.into_parts();
+                return Err(super::response::upstream_error(rp.status, &rp.headers, b, false).await);
+            }
+            header_str(resp.headers(), &http::header::ETAG)
+                .map(str::to_owned)
+                .ok_or_else(|| ProxyError::UpstreamProtocol("UploadPart without ETag".into()))
+        });
+        Ok(PartWriter { tx: Some(tx), task, remaining: len, len })
+    }
+
+    /// Deletes the version `old` of the target once `sealed` replaced it (versioned buckets only).
+    async fn drop_version(&self, target: &Target, old: Option<&str>, sealed: &Sealed) {
+        let Some(old) = old else { return };
+        if sealed.version_id.as_deref() == Some(old) {
+            return;
+        }
+        let q = vec![("versionId".to_owned(), old.to_owned())];
+        match self.own_request(Method::DELETE, target, &q, HeaderMap::new(), Bytes::new()).await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(status = r.status().as_u16(), "could not delete the unsealed object version"),
+            Err(e) => tracing::warn!(error = %e, "could not delete the unsealed object version"),
+        }
     }
 
     /// Rewrites the metadata of the just-completed object (pinned by `etag` and `version`) so that its envelope
@@ -627,16 +867,7 @@ impl Proxy {
         } else {
             self.copy_by_parts(target, headers, &source, etag, parts_list).await?
         };
-        if let Some(old) = &version
-            && sealed.version_id.as_deref() != Some(old.as_str())
-        {
-            let q = vec![("versionId".to_owned(), old.clone())];
-            match self.own_request(Method::DELETE, target, &q, HeaderMap::new(), Bytes::new()).await {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::warn!(status = r.status().as_u16(), "could not delete the unsealed object version"),
-                Err(e) => tracing::warn!(error = %e, "could not delete the unsealed object version"),
-            }
-        }
+        self.drop_version(target, version.as_deref(), &sealed).await;
         Ok(sealed)
     }
 
@@ -815,6 +1046,76 @@ fn complete_xml(requested: &[(u32, String)]) -> Bytes {
         .map(|(n, etag)| ("Part", vec![("PartNumber", n.to_string()), ("ETag", etag.clone())]))
         .collect();
     xml::document("CompleteMultipartUpload", &[], &groups)
+}
+
+/// Feeds one part being written during a repack.
+struct PartWriter {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    task: tokio::task::JoinHandle<Result<String, ProxyError>>,
+    /// Plaintext bytes still to send.
+    remaining: u64,
+    len: u64,
+}
+
+impl PartWriter {
+    async fn send(&mut self, b: Bytes) -> Result<(), ProxyError> {
+        self.remaining -= b.len() as u64;
+        let tx = self.tx.as_ref().ok_or_else(|| ProxyError::Internal("part writer closed".into()))?;
+        if tx.send(b).await.is_err() {
+            // The upload ended early: its own error says why.
+            self.tx = None;
+            return match (&mut self.task).await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(_)) => Err(ProxyError::Internal("part upload ended before its body".into())),
+                Err(e) => Err(ProxyError::Internal(format!("part upload task: {e}"))),
+            };
+        }
+        Ok(())
+    }
+
+    /// Closes the body and waits for the part's ETag.
+    async fn finish(mut self) -> Result<String, ProxyError> {
+        self.tx = None;
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ProxyError::Internal(format!("part upload task: {e}"))),
+        }
+    }
+}
+
+/// A request body fed by a channel: exactly `remaining` bytes, or an error if the sender goes away early.
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    remaining: u64,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(b)) => {
+                self.remaining = self.remaining.saturating_sub(b.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(None) => {
+                Poll::Ready(Some(Err(ProxyError::Internal("the repacked part's source ended early".into()))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// Strips the XML declaration a document starts with (the keepalive body already sent one).
