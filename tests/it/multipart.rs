@@ -180,7 +180,8 @@ against_both_stores!(parallel_and_retried_parts, parallel_out_of_order_and_retri
 async fn misaligned_parts_are_re_encrypted_into_an_aligned_layout_with_exact_sizes(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let c = env.client();
-    let cases: Vec<(&str, Vec<(i32, Vec<u8>)>, &str)> = vec![
+    type Parts = Vec<(i32, Vec<u8>)>;
+    let cases: Vec<(&str, Parts, &str)> = vec![
         // 5 MiB + 1, more than one repacked part
         (
             "mp/plus-one",
