@@ -34,10 +34,10 @@ pub fn check_request(op: S3Op, headers: &HeaderMap, query: &[(String, String)]) 
     }
     let _ = query;
     match op {
-        S3Op::CopyObject | S3Op::UploadPartCopy | S3Op::GetObjectAttributes => Err(ProxyError::NotImplemented(
-            "Copies and GetObjectAttributes are not supported yet on encrypted buckets.",
-        )),
-        S3Op::CreateMultipartUpload
+        S3Op::GetObjectAttributes
+        | S3Op::CopyObject
+        | S3Op::UploadPartCopy
+        | S3Op::CreateMultipartUpload
         | S3Op::UploadPart
         | S3Op::CompleteMultipartUpload
         | S3Op::ListBuckets
@@ -90,6 +90,29 @@ impl ClientRange {
                 _other => ClientRange::Whole,
             },
             (true, true) => ClientRange::Whole,
+        }
+    }
+
+    /// An `x-amz-copy-source-range` value: only `bytes=first-last` is allowed.
+    pub fn parse_copy_range(v: &str) -> Option<ClientRange> {
+        let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+        let num = |s: &str| {
+            let s = s.trim();
+            (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse::<u64>().ok()).flatten()
+        };
+        match (num(a), num(b)) {
+            (Some(a), Some(b)) if b >= a => Some(ClientRange::From(a, Some(b))),
+            _other => None,
+        }
+    }
+
+    /// This range as a Range header for a plaintext object (`None` for the whole object).
+    pub fn as_header(self) -> Option<String> {
+        match self {
+            ClientRange::Whole => None,
+            ClientRange::From(a, None) => Some(format!("bytes={a}-")),
+            ClientRange::From(a, Some(b)) => Some(format!("bytes={a}-{b}")),
+            ClientRange::Suffix(n) => Some(format!("bytes=-{n}")),
         }
     }
 
@@ -307,23 +330,53 @@ pub fn head_response(resp: Response<Incoming>, crypto: &Crypto) -> Result<Respon
     Ok(Response::from_parts(parts, super::empty_body()))
 }
 
-/// A listing of an encrypted bucket → plaintext sizes (from ciphertext sizes alone), ciphertext checksums dropped.
-pub async fn listing_response(resp: Response<ProxyBody>, segment: u32) -> Result<Response<ProxyBody>, ProxyError> {
-    const MAX_LISTING: usize = 64 * 1024 * 1024;
-    let (mut parts, mut body) = resp.into_parts();
+/// GetObjectAttributes of an encrypted bucket's object: plaintext sizes, no ciphertext checksums.
+pub async fn object_attributes_response(
+    resp: Response<ProxyBody>,
+    segment: u32,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
     if parts.status != StatusCode::OK {
         return Ok(Response::from_parts(parts, body));
     }
+    let raw = read_xml(body).await?;
+    let out =
+        crate::s3::xml::rewrite_object_attributes(&raw, &|c| plaintext_len(c, segment, true).unwrap_or(c), &|c| {
+            plaintext_len(c, segment, false).unwrap_or(c)
+        })
+        .ok_or_else(|| ProxyError::UpstreamProtocol("GetObjectAttributes result is not XML".into()))?;
+    let drop: Vec<HeaderName> =
+        parts.headers.keys().filter(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()).cloned().collect();
+    for n in drop {
+        parts.headers.remove(n);
+    }
+    parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
+}
+
+/// Reads an upstream XML document (at most 64 MiB).
+async fn read_xml(mut body: ProxyBody) -> Result<Vec<u8>, ProxyError> {
+    const MAX_XML: usize = 64 * 1024 * 1024;
     let mut collected = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ProxyError::UpstreamProtocol(format!("listing body: {e}")))?;
+        let frame = frame.map_err(|e| ProxyError::UpstreamProtocol(format!("XML body: {e}")))?;
         if let Ok(d) = frame.into_data() {
             collected.extend_from_slice(&d);
-            if collected.len() > MAX_LISTING {
-                return Err(ProxyError::UpstreamProtocol("listing larger than 64 MiB".into()));
+            if collected.len() > MAX_XML {
+                return Err(ProxyError::UpstreamProtocol("XML response larger than 64 MiB".into()));
             }
         }
     }
+    Ok(collected)
+}
+
+/// A listing of an encrypted bucket → plaintext sizes (from ciphertext sizes alone), ciphertext checksums dropped.
+pub async fn listing_response(resp: Response<ProxyBody>, segment: u32) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    if parts.status != StatusCode::OK {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let collected = read_xml(body).await?;
     let rewritten = crate::s3::xml::rewrite_listing(&collected, &|c| plaintext_len(c, segment, true).unwrap_or(c))
         .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));

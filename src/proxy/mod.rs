@@ -2,6 +2,7 @@
 //! touched) → authorisation → operation → body transform → upstream request (re-signed) → response
 //! (scrubbed). Errors are rendered once, here, as S3 XML.
 
+mod copy;
 mod encrypted;
 mod multipart;
 mod response;
@@ -171,10 +172,6 @@ impl Proxy {
         let encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
         if encrypted {
             encrypted::check_request(op, &parts.headers, &auth.query)?;
-        } else if let Some(src) = copy_source_bucket(&parts.headers)
-            && crypto.encrypts(&src)
-        {
-            return Err(ProxyError::NotImplemented("Copying from an encrypted bucket is not supported yet."));
         }
         let identity = ObjectIdentity {
             bucket: target.bucket.clone().unwrap_or_default(),
@@ -186,7 +183,7 @@ impl Proxy {
         let mut client_upload_id = None;
         if encrypted {
             match op {
-                S3Op::UploadPart | S3Op::CompleteMultipartUpload => {
+                S3Op::UploadPart | S3Op::UploadPartCopy | S3Op::CompleteMultipartUpload => {
                     open_upload = Some(multipart::open_upload(&crypto, &mut auth.query, &identity)?);
                 }
                 S3Op::AbortMultipartUpload | S3Op::ListParts => {
@@ -200,6 +197,17 @@ impl Proxy {
             && let Some(upload) = open_upload.take()
         {
             return self.complete_upload(&parts.headers, body, &target, &auth, &identity, upload, view).await;
+        }
+        // Copies with an encrypted bucket on either side go through the proxy's own copy.
+        if matches!(op, S3Op::CopyObject | S3Op::UploadPartCopy)
+            && let Some(source) = copy::CopySource::from_headers(&parts.headers)?
+            && (encrypted || source.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b)))
+        {
+            if op == S3Op::UploadPartCopy && !encrypted {
+                // A plaintext destination upload: its upload ID is the store's own.
+                let _ = multipart::unwrap_upload_id(&mut auth.query);
+            }
+            return self.copy(op, &parts.headers, &target, &auth.query, source, open_upload.take()).await;
         }
         // GET / HEAD by part number: find the part's plaintext range (a HEAD) and read it as a Range.
         let mut part_read = None;
@@ -341,6 +349,10 @@ impl Proxy {
                 let mut r = multipart::create_response(r, &crypto, &dek, &identity, client_alg).await?;
                 encrypted::scrub_object_headers(r.headers_mut(), kek_ref.as_deref());
                 Ok(r)
+            }
+            S3Op::GetObjectAttributes if ok => {
+                let r = response::map_response(resp, op, &auth.client, is_head).await?;
+                encrypted::object_attributes_response(r, crypto.segment_size).await
             }
             S3Op::ListParts if ok => {
                 let r = response::map_response(resp, op, &auth.client, is_head).await?;

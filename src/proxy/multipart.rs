@@ -45,7 +45,7 @@ pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Largest upstream XML response read (ListParts pages, Complete and copy results).
 const MAX_XML_RESPONSE: usize = 16 * 1024 * 1024;
 /// Deadline to read a Complete or copy result: S3 may work (sending spaces) for minutes on large objects.
-const SLOW_XML_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(super) const SLOW_XML_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Deadline to read a small XML response (ListParts page).
 const XML_TIMEOUT: Duration = Duration::from_secs(60);
 /// Part size of a re-encrypted (repacked) upload, unless 10000 parts need larger ones.
@@ -53,7 +53,7 @@ const REPACK_PART_SIZE: u64 = 16 * 1024 * 1024;
 /// UploadPartCopy requests in flight at once when sealing an object larger than the CopyObject limit.
 const COPY_CONCURRENCY: usize = 8;
 /// Headers of an object that a copy with `x-amz-metadata-directive: REPLACE` must restate to keep them.
-const KEPT_ON_REPLACE: [HeaderName; 10] = [
+pub(super) const KEPT_ON_REPLACE: [HeaderName; 10] = [
     CONTENT_TYPE,
     http::header::CONTENT_ENCODING,
     http::header::CONTENT_DISPOSITION,
@@ -326,7 +326,7 @@ fn parse_complete_request(body: &[u8]) -> Result<Vec<(u32, String)>, ProxyError>
     Ok(parts)
 }
 
-fn etag_eq(a: &str, b: &str) -> bool {
+pub(super) fn etag_eq(a: &str, b: &str) -> bool {
     a.trim().trim_matches('"') == b.trim().trim_matches('"')
 }
 
@@ -374,7 +374,7 @@ struct Sealed {
 
 impl Proxy {
     /// Sends a request of the proxy's own making (not derived from the client's headers) upstream.
-    async fn own_request(
+    pub(super) async fn own_request(
         &self,
         method: Method,
         target: &Target,
@@ -390,7 +390,7 @@ impl Proxy {
 
     /// [`Proxy::own_request`] with a streamed body.
     #[allow(clippy::too_many_arguments)]
-    async fn own_stream_request(
+    pub(super) async fn own_stream_request(
         &self,
         method: Method,
         target: &Target,
@@ -417,7 +417,7 @@ impl Proxy {
 
     /// Sends an own request and reads its XML result; an error status, or a 200 whose body is an `<Error>`
     /// document (Complete and copies do that), is an error.
-    async fn own_xml(
+    pub(super) async fn own_xml(
         &self,
         method: Method,
         target: &Target,
@@ -1006,7 +1006,7 @@ impl Proxy {
 }
 
 /// The headers a REPLACE copy needs to keep the object as it is, but with `envelope`.
-fn replace_headers(head: &HeaderMap, envelope: &Envelope) -> Result<HeaderMap, ProxyError> {
+pub(super) fn replace_headers(head: &HeaderMap, envelope: &Envelope) -> Result<HeaderMap, ProxyError> {
     let mut out = HeaderMap::new();
     for name in KEPT_ON_REPLACE {
         if let Some(v) = head.get(&name) {
@@ -1034,7 +1034,7 @@ fn replace_headers(head: &HeaderMap, envelope: &Envelope) -> Result<HeaderMap, P
     Ok(out)
 }
 
-fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {
+pub(super) fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {
     HeaderValue::from_str(s).map_err(|_| ProxyError::Internal("value not usable in a header".into()))
 }
 

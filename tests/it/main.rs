@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod bodies;
 mod config;
+mod copies;
 mod encryption;
 mod format_vectors;
 mod multipart;

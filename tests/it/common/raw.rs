@@ -95,19 +95,6 @@ impl Raw {
         Self::run(&self.h1, req).await
     }
 
-    /// Sends, and returns the transport error instead of panicking (a server may answer and close before a large
-    /// body is written).
-    pub async fn try_send<B>(&self, req: Request<B>) -> Result<RawResponse, String>
-    where
-        B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
-    {
-        let resp = self.h1.request(req.map(BodyExt::boxed_unsync)).await.map_err(|e| format!("{e:?}"))?;
-        let version = resp.version();
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| format!("{e:?}"))?.to_bytes();
-        Ok(RawResponse { status: parts.status, headers: parts.headers, body, version })
-    }
-
     pub async fn send_h2<B>(&self, req: Request<B>) -> RawResponse
     where
         B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,

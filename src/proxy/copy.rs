@@ -1,0 +1,529 @@
+//! CopyObject and UploadPartCopy when either side is an encrypted bucket.
+//!
+//! Between encrypted buckets a CopyObject changes only names and metadata: the data key is re-wrapped for the
+//! destination and the store copies the ciphertext server-side (no data through the proxy), pinned to the ETag the
+//! proxy read the envelope from. Everything else (a plaintext source or destination, a legacy plaintext object, any
+//! UploadPartCopy, which needs the part's own stream) is a streaming decrypt and re-encrypt through the proxy.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::encrypted::{ClientRange, ObjectResponse};
+use super::multipart::{KEPT_ON_REPLACE, header_value, replace_headers};
+use super::{Proxy, ProxyBody};
+use crate::crypto::body::EncryptBody;
+use crate::crypto::envelope::{Envelope, check_client_metadata};
+use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
+use crate::crypto::keys::{DataKey, ObjectIdentity, random_bytes};
+use crate::error::ProxyError;
+use crate::s3::Target;
+use crate::s3::headers::{
+    X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE, X_AMZ_DECODED_CONTENT_LENGTH,
+    X_AMZ_METADATA_DIRECTIVE, X_AMZ_TRAILER, X_AMZ_VERSION_ID, header_str,
+};
+use crate::s3::op::S3Op;
+use crate::s3::xml;
+use crate::sigv4::canonical::{percent_decode, uri_encode};
+use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
+use crate::sigv4::sign::OutboundPayload;
+use crate::upstream::UpstreamBody;
+
+const X_AMZ_COPY_SOURCE_VERSION_ID: HeaderName = HeaderName::from_static("x-amz-copy-source-version-id");
+
+/// The object `x-amz-copy-source` names.
+#[derive(Debug, Clone)]
+pub struct CopySource {
+    pub target: Target,
+    pub version_id: Option<String>,
+}
+
+impl CopySource {
+    /// Parses `[/]bucket/key[?versionId=…]` (bucket and key URL-encoded).
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<CopySource>, ProxyError> {
+        let Some(v) = header_str(headers, &X_AMZ_COPY_SOURCE) else { return Ok(None) };
+        let bad = || ProxyError::InvalidArgument("Invalid copy source: expected bucket/key[?versionId=id]".into());
+        let (path, version) = match v.split_once('?') {
+            Some((p, q)) => {
+                let version = q.strip_prefix("versionId=").ok_or_else(bad)?;
+                let version = String::from_utf8(percent_decode(version.as_bytes())).map_err(|_| bad())?;
+                (p, Some(version).filter(|v| !v.is_empty()))
+            }
+            None => (v, None),
+        };
+        let decoded = String::from_utf8(percent_decode(path.as_bytes())).map_err(|_| bad())?;
+        let (bucket, key) = decoded.trim_start_matches('/').split_once('/').ok_or_else(bad)?;
+        if bucket.is_empty() || key.is_empty() {
+            return Err(bad());
+        }
+        Ok(Some(CopySource {
+            target: Target { bucket: Some(bucket.to_owned()), key: Some(key.to_owned()), virtual_hosted: false },
+            version_id: version,
+        }))
+    }
+
+    fn identity(&self) -> ObjectIdentity {
+        ObjectIdentity {
+            bucket: self.target.bucket.clone().unwrap_or_default(),
+            key: self.target.key.clone().unwrap_or_default(),
+        }
+    }
+
+    fn query(&self) -> Vec<(String, String)> {
+        self.version_id.iter().map(|v| ("versionId".to_owned(), v.clone())).collect()
+    }
+
+    /// The `x-amz-copy-source` value for the upstream.
+    fn header(&self) -> Result<HeaderValue, ProxyError> {
+        let mut s = self.target.upstream_path(false);
+        if let Some(v) = &self.version_id {
+            s.push_str("?versionId=");
+            uri_encode(v.as_bytes(), true, &mut s);
+        }
+        header_value(&s)
+    }
+}
+
+/// The client's `x-amz-copy-source-if-*` conditions as the conditional headers of a read of the source.
+fn source_conditions(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (from, to) in [
+        ("x-amz-copy-source-if-match", http::header::IF_MATCH),
+        ("x-amz-copy-source-if-none-match", http::header::IF_NONE_MATCH),
+        ("x-amz-copy-source-if-modified-since", http::header::IF_MODIFIED_SINCE),
+        ("x-amz-copy-source-if-unmodified-since", http::header::IF_UNMODIFIED_SINCE),
+    ] {
+        if let Some(v) = headers.get(from) {
+            out.insert(to, v.clone());
+        }
+    }
+    out
+}
+
+/// Whether the client's `x-amz-copy-source-if-match` (if any) holds for the source's ETag.
+fn source_etag_matches(client: &HeaderMap, etag: &str) -> bool {
+    match header_str(client, &X_AMZ_COPY_SOURCE_IF_MATCH) {
+        None => true,
+        Some(wanted) => wanted.split(',').any(|w| w.trim() == "*" || super::multipart::etag_eq(w, etag)),
+    }
+}
+
+fn precondition_failed() -> ProxyError {
+    ProxyError::Upstream {
+        status: StatusCode::PRECONDITION_FAILED,
+        code: "PreconditionFailed".into(),
+        message: "At least one of the pre-conditions you specified did not hold".into(),
+        headers: Vec::new(),
+    }
+}
+
+/// A failed read of the copy source, as S3 reports it for a copy.
+async fn source_error(resp: Response<Incoming>, is_head: bool) -> ProxyError {
+    let (p, body) = resp.into_parts();
+    match p.status {
+        StatusCode::NOT_MODIFIED | StatusCode::PRECONDITION_FAILED => precondition_failed(),
+        StatusCode::NOT_FOUND if is_head => ProxyError::Upstream {
+            status: StatusCode::NOT_FOUND,
+            code: "NoSuchKey".into(),
+            message: "The specified key does not exist.".into(),
+            headers: Vec::new(),
+        },
+        status => super::response::upstream_error(status, &p.headers, body, is_head).await,
+    }
+}
+
+/// True for `x-amz-metadata-directive: REPLACE`.
+fn replaces_metadata(headers: &HeaderMap) -> Result<bool, ProxyError> {
+    match header_str(headers, &X_AMZ_METADATA_DIRECTIVE).map(str::trim) {
+        None | Some("COPY") => Ok(false),
+        Some("REPLACE") => Ok(true),
+        Some(_) => Err(ProxyError::InvalidArgument("Unknown metadata directive.".into())),
+    }
+}
+
+/// The client's headers that apply to the destination object of a copy as they are (tagging, ACL, storage class,
+/// object lock, conditional writes), without the copy mechanics, metadata and content headers.
+fn destination_headers(client: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in client {
+        let n = name.as_str();
+        let passes = (n.starts_with("x-amz-")
+            && !n.starts_with("x-amz-meta-")
+            && !n.starts_with("x-amz-copy-source")
+            && !n.starts_with("x-amz-checksum")
+            && !matches!(
+                n,
+                "x-amz-metadata-directive"
+                    | "x-amz-content-sha256"
+                    | "x-amz-date"
+                    | "x-amz-security-token"
+                    | "x-amz-sdk-checksum-algorithm"
+                    | "x-amz-decoded-content-length"
+                    | "x-amz-trailer"
+            ))
+            || n == "if-match"
+            || n == "if-none-match";
+        if passes {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Content headers and user metadata for the destination: the source's (COPY) or the client's (REPLACE).
+fn described_by(source: &HeaderMap, client: &HeaderMap, replace: bool, out: &mut HeaderMap) {
+    let from = if replace { client } else { source };
+    for name in KEPT_ON_REPLACE {
+        if name.as_str() == "x-amz-storage-class" && client.contains_key(&name) {
+            continue; // the client's storage class applies either way (set by destination_headers)
+        }
+        if let Some(v) = from.get(&name) {
+            out.insert(name, v.clone());
+        }
+    }
+    super::strip_aws_chunked_encoding(out);
+    for (name, value) in from {
+        let n = name.as_str();
+        if n.starts_with("x-amz-meta-") && !n.starts_with(crate::crypto::format::META_PREFIX) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// How a streamed copy writes: encrypted under `dek` as stream `part`, or as plaintext.
+struct Sink {
+    dek: Option<Arc<DataKey>>,
+    part: u16,
+}
+
+impl Proxy {
+    /// CopyObject or UploadPartCopy with an encrypted bucket on either side.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn copy(
+        &self,
+        op: S3Op,
+        headers: &HeaderMap,
+        target: &Target,
+        query: &[(String, String)],
+        source: CopySource,
+        upload: Option<super::multipart::OpenUpload>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let crypto = Arc::clone(&self.inner.crypto);
+        let dest_encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
+        let source_encrypted = source.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
+        let dest_identity = ObjectIdentity {
+            bucket: target.bucket.clone().unwrap_or_default(),
+            key: target.key.clone().unwrap_or_default(),
+        };
+        if op == S3Op::UploadPartCopy {
+            let part = super::multipart::part_number(query)?;
+            let range = match header_str(headers, &X_AMZ_COPY_SOURCE_RANGE) {
+                None => ClientRange::Whole,
+                Some(r) => match ClientRange::parse_copy_range(r) {
+                    Some(r) => r,
+                    None => {
+                        return Err(ProxyError::InvalidArgument(
+                            "The x-amz-copy-source-range value must be of the form bytes=first-last where first \
+                             and last are the zero-based offsets of the first and last bytes to copy"
+                                .into(),
+                        ));
+                    }
+                },
+            };
+            let sink = Sink { dek: upload.as_ref().map(|u| Arc::clone(&u.dek)), part };
+            let kek_ref = upload.as_ref().map(|u| u.kek_ref.clone());
+            let plain = self.read_source(&source, source_encrypted, range, headers).await?;
+            let (etag, version) = self.write_streamed(target, query, HeaderMap::new(), plain, sink).await?;
+            let body = xml::document(
+                "CopyPartResult",
+                &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
+                &[],
+            );
+            return Ok(copy_response(body, version, kek_ref.as_deref()));
+        }
+        let replace = replaces_metadata(headers)?;
+        if dest_encrypted && source_encrypted {
+            let head = self
+                .own_request(Method::HEAD, &source.target, &source.query(), source_conditions(headers), Bytes::new())
+                .await?;
+            if !head.status().is_success() {
+                return Err(source_error(head, true).await);
+            }
+            if let Some(env) = super::encrypted::envelope_or_policy(head.headers(), &crypto)? {
+                return self
+                    .copy_by_rewrap(headers, target, &dest_identity, &source, head.headers(), &env, replace)
+                    .await;
+            }
+            // A legacy plaintext source (legacy_objects = "passthrough"): encrypt it on the way.
+        }
+        let plain = self.read_source(&source, source_encrypted, ClientRange::Whole, headers).await?;
+        let mut out = destination_headers(headers);
+        described_by(plain.headers(), headers, replace, &mut out);
+        let (dek, kek_ref) = if dest_encrypted {
+            let (dek, env) = crypto.new_object_key(&dest_identity, None)?;
+            check_client_metadata(&out, env.metadata_len())?;
+            for (n, v) in env.to_headers() {
+                out.insert(n, v);
+            }
+            (Some(Arc::new(dek)), Some(env.kek_ref))
+        } else {
+            (None, None)
+        };
+        let source_version = plain.headers().get(X_AMZ_VERSION_ID).cloned();
+        let (etag, version) = self.write_streamed(target, &[], out, plain, Sink { dek, part: SINGLE_PUT_PART }).await?;
+        let body = xml::document(
+            "CopyObjectResult",
+            &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
+            &[],
+        );
+        let mut resp = copy_response(body, version, kek_ref.as_deref());
+        if let Some(v) = source_version {
+            resp.headers_mut().insert(X_AMZ_COPY_SOURCE_VERSION_ID, v);
+        }
+        Ok(resp)
+    }
+
+    /// Encrypted to encrypted: the data key re-wrapped for the destination, the ciphertext copied by the store.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_by_rewrap(
+        &self,
+        headers: &HeaderMap,
+        target: &Target,
+        dest_identity: &ObjectIdentity,
+        source: &CopySource,
+        head: &HeaderMap,
+        env: &Envelope,
+        replace: bool,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let crypto = &self.inner.crypto;
+        env.layout().map_err(|_| ProxyError::UnsealedObject)?;
+        let dek = crypto.open_envelope(env, &source.identity())?;
+        let new_env = crypto.rewrap(&dek, env, dest_identity, env.multipart)?;
+        let mut out = destination_headers(headers);
+        if replace {
+            described_by(head, headers, true, &mut out);
+            check_client_metadata(headers, new_env.metadata_len())?;
+            for (n, v) in new_env.to_headers() {
+                out.insert(n, v);
+            }
+        } else {
+            let restated = replace_headers(head, &new_env)?;
+            for (n, v) in &restated {
+                if n.as_str() == "x-amz-storage-class" && out.contains_key(n) {
+                    continue;
+                }
+                out.append(n.clone(), v.clone());
+            }
+        }
+        let etag = head
+            .get(http::header::ETAG)
+            .cloned()
+            .ok_or_else(|| ProxyError::UpstreamProtocol("copy source HEAD without ETag".into()))?;
+        // The copy is pinned to the ETag the envelope was read from; the client's own If-Match is checked here
+        // (some stores ignore If-Match on HEAD), its other conditions go to the store with the copy.
+        if !source_etag_matches(headers, etag.to_str().unwrap_or("")) {
+            return Err(precondition_failed());
+        }
+        for name in [
+            "x-amz-copy-source-if-none-match",
+            "x-amz-copy-source-if-modified-since",
+            "x-amz-copy-source-if-unmodified-since",
+        ] {
+            if let Some(v) = headers.get(name) {
+                out.insert(HeaderName::from_static(name), v.clone());
+            }
+        }
+        out.insert(X_AMZ_COPY_SOURCE, source.header()?);
+        out.insert(X_AMZ_COPY_SOURCE_IF_MATCH, etag);
+        out.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
+        let (h, body) =
+            self.own_xml(Method::PUT, target, &[], out, Bytes::new(), super::multipart::SLOW_XML_TIMEOUT).await?;
+        let (_, top) = xml::records(&body, &["CopyObjectResult", "Part"])
+            .ok_or_else(|| ProxyError::UpstreamProtocol("CopyObject result is not XML".into()))?;
+        let field = |n: &str| xml::field(&top, n).unwrap_or_default().to_owned();
+        let doc =
+            xml::document("CopyObjectResult", &[("ETag", field("ETag")), ("LastModified", field("LastModified"))], &[]);
+        let version = header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned);
+        let mut resp = copy_response(doc, version, Some(&new_env.kek_ref));
+        if let Some(v) = h.get(&X_AMZ_COPY_SOURCE_VERSION_ID) {
+            resp.headers_mut().insert(X_AMZ_COPY_SOURCE_VERSION_ID, v.clone());
+        }
+        Ok(resp)
+    }
+
+    /// The copy source's plaintext (all of it, or `range`), decrypted and verified if it is encrypted.
+    async fn read_source(
+        &self,
+        source: &CopySource,
+        encrypted: bool,
+        range: ClientRange,
+        client: &HeaderMap,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let crypto = &self.inner.crypto;
+        let mut h = source_conditions(client);
+        let upstream_range = if encrypted { range.upstream_range(crypto.segment_size) } else { range.as_header() };
+        if let Some(r) = &upstream_range {
+            h.insert(http::header::RANGE, header_value(r)?);
+        }
+        let resp = self.own_request(Method::GET, &source.target, &source.query(), h.clone(), Bytes::new()).await?;
+        if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            return Err(ProxyError::InvalidRange { size: 0 });
+        }
+        if !resp.status().is_success() {
+            return Err(source_error(resp, false).await);
+        }
+        let etag = header_str(resp.headers(), &http::header::ETAG).unwrap_or("");
+        if !source_etag_matches(client, etag) {
+            return Err(precondition_failed());
+        }
+        if !encrypted {
+            let (mut parts, body) = resp.into_parts();
+            super::response::scrub_upstream_headers(&mut parts.headers);
+            let body: ProxyBody = body.map_err(|e| -> crate::error::BoxError { Box::new(e) }).boxed_unsync();
+            return Ok(Response::from_parts(parts, body));
+        }
+        match super::encrypted::get_response(resp, range, crypto, &source.identity()).await? {
+            ObjectResponse::Ready(r) => Ok(r),
+            ObjectResponse::RefetchPlain => {
+                // A legacy plaintext object: fetch the range as asked.
+                if let Some(r) = range.as_header() {
+                    h.insert(http::header::RANGE, header_value(&r)?);
+                } else {
+                    h.remove(http::header::RANGE);
+                }
+                let resp = self.own_request(Method::GET, &source.target, &source.query(), h, Bytes::new()).await?;
+                if !resp.status().is_success() {
+                    return Err(source_error(resp, false).await);
+                }
+                let (mut parts, body) = resp.into_parts();
+                super::response::scrub_upstream_headers(&mut parts.headers);
+                Ok(Response::from_parts(
+                    parts,
+                    body.map_err(|e| -> crate::error::BoxError { Box::new(e) }).boxed_unsync(),
+                ))
+            }
+        }
+    }
+
+    /// PUTs `plain` (a decrypted source) to the target (an object, or a part when `query` names one), encrypted
+    /// if `sink` has a key. Returns the ETag and version ID.
+    async fn write_streamed(
+        &self,
+        target: &Target,
+        query: &[(String, String)],
+        mut headers: HeaderMap,
+        plain: Response<ProxyBody>,
+        sink: Sink,
+    ) -> Result<(String, Option<String>), ProxyError> {
+        let segment = self.inner.crypto.segment_size;
+        let len: u64 = header_str(plain.headers(), &CONTENT_LENGTH)
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| ProxyError::UpstreamProtocol("copy source without Content-Length".into()))?;
+        let body: UpstreamBody = plain
+            .into_body()
+            .map_err(|e| {
+                ProxyError::find_in(&*e)
+                    .cloned()
+                    .unwrap_or_else(|| ProxyError::UpstreamProtocol(format!("reading the copy source: {e}")))
+            })
+            .boxed_unsync();
+        let (body, len) = match &sink.dek {
+            Some(dek) => {
+                let cipher_len = ciphertext_len(len, segment);
+                if sink.part != SINGLE_PUT_PART && cipher_len > super::multipart::MAX_PART_SIZE {
+                    return Err(ProxyError::EntityTooLarge);
+                }
+                let salt = random_bytes()?;
+                (EncryptBody::new(body, dek, sink.part, salt, segment, len).boxed_unsync(), cipher_len)
+            }
+            None => (body, len),
+        };
+        let (body, content_length, payload) = match self.inner.settings.upload_checksum {
+            crate::config::UploadChecksum::Crc32 => {
+                headers.insert(X_AMZ_DECODED_CONTENT_LENGTH, HeaderValue::from(len));
+                headers.insert(X_AMZ_TRAILER, HeaderValue::from_static(trailer_header()));
+                super::add_aws_chunked_encoding(&mut headers);
+                let encoded: UpstreamBody = AwsChunkedEncoder::new(body, len).boxed_unsync();
+                (encoded, encoded_length(len), OutboundPayload::StreamingUnsignedTrailer)
+            }
+            crate::config::UploadChecksum::None => (body, len, OutboundPayload::Unsigned),
+        };
+        let resp =
+            self.own_stream_request(Method::PUT, target, query, headers, body, Some(content_length), payload).await?;
+        if !resp.status().is_success() {
+            let (p, b) = resp.into_parts();
+            return Err(super::response::upstream_error(p.status, &p.headers, b, false).await);
+        }
+        let etag = header_str(resp.headers(), &http::header::ETAG)
+            .map(str::to_owned)
+            .ok_or_else(|| ProxyError::UpstreamProtocol("PUT without ETag".into()))?;
+        Ok((etag, header_str(resp.headers(), &X_AMZ_VERSION_ID).map(str::to_owned)))
+    }
+}
+
+/// A copy's 200 response: its XML document, version ID and the destination's SSE headers.
+fn copy_response(body: Bytes, version: Option<String>, kek_ref: Option<&str>) -> Response<ProxyBody> {
+    let len = body.len();
+    let mut resp = Response::new(super::full_body(body));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        h.insert(X_AMZ_VERSION_ID, v);
+    }
+    super::encrypted::scrub_object_headers(h, kek_ref);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(v: &'static str) -> Result<Option<CopySource>, ProxyError> {
+        let mut h = HeaderMap::new();
+        h.insert(X_AMZ_COPY_SOURCE, HeaderValue::from_static(v));
+        CopySource::from_headers(&h)
+    }
+
+    #[test]
+    fn copy_sources_parse_with_encoded_keys_and_version_ids() {
+        let s = src("/b/dir/a%20b%3Fc.txt?versionId=v%2B1").unwrap().unwrap();
+        assert_eq!(s.target.bucket.as_deref(), Some("b"));
+        assert_eq!(s.target.key.as_deref(), Some("dir/a b?c.txt"));
+        assert_eq!(s.version_id.as_deref(), Some("v+1"));
+        assert_eq!(s.header().unwrap(), "/b/dir/a%20b%3Fc.txt?versionId=v%2B1");
+        let s = src("b/k").unwrap().unwrap();
+        assert_eq!((s.target.key.as_deref(), s.version_id), (Some("k"), None));
+        for bad in ["/b", "b/", "/b/k?other=1", "//k"] {
+            assert!(src(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn copy_conditions_and_destination_headers_are_split_correctly() {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-copy-source-if-match", HeaderValue::from_static("\"e\""));
+        h.insert("x-amz-copy-source", HeaderValue::from_static("/b/k"));
+        h.insert("x-amz-tagging-directive", HeaderValue::from_static("REPLACE"));
+        h.insert("x-amz-tagging", HeaderValue::from_static("a=b"));
+        h.insert("x-amz-meta-x", HeaderValue::from_static("1"));
+        h.insert("x-amz-metadata-directive", HeaderValue::from_static("REPLACE"));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_eq!(source_conditions(&h)[http::header::IF_MATCH], "\"e\"");
+        let d = destination_headers(&h);
+        assert!(d.contains_key("x-amz-tagging") && d.contains_key("x-amz-tagging-directive"));
+        assert!(
+            !d.contains_key("x-amz-meta-x") && !d.contains_key(CONTENT_TYPE) && !d.contains_key("x-amz-copy-source")
+        );
+        let mut out = HeaderMap::new();
+        described_by(&HeaderMap::new(), &h, true, &mut out);
+        assert_eq!(out[CONTENT_TYPE], "text/plain");
+        assert_eq!(out["x-amz-meta-x"], "1");
+        assert!(replaces_metadata(&h).unwrap());
+    }
+}
