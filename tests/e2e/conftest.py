@@ -80,6 +80,10 @@ plain_http = "redirect"
 address = "127.0.0.1:0"
 protocol = "http"
 plain_http = "refuse"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "http"
+plain_http = "allow"
 [tls]
 self_signed_dir = "tls"
 [[clients]]
@@ -97,15 +101,15 @@ passthrough_buckets = ["e2e-plain"]
 
 @pytest.fixture(scope="session")
 def proxy(tmp_path_factory):
-    p = Proxy(tmp_path_factory.mktemp("proxy"), CONFIG, expected_listeners=3)
+    p = Proxy(tmp_path_factory.mktemp("proxy"), CONFIG, expected_listeners=4)
     yield p
     assert p.stop() == 0, "s3crypt must exit 0 after SIGTERM:\n" + "".join(p.log)
 
 
-def make_client(proxy, secret=SK, **config):
+def make_client(proxy, secret=SK, endpoint=None, **config):
     return boto3.client(
         "s3",
-        endpoint_url=proxy.url("https"),
+        endpoint_url=endpoint or proxy.url("https"),
         aws_access_key_id=AK,
         aws_secret_access_key=secret,
         region_name="us-east-1",
@@ -149,6 +153,10 @@ mode = "dev"
 [[listeners]]
 address = "127.0.0.1:0"
 protocol = "https"
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "http"
+plain_http = "allow"
 [tls]
 self_signed_dir = "tls"
 [[clients]]
@@ -161,7 +169,7 @@ secret_access_key = "{sk}"
 [encryption]
 keyring_file = "keyring.toml"
 """
-    p = Proxy(tmp_path_factory.mktemp("proxy-sw"), config, expected_listeners=1)
+    p = Proxy(tmp_path_factory.mktemp("proxy-sw"), config, expected_listeners=2)
     p.keyring = str(p.workdir / "keyring.toml")
     yield p
     assert p.stop() == 0

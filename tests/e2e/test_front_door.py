@@ -45,12 +45,6 @@ def test_boto3_multipart_upload_fileobj_round_trips_on_a_plaintext_bucket(s3, tm
     assert dst.read_bytes() == src.read_bytes()
 
 
-def test_multipart_into_an_encrypted_bucket_fails_closed_until_supported(s3):
-    with pytest.raises(ClientError) as e:
-        s3.create_multipart_upload(Bucket="e2e", Key="mp")
-    assert error_code(e.value) == "NotImplemented"
-
-
 def test_a_presigned_get_works_until_it_expires(proxy, s3):
     s3.put_object(Bucket="e2e", Key="presign/obj", Body=b"presigned body")
     ctx = ssl.create_default_context(cafile=proxy.ca)
