@@ -46,24 +46,50 @@ def envelope(metadata):
         m[k[len("x-amz-meta-"):] if k.startswith("x-amz-meta-") else k] = v.strip()
     if m.get("s3crypt-v") != str(FORMAT_VERSION):
         raise Invalid("no s3crypt v1 envelope in the metadata")
-    return int(m["s3crypt-seg"]), m["s3crypt-kek"], base64.b64decode(m["s3crypt-dek"])
+    return int(m["s3crypt-seg"]), m["s3crypt-kek"], base64.b64decode(m["s3crypt-dek"]), m.get("s3crypt-mp")
 
 
-def wrap_aad(kek_ref, bucket, key, segment_size):
+def wrap_aad(kek_ref, bucket, key, segment_size, mp=None):
     aad = WRAP_AAD_LABEL + bytes([FORMAT_VERSION]) + segment_size.to_bytes(4, "big")
-    for field in (kek_ref.encode(), bucket.encode(), key.encode()):
+    fields = [kek_ref.encode(), bucket.encode(), key.encode()] + ([mp.encode()] if mp is not None else [])
+    for field in fields:
         aad += len(field).to_bytes(4, "big") + field
     return aad
 
 
-def unwrap(keyring, kek_ref, wrapped, bucket, key, segment_size):
+def layout(mp, segment_size):
+    """None for a single-PUT object; (parts, segments per part) for a sealed multipart object."""
+    if mp is None:
+        return None
+    if mp == "open":
+        raise Invalid("multipart object never sealed (its completion was interrupted)")
+    parts, _, size = mp.partition("x")
+    if not (parts.isdigit() and size.isdigit()) or int(size) % segment_size or not 1 <= int(parts) <= 10000:
+        raise Invalid("multipart state")
+    return int(parts), int(size) // segment_size
+
+
+def expected(g, total, lay):
+    """(part, index, final flag) of segment g of an object of `total` segments."""
+    last = g == total - 1
+    if lay is None:
+        return 0, g, last
+    parts, per_part = lay
+    part, index = g // per_part + 1, g % per_part
+    if part > parts or (last and part != parts):
+        raise Invalid("the object's length does not fit its multipart layout (parts dropped or added)")
+    return part, index, last or index == per_part - 1
+
+
+def unwrap(keyring, kek_ref, wrapped, bucket, key, segment_size, mp=None):
     scheme, _, kid = kek_ref.partition(":")
     if scheme != "keyring" or kid not in keyring:
         raise Invalid(f"the keyring has no key {kek_ref}")
     if len(wrapped) != 12 + 32 + 16:
         raise Invalid("wrapped data key of the wrong length")
     try:
-        return AESGCM(keyring[kid]).decrypt(wrapped[:12], wrapped[12:], wrap_aad(kek_ref, bucket, key, segment_size))
+        aad = wrap_aad(kek_ref, bucket, key, segment_size, mp)
+        return AESGCM(keyring[kid]).decrypt(wrapped[:12], wrapped[12:], aad)
     except Exception as e:  # InvalidTag
         raise Invalid("the data key does not unwrap for this bucket and key") from e
 
@@ -73,13 +99,13 @@ def stream_key(dek, part, salt):
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(dek)
 
 
-def decrypt_segments(dek, segment_size, ciphertext, part=0):
-    """Yields verified plaintext, segment by segment, of a single-stream object."""
+def decrypt_segments(dek, segment_size, ciphertext, lay=None):
+    """Yields verified plaintext, segment by segment. Every segment but the object's last is full."""
     full = segment_size + HEADER_LEN + TAG_LEN
     if len(ciphertext) < HEADER_LEN + TAG_LEN:
         raise Invalid("impossible ciphertext length")
     count = -(-len(ciphertext) // full)
-    salt = aead = None
+    streams = {}  # part -> (salt, AESGCM)
     for index in range(count):
         seg = ciphertext[index * full:(index + 1) * full]
         if len(seg) < HEADER_LEN + TAG_LEN:
@@ -88,17 +114,19 @@ def decrypt_segments(dek, segment_size, ciphertext, part=0):
         version, flags = header[0], header[1]
         seg_part = int.from_bytes(header[2:4], "big")
         seg_index = int.from_bytes(header[4:8], "big")
-        last = index == count - 1
+        part, want_index, final = expected(index, count, lay)
         if version != FORMAT_VERSION or flags & ~FLAG_FINAL:
             raise Invalid("unknown segment header")
-        if seg_part != part or seg_index != index or bool(flags & FLAG_FINAL) != last:
+        if seg_part != part or seg_index != want_index or bool(flags & FLAG_FINAL) != final:
             raise Invalid("segment out of place, or object truncated or extended")
-        if not last and len(body) != segment_size + TAG_LEN:
+        if index != count - 1 and len(body) != segment_size + TAG_LEN:
             raise Invalid("short segment before the end")
-        if salt is None:
-            salt = header[8:16]
-            aead = AESGCM(stream_key(dek, part, salt))
-        elif header[8:16] != salt:
+        if len(body) == TAG_LEN and seg_index != 0:
+            raise Invalid("empty segment after others of its stream")
+        if part not in streams:
+            streams[part] = (header[8:16], AESGCM(stream_key(dek, part, header[8:16])))
+        salt, aead = streams[part]
+        if header[8:16] != salt:
             raise Invalid("segment of another stream")
         nonce = seg_index.to_bytes(4, "big") + bytes(7) + bytes([flags])
         try:
@@ -108,9 +136,10 @@ def decrypt_segments(dek, segment_size, ciphertext, part=0):
 
 
 def decrypt(keyring, metadata, bucket, key, ciphertext):
-    segment_size, kek_ref, wrapped = envelope(metadata)
-    dek = unwrap(keyring, kek_ref, wrapped, bucket, key, segment_size)
-    return b"".join(decrypt_segments(dek, segment_size, ciphertext))
+    segment_size, kek_ref, wrapped, mp = envelope(metadata)
+    lay = layout(mp, segment_size)
+    dek = unwrap(keyring, kek_ref, wrapped, bucket, key, segment_size, mp)
+    return b"".join(decrypt_segments(dek, segment_size, ciphertext, lay))
 
 
 def main():

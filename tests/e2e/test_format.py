@@ -20,7 +20,8 @@ def pattern(n):
 def test_the_reference_decryptor_unwraps_the_vector_data_key():
     v = VECTORS
     keyring = {v["kek_id"]: bytes.fromhex(v["kek"])}
-    seg, kek_ref, wrapped = ref.envelope(v["metadata"])
+    seg, kek_ref, wrapped, mp = ref.envelope(v["metadata"])
+    assert mp is None
     assert (seg, kek_ref) == (65536, "keyring:kat-key")
     assert ref.wrap_aad(kek_ref, v["bucket"], v["key"], seg).hex() == v["wrap_aad"]
     assert ref.unwrap(keyring, kek_ref, wrapped, v["bucket"], v["key"], seg).hex() == v["dek"]
@@ -32,9 +33,27 @@ def test_the_reference_decryptor_unwraps_the_vector_data_key():
 def test_the_reference_decryptor_opens_every_vector(stream):
     dek = bytes.fromhex(VECTORS["dek"])
     ct = bytes.fromhex(stream["ciphertext"])
-    plain = b"".join(ref.decrypt_segments(dek, VECTORS["segment_size"], ct, part=stream["part"]))
+    assert stream["part"] == 0
+    plain = b"".join(ref.decrypt_segments(dek, VECTORS["segment_size"], ct))
     assert plain == pattern(stream["plaintext_len"])
     tampered = bytearray(ct)
     tampered[-1] ^= 1
     with pytest.raises(ref.Invalid):
-        b"".join(ref.decrypt_segments(dek, VECTORS["segment_size"], bytes(tampered), part=stream["part"]))
+        b"".join(ref.decrypt_segments(dek, VECTORS["segment_size"], bytes(tampered)))
+
+
+def test_the_reference_decryptor_opens_the_multipart_vector_and_refuses_it_cut_or_resealed():
+    v = VECTORS
+    mp = v["multipart"]
+    keyring = {v["kek_id"]: bytes.fromhex(v["kek"])}
+    ct = bytes.fromhex(mp["ciphertext"])
+    plain = ref.decrypt(keyring, mp["metadata"], v["bucket"], v["key"], ct)
+    assert plain == b"".join(pattern(n) for n in mp["part_plaintext_lens"])
+    assert ref.wrap_aad(mp["metadata"]["x-amz-meta-s3crypt-kek"], v["bucket"], v["key"], mp["segment_size"],
+                        mp["metadata"]["x-amz-meta-s3crypt-mp"]).hex() == mp["wrap_aad"]
+    last_part = mp["part_ciphertext_lens"][-1]
+    with pytest.raises(ref.Invalid):  # the last part dropped
+        ref.decrypt(keyring, mp["metadata"], v["bucket"], v["key"], ct[:-last_part])
+    resealed = dict(mp["metadata"], **{"x-amz-meta-s3crypt-mp": "2x4096"})
+    with pytest.raises(ref.Invalid):  # the layout changed in the metadata: the key no longer unwraps
+        ref.decrypt(keyring, resealed, v["bucket"], v["key"], ct[:-last_part])

@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use s3crypt::crypto::envelope::Envelope;
+use s3crypt::crypto::envelope::{Envelope, Multipart};
 use s3crypt::crypto::format::{DEFAULT_SEGMENT_SIZE, HEADER_LEN, SINGLE_PUT_PART, ciphertext_len};
-use s3crypt::crypto::keys::{DataKey, Kek, ObjectIdentity, wrap_aad};
+use s3crypt::crypto::keys::{DataKey, Kek, ObjectIdentity, upload_token_aad, wrap_aad};
 use s3crypt::crypto::stream::{Layout, Opener, Sealer};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -86,6 +86,10 @@ fn build() -> Value {
         }
         streams.push(v);
     }
+    let multipart = build_multipart(&dek, &kek, &id);
+    let token_aad = upload_token_aad(&kek.reference(), &id, segment, "upstream-upload-id.1");
+    let token_nonce: [u8; 12] = std::array::from_fn(|i| 0x70 + i as u8);
+    let token = kek.wrap_with_nonce(&dek, &token_aad, token_nonce);
     json!({
         "format_version": 1,
         "description": "s3crypt format v1 known-answer vectors; plaintext byte i = (i*7+3) mod 256",
@@ -100,6 +104,50 @@ fn build() -> Value {
         "wrapped_dek": hex::encode(&wrapped),
         "metadata": metadata,
         "streams": streams,
+        "multipart": multipart,
+        "upload_token": {
+            "upstream_upload_id": "upstream-upload-id.1",
+            "aad": hex::encode(&token_aad),
+            "nonce": hex::encode(token_nonce),
+            "token": hex::encode(&token),
+        },
+    })
+}
+
+/// A sealed multipart object of segment size 4096: parts of one segment (4096 bytes) and a 10-byte last part,
+/// each part with its own salt; plaintext of each part is the pattern from 0.
+fn build_multipart(dek: &DataKey, kek: &Kek, id: &ObjectIdentity) -> Value {
+    let segment = 4096u32;
+    let parts = [4096usize, 4096, 10];
+    let state = Multipart::Sealed { parts: parts.len() as u32, part_size: u64::from(segment) };
+    let mp = state.encode();
+    let aad = wrap_aad(&kek.reference(), id, segment, Some(&mp));
+    let nonce: [u8; 12] = std::array::from_fn(|i| 0x60 + i as u8);
+    let wrapped = kek.wrap_with_nonce(dek, &aad, nonce);
+    let env = Envelope { segment_size: segment, kek_ref: kek.reference(), wrapped_dek: wrapped, multipart: Some(state) };
+    let metadata: serde_json::Map<String, Value> =
+        env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
+    let mut ct = Vec::new();
+    let mut cipher_lens = Vec::new();
+    for (i, len) in parts.iter().enumerate() {
+        let salt: [u8; 8] = std::array::from_fn(|j| (0xC0 + i * 16 + j) as u8);
+        let part = seal_stream(dek, i as u16 + 1, salt, &pattern(*len), segment);
+        cipher_lens.push(part.len());
+        ct.extend_from_slice(&part);
+    }
+    // The Rust reader opens it by layout.
+    let layout = env.layout().unwrap();
+    let mut out = Vec::new();
+    let key = DataKey::from_bytes(*dek.expose());
+    s3crypt::crypto::stream::decrypt_object(Arc::new(key), segment, layout, &mut &ct[..], &mut out).unwrap();
+    assert_eq!(out, parts.iter().flat_map(|n| pattern(*n)).collect::<Vec<u8>>());
+    json!({
+        "segment_size": segment,
+        "part_plaintext_lens": parts,
+        "part_ciphertext_lens": cipher_lens,
+        "wrap_aad": hex::encode(&aad),
+        "metadata": metadata,
+        "ciphertext": hex::encode(&ct),
     })
 }
 
