@@ -332,14 +332,7 @@ mod tests {
     }
 
     fn decrypt(dek: &DataKey, segs: &[Vec<u8>]) -> Result<Vec<u8>, Tamper> {
-        let mut o = Opener::new(Arc::new(DataKey::from_bytes(*dek.expose())), S, Layout::Single);
-        let mut out = Vec::new();
-        for (i, s) in segs.iter().enumerate() {
-            let mut s = s.clone();
-            let r = o.open(i as u64, i + 1 == segs.len(), &mut s)?;
-            out.extend_from_slice(&s[r]);
-        }
-        Ok(out)
+        open_all(dek, Layout::Single, segs)
     }
 
     #[test]

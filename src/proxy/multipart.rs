@@ -443,6 +443,13 @@ impl Proxy {
         Ok((parts.headers, bytes))
     }
 
+    /// Starts an upload of the proxy's own at the store (re-encryption, copies by parts); returns its ID.
+    async fn create_upstream_upload(&self, target: &Target, headers: HeaderMap) -> Result<String, ProxyError> {
+        let create = vec![("uploads".to_owned(), String::new())];
+        let (_, body) = self.own_xml(Method::POST, target, &create, headers, Bytes::new(), XML_TIMEOUT).await?;
+        result_field(&body, "InitiateMultipartUploadResult", "UploadId")
+    }
+
     /// Every part of an upstream upload (ListParts, all pages).
     async fn list_all_parts(
         &self,
@@ -640,14 +647,7 @@ impl Proxy {
         let (new_dek, env) = crypto.new_object_key(identity, Some(state))?;
         let new_dek = Arc::new(new_dek);
         let headers = replace_headers(&head_headers, &env)?;
-        let create = vec![("uploads".to_owned(), String::new())];
-        let (_, body) = self.own_xml(Method::POST, target, &create, headers, Bytes::new(), XML_TIMEOUT).await?;
-        let (_, top) = xml::records(&body, &["InitiateMultipartUploadResult", "Part"])
-            .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
-        let upload_id = xml::field(&top, "UploadId")
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result without UploadId".into()))?
-            .to_owned();
+        let upload_id = self.create_upstream_upload(target, headers).await?;
 
         let pumped = self
             .pump_parts(target, &version_query, &pin, dek, parts_list, &new_dek, &upload_id, part_size, plain_total)
@@ -668,11 +668,7 @@ impl Proxy {
         let q = vec![("uploadId".to_owned(), upload_id)];
         let complete = xml::document("CompleteMultipartUpload", &[], &groups);
         let (h, body) = self.own_xml(Method::POST, target, &q, HeaderMap::new(), complete, SLOW_XML_TIMEOUT).await?;
-        let (_, top) = xml::records(&body, &["CompleteMultipartUploadResult", "Part"])
-            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result is not XML".into()))?;
-        let new_etag = xml::field(&top, "ETag")
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result without ETag".into()))?;
+        let new_etag = result_field(&body, "CompleteMultipartUploadResult", "ETag")?;
         let sealed =
             Sealed { etag: new_etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) };
         self.drop_version(target, version.as_deref(), &sealed).await;
@@ -858,11 +854,7 @@ impl Proxy {
             headers.insert(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(etag)?);
             headers.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
             let (h, body) = self.own_xml(Method::PUT, target, &[], headers, Bytes::new(), SLOW_XML_TIMEOUT).await?;
-            let (_, top) = xml::records(&body, &["CopyObjectResult", "Part"])
-                .ok_or_else(|| ProxyError::UpstreamProtocol("CopyObject result is not XML".into()))?;
-            let etag = xml::field(&top, "ETag")
-                .filter(|e| !e.is_empty())
-                .ok_or_else(|| ProxyError::UpstreamProtocol("CopyObject result without ETag".into()))?;
+            let etag = result_field(&body, "CopyObjectResult", "ETag")?;
             Sealed { etag: etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) }
         } else {
             self.copy_by_parts(target, headers, &source, etag, parts_list).await?
@@ -881,14 +873,7 @@ impl Proxy {
         etag: &str,
         parts_list: &[StoredPart],
     ) -> Result<Sealed, ProxyError> {
-        let create = vec![("uploads".to_owned(), String::new())];
-        let (_, body) = self.own_xml(Method::POST, target, &create, headers, Bytes::new(), XML_TIMEOUT).await?;
-        let (_, top) = xml::records(&body, &["InitiateMultipartUploadResult", "Part"])
-            .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
-        let upload_id = xml::field(&top, "UploadId")
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result without UploadId".into()))?
-            .to_owned();
+        let upload_id = self.create_upstream_upload(target, headers).await?;
         let result = self.copy_parts(target, source, etag, parts_list, &upload_id).await;
         match result {
             Ok(sealed) => Ok(sealed),
@@ -931,11 +916,7 @@ impl Proxy {
                     h.insert(X_AMZ_COPY_SOURCE_RANGE, header_value(&range)?);
                     let q = vec![("partNumber".to_owned(), n.to_string()), ("uploadId".to_owned(), upload_id)];
                     let (_, body) = this.own_xml(Method::PUT, &target, &q, h, Bytes::new(), SLOW_XML_TIMEOUT).await?;
-                    let (_, top) = xml::records(&body, &["CopyPartResult", "Part"])
-                        .ok_or_else(|| ProxyError::UpstreamProtocol("UploadPartCopy result is not XML".into()))?;
-                    let etag = xml::field(&top, "ETag")
-                        .filter(|e| !e.is_empty())
-                        .ok_or_else(|| ProxyError::UpstreamProtocol("UploadPartCopy result without ETag".into()))?;
+                    let etag = result_field(&body, "CopyPartResult", "ETag")?;
                     Ok::<_, ProxyError>((n, etag.to_owned()))
                 });
             }
@@ -953,11 +934,7 @@ impl Proxy {
         let body = xml::document("CompleteMultipartUpload", &[], &parts);
         let q = vec![("uploadId".to_owned(), upload_id.to_owned())];
         let (h, body) = self.own_xml(Method::POST, target, &q, HeaderMap::new(), body, SLOW_XML_TIMEOUT).await?;
-        let (_, top) = xml::records(&body, &["CompleteMultipartUploadResult", "Part"])
-            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result is not XML".into()))?;
-        let etag = xml::field(&top, "ETag")
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result without ETag".into()))?;
+        let etag = result_field(&body, "CompleteMultipartUploadResult", "ETag")?;
         Ok(Sealed { etag: etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) })
     }
 
@@ -1032,6 +1009,16 @@ pub(super) fn replace_headers(head: &HeaderMap, envelope: &Envelope) -> Result<H
         out.insert(n, v);
     }
     Ok(out)
+}
+
+/// A non-empty top-level field of an upstream result document `root`.
+pub(super) fn result_field(body: &[u8], root: &str, name: &str) -> Result<String, ProxyError> {
+    let (_, top) =
+        xml::records(body, &[root, "-"]).ok_or_else(|| ProxyError::UpstreamProtocol(format!("{root} is not XML")))?;
+    xml::field(&top, name)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ProxyError::UpstreamProtocol(format!("{root} without {name}")))
 }
 
 pub(super) fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {

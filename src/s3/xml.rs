@@ -208,19 +208,7 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(u64) -> u64) -> Option<Vec<u8>
             _ => {}
         }
     }
-    edits.sort_by_key(|e| e.0);
-    let mut out = Vec::with_capacity(body.len());
-    let mut pos = 0;
-    for (start, end, replacement) in edits {
-        if start < pos {
-            continue; // inside an element already dropped
-        }
-        out.extend_from_slice(&body[pos..start]);
-        out.extend_from_slice(&replacement);
-        pos = end;
-    }
-    out.extend_from_slice(&body[pos..]);
-    Some(out)
+    Some(apply_edits(body, edits))
 }
 
 /// Rewrites a GetObjectAttributes response: `ObjectSize` through `object_size`, each `ObjectParts/Part/Size`
@@ -282,6 +270,12 @@ pub fn rewrite_object_attributes(
             _ => {}
         }
     }
+    Some(apply_edits(body, edits))
+}
+
+/// Replaces the byte ranges `(start, end)` of `body` with their replacements; ranges inside an earlier one (an
+/// element already dropped) are skipped.
+fn apply_edits(body: &[u8], mut edits: Vec<(usize, usize, Vec<u8>)>) -> Vec<u8> {
     edits.sort_by_key(|e| e.0);
     let mut out = Vec::with_capacity(body.len());
     let mut pos = 0;
@@ -294,7 +288,7 @@ pub fn rewrite_object_attributes(
         pos = end;
     }
     out.extend_from_slice(&body[pos..]);
-    Some(out)
+    out
 }
 
 /// The `(name, text)` children of one element.

@@ -124,7 +124,8 @@ fn build_multipart(dek: &DataKey, kek: &Kek, id: &ObjectIdentity) -> Value {
     let aad = wrap_aad(&kek.reference(), id, segment, Some(&mp));
     let nonce: [u8; 12] = std::array::from_fn(|i| 0x60 + i as u8);
     let wrapped = kek.wrap_with_nonce(dek, &aad, nonce);
-    let env = Envelope { segment_size: segment, kek_ref: kek.reference(), wrapped_dek: wrapped, multipart: Some(state) };
+    let env =
+        Envelope { segment_size: segment, kek_ref: kek.reference(), wrapped_dek: wrapped, multipart: Some(state) };
     let metadata: serde_json::Map<String, Value> =
         env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
     let mut ct = Vec::new();
