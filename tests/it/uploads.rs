@@ -109,10 +109,18 @@ async fn signed_chunks_verify_and_every_damage_is_refused_with_nothing_stored(ba
         let r = raw.send(req).await;
         assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some(code)), "{name}: {}", r.text());
     }
+    // A chunk declared larger than 16 MiB is refused on its header; the request carries only the start of it (a
+    // body beyond what the proxy drains after an error could be cut before the client reads the answer).
     let big = data(17 * 1024 * 1024, 3);
-    let r = raw
-        .send(signed_chunked_put(&url("spoiled"), &big, 17 * 1024 * 1024, false, Spoil::None, CLIENT_AK, CLIENT_SK))
-        .await;
+    let mut req = signed_chunked_put(&url("spoiled"), &big, 17 * 1024 * 1024, false, Spoil::None, CLIENT_AK, CLIENT_SK);
+    let head: bytes::Bytes = {
+        let full = std::mem::take(req.body_mut());
+        let all = http_body_util::BodyExt::collect(full).await.unwrap().to_bytes();
+        all.slice(..64 * 1024)
+    };
+    req.headers_mut().insert("content-length", head.len().into());
+    *req.body_mut() = http_body_util::Full::new(head);
+    let r = raw.send(req).await;
     assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("InvalidChunkSizeError")));
     let r = raw.send(signed_chunked_put(&url("spoiled"), &body, 4000, false, Spoil::None, CLIENT_AK, CLIENT_SK)).await;
     assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("InvalidChunkSizeError")));
