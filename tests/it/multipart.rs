@@ -353,3 +353,92 @@ async fn two_proxies_sharing_only_the_store_and_keyring_serve_one_upload() {
         parts.concat()[5242870..5242890]
     );
 }
+
+/// Which upstream request the fault forwarder answers itself with `200 OK` and an `<Error>` body (as S3 does when
+/// a Complete or a copy fails after its status went out), instead of forwarding it.
+#[derive(Clone, Copy)]
+enum Fault {
+    Complete,
+    SealCopy,
+}
+
+/// A forwarder in front of SeaweedFS that passes every request through unchanged (Host included, so the proxy's
+/// signatures stay valid) but answers `fault` itself. No real store produces this answer on demand.
+async fn fault_forwarder(fault: Fault) -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    let (store, _, _) = crate::common::seaweedfs();
+    let store_authority = store.trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client: hyper_util::client::legacy::Client<_, hyper::body::Incoming> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (client, store_authority) = (client.clone(), store_authority.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (client, store_authority) = (client.clone(), store_authority.clone());
+                    async move {
+                        let q = req.uri().query().unwrap_or("");
+                        let hit = match fault {
+                            Fault::Complete => req.method() == http::Method::POST && q.contains("uploadId="),
+                            Fault::SealCopy => {
+                                req.method() == http::Method::PUT && req.headers().contains_key("x-amz-copy-source")
+                            }
+                        };
+                        if hit {
+                            let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\n<Error><Code>InternalError</Code>\
+                                       <Message>We encountered an internal error. Please try again.</Message></Error>";
+                            let resp = http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(doc)).map_err(|n| match n {}).boxed(),
+                            );
+                            return Ok::<_, hyper::Error>(resp);
+                        }
+                        let (mut parts, body) = req.into_parts();
+                        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                        parts.uri = format!("http://{store_authority}{pq}").parse().unwrap();
+                        let resp = client.request(http::Request::from_parts(parts, body)).await.unwrap();
+                        Ok(resp.map(|b| b.boxed()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn env_behind(fault: Fault, keepalive: &str) -> TestEnv {
+    let (store, ak, sk) = crate::common::seaweedfs();
+    let addr = fault_forwarder(fault).await;
+    let upstream =
+        format!("[upstream]\nendpoint = \"http://{addr}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n");
+    let direct = crate::common::s3_client(&store, &ak, &sk, None, None);
+    TestEnv::builder(Backend::Custom).custom_upstream(upstream, direct).slow_response_keepalive(keepalive).start().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_answered_200_with_an_error_document_is_reported_as_the_error() {
+    let env = env_behind(Fault::Complete, "2s").await;
+    let c = env.client();
+    let err = upload(&c, &env.bucket, "mp/fails", &[data(5 * MIB, 1), data(10, 2)]).await.unwrap_err();
+    assert!(err.contains("InternalError"), "{err}");
+    assert!(env.stored_keys().await.is_empty(), "nothing completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_that_fails_is_reported_and_the_unsealed_object_is_never_served() {
+    for keepalive in ["2s", "10ms"] {
+        let env = env_behind(Fault::SealCopy, keepalive).await;
+        let c = env.client();
+        let err = upload(&c, &env.bucket, "mp/unsealed", &[data(5 * MIB, 1), data(10, 2)]).await.unwrap_err();
+        assert!(err.contains("InternalError"), "{keepalive}: {err}");
+        let err = get(&c, &env.bucket, "mp/unsealed", None).await.unwrap_err();
+        assert!(err.contains("InvalidObjectState"), "{keepalive}: {err}");
+    }
+}
