@@ -109,6 +109,12 @@ pub enum ProxyError {
     InvalidRange { size: u64 },
     #[error("multipart object not sealed")]
     UnsealedObject,
+    #[error("KMS refused: {code}")]
+    Kms { code: &'static str, status: u16 },
+    #[error("KMS unavailable: {0}")]
+    KmsUnavailable(String),
+    #[error("invalid encryption algorithm")]
+    InvalidEncryptionAlgorithm,
 
     // --- multipart --------------------------------------------------------------------------------------
     #[error("no such upload")]
@@ -186,6 +192,9 @@ impl ProxyError {
             ProxyError::MetadataTooLarge { .. } => "MetadataTooLarge",
             ProxyError::InvalidRange { .. } => "InvalidRange",
             ProxyError::UnsealedObject => "InvalidObjectState",
+            ProxyError::Kms { code, .. } => code,
+            ProxyError::KmsUnavailable(_) => "ServiceUnavailable",
+            ProxyError::InvalidEncryptionAlgorithm => "InvalidEncryptionAlgorithmError",
             ProxyError::NoSuchUpload => "NoSuchUpload",
             ProxyError::InvalidPart(_) => "InvalidPart",
             ProxyError::InvalidPartOrder => "InvalidPartOrder",
@@ -233,6 +242,9 @@ impl ProxyError {
             ProxyError::MetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
             ProxyError::InvalidRange { .. } | ProxyError::InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
             ProxyError::UnsealedObject => StatusCode::FORBIDDEN,
+            ProxyError::Kms { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+            ProxyError::KmsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::InvalidEncryptionAlgorithm => StatusCode::BAD_REQUEST,
             ProxyError::NoSuchUpload => StatusCode::NOT_FOUND,
             ProxyError::InvalidPart(_) | ProxyError::InvalidPartOrder | ProxyError::MalformedXml(_) => {
                 StatusCode::BAD_REQUEST
@@ -286,7 +298,16 @@ impl ProxyError {
             | ProxyError::InvalidPart(_)
             | ProxyError::InvalidPartOrder
             | ProxyError::InvalidPartNumber
-            | ProxyError::MalformedXml(_) => Side::Client,
+            | ProxyError::MalformedXml(_)
+            | ProxyError::InvalidEncryptionAlgorithm => Side::Client,
+            ProxyError::Kms { status, .. } => {
+                if *status >= 500 {
+                    Side::Upstream
+                } else {
+                    Side::Client
+                }
+            }
+            ProxyError::KmsUnavailable(_) => Side::Upstream,
             ProxyError::ObjectIntegrity(_) => Side::Upstream,
             ProxyError::UnknownKey(_) => Side::Internal,
             ProxyError::UpstreamUnavailable(_)
@@ -373,6 +394,16 @@ impl ProxyError {
                  invalid, or the multipart upload might have been aborted or completed."
                 .into(),
             ProxyError::InvalidPart(msg) => Cow::Borrowed(msg),
+            ProxyError::Kms { code, .. } => match *code {
+                "KMS.NotFoundException" => "The KMS key does not exist or is not available to the gateway.".into(),
+                "KMS.DisabledException" => "The KMS key is disabled.".into(),
+                "KMS.KMSInvalidStateException" => "The KMS key is not in a state that allows this request.".into(),
+                _other => "The key management service refused the request.".into(),
+            },
+            ProxyError::KmsUnavailable(_) => "The key management service is unavailable. Please retry.".into(),
+            ProxyError::InvalidEncryptionAlgorithm => {
+                "The encryption request you specified is not valid. The valid value is AES256.".into()
+            }
             ProxyError::InvalidPartOrder => {
                 "The list of parts was not in ascending order. Parts must be ordered by part number.".into()
             }
@@ -430,7 +461,10 @@ impl ProxyError {
             | ProxyError::InvalidPart(_)
             | ProxyError::InvalidPartOrder
             | ProxyError::InvalidPartNumber
-            | ProxyError::MalformedXml(_) => Vec::new(),
+            | ProxyError::MalformedXml(_)
+            | ProxyError::Kms { .. }
+            | ProxyError::KmsUnavailable(_)
+            | ProxyError::InvalidEncryptionAlgorithm => Vec::new(),
             ProxyError::AccessDenied(_)
             | ProxyError::InsecureTransport
             | ProxyError::AuthorizationQueryParametersError(_)
@@ -470,7 +504,7 @@ impl ProxyError {
         {
             return vec![(http::header::CONTENT_RANGE, v)];
         }
-        if matches!(self, ProxyError::UpstreamUnavailable(_)) {
+        if matches!(self, ProxyError::UpstreamUnavailable(_) | ProxyError::KmsUnavailable(_)) {
             vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]
         } else {
             Vec::new()

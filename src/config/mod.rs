@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod keys;
+pub use keys::{
+    BucketPolicy, DefaultProtection, EncryptionSettings, KmsSettings, RawEncryption, RawKms, RawPolicy, UpstreamSse,
+};
+
 use crate::util::secret::{SecretString, read_secret_file};
 
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -98,16 +103,6 @@ pub enum LegacyPolicy {
     Reject,
     /// Return it as stored (for migrations).
     Passthrough,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEncryption {
-    pub keyring_file: Option<PathBuf>,
-    #[serde(default)]
-    pub legacy_objects: LegacyPolicy,
-    #[serde(default)]
-    pub passthrough_buckets: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,16 +334,6 @@ pub struct Config {
     pub clients: Vec<ClientCredential>,
     pub upstream: UpstreamSettings,
     pub encryption: EncryptionSettings,
-}
-
-#[derive(Debug, Clone)]
-pub struct EncryptionSettings {
-    pub keyring_file: PathBuf,
-    /// Dev mode: create the keyring (one fresh key) if the file does not exist.
-    pub create_keyring: bool,
-    pub legacy_objects: LegacyPolicy,
-    /// Buckets stored as plaintext (no encryption at all).
-    pub passthrough_buckets: HashSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -791,38 +776,7 @@ impl RawConfig {
         valid_duration("upstream.pool_idle_timeout", u.pool_idle_timeout, &mut p);
 
         // --- encryption
-        let enc = &self.encryption;
-        let keyring_file = match (&enc.keyring_file, s.mode) {
-            (Some(f), _) => Some(base.join(f)),
-            (None, Mode::Dev) => Some(base.join(DEFAULT_DEV_KEYRING)),
-            (None, Mode::Production) => {
-                p.push(
-                    "encryption.keyring_file",
-                    "no keyring configured: object bodies cannot be encrypted",
-                    "create one with `s3crypt keygen --keyring /etc/s3crypt/keyring.toml` and set keyring_file",
-                );
-                None
-            }
-        };
-        if let Some(f) = &keyring_file
-            && s.mode == Mode::Production
-            && !f.is_file()
-        {
-            p.push(
-                "encryption.keyring_file",
-                format!("{} does not exist", f.display()),
-                "create it with `s3crypt keygen --keyring FILE` (mode 600)",
-            );
-        }
-        for (i, b) in enc.passthrough_buckets.iter().enumerate() {
-            if crate::s3::validate_bucket_name(b, true).is_err() {
-                p.push(
-                    format!("encryption.passthrough_buckets[{i}]"),
-                    format!("{b:?} is not a valid bucket name"),
-                    "list bucket names",
-                );
-            }
-        }
+        let encryption = self.encryption.validate(base, s.mode, env, &mut p);
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -866,12 +820,13 @@ impl RawConfig {
                 pool_max_idle_per_host: u.pool_max_idle_per_host,
                 max_copy_size: u.max_copy_size,
             },
-            encryption: EncryptionSettings {
-                keyring_file: keyring_file.unwrap_or_default(),
-                create_keyring: s.mode == Mode::Dev,
-                legacy_objects: enc.legacy_objects,
-                passthrough_buckets: enc.passthrough_buckets.iter().cloned().collect(),
-            },
+            encryption: encryption.ok_or_else(|| {
+                vec![Problem {
+                    key: "encryption".into(),
+                    problem: "invalid".into(),
+                    fix: "see the other problems".into(),
+                }]
+            })?,
         })
     }
 }

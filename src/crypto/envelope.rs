@@ -6,8 +6,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::format::{
-    FORMAT_VERSION, MAX_PARTS, META_DEK, META_KEK, META_MULTIPART, META_PREFIX, META_SEGMENT_SIZE, META_VERSION,
-    MULTIPART_OPEN,
+    FORMAT_VERSION, MAX_PARTS, META_BUCKET_KEY, META_CONTEXT, META_DEK, META_KEK, META_MULTIPART, META_PREFIX,
+    META_SEGMENT_SIZE, META_VERSION, MULTIPART_OPEN,
 };
 use super::keys::{ObjectIdentity, wrap_aad};
 use super::stream::Layout;
@@ -25,6 +25,10 @@ pub struct Envelope {
     pub wrapped_dek: Vec<u8>,
     /// `None` for an object written by one PutObject.
     pub multipart: Option<Multipart>,
+    /// KMS bucket-key mode: the KMS blob of the bucket key that wrapped `wrapped_dek`.
+    pub bucket_key: Option<Vec<u8>>,
+    /// The client's SSE-KMS encryption context (base64 JSON, as sent).
+    pub context: Option<String>,
 }
 
 /// The multipart state of an object, authenticated by the data-key wrap.
@@ -85,13 +89,19 @@ impl Envelope {
         if let Some(mp) = &self.multipart {
             push(META_MULTIPART, mp.encode());
         }
+        if let Some(bk) = &self.bucket_key {
+            push(META_BUCKET_KEY, B64.encode(bk));
+        }
+        if let Some(c) = &self.context {
+            push(META_CONTEXT, c.clone());
+        }
         v
     }
 
     /// The AAD the data key is wrapped with for the object `id`.
     pub fn wrap_aad(&self, id: &ObjectIdentity) -> Vec<u8> {
         let mp = self.multipart.map(|m| m.encode());
-        wrap_aad(&self.kek_ref, id, self.segment_size, mp.as_deref())
+        wrap_aad(&self.kek_ref, id, self.segment_size, mp.as_deref(), self.context.as_deref())
     }
 
     /// How the object's segments are laid out; an error for a multipart object that was never sealed.
@@ -116,6 +126,7 @@ impl Envelope {
     /// no s3crypt metadata at all (a plaintext object).
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Option<Envelope>, EnvelopeError> {
         let (mut version, mut seg, mut kek, mut dek, mut mp) = (None, None, None, None, None);
+        let (mut bk, mut ctx) = (None, None);
         let mut any = false;
         for (name, value) in pairs {
             let slot = match name {
@@ -124,6 +135,8 @@ impl Envelope {
                 META_KEK => &mut kek,
                 META_DEK => &mut dek,
                 META_MULTIPART => &mut mp,
+                META_BUCKET_KEY => &mut bk,
+                META_CONTEXT => &mut ctx,
                 n if n.starts_with(META_PREFIX) => {
                     any = true;
                     continue;
@@ -153,7 +166,12 @@ impl Envelope {
             None => None,
             Some(v) => Some(Multipart::decode(v, segment_size).ok_or(EnvelopeError("multipart state"))?),
         };
-        Ok(Some(Envelope { segment_size, kek_ref, wrapped_dek, multipart }))
+        let bucket_key = match bk {
+            None => None,
+            Some(v) => Some(B64.decode(v).map_err(|_| EnvelopeError("bucket key is not base64"))?),
+        };
+        let context = ctx.map(str::to_owned);
+        Ok(Some(Envelope { segment_size, kek_ref, wrapped_dek, multipart, bucket_key, context }))
     }
 
     /// Reads an envelope from response headers.
@@ -195,7 +213,14 @@ mod tests {
     use super::*;
 
     fn sample() -> Envelope {
-        Envelope { segment_size: 65536, kek_ref: "keyring:k1".into(), wrapped_dek: vec![7u8; 60], multipart: None }
+        Envelope {
+            segment_size: 65536,
+            kek_ref: "keyring:k1".into(),
+            wrapped_dek: vec![7u8; 60],
+            multipart: None,
+            bucket_key: None,
+            context: None,
+        }
     }
 
     #[test]
@@ -208,6 +233,12 @@ mod tests {
             }
             assert_eq!(Envelope::from_headers(&h).unwrap(), Some(e));
         }
+        let kms = Envelope { bucket_key: Some(vec![9; 96]), context: Some("e30=".into()), ..sample() };
+        let mut h = HeaderMap::new();
+        for (n, v) in kms.to_headers() {
+            h.insert(n, v);
+        }
+        assert_eq!(Envelope::from_headers(&h).unwrap(), Some(kms));
         let sealed = Envelope { multipart: Some(Multipart::Sealed { parts: 3, part_size: 131072 }), ..sample() };
         assert_eq!(sealed.layout().unwrap(), Layout::Multipart { parts: 3, per_part: 2 });
         assert!(Envelope { multipart: Some(Multipart::Open), ..sample() }.layout().is_err());

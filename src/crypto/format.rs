@@ -43,6 +43,17 @@ pub const META_DEK: &str = "x-amz-meta-s3crypt-dek";
 /// Multipart state of the object: `open` (uploaded by parts, not yet sealed) or `<parts>x<part size>` (sealed:
 /// `parts` parts of `part size` plaintext bytes each but the last). Absent for single-PUT objects. DO NOT CHANGE.
 pub const META_MULTIPART: &str = "x-amz-meta-s3crypt-mp";
+/// KMS bucket-key mode: standard base64 of the KMS ciphertext blob of the bucket key that wrapped the data key.
+/// DO NOT CHANGE.
+pub const META_BUCKET_KEY: &str = "x-amz-meta-s3crypt-bk";
+/// The client's SSE-KMS encryption context, as it sent it (base64 of JSON). DO NOT CHANGE.
+pub const META_CONTEXT: &str = "x-amz-meta-s3crypt-ctx";
+/// Key-reference scheme of AWS KMS keys (`kms:<key ARN>`). DO NOT CHANGE.
+pub const KEK_SCHEME_KMS: &str = "kms";
+/// Key reference of objects whose data key is wrapped under the client's SSE-C key. DO NOT CHANGE.
+pub const KEK_REF_SSE_C: &str = "sse-c";
+/// Prefix of the wrap-AAD field that carries the client's SSE-KMS encryption context. DO NOT CHANGE.
+pub const WRAP_AAD_CONTEXT_PREFIX: &str = "ctx:";
 /// The `x-amz-meta-s3crypt-mp` value of a multipart upload in progress (or completed, not yet sealed). DO NOT CHANGE.
 pub const MULTIPART_OPEN: &str = "open";
 /// Largest part count of a multipart upload (S3's limit). DO NOT CHANGE.

@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 
 use super::aead::SegmentCipher;
 use super::format::{
-    DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, UPLOAD_TOKEN_AAD_LABEL, WRAP_AAD_LABEL, WRAP_NONCE_LEN,
+    DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, UPLOAD_TOKEN_AAD_LABEL, WRAP_AAD_CONTEXT_PREFIX, WRAP_AAD_LABEL,
+    WRAP_NONCE_LEN,
 };
 use crate::error::ProxyError;
 
@@ -59,8 +60,15 @@ pub struct ObjectIdentity {
 }
 
 /// The AAD of a DEK wrap: label, version, segment size, then length-prefixed (u32 big-endian) fields: the key
-/// reference, bucket, key and, for multipart objects only, the `x-amz-meta-s3crypt-mp` value.
-pub fn wrap_aad(kek_ref: &str, id: &ObjectIdentity, segment_size: u32, multipart: Option<&str>) -> Vec<u8> {
+/// reference, bucket, key; for multipart objects only, the `x-amz-meta-s3crypt-mp` value; for objects with a
+/// client SSE-KMS encryption context only, `"ctx:" || context`.
+pub fn wrap_aad(
+    kek_ref: &str,
+    id: &ObjectIdentity,
+    segment_size: u32,
+    multipart: Option<&str>,
+    context: Option<&str>,
+) -> Vec<u8> {
     let mut aad = Vec::with_capacity(64 + id.bucket.len() + id.key.len());
     aad.extend_from_slice(WRAP_AAD_LABEL);
     aad.push(FORMAT_VERSION);
@@ -69,7 +77,20 @@ pub fn wrap_aad(kek_ref: &str, id: &ObjectIdentity, segment_size: u32, multipart
     for field in fields.into_iter().chain(multipart.map(str::as_bytes)) {
         push_field(&mut aad, field);
     }
+    if let Some(c) = context {
+        push_field(&mut aad, format!("{WRAP_AAD_CONTEXT_PREFIX}{c}").as_bytes());
+    }
     aad
+}
+
+/// Wraps `dek` under a raw 256-bit key (a bucket key or a customer key): the same layout as a KEK wrap.
+pub fn wrap_under(key: &[u8; 32], dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
+    Ok(Kek::new("", *key).wrap_with_nonce(dek, aad, random_bytes()?))
+}
+
+/// Unwraps what [`wrap_under`] made; `None` for another key or AAD.
+pub fn unwrap_under(key: &[u8; 32], wrapped: &[u8], aad: &[u8]) -> Option<DataKey> {
+    Kek::new("", *key).unwrap(wrapped, aad)
 }
 
 fn push_field(aad: &mut Vec<u8>, field: &[u8]) {
@@ -298,27 +319,27 @@ mod tests {
     fn a_wrapped_key_unwraps_only_for_the_same_object_and_parameters() {
         let kek = Kek::new("main", [3u8; 32]);
         let dek = DataKey::generate().unwrap();
-        let aad = wrap_aad(&kek.reference(), &id("b", "k"), 65536, None);
+        let aad = wrap_aad(&kek.reference(), &id("b", "k"), 65536, None, None);
         let w = kek.wrap(&dek, &aad).unwrap();
         assert_eq!(kek.unwrap(&w, &aad).unwrap().expose(), dek.expose());
         for other in [
-            wrap_aad(&kek.reference(), &id("b", "k2"), 65536, None),
-            wrap_aad(&kek.reference(), &id("b2", "k"), 65536, None),
-            wrap_aad(&kek.reference(), &id("b", "k"), 4096, None),
-            wrap_aad("keyring:other", &id("b", "k"), 65536, None),
+            wrap_aad(&kek.reference(), &id("b", "k2"), 65536, None, None),
+            wrap_aad(&kek.reference(), &id("b2", "k"), 65536, None, None),
+            wrap_aad(&kek.reference(), &id("b", "k"), 4096, None, None),
+            wrap_aad("keyring:other", &id("b", "k"), 65536, None, None),
             // length prefixes keep ("ab","c") and ("a","bc") apart
-            wrap_aad(&kek.reference(), &id("bk", ""), 65536, None),
+            wrap_aad(&kek.reference(), &id("bk", ""), 65536, None, None),
             // a multipart state cannot be added or changed
-            wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("open")),
+            wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("open"), None),
             upload_token_aad(&kek.reference(), &id("b", "k"), 65536, ""),
         ] {
             assert!(kek.unwrap(&w, &other).is_none());
         }
         assert!(Kek::new("main", [4u8; 32]).unwrap(&w, &aad).is_none(), "another KEK");
-        let sealed = wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("3x8388608"));
+        let sealed = wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("3x8388608"), None);
         let w2 = kek.wrap(&dek, &sealed).unwrap();
         assert!(kek.unwrap(&w2, &sealed).is_some());
-        assert!(kek.unwrap(&w2, &wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("2x8388608"))).is_none());
+        assert!(kek.unwrap(&w2, &wrap_aad(&kek.reference(), &id("b", "k"), 65536, Some("2x8388608"), None)).is_none());
         let mut tampered = w.clone();
         tampered[20] ^= 1;
         assert!(kek.unwrap(&tampered, &aad).is_none());

@@ -14,9 +14,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::encrypted::SseInfo;
 use super::encrypted::{ClientRange, ObjectResponse};
 use super::multipart::{KEPT_ON_REPLACE, header_value, replace_headers};
 use super::{Proxy, ProxyBody};
+use crate::crypto::Protection;
 use crate::crypto::body::EncryptBody;
 use crate::crypto::envelope::{Envelope, check_client_metadata};
 use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
@@ -28,6 +30,7 @@ use crate::s3::headers::{
     X_AMZ_METADATA_DIRECTIVE, X_AMZ_TRAILER, X_AMZ_VERSION_ID, header_str,
 };
 use crate::s3::op::S3Op;
+use crate::s3::sse::{CustomerKey, SseRequest, copy_source_customer};
 use crate::s3::xml;
 use crate::sigv4::canonical::{percent_decode, uri_encode};
 use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
@@ -195,6 +198,13 @@ fn described_by(source: &HeaderMap, client: &HeaderMap, replace: bool, out: &mut
     }
 }
 
+/// How a metadata-only copy re-wraps: the destination's protection, the source's SSE-C key, the directive.
+struct Rewrap<'a> {
+    protection: &'a Protection,
+    source_key: Option<&'a Arc<CustomerKey>>,
+    replace: bool,
+}
+
 /// How a streamed copy writes: encrypted under `dek` as stream `part`, or as plaintext.
 struct Sink {
     dek: Option<Arc<DataKey>>,
@@ -211,9 +221,11 @@ impl Proxy {
         target: &Target,
         query: &[(String, String)],
         source: CopySource,
+        sse: &SseRequest,
         upload: Option<super::multipart::OpenUpload>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = Arc::clone(&self.inner.crypto);
+        let source_key = copy_source_customer(headers)?;
         let dest_encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
         let source_encrypted = source.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
         let dest_identity = ObjectIdentity {
@@ -236,41 +248,51 @@ impl Proxy {
                 },
             };
             let sink = Sink { dek: upload.as_ref().map(|u| Arc::clone(&u.dek)), part };
-            let kek_ref = upload.as_ref().map(|u| u.kek_ref.clone());
-            let plain = self.read_source(&source, source_encrypted, range, headers).await?;
+            let sse_info = upload.as_ref().map(|u| SseInfo::from_ref(&u.kek_ref, u.customer.as_ref()));
+            let plain = self.read_source(&source, source_encrypted, range, headers, source_key.as_ref()).await?;
             let (etag, version) = self.write_streamed(target, query, HeaderMap::new(), plain, sink).await?;
             let body = xml::document(
                 "CopyPartResult",
                 &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
                 &[],
             );
-            return Ok(copy_response(body, version, kek_ref.as_deref()));
+            return Ok(copy_response(body, version, sse_info.as_ref()));
         }
         let replace = replaces_metadata(headers)?;
-        if dest_encrypted && source_encrypted {
+        let protection = if dest_encrypted {
+            crypto.protection(&dest_identity.bucket, &dest_identity.key, sse)?
+        } else {
+            Protection::Plaintext
+        };
+        let encrypt_dest = !matches!(protection, Protection::Plaintext);
+        if encrypt_dest && source_encrypted {
             let head = self
                 .own_request(Method::HEAD, &source.target, &source.query(), source_conditions(headers), Bytes::new())
                 .await?;
             if !head.status().is_success() {
                 return Err(source_error(head, true).await);
             }
-            if let Some(env) = super::encrypted::envelope_or_policy(head.headers(), &crypto)? {
+            let legacy = crypto.policy(&source.identity().bucket, &source.identity().key).legacy_objects;
+            if let Some(env) = super::encrypted::envelope_or_policy(head.headers(), legacy)? {
+                let rewrap = Rewrap { protection: &protection, source_key: source_key.as_ref(), replace };
                 return self
-                    .copy_by_rewrap(headers, target, &dest_identity, &source, head.headers(), &env, replace)
+                    .copy_by_rewrap(headers, target, &dest_identity, &source, head.headers(), &env, rewrap)
                     .await;
             }
             // A legacy plaintext source (legacy_objects = "passthrough"): encrypt it on the way.
         }
-        let plain = self.read_source(&source, source_encrypted, ClientRange::Whole, headers).await?;
+        let plain =
+            self.read_source(&source, source_encrypted, ClientRange::Whole, headers, source_key.as_ref()).await?;
         let mut out = destination_headers(headers);
         described_by(plain.headers(), headers, replace, &mut out);
-        let (dek, kek_ref) = if dest_encrypted {
-            let (dek, env) = crypto.new_object_key(&dest_identity, None)?;
+        let (dek, sse_info) = if encrypt_dest {
+            let (dek, env) = crypto.new_object_key(&dest_identity, &protection, None).await?;
             check_client_metadata(&out, env.metadata_len())?;
             for (n, v) in env.to_headers() {
                 out.insert(n, v);
             }
-            (Some(Arc::new(dek)), Some(env.kek_ref))
+            self.add_upstream_sse(&dest_identity, &mut out);
+            (Some(Arc::new(dek)), Some(SseInfo::of(&env, sse.customer())))
         } else {
             (None, None)
         };
@@ -281,7 +303,7 @@ impl Proxy {
             &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
             &[],
         );
-        let mut resp = copy_response(body, version, kek_ref.as_deref());
+        let mut resp = copy_response(body, version, sse_info.as_ref());
         if let Some(v) = source_version {
             resp.headers_mut().insert(X_AMZ_COPY_SOURCE_VERSION_ID, v);
         }
@@ -298,12 +320,17 @@ impl Proxy {
         source: &CopySource,
         head: &HeaderMap,
         env: &Envelope,
-        replace: bool,
+        how: Rewrap<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = &self.inner.crypto;
+        let replace = how.replace;
         env.layout().map_err(|_| ProxyError::UnsealedObject)?;
-        let dek = crypto.open_envelope(env, &source.identity())?;
-        let new_env = crypto.rewrap(&dek, env, dest_identity, env.multipart)?;
+        let dek = crypto.open_envelope(env, &source.identity(), how.source_key).await?;
+        let new_env = crypto.wrap_for(&dek, dest_identity, how.protection, env.multipart).await?;
+        let dest_customer = match how.protection {
+            Protection::Customer(k) => Some(k),
+            Protection::Keyring | Protection::Kms { .. } | Protection::Plaintext => None,
+        };
         let mut out = destination_headers(headers);
         if replace {
             described_by(head, headers, true, &mut out);
@@ -341,6 +368,7 @@ impl Proxy {
         out.insert(X_AMZ_COPY_SOURCE, source.header()?);
         out.insert(X_AMZ_COPY_SOURCE_IF_MATCH, etag);
         out.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
+        self.add_upstream_sse(dest_identity, &mut out);
         let (h, body) =
             self.own_xml(Method::PUT, target, &[], out, Bytes::new(), super::multipart::SLOW_XML_TIMEOUT).await?;
         let (_, top) = xml::records(&body, &["CopyObjectResult", "Part"])
@@ -349,7 +377,7 @@ impl Proxy {
         let doc =
             xml::document("CopyObjectResult", &[("ETag", field("ETag")), ("LastModified", field("LastModified"))], &[]);
         let version = header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned);
-        let mut resp = copy_response(doc, version, Some(&new_env.kek_ref));
+        let mut resp = copy_response(doc, version, Some(&SseInfo::of(&new_env, dest_customer)));
         if let Some(v) = h.get(&X_AMZ_COPY_SOURCE_VERSION_ID) {
             resp.headers_mut().insert(X_AMZ_COPY_SOURCE_VERSION_ID, v.clone());
         }
@@ -363,6 +391,7 @@ impl Proxy {
         encrypted: bool,
         range: ClientRange,
         client: &HeaderMap,
+        source_key: Option<&Arc<CustomerKey>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = &self.inner.crypto;
         let mut h = source_conditions(client);
@@ -387,7 +416,14 @@ impl Proxy {
             let body: ProxyBody = body.map_err(|e| -> crate::error::BoxError { Box::new(e) }).boxed_unsync();
             return Ok(Response::from_parts(parts, body));
         }
-        match super::encrypted::get_response(resp, range, crypto, &source.identity()).await? {
+        let id = source.identity();
+        let ctx = super::encrypted::ReadCtx {
+            crypto,
+            id: &id,
+            customer: source_key,
+            legacy: crypto.policy(&id.bucket, &id.key).legacy_objects,
+        };
+        match super::encrypted::get_response(resp, range, &ctx).await? {
             ObjectResponse::Ready(r) => Ok(r),
             ObjectResponse::RefetchPlain => {
                 // A legacy plaintext object: fetch the range as asked.
@@ -467,7 +503,7 @@ impl Proxy {
 }
 
 /// A copy's 200 response: its XML document, version ID and the destination's SSE headers.
-fn copy_response(body: Bytes, version: Option<String>, kek_ref: Option<&str>) -> Response<ProxyBody> {
+fn copy_response(body: Bytes, version: Option<String>, sse: Option<&SseInfo>) -> Response<ProxyBody> {
     let len = body.len();
     let mut resp = Response::new(super::full_body(body));
     let h = resp.headers_mut();
@@ -476,7 +512,7 @@ fn copy_response(body: Bytes, version: Option<String>, kek_ref: Option<&str>) ->
     if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(X_AMZ_VERSION_ID, v);
     }
-    super::encrypted::scrub_object_headers(h, kek_ref);
+    super::encrypted::scrub_object_headers(h, sse);
     resp
 }
 

@@ -8,6 +8,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::ProxyBody;
+use std::sync::Arc;
+
 use crate::config::LegacyPolicy;
 use crate::crypto::Crypto;
 use crate::crypto::body::{DecryptBody, ReadPlan};
@@ -17,21 +19,16 @@ use crate::crypto::keys::ObjectIdentity;
 use crate::error::{BoxError, ProxyError};
 use crate::s3::checksum::ChecksumAlgorithm;
 use crate::s3::op::S3Op;
+use crate::s3::sse::CustomerKey;
 
-pub const SSE: HeaderName = HeaderName::from_static("x-amz-server-side-encryption");
-pub const SSE_KMS_KEY_ID: HeaderName = HeaderName::from_static("x-amz-server-side-encryption-aws-kms-key-id");
+use crate::s3::sse::{SSE, SSE_KMS_KEY_ID};
 const SSE_PREFIX: &str = "x-amz-server-side-encryption";
 pub const X_AMZ_CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
 const X_AMZ_CHECKSUM_TYPE: HeaderName = HeaderName::from_static("x-amz-checksum-type");
 
-/// Refuses what the encrypted path does not (yet) handle, before anything is sent upstream.
+/// Refuses what the encrypted path does not handle, before anything is sent upstream.
 pub fn check_request(op: S3Op, headers: &HeaderMap, query: &[(String, String)]) -> Result<(), ProxyError> {
-    if headers.keys().any(|n| n.as_str().starts_with(SSE_PREFIX)) {
-        return Err(ProxyError::NotImplemented(
-            "Server-side encryption request headers (SSE-S3, SSE-KMS, SSE-C) are not supported yet: the gateway \
-             encrypts every object with its own keys.",
-        ));
-    }
+    let _ = headers;
     let _ = query;
     match op {
         S3Op::GetObjectAttributes
@@ -144,8 +141,69 @@ fn parse_content_range(v: &str) -> Option<(Option<u64>, u64)> {
     Some((Some(x.trim().parse().ok()?), total))
 }
 
+/// What the SSE response headers say about an object: how the proxy protected it.
+#[derive(Debug, Clone)]
+pub struct SseInfo {
+    pub kek_ref: String,
+    pub bucket_key: bool,
+    pub context: Option<String>,
+    /// SSE-C: the MD5 of the client's key (base64), as S3 returns it.
+    pub customer_md5: Option<String>,
+}
+
+impl SseInfo {
+    pub fn of(env: &Envelope, customer: Option<&Arc<CustomerKey>>) -> SseInfo {
+        SseInfo {
+            kek_ref: env.kek_ref.clone(),
+            bucket_key: env.bucket_key.is_some(),
+            context: env.context.clone(),
+            customer_md5: customer.map(|k| k.md5_b64().to_owned()),
+        }
+    }
+
+    /// Only a key reference known (an UploadPart: the upload ID carries no more).
+    pub fn from_ref(kek_ref: &str, customer: Option<&Arc<CustomerKey>>) -> SseInfo {
+        SseInfo {
+            kek_ref: kek_ref.to_owned(),
+            bucket_key: false,
+            context: None,
+            customer_md5: customer.map(|k| k.md5_b64().to_owned()),
+        }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        use crate::s3::sse::{SSE_BUCKET_KEY, SSE_C_ALGORITHM, SSE_C_KEY_MD5, SSE_CONTEXT};
+        if self.kek_ref == crate::crypto::format::KEK_REF_SSE_C {
+            headers.insert(SSE_C_ALGORITHM, HeaderValue::from_static("AES256"));
+            if let Some(v) = self.customer_md5.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
+                headers.insert(SSE_C_KEY_MD5, v);
+            }
+            return;
+        }
+        headers.insert(SSE, HeaderValue::from_static("aws:kms"));
+        let key_id = self.kek_ref.strip_prefix("kms:").unwrap_or(&self.kek_ref);
+        if let Ok(v) = HeaderValue::from_str(key_id) {
+            headers.insert(SSE_KMS_KEY_ID, v);
+        }
+        if self.bucket_key {
+            headers.insert(SSE_BUCKET_KEY, HeaderValue::from_static("true"));
+        }
+        if let Some(v) = self.context.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            headers.insert(SSE_CONTEXT, v);
+        }
+    }
+}
+
+/// What reading an object of an encrypted bucket needs besides the response.
+pub struct ReadCtx<'a> {
+    pub crypto: &'a Crypto,
+    pub id: &'a ObjectIdentity,
+    pub customer: Option<&'a Arc<CustomerKey>>,
+    pub legacy: LegacyPolicy,
+}
+
 /// Drops what describes the stored ciphertext or the store's own encryption, and adds the gateway's SSE headers.
-pub fn scrub_object_headers(headers: &mut HeaderMap, kek_ref: Option<&str>) {
+pub fn scrub_object_headers(headers: &mut HeaderMap, sse: Option<&SseInfo>) {
     super::response::scrub_upstream_headers(headers);
     strip_reserved(headers);
     let drop: Vec<HeaderName> = headers
@@ -161,11 +219,8 @@ pub fn scrub_object_headers(headers: &mut HeaderMap, kek_ref: Option<&str>) {
     for n in drop {
         headers.remove(n);
     }
-    if let Some(r) = kek_ref
-        && let Ok(v) = HeaderValue::from_str(r)
-    {
-        headers.insert(SSE, HeaderValue::from_static("aws:kms"));
-        headers.insert(SSE_KMS_KEY_ID, v);
+    if let Some(s) = sse {
+        s.apply(headers);
     }
 }
 
@@ -177,6 +232,10 @@ pub enum ObjectResponse {
     RefetchPlain,
 }
 
+fn not_applicable() -> ProxyError {
+    ProxyError::InvalidRequest("The encryption parameters are not applicable to this object.".into())
+}
+
 fn plain_response(resp: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     super::response::scrub_upstream_headers(&mut parts.headers);
@@ -184,10 +243,10 @@ fn plain_response(resp: Response<Incoming>) -> Response<ProxyBody> {
 }
 
 /// The envelope, or what the legacy policy says about an object without one.
-pub fn envelope_or_policy(headers: &HeaderMap, crypto: &Crypto) -> Result<Option<Envelope>, ProxyError> {
+pub fn envelope_or_policy(headers: &HeaderMap, legacy: LegacyPolicy) -> Result<Option<Envelope>, ProxyError> {
     match Envelope::from_headers(headers) {
         Ok(Some(e)) => Ok(Some(e)),
-        Ok(None) => match crypto.legacy_objects {
+        Ok(None) => match legacy {
             LegacyPolicy::Reject => Err(ProxyError::PlaintextObject),
             LegacyPolicy::Passthrough => Ok(None),
         },
@@ -199,10 +258,12 @@ pub fn envelope_or_policy(headers: &HeaderMap, crypto: &Crypto) -> Result<Option
 pub async fn get_response(
     resp: Response<Incoming>,
     range: ClientRange,
-    crypto: &Crypto,
-    id: &ObjectIdentity,
+    ctx: &ReadCtx<'_>,
 ) -> Result<ObjectResponse, ProxyError> {
-    let Some(env) = envelope_or_policy(resp.headers(), crypto)? else {
+    let Some(env) = envelope_or_policy(resp.headers(), ctx.legacy)? else {
+        if ctx.customer.is_some() {
+            return Err(not_applicable());
+        }
         return Ok(if range == ClientRange::Whole {
             ObjectResponse::Ready(plain_response(resp))
         } else {
@@ -210,7 +271,7 @@ pub async fn get_response(
         });
     };
     let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
-    let dek = crypto.open_envelope(&env, id)?;
+    let dek = ctx.crypto.open_envelope(&env, ctx.id, ctx.customer).await?;
     let (mut parts, body) = resp.into_parts();
     let seg = env.segment_size;
     let s = u64::from(seg);
@@ -281,7 +342,7 @@ pub async fn get_response(
     };
     let mut decrypted = DecryptBody::new(body, dek, layout, plan);
     decrypted.prime().await?;
-    scrub_object_headers(&mut parts.headers, Some(&env.kek_ref));
+    scrub_object_headers(&mut parts.headers, Some(&SseInfo::of(&env, ctx.customer)));
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plan.take));
     match wanted {
         None => {
@@ -306,11 +367,18 @@ pub fn range_not_satisfiable(headers: &HeaderMap, segment: u32) -> Option<ProxyE
     Some(ProxyError::InvalidRange { size: plaintext_len(total, segment, true).unwrap_or(0) })
 }
 
-/// A successful upstream HEAD of an encrypted bucket's object → plaintext length, envelope hidden.
-pub fn head_response(resp: Response<Incoming>, crypto: &Crypto) -> Result<Response<ProxyBody>, ProxyError> {
-    let Some(env) = envelope_or_policy(resp.headers(), crypto)? else {
+/// A successful upstream HEAD of an encrypted bucket's object → plaintext length, envelope hidden. Only SSE-C
+/// objects are unwrapped (to check the client's key, as S3 does); others are not (no KMS call on HEAD).
+pub async fn head_response(resp: Response<Incoming>, ctx: &ReadCtx<'_>) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(env) = envelope_or_policy(resp.headers(), ctx.legacy)? else {
+        if ctx.customer.is_some() {
+            return Err(not_applicable());
+        }
         return Ok(plain_response(resp));
     };
+    if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer.is_some() {
+        ctx.crypto.open_envelope(&env, ctx.id, ctx.customer).await?;
+    }
     let (mut parts, _body) = resp.into_parts();
     let cipher_total: u64 = parts
         .headers
@@ -323,7 +391,7 @@ pub fn head_response(resp: Response<Incoming>, crypto: &Crypto) -> Result<Respon
         return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
     }
     let plain = plaintext_len(cipher_total, env.segment_size, true).unwrap_or(0);
-    scrub_object_headers(&mut parts.headers, Some(&env.kek_ref));
+    scrub_object_headers(&mut parts.headers, Some(&SseInfo::of(&env, ctx.customer)));
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain));
     parts.headers.remove(http::header::CONTENT_RANGE);
     parts.status = StatusCode::OK;
@@ -371,13 +439,25 @@ async fn read_xml(mut body: ProxyBody) -> Result<Vec<u8>, ProxyError> {
 }
 
 /// A listing of an encrypted bucket → plaintext sizes (from ciphertext sizes alone), ciphertext checksums dropped.
-pub async fn listing_response(resp: Response<ProxyBody>, segment: u32) -> Result<Response<ProxyBody>, ProxyError> {
+/// Keys under `plaintext_prefixes` (policies that store plaintext) keep their listed size.
+pub async fn listing_response(
+    resp: Response<ProxyBody>,
+    segment: u32,
+    plaintext_prefixes: &[String],
+) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     if parts.status != StatusCode::OK {
         return Ok(Response::from_parts(parts, body));
     }
     let collected = read_xml(body).await?;
-    let rewritten = crate::s3::xml::rewrite_listing(&collected, &|c| plaintext_len(c, segment, true).unwrap_or(c))
+    let size = |key: &str, c: u64| {
+        if plaintext_prefixes.iter().any(|p| key.starts_with(p.as_str())) {
+            c
+        } else {
+            plaintext_len(c, segment, true).unwrap_or(c)
+        }
+    };
+    let rewritten = crate::s3::xml::rewrite_listing(&collected, &size)
         .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
     Ok(Response::from_parts(parts, super::full_body(Bytes::from(rewritten))))

@@ -17,12 +17,13 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 
+use crate::config::DefaultProtection;
 use crate::config::{ClientCredential, PlainHttpPolicy, UploadChecksum};
-use crate::crypto::Crypto;
 use crate::crypto::body::EncryptBody;
 use crate::crypto::envelope::{Multipart, check_client_metadata};
 use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
 use crate::crypto::keys::{ObjectIdentity, random_bytes};
+use crate::crypto::{Crypto, Protection};
 use crate::error::{BoxError, ProxyError, Side};
 use crate::s3::checksum::ChecksumAlgorithm;
 use crate::s3::headers::{
@@ -31,6 +32,7 @@ use crate::s3::headers::{
     X_AMZ_TRAILER, strip_hop_by_hop,
 };
 use crate::s3::op::{S3Op, classify};
+use crate::s3::sse::{SseRequest, copy_source_customer, is_sse_header};
 use crate::s3::{Target, resolve_target};
 use crate::sigv4::EMPTY_SHA256;
 use crate::sigv4::canonical::{canonical_query, percent_decode};
@@ -41,6 +43,7 @@ use crate::sigv4::sign::OutboundPayload;
 use crate::sigv4::verify::{Authenticated, ChunkSigningContext, PayloadMode, RequestHead, Verifier};
 use crate::upstream::{Upstream, UpstreamBody};
 use encrypted::ClientRange;
+use encrypted::SseInfo;
 
 /// Response bodies sent to clients.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -177,14 +180,32 @@ impl Proxy {
             bucket: target.bucket.clone().unwrap_or_default(),
             key: target.key.clone().unwrap_or_default(),
         };
+        // The client's SSE headers ask the proxy for a protection; they never reach the store as such.
+        let sse = if encrypted { SseRequest::from_headers(&parts.headers)? } else { SseRequest::None };
+        let customer = sse.customer().cloned();
+        if !conn.secure && (customer.is_some() || copy_source_customer(&parts.headers)?.is_some()) {
+            return Err(ProxyError::InvalidRequest(
+                "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure \
+                 connection."
+                    .into(),
+            ));
+        }
+        let policy = crypto.policy(&identity.bucket, &identity.key);
 
         // Multipart uploads: the client's upload ID carries the data key; the upstream sees its own ID.
         let mut open_upload = None;
         let mut client_upload_id = None;
-        if encrypted {
+        // An upload created under a plaintext policy has the store's own ID, and passes through.
+        let plain_upload = encrypted
+            && policy.default == DefaultProtection::Plaintext
+            && auth
+                .query
+                .iter()
+                .any(|(k, v)| k == "uploadId" && !v.starts_with(crate::crypto::format::UPLOAD_ID_PREFIX));
+        if encrypted && !plain_upload {
             match op {
                 S3Op::UploadPart | S3Op::UploadPartCopy | S3Op::CompleteMultipartUpload => {
-                    open_upload = Some(multipart::open_upload(&crypto, &mut auth.query, &identity)?);
+                    open_upload = Some(multipart::open_upload(&crypto, &mut auth.query, &identity, customer.as_ref())?);
                 }
                 S3Op::AbortMultipartUpload | S3Op::ListParts => {
                     client_upload_id = multipart::unwrap_upload_id(&mut auth.query);
@@ -207,7 +228,7 @@ impl Proxy {
                 // A plaintext destination upload: its upload ID is the store's own.
                 let _ = multipart::unwrap_upload_id(&mut auth.query);
             }
-            return self.copy(op, &parts.headers, &target, &auth.query, source, open_upload.take()).await;
+            return self.copy(op, &parts.headers, &target, &auth.query, source, &sse, open_upload.take()).await;
         }
         // GET / HEAD by part number: find the part's plaintext range (a HEAD) and read it as a Range.
         let mut part_read = None;
@@ -215,7 +236,7 @@ impl Proxy {
             && matches!(op, S3Op::GetObject | S3Op::HeadObject)
             && auth.query.iter().any(|(k, _)| k == "partNumber")
         {
-            match self.locate_part(op, &parts.headers, &target, &mut auth, &identity).await? {
+            match self.locate_part(op, &parts.headers, &target, &mut auth, &identity, customer.as_ref()).await? {
                 multipart::Located::Done(resp) => return Ok(resp),
                 multipart::Located::Read(p) => part_read = Some(p),
             }
@@ -225,24 +246,40 @@ impl Proxy {
         let mut extra_set: Vec<(HeaderName, HeaderValue)> = Vec::new();
         let mut extra_remove: Vec<HeaderName> = Vec::new();
         let mut create_key = None;
-        let mut kek_ref = open_upload.as_ref().map(|u| u.kek_ref.clone());
-        let encrypting = match (encrypted, op) {
-            (true, S3Op::PutObject) => {
-                let (dek, env) = crypto.new_object_key(&identity, None)?;
+        let mut sse_info = open_upload.as_ref().map(|u| SseInfo::from_ref(&u.kek_ref, customer.as_ref()));
+        if encrypted {
+            // What the client asked of the store's own encryption is the proxy's business; the policy may ask the
+            // store for SSE of its own on top.
+            extra_remove.extend(parts.headers.keys().filter(|n| is_sse_header(n.as_str())).cloned());
+            if matches!(op, S3Op::PutObject | S3Op::CreateMultipartUpload)
+                && let Some(u) = policy.upstream_sse
+            {
+                extra_set.push((crate::s3::sse::SSE, HeaderValue::from_static(u.header_value())));
+            }
+        }
+        let protection = match (encrypted, op) {
+            (true, S3Op::PutObject | S3Op::CreateMultipartUpload) => {
+                Some(crypto.protection(&identity.bucket, &identity.key, &sse)?)
+            }
+            _other => None,
+        };
+        let encryption = protection.as_ref().filter(|p| !matches!(p, Protection::Plaintext));
+        let encrypting = match (op, encryption, &open_upload) {
+            (S3Op::PutObject, Some(p), _) => {
+                let (dek, env) = crypto.new_object_key(&identity, p, None).await?;
                 check_client_metadata(&parts.headers, env.metadata_len())?;
-                kek_ref = Some(env.kek_ref.clone());
+                sse_info = Some(SseInfo::of(&env, customer.as_ref()));
                 extra_set.extend(env.to_headers());
                 Some(Encrypting { dek: Arc::new(dek), part: SINGLE_PUT_PART, segment_size: crypto.segment_size })
             }
-            (true, S3Op::UploadPart) => {
+            (S3Op::UploadPart, _, Some(upload)) => {
                 let part = multipart::part_number(&auth.query)?;
-                let upload = open_upload.as_ref().ok_or(ProxyError::NoSuchUpload)?;
                 Some(Encrypting { dek: Arc::clone(&upload.dek), part, segment_size: crypto.segment_size })
             }
-            (true, S3Op::CreateMultipartUpload) => {
-                let (dek, env) = crypto.new_object_key(&identity, Some(Multipart::Open))?;
+            (S3Op::CreateMultipartUpload, Some(p), _) => {
+                let (dek, env) = crypto.new_object_key(&identity, p, Some(Multipart::Open)).await?;
                 check_client_metadata(&parts.headers, multipart::sealed_envelope_len(&env))?;
-                kek_ref = Some(env.kek_ref.clone());
+                sse_info = Some(SseInfo::of(&env, customer.as_ref()));
                 extra_set.extend(env.to_headers());
                 // The client's checksum settings describe plaintext, which the proxy verifies itself. Parts go
                 // upstream with a CRC32 trailer of their ciphertext, without declaring an algorithm for the
@@ -296,7 +333,7 @@ impl Proxy {
         if op.carries_object_data() {
             let mut r = response::map_response(resp, op, &auth.client, is_head).await?;
             if encrypted {
-                encrypted::scrub_object_headers(r.headers_mut(), kek_ref.as_deref());
+                encrypted::scrub_object_headers(r.headers_mut(), sse_info.as_ref());
             }
             echo_verified_checksum(r.headers_mut(), &parts.headers, &verified);
             return Ok(r);
@@ -305,8 +342,14 @@ impl Proxy {
             return response::map_response(resp, op, &auth.client, is_head).await;
         }
         let ok = resp.status().is_success();
+        let read_ctx = encrypted::ReadCtx {
+            crypto: &crypto,
+            id: &identity,
+            customer: customer.as_ref(),
+            legacy: policy.legacy_objects,
+        };
         match op {
-            S3Op::GetObject if ok => match encrypted::get_response(resp, range, &crypto, &identity).await? {
+            S3Op::GetObject if ok => match encrypted::get_response(resp, range, &read_ctx).await? {
                 encrypted::ObjectResponse::Ready(mut r) => {
                     if let Some(count) = part_read.and_then(|p| p.parts_count) {
                         r.headers_mut().insert(X_AMZ_MP_PARTS_COUNT, HeaderValue::from(count));
@@ -341,13 +384,14 @@ impl Proxy {
                     .unwrap_or(0);
                 Err(ProxyError::InvalidRange { size })
             }
-            S3Op::HeadObject if ok => encrypted::head_response(resp, &crypto),
-            S3Op::CreateMultipartUpload if ok => {
+            S3Op::HeadObject if ok => encrypted::head_response(resp, &read_ctx).await,
+            S3Op::CreateMultipartUpload if ok && create_key.is_some() => {
                 let r = response::map_response(resp, op, &auth.client, is_head).await?;
                 let dek = create_key.ok_or_else(|| ProxyError::Internal("no key for the new upload".into()))?;
                 let client_alg = parts.headers.get(X_AMZ_CHECKSUM_ALGORITHM).cloned();
-                let mut r = multipart::create_response(r, &crypto, &dek, &identity, client_alg).await?;
-                encrypted::scrub_object_headers(r.headers_mut(), kek_ref.as_deref());
+                let mut r =
+                    multipart::create_response(r, &crypto, &dek, &identity, client_alg, customer.as_ref()).await?;
+                encrypted::scrub_object_headers(r.headers_mut(), sse_info.as_ref());
                 Ok(r)
             }
             S3Op::GetObjectAttributes if ok => {
@@ -361,7 +405,7 @@ impl Proxy {
             }
             S3Op::ListObjects | S3Op::ListObjectsV2 | S3Op::ListObjectVersions => {
                 let r = response::map_response(resp, op, &auth.client, is_head).await?;
-                encrypted::listing_response(r, crypto.segment_size).await
+                encrypted::listing_response(r, crypto.segment_size, &crypto.plaintext_prefixes(&identity.bucket)).await
             }
             _other => {
                 let mut r = response::map_response(resp, op, &auth.client, is_head).await?;

@@ -20,6 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
+use super::encrypted::SseInfo;
 use super::{Proxy, ProxyBody, RequestView};
 use crate::crypto::Crypto;
 use crate::crypto::body::{DecryptBody, EncryptBody, ReadPlan};
@@ -34,6 +35,7 @@ use crate::s3::headers::{
     X_AMZ_CHECKSUM_ALGORITHM, X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE,
     X_AMZ_METADATA_DIRECTIVE, X_AMZ_MP_OBJECT_SIZE, X_AMZ_MP_PARTS_COUNT, X_AMZ_VERSION_ID, header_str,
 };
+use crate::s3::sse::CustomerKey;
 use crate::s3::xml;
 use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
 use crate::sigv4::sign::OutboundPayload;
@@ -71,6 +73,8 @@ pub struct OpenUpload {
     pub upstream_id: String,
     pub dek: Arc<DataKey>,
     pub kek_ref: String,
+    /// The client's SSE-C key (SSE-C uploads: every part and the Complete bring it).
+    pub customer: Option<Arc<CustomerKey>>,
 }
 
 fn query_value<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -90,11 +94,12 @@ pub fn open_upload(
     crypto: &Crypto,
     query: &mut [(String, String)],
     id: &ObjectIdentity,
+    customer: Option<&Arc<CustomerKey>>,
 ) -> Result<OpenUpload, ProxyError> {
     let client_id = query_value(query, "uploadId").ok_or(ProxyError::NoSuchUpload)?;
-    let (upstream_id, dek, kek_ref) = crypto.open_upload_id(client_id, id)?;
+    let (upstream_id, dek, kek_ref) = crypto.open_upload_id(client_id, id, customer)?;
     set_query_value(query, "uploadId", &upstream_id);
-    Ok(OpenUpload { upstream_id, dek, kek_ref })
+    Ok(OpenUpload { upstream_id, dek, kek_ref, customer: customer.cloned() })
 }
 
 /// Abort and ListParts need no key: point the upstream query at the upstream upload (raw IDs, as
@@ -128,6 +133,7 @@ pub async fn create_response(
     dek: &DataKey,
     id: &ObjectIdentity,
     client_checksum_algorithm: Option<HeaderValue>,
+    customer: Option<&Arc<CustomerKey>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     let raw = read_body(body, "CreateMultipartUpload").await?;
@@ -136,7 +142,7 @@ pub async fn create_response(
     let upstream_id = xml::field(&top, "UploadId")
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result without UploadId".into()))?;
-    let upload_id = crypto.upload_id(dek, id, upstream_id)?;
+    let upload_id = crypto.upload_id(dek, id, upstream_id, customer)?;
     let out = xml::replace_text(&raw, &["InitiateMultipartUploadResult", "UploadId"], &upload_id)
         .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
     parts.headers.remove(X_AMZ_CHECKSUM_ALGORITHM);
@@ -158,7 +164,7 @@ pub async fn list_parts_response(
         return Ok(Response::from_parts(parts, body));
     }
     let raw = read_body(body, "ListParts").await?;
-    let sized = xml::rewrite_listing(&raw, &|c| plaintext_len(c, segment, false).unwrap_or(c))
+    let sized = xml::rewrite_listing(&raw, &|_, c| plaintext_len(c, segment, false).unwrap_or(c))
         .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
     let out = xml::replace_text(&sized, &["ListPartsResult", "UploadId"], client_id)
         .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
@@ -216,6 +222,7 @@ impl Proxy {
         target: &Target,
         auth: &mut Authenticated,
         identity: &ObjectIdentity,
+        customer: Option<&Arc<CustomerKey>>,
     ) -> Result<Located, ProxyError> {
         use super::encrypted::ClientRange;
         let n = part_number(&auth.query)?;
@@ -235,7 +242,13 @@ impl Proxy {
             return Ok(Located::Done(super::response::map_response(head, op, &auth.client, true).await?));
         }
         let crypto = &self.inner.crypto;
-        let Some(env) = super::encrypted::envelope_or_policy(head.headers(), crypto)? else {
+        let ctx = super::encrypted::ReadCtx {
+            crypto,
+            id: identity,
+            customer,
+            legacy: crypto.policy(&identity.bucket, &identity.key).legacy_objects,
+        };
+        let Some(env) = super::encrypted::envelope_or_policy(head.headers(), ctx.legacy)? else {
             // A plaintext object (legacy_objects = "passthrough"): the store answers as asked.
             auth.query = original_query;
             let prepared = super::Prepared::no_body(false);
@@ -247,7 +260,6 @@ impl Proxy {
                 super::response::map_response(resp, op, &auth.client, method == Method::HEAD).await?,
             ));
         };
-        let _ = identity;
         let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
         let cipher_total: u64 = header_str(head.headers(), &CONTENT_LENGTH)
             .and_then(|v| v.trim().parse().ok())
@@ -276,7 +288,7 @@ impl Proxy {
         };
         let etag = head.headers().get(http::header::ETAG).cloned();
         if op == crate::s3::op::S3Op::HeadObject {
-            let mut r = super::encrypted::head_response(head, crypto)?;
+            let mut r = super::encrypted::head_response(head, &ctx).await?;
             let h = r.headers_mut();
             h.insert(CONTENT_LENGTH, HeaderValue::from(last - first));
             if last > first {
@@ -370,6 +382,8 @@ pub fn plan_layout(parts: &[(u32, u64)], segment: u32) -> Result<(PartsLayout, u
 struct Sealed {
     etag: String,
     version_id: Option<String>,
+    /// The SSE headers of the sealed object.
+    sse: Option<SseInfo>,
 }
 
 impl Proxy {
@@ -537,7 +551,6 @@ impl Proxy {
         let (work_target, work_identity) = (target.clone(), identity.clone());
         let (target, identity) = (target.clone(), identity.clone());
         let host = header_str(headers, &http::header::HOST).unwrap_or("").to_owned();
-        let kek_ref = upload.kek_ref.clone();
         let work = async move {
             let sealed = this
                 .complete_and_seal(
@@ -569,7 +582,7 @@ impl Proxy {
             if let Some(v) = sealed.version_id.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 h.insert(X_AMZ_VERSION_ID, v);
             }
-            super::encrypted::scrub_object_headers(&mut h, Some(&kek_ref));
+            super::encrypted::scrub_object_headers(&mut h, sealed.sse.as_ref());
             (h, body)
         };
         self.slow_response(work, render, view).await
@@ -603,10 +616,10 @@ impl Proxy {
         match layout {
             PartsLayout::Aligned { parts, part_size } => {
                 let state = Multipart::Sealed { parts, part_size };
-                self.seal(target, identity, &upload.dek, &etag, version, parts_list, state).await
+                self.seal(target, identity, upload, &etag, version, parts_list, state).await
             }
             PartsLayout::Misaligned => {
-                self.repack(target, identity, &upload.dek, &etag, version, parts_list, plain_total).await
+                self.repack(target, identity, upload, &etag, version, parts_list, plain_total).await
             }
         }
     }
@@ -619,7 +632,7 @@ impl Proxy {
         &self,
         target: &Target,
         identity: &ObjectIdentity,
-        dek: &Arc<DataKey>,
+        upload: &OpenUpload,
         etag: &str,
         version: Option<String>,
         parts_list: &[StoredPart],
@@ -639,14 +652,20 @@ impl Proxy {
             return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
         }
         let head_headers = head.headers().clone();
+        let open = Envelope::from_headers(&head_headers)
+            .map_err(|e| ProxyError::ObjectIntegrity(e.0))?
+            .ok_or(ProxyError::ObjectIntegrity("the completed object has no envelope"))?;
+        let protection = crypto.protection_of(&open, upload.customer.as_ref())?;
+        let dek = &upload.dek;
 
         // The new layout: parts of REPACK_PART_SIZE (more if 10000 would not hold the object).
         let part_size = REPACK_PART_SIZE.max(plain_total.div_ceil(u64::from(MAX_PARTS)).div_ceil(s) * s);
         let parts_out = u32::try_from(plain_total.div_ceil(part_size).max(1)).unwrap_or(MAX_PARTS);
         let state = Multipart::Sealed { parts: parts_out, part_size };
-        let (new_dek, env) = crypto.new_object_key(identity, Some(state))?;
+        let (new_dek, env) = crypto.new_object_key(identity, &protection, Some(state)).await?;
         let new_dek = Arc::new(new_dek);
-        let headers = replace_headers(&head_headers, &env)?;
+        let mut headers = replace_headers(&head_headers, &env)?;
+        self.add_upstream_sse(identity, &mut headers);
         let upload_id = self.create_upstream_upload(target, headers).await?;
 
         let pumped = self
@@ -669,8 +688,11 @@ impl Proxy {
         let complete = xml::document("CompleteMultipartUpload", &[], &groups);
         let (h, body) = self.own_xml(Method::POST, target, &q, HeaderMap::new(), complete, SLOW_XML_TIMEOUT).await?;
         let new_etag = result_field(&body, "CompleteMultipartUploadResult", "ETag")?;
-        let sealed =
-            Sealed { etag: new_etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) };
+        let sealed = Sealed {
+            etag: new_etag.to_owned(),
+            version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned),
+            sse: Some(SseInfo::of(&env, upload.customer.as_ref())),
+        };
         self.drop_version(target, version.as_deref(), &sealed).await;
         Ok(sealed)
     }
@@ -798,6 +820,13 @@ impl Proxy {
         Ok(PartWriter { tx: Some(tx), task, remaining: len, len })
     }
 
+    /// Asks the store for its own SSE on top when the policy says so.
+    pub(super) fn add_upstream_sse(&self, id: &ObjectIdentity, headers: &mut HeaderMap) {
+        if let Some(u) = self.inner.crypto.policy(&id.bucket, &id.key).upstream_sse {
+            headers.insert(crate::s3::sse::SSE, HeaderValue::from_static(u.header_value()));
+        }
+    }
+
     /// Deletes the version `old` of the target once `sealed` replaced it (versioned buckets only).
     async fn drop_version(&self, target: &Target, old: Option<&str>, sealed: &Sealed) {
         let Some(old) = old else { return };
@@ -820,7 +849,7 @@ impl Proxy {
         &self,
         target: &Target,
         identity: &ObjectIdentity,
-        dek: &DataKey,
+        upload: &OpenUpload,
         etag: &str,
         version: Option<String>,
         parts_list: &[StoredPart],
@@ -840,10 +869,12 @@ impl Proxy {
         let open = Envelope::from_headers(&head_headers)
             .map_err(|e| ProxyError::ObjectIntegrity(e.0))?
             .ok_or(ProxyError::ObjectIntegrity("the completed object has no envelope"))?;
-        let sealed_env = self.inner.crypto.rewrap(dek, &open, identity, Some(state))?;
+        let sealed_env =
+            self.inner.crypto.rewrap(&upload.dek, &open, identity, Some(state), upload.customer.as_ref()).await?;
         let cipher_total: u64 = parts_list.iter().map(|p| p.cipher_size).sum();
 
         let mut headers = replace_headers(&head_headers, &sealed_env)?;
+        self.add_upstream_sse(identity, &mut headers);
         let mut source = target.upstream_path(false);
         if let Some(v) = &version {
             source.push_str("?versionId=");
@@ -855,10 +886,15 @@ impl Proxy {
             headers.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
             let (h, body) = self.own_xml(Method::PUT, target, &[], headers, Bytes::new(), SLOW_XML_TIMEOUT).await?;
             let etag = result_field(&body, "CopyObjectResult", "ETag")?;
-            Sealed { etag: etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) }
+            Sealed {
+                etag: etag.to_owned(),
+                version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned),
+                sse: None,
+            }
         } else {
             self.copy_by_parts(target, headers, &source, etag, parts_list).await?
         };
+        let sealed = Sealed { sse: Some(SseInfo::of(&sealed_env, upload.customer.as_ref())), ..sealed };
         self.drop_version(target, version.as_deref(), &sealed).await;
         Ok(sealed)
     }
@@ -935,7 +971,11 @@ impl Proxy {
         let q = vec![("uploadId".to_owned(), upload_id.to_owned())];
         let (h, body) = self.own_xml(Method::POST, target, &q, HeaderMap::new(), body, SLOW_XML_TIMEOUT).await?;
         let etag = result_field(&body, "CompleteMultipartUploadResult", "ETag")?;
-        Ok(Sealed { etag: etag.to_owned(), version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned) })
+        Ok(Sealed {
+            etag: etag.to_owned(),
+            version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned),
+            sse: None,
+        })
     }
 
     /// Runs `work`; if it takes longer than the keepalive setting, answers 200 at once and sends a space every
@@ -1240,6 +1280,8 @@ mod tests {
             kek_ref: "keyring:k".into(),
             wrapped_dek: vec![1; 60],
             multipart: Some(Multipart::Sealed { parts: 2, part_size: 8 * MIB }),
+            bucket_key: None,
+            context: None,
         };
         let out = replace_headers(&head, &env).unwrap();
         assert_eq!(out[CONTENT_TYPE], "text/csv");

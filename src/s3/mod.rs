@@ -4,6 +4,7 @@
 pub mod checksum;
 pub mod headers;
 pub mod op;
+pub mod sse;
 pub mod xml;
 
 use crate::error::ProxyError;

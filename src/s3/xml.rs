@@ -143,7 +143,7 @@ pub fn filter_list_buckets(body: &[u8], allowed: &dyn Fn(&str) -> bool) -> Optio
 /// Rewrites a listing (ListObjects, ListObjectsV2, ListObjectVersions, ListParts): every `<Size>` of an entry is
 /// passed through `size` (ciphertext → plaintext), and checksum elements, which describe the stored ciphertext,
 /// are removed. Everything else is kept byte for byte.
-pub fn rewrite_listing(body: &[u8], size: &dyn Fn(u64) -> u64) -> Option<Vec<u8>> {
+pub fn rewrite_listing(body: &[u8], size: &dyn Fn(&str, u64) -> u64) -> Option<Vec<u8>> {
     const ENTRIES: [&[u8]; 5] = [b"Contents", b"Version", b"DeleteMarker", b"Part", b"Upload"];
     const DROPPED: [&[u8]; 8] = [
         b"ChecksumAlgorithm",
@@ -161,6 +161,9 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(u64) -> u64) -> Option<Vec<u8>
     let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
     let mut drop_start: Option<(usize, usize)> = None; // (start offset, depth)
     let mut size_text: Option<(usize, String)> = None;
+    // The entry's key (URL-decoded), read before its size.
+    let mut key_text: Option<String> = None;
+    let mut entry_key = String::new();
     loop {
         let before = usize::try_from(reader.buffer_position()).ok()?;
         let ev = reader.read_event().ok()?;
@@ -173,6 +176,12 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(u64) -> u64) -> Option<Vec<u8>
                 }
                 if in_entry && name == b"Size" {
                     size_text = Some((usize::try_from(reader.buffer_position()).ok()?, String::new()));
+                }
+                if in_entry && name == b"Key" {
+                    key_text = Some(String::new());
+                }
+                if path.len() == 1 && ENTRIES.contains(&name.as_slice()) {
+                    entry_key.clear();
                 }
                 path.push(name);
             }
@@ -191,9 +200,14 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(u64) -> u64) -> Option<Vec<u8>
                     edits.push((start, after, Vec::new()));
                     drop_start = None;
                 }
+                if let Some(k) = key_text.take() {
+                    entry_key =
+                        String::from_utf8_lossy(&crate::sigv4::canonical::percent_decode(k.as_bytes())).into_owned();
+                }
                 if let Some((text_start, text)) = size_text.take() {
                     let text_end = before;
-                    let replacement = text.trim().parse::<u64>().ok().map(|n| size(n).to_string().into_bytes());
+                    let replacement =
+                        text.trim().parse::<u64>().ok().map(|n| size(&entry_key, n).to_string().into_bytes());
                     if let Some(r) = replacement {
                         edits.push((text_start, text_end, r));
                     }
@@ -202,6 +216,9 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(u64) -> u64) -> Option<Vec<u8>
             Event::Text(_) | Event::GeneralRef(_) => {
                 if let Some((_, text)) = size_text.as_mut() {
                     push_text(&ev, text);
+                }
+                if let Some(k) = key_text.as_mut() {
+                    push_text(&ev, k);
                 }
             }
             Event::Eof => break,
@@ -456,10 +473,10 @@ mod tests {
     fn listing_sizes_are_rewritten_and_checksums_dropped() {
         let body = br#"<?xml version="1.0" encoding="UTF-8"?>
 <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>2</KeyCount><Contents><Key>Size</Key><Size>100</Size><ETag>"e"</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType></Contents><Contents><Key>b</Key><Size> 7 </Size></Contents></ListBucketResult>"#;
-        let out = rewrite_listing(body, &|n| n - 1).unwrap();
+        let out = rewrite_listing(body, &|k, n| if k == "b" { n } else { n - 1 }).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("<Key>Size</Key><Size>99</Size><ETag>\"e\"</ETag></Contents>"), "{s}");
-        assert!(s.contains("<Key>b</Key><Size>6</Size>"), "{s}");
+        assert!(s.contains("<Key>b</Key><Size>7</Size>"), "the size function sees each entry's key: {s}");
         assert!(!s.contains("Checksum"), "{s}");
         assert!(s.contains("<KeyCount>2</KeyCount>"));
     }

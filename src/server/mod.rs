@@ -84,7 +84,7 @@ impl Server {
                 return Err("this build has no embedded store".into());
             }
         };
-        let (crypto, created_key) = crate::crypto::Crypto::load(&config.encryption)?;
+        let (crypto, created_key) = crate::crypto::Crypto::load(&config.encryption).await?;
         let verifier = Verifier::new(&config.clients, &config.server.region, config.server.allow_sigv2_presigned);
         let settings = crate::proxy::ProxySettings {
             base_domains: config.server.base_domains.clone(),

@@ -272,7 +272,7 @@ async fn plaintext_objects_are_refused_by_default_and_served_under_the_passthrou
 }
 
 #[tokio::test]
-async fn reserved_metadata_oversized_metadata_and_sse_headers_are_refused() {
+async fn reserved_metadata_oversized_metadata_and_dual_layer_sse_are_refused() {
     let env = TestEnv::start(Backend::Embedded).await;
     let c = env.client();
     fn code<E>(e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> u16 {
@@ -310,12 +310,12 @@ async fn reserved_metadata_oversized_metadata_and_sse_headers_are_refused() {
         .put_object()
         .bucket(&env.bucket)
         .key("k2")
-        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKmsDsse)
         .body(ByteStream::from_static(b"x"))
         .send()
         .await
         .unwrap_err();
-    assert_eq!(code(&e), 501);
+    assert_eq!(code(&e), 501, "dual-layer SSE-KMS is refused");
     assert_eq!(env.stored_keys().await, vec!["k".to_owned()]);
     env.shutdown().await;
 }

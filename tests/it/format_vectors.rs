@@ -58,11 +58,17 @@ fn build() -> Value {
     let dek = DataKey::from_bytes(dek_bytes);
     let kek = Kek::new("kat-key", kek_bytes);
     let id = ObjectIdentity { bucket: "kat-bucket".into(), key: "dir/kat object ü.bin".into() };
-    let aad = wrap_aad(&kek.reference(), &id, segment, None);
+    let aad = wrap_aad(&kek.reference(), &id, segment, None, None);
     let nonce: [u8; 12] = std::array::from_fn(|i| 0x50 + i as u8);
     let wrapped = kek.wrap_with_nonce(&dek, &aad, nonce);
-    let env =
-        Envelope { segment_size: segment, kek_ref: kek.reference(), wrapped_dek: wrapped.clone(), multipart: None };
+    let env = Envelope {
+        segment_size: segment,
+        kek_ref: kek.reference(),
+        wrapped_dek: wrapped.clone(),
+        multipart: None,
+        bucket_key: None,
+        context: None,
+    };
     let metadata: serde_json::Map<String, Value> =
         env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
     let s = segment as usize;
@@ -121,11 +127,17 @@ fn build_multipart(dek: &DataKey, kek: &Kek, id: &ObjectIdentity) -> Value {
     let parts = [4096usize, 4096, 10];
     let state = Multipart::Sealed { parts: parts.len() as u32, part_size: u64::from(segment) };
     let mp = state.encode();
-    let aad = wrap_aad(&kek.reference(), id, segment, Some(&mp));
+    let aad = wrap_aad(&kek.reference(), id, segment, Some(&mp), None);
     let nonce: [u8; 12] = std::array::from_fn(|i| 0x60 + i as u8);
     let wrapped = kek.wrap_with_nonce(dek, &aad, nonce);
-    let env =
-        Envelope { segment_size: segment, kek_ref: kek.reference(), wrapped_dek: wrapped, multipart: Some(state) };
+    let env = Envelope {
+        segment_size: segment,
+        kek_ref: kek.reference(),
+        wrapped_dek: wrapped,
+        multipart: Some(state),
+        bucket_key: None,
+        context: None,
+    };
     let metadata: serde_json::Map<String, Value> =
         env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
     let mut ct = Vec::new();

@@ -1,0 +1,367 @@
+//! The `[encryption]` section: the keyring, AWS KMS, the default protection and per-bucket / per-prefix policy.
+//! Raw serde structs, their validation (every problem reported) and the resolved settings.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{DEFAULT_DEV_KEYRING, LegacyPolicy, Mode, Problems, resolve_secret, valid_duration};
+use crate::util::secret::SecretString;
+
+/// Default KMS request deadline.
+pub const DEFAULT_KMS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an unwrapped KMS data key or bucket key stays cached.
+pub const DEFAULT_KMS_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Most cached KMS keys.
+pub const DEFAULT_KMS_CACHE_ENTRIES: usize = 10_000;
+/// Most objects wrapped under one bucket key before a fresh one is drawn.
+pub const DEFAULT_BUCKET_KEY_USES: u64 = 100_000;
+
+fn default_true() -> bool {
+    true
+}
+fn default_kms_timeout() -> Duration {
+    DEFAULT_KMS_TIMEOUT
+}
+fn default_kms_cache_ttl() -> Duration {
+    DEFAULT_KMS_CACHE_TTL
+}
+fn default_kms_cache_entries() -> usize {
+    DEFAULT_KMS_CACHE_ENTRIES
+}
+fn default_bucket_key_uses() -> u64 {
+    DEFAULT_BUCKET_KEY_USES
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEncryption {
+    pub keyring_file: Option<PathBuf>,
+    #[serde(default)]
+    pub legacy_objects: LegacyPolicy,
+    #[serde(default)]
+    pub passthrough_buckets: Vec<String>,
+    /// What objects get when the client sends no SSE header: "keyring", "kms", "kms:<key>" or "plaintext".
+    pub default: Option<String>,
+    pub kms: Option<RawKms>,
+    #[serde(default)]
+    pub policy: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKms {
+    /// Default: the standard AWS chain (AWS_REGION, profile), else "us-east-1".
+    pub region: Option<String>,
+    /// A custom KMS endpoint (VPC endpoint, a KMS-compatible service). Default: AWS's.
+    pub endpoint: Option<String>,
+    /// Explicit credentials; default: the standard AWS chain (environment, profile, web identity for
+    /// Kubernetes IRSA, container and instance metadata).
+    pub access_key_id: Option<String>,
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The KMS key (ID, ARN or alias) used when the policy says "kms" and the client names none.
+    pub default_key: Option<String>,
+    /// KMS keys clients may name with SSE-KMS headers (besides the default key); "*" allows any.
+    #[serde(default)]
+    pub allowed_keys: Vec<String>,
+    /// S3-Bucket-Key-style intermediate keys: one KMS call per bucket key, not per object.
+    #[serde(default = "default_true")]
+    pub bucket_key: bool,
+    #[serde(default = "default_bucket_key_uses")]
+    pub bucket_key_uses: u64,
+    #[serde(default = "default_kms_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    #[serde(default = "default_kms_cache_entries")]
+    pub cache_entries: usize,
+    #[serde(default = "default_kms_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub default: Option<String>,
+    pub allowed_kms_keys: Option<Vec<String>>,
+    #[serde(default)]
+    pub require_sse: bool,
+    pub bucket_key: Option<bool>,
+    pub legacy_objects: Option<LegacyPolicy>,
+    pub upstream_sse: Option<UpstreamSse>,
+}
+
+/// What the store is asked for on top (its own server-side encryption of the ciphertext), for upstream bucket
+/// policies that demand an `x-amz-server-side-encryption` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum UpstreamSse {
+    #[serde(rename = "AES256")]
+    Aes256,
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+impl UpstreamSse {
+    pub fn header_value(self) -> &'static str {
+        match self {
+            UpstreamSse::Aes256 => "AES256",
+            UpstreamSse::AwsKms => "aws:kms",
+        }
+    }
+}
+
+/// The protection an object gets when the client asks for none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultProtection {
+    /// The local keyring's current key.
+    Keyring,
+    /// A KMS key; `None`: `encryption.kms.default_key`.
+    Kms(Option<String>),
+    /// Not encrypted.
+    Plaintext,
+}
+
+impl DefaultProtection {
+    fn parse(s: &str) -> Option<DefaultProtection> {
+        match s {
+            "keyring" => Some(DefaultProtection::Keyring),
+            "kms" => Some(DefaultProtection::Kms(None)),
+            "plaintext" => Some(DefaultProtection::Plaintext),
+            other => {
+                other.strip_prefix("kms:").filter(|k| !k.is_empty()).map(|k| DefaultProtection::Kms(Some(k.to_owned())))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KmsSettings {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub credentials: Option<(String, SecretString)>,
+    pub default_key: Option<String>,
+    pub allowed_keys: Vec<String>,
+    pub bucket_key: bool,
+    pub bucket_key_uses: u64,
+    pub cache_ttl: Duration,
+    pub cache_entries: usize,
+    pub timeout: Duration,
+}
+
+/// Policy for a bucket, or for the keys of a bucket under a prefix (the longest matching prefix wins; unset fields
+/// fall back to the bucket's policy, then to the global settings).
+#[derive(Debug, Clone)]
+pub struct BucketPolicy {
+    pub bucket: String,
+    pub prefix: String,
+    pub default: Option<DefaultProtection>,
+    pub allowed_kms_keys: Option<Vec<String>>,
+    pub require_sse: bool,
+    pub bucket_key: Option<bool>,
+    pub legacy_objects: Option<LegacyPolicy>,
+    pub upstream_sse: Option<UpstreamSse>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EncryptionSettings {
+    pub keyring_file: PathBuf,
+    /// Dev mode: create the keyring (one fresh key) if the file does not exist.
+    pub create_keyring: bool,
+    pub legacy_objects: LegacyPolicy,
+    /// Buckets stored as plaintext (no encryption at all).
+    pub passthrough_buckets: HashSet<String>,
+    pub default: DefaultProtection,
+    pub kms: Option<KmsSettings>,
+    pub policies: Vec<BucketPolicy>,
+}
+
+impl RawEncryption {
+    pub(super) fn validate(
+        &self,
+        base: &Path,
+        mode: Mode,
+        env: &dyn Fn(&str) -> Option<String>,
+        p: &mut Problems,
+    ) -> Option<EncryptionSettings> {
+        let keyring_file = match (&self.keyring_file, mode) {
+            (Some(f), _) => Some(base.join(f)),
+            (None, Mode::Dev) => Some(base.join(DEFAULT_DEV_KEYRING)),
+            (None, Mode::Production) => {
+                p.push(
+                    "encryption.keyring_file",
+                    "no keyring configured: object bodies cannot be encrypted",
+                    "create one with `s3crypt keygen --keyring /etc/s3crypt/keyring.toml` and set keyring_file",
+                );
+                None
+            }
+        };
+        if let Some(f) = &keyring_file
+            && mode == Mode::Production
+            && !f.is_file()
+        {
+            p.push(
+                "encryption.keyring_file",
+                format!("{} does not exist", f.display()),
+                "create it with `s3crypt keygen --keyring FILE` (mode 600)",
+            );
+        }
+        for (i, b) in self.passthrough_buckets.iter().enumerate() {
+            if crate::s3::validate_bucket_name(b, true).is_err() {
+                p.push(
+                    format!("encryption.passthrough_buckets[{i}]"),
+                    format!("{b:?} is not a valid bucket name"),
+                    "list bucket names",
+                );
+            }
+        }
+        let parse_default = |key: String, v: &str, p: &mut Problems| {
+            let d = DefaultProtection::parse(v);
+            if d.is_none() {
+                p.push(
+                    key,
+                    format!("{v:?} is not a protection"),
+                    "use \"keyring\", \"kms\", \"kms:<key>\" or \"plaintext\"",
+                );
+            }
+            d
+        };
+        let default = match &self.default {
+            None => Some(DefaultProtection::Keyring),
+            Some(v) => parse_default("encryption.default".into(), v, p),
+        };
+        let kms = self.kms.as_ref().and_then(|k| k.validate(base, env, p));
+        let mut policies = Vec::with_capacity(self.policy.len());
+        let mut seen = HashSet::new();
+        for (i, r) in self.policy.iter().enumerate() {
+            let key = format!("encryption.policy[{i}]");
+            if crate::s3::validate_bucket_name(&r.bucket, true).is_err() {
+                p.push(format!("{key}.bucket"), format!("{:?} is not a valid bucket name", r.bucket), "name a bucket");
+            }
+            if !seen.insert((r.bucket.clone(), r.prefix.clone())) {
+                p.push(key.clone(), "a second policy for the same bucket and prefix", "merge the two entries");
+            }
+            let d = r.default.as_deref().and_then(|v| parse_default(format!("{key}.default"), v, p));
+            policies.push(BucketPolicy {
+                bucket: r.bucket.clone(),
+                prefix: r.prefix.clone(),
+                default: d,
+                allowed_kms_keys: r.allowed_kms_keys.clone(),
+                require_sse: r.require_sse,
+                bucket_key: r.bucket_key,
+                legacy_objects: r.legacy_objects,
+                upstream_sse: r.upstream_sse,
+            });
+        }
+        // KMS is needed as soon as anything may use it.
+        let wants_kms = matches!(default, Some(DefaultProtection::Kms(_)))
+            || policies
+                .iter()
+                .any(|b| matches!(b.default, Some(DefaultProtection::Kms(_))) || b.allowed_kms_keys.is_some());
+        if wants_kms && self.kms.is_none() {
+            p.push(
+                "encryption.kms",
+                "a default or policy uses KMS but [encryption.kms] is missing",
+                "add [encryption.kms]",
+            );
+        }
+        let needs_default_key = matches!(default, Some(DefaultProtection::Kms(None)))
+            || policies.iter().any(|b| b.default == Some(DefaultProtection::Kms(None)));
+        if needs_default_key && self.kms.as_ref().is_some_and(|k| k.default_key.is_none()) {
+            p.push(
+                "encryption.kms.default_key",
+                "\"kms\" without a key is used but no default key is set",
+                "set default_key, or write \"kms:<key id or ARN>\"",
+            );
+        }
+        Some(EncryptionSettings {
+            keyring_file: keyring_file?,
+            create_keyring: mode == Mode::Dev,
+            legacy_objects: self.legacy_objects,
+            passthrough_buckets: self.passthrough_buckets.iter().cloned().collect(),
+            default: default?,
+            kms,
+            policies,
+        })
+    }
+}
+
+impl RawKms {
+    fn validate(&self, base: &Path, env: &dyn Fn(&str) -> Option<String>, p: &mut Problems) -> Option<KmsSettings> {
+        let explicit = self.access_key_id.is_some()
+            || self.access_key_id_env.is_some()
+            || self.secret_access_key.is_some()
+            || self.secret_access_key_env.is_some()
+            || self.secret_access_key_file.is_some();
+        let mut credentials = None;
+        if explicit {
+            let akid = match (&self.access_key_id, &self.access_key_id_env) {
+                (Some(a), None) if !a.is_empty() => Some(a.clone()),
+                (None, Some(name)) => env(name).filter(|v| !v.is_empty()).or_else(|| {
+                    p.push(
+                        "encryption.kms.access_key_id_env",
+                        format!("environment variable {name} is not set or empty"),
+                        format!("export {name}=<access key id>"),
+                    );
+                    None
+                }),
+                _other => {
+                    p.push(
+                        "encryption.kms.access_key_id",
+                        "set exactly one of access_key_id or access_key_id_env (or none: the AWS chain)",
+                        "give the access key id, or remove every KMS credential key",
+                    );
+                    None
+                }
+            };
+            let secret = resolve_secret(
+                "encryption.kms.secret_access_key",
+                &self.secret_access_key,
+                &self.secret_access_key_env,
+                &self.secret_access_key_file,
+                base,
+                env,
+                p,
+            );
+            if let (Some(a), Some(s)) = (akid, secret) {
+                credentials = Some((a, s));
+            }
+        }
+        if let Some(e) = &self.endpoint {
+            let ok = e.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http") | Some("https")));
+            if !ok {
+                p.push(
+                    "encryption.kms.endpoint",
+                    format!("{e:?} is not an http(s) URL"),
+                    "e.g. \"https://kms.eu-west-1.amazonaws.com\"",
+                );
+            }
+        }
+        valid_duration("encryption.kms.timeout", self.timeout, p);
+        valid_duration("encryption.kms.cache_ttl", self.cache_ttl, p);
+        if self.cache_entries == 0 || self.bucket_key_uses == 0 {
+            p.push(
+                "encryption.kms.cache_entries",
+                "cache_entries and bucket_key_uses must be at least 1",
+                "use the defaults",
+            );
+        }
+        Some(KmsSettings {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            credentials,
+            default_key: self.default_key.clone(),
+            allowed_keys: self.allowed_keys.clone(),
+            bucket_key: self.bucket_key,
+            bucket_key_uses: self.bucket_key_uses,
+            cache_ttl: self.cache_ttl,
+            cache_entries: self.cache_entries,
+            timeout: self.timeout,
+        })
+    }
+}

@@ -1,0 +1,290 @@
+//! The AWS KMS key provider (aws-sdk-kms): data keys from GenerateDataKey, unwrapped with Decrypt, both bound to
+//! the object by an EncryptionContext; S3-Bucket-Key-style intermediate keys; and the caches that keep a hot bucket
+//! at about one KMS call per thousand requests. Every call is counted ([`KmsProvider::calls`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::DataKeySpec;
+use sha2::{Digest, Sha256};
+
+use super::format::{DEK_LEN, FORMAT_VERSION};
+use super::keys::DataKey;
+use crate::config::KmsSettings;
+use crate::error::ProxyError;
+
+/// An EncryptionContext: sorted, so that its canonical form (for cache keys) is stable.
+pub type Context = BTreeMap<String, String>;
+
+/// KMS calls made, by operation.
+#[derive(Debug, Default)]
+pub struct KmsCalls {
+    pub generate_data_key: AtomicU64,
+    pub decrypt: AtomicU64,
+    pub encrypt: AtomicU64,
+}
+
+impl KmsCalls {
+    pub fn total(&self) -> u64 {
+        self.generate_data_key.load(Ordering::Relaxed)
+            + self.decrypt.load(Ordering::Relaxed)
+            + self.encrypt.load(Ordering::Relaxed)
+    }
+}
+
+/// A bucket key in use for writes.
+struct WriteKey {
+    key: Arc<DataKey>,
+    blob: Vec<u8>,
+    arn: String,
+    created: Instant,
+    uses: u64,
+}
+
+/// A bucket key drawn for writes: its plaintext, its KMS blob and the KMS key's ARN.
+pub struct BucketKey {
+    pub key: Arc<DataKey>,
+    pub blob: Vec<u8>,
+    pub arn: String,
+}
+
+/// The KMS client and its caches.
+pub struct KmsProvider {
+    client: aws_sdk_kms::Client,
+    settings: KmsSettings,
+    /// Unwrapped keys by (blob, key, context) digest.
+    decrypted: Mutex<HashMap<[u8; 32], (Arc<DataKey>, Instant)>>,
+    /// Bucket keys for writes, by (KMS key as configured or requested, bucket).
+    write_keys: Mutex<HashMap<(String, String), WriteKey>>,
+    calls: KmsCalls,
+}
+
+impl std::fmt::Debug for KmsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsProvider").field("endpoint", &self.settings.endpoint).finish_non_exhaustive()
+    }
+}
+
+/// The context a bucket key is generated with: it may wrap data keys of that bucket only.
+pub fn bucket_key_context(bucket: &str) -> Context {
+    let mut c = Context::new();
+    c.insert("s3crypt:v".into(), FORMAT_VERSION.to_string());
+    c.insert("s3crypt:bucket".into(), bucket.to_owned());
+    c
+}
+
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+fn canonical(context: &Context) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in context {
+        for f in [k.as_bytes(), v.as_bytes()] {
+            out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            out.extend_from_slice(f);
+        }
+    }
+    out
+}
+
+/// Maps a KMS failure to the S3-style error a client gets.
+fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: SdkError<E, R>) -> ProxyError {
+    match &e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("");
+            match code {
+                "NotFoundException" => ProxyError::Kms { code: "KMS.NotFoundException", status: 400 },
+                "DisabledException" => ProxyError::Kms { code: "KMS.DisabledException", status: 400 },
+                "KMSInvalidStateException" => ProxyError::Kms { code: "KMS.KMSInvalidStateException", status: 400 },
+                "AccessDeniedException" => ProxyError::AccessDenied("Access Denied"),
+                "InvalidCiphertextException" | "IncorrectKeyException" => {
+                    ProxyError::ObjectIntegrity("the data key does not unwrap for this object (KMS)")
+                }
+                "ThrottlingException"
+                | "LimitExceededException"
+                | "KMSInternalException"
+                | "DependencyTimeoutException" => ProxyError::KmsUnavailable(format!("KMS {code}")),
+                other => {
+                    ProxyError::Kms { code: "KMS.RequestFailed", status: if other.is_empty() { 500 } else { 400 } }
+                }
+            }
+        }
+        _other => ProxyError::KmsUnavailable(format!("{e:?}")),
+    }
+}
+
+fn to_data_key(plain: Option<&Blob>) -> Result<DataKey, ProxyError> {
+    let bytes = plain.map(Blob::as_ref).unwrap_or_default();
+    let arr: [u8; DEK_LEN] =
+        bytes.try_into().map_err(|_| ProxyError::Internal("KMS returned a key of the wrong length".into()))?;
+    Ok(DataKey::from_bytes(arr))
+}
+
+impl KmsProvider {
+    /// A client from the settings: explicit endpoint, region and credentials, or the standard AWS chain.
+    pub async fn new(settings: &KmsSettings) -> KmsProvider {
+        use aws_config::BehaviorVersion;
+        use aws_config::retry::RetryConfig;
+        use aws_config::timeout::TimeoutConfig;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(settings.timeout)
+                    .operation_timeout(settings.timeout * 3)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(3));
+        if let Some(r) = &settings.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(e) = &settings.endpoint {
+            loader = loader.endpoint_url(e.clone());
+        }
+        if let Some((ak, sk)) = &settings.credentials {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                ak.clone(),
+                sk.expose().to_owned(),
+                None,
+                None,
+                "s3crypt-config",
+            ));
+        }
+        let mut conf = loader.load().await;
+        if conf.region().is_none() {
+            conf = conf.into_builder().region(aws_config::Region::new("us-east-1")).build();
+        }
+        KmsProvider {
+            client: aws_sdk_kms::Client::new(&conf),
+            settings: settings.clone(),
+            decrypted: Mutex::new(HashMap::new()),
+            write_keys: Mutex::new(HashMap::new()),
+            calls: KmsCalls::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &KmsSettings {
+        &self.settings
+    }
+
+    pub fn calls(&self) -> &KmsCalls {
+        &self.calls
+    }
+
+    /// A fresh data key under `key_id` bound to `context`: (plaintext, blob, the key's ARN).
+    pub async fn generate(&self, key_id: &str, context: &Context) -> Result<(DataKey, Vec<u8>, String), ProxyError> {
+        self.calls.generate_data_key.fetch_add(1, Ordering::Relaxed);
+        let out = self
+            .client
+            .generate_data_key()
+            .key_id(key_id)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(context.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(kms_error)?;
+        let dek = to_data_key(out.plaintext())?;
+        let blob = out.ciphertext_blob().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+        let arn = out.key_id().unwrap_or(key_id).to_owned();
+        Ok((dek, blob, arn))
+    }
+
+    /// Wraps a known data key under `key_id` with `context`: (blob, the key's ARN).
+    pub async fn encrypt(
+        &self,
+        key_id: &str,
+        dek: &DataKey,
+        context: &Context,
+    ) -> Result<(Vec<u8>, String), ProxyError> {
+        self.calls.encrypt.fetch_add(1, Ordering::Relaxed);
+        let out = self
+            .client
+            .encrypt()
+            .key_id(key_id)
+            .plaintext(Blob::new(dek.expose().to_vec()))
+            .set_encryption_context(Some(context.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(kms_error)?;
+        let arn = out.key_id().unwrap_or(key_id).to_owned();
+        Ok((out.ciphertext_blob().map(|b| b.as_ref().to_vec()).unwrap_or_default(), arn))
+    }
+
+    /// Unwraps `blob` (made under `key_id` with `context`), from the cache when it holds it.
+    pub async fn decrypt(&self, key_id: &str, blob: &[u8], context: &Context) -> Result<Arc<DataKey>, ProxyError> {
+        let id = digest(&[blob, key_id.as_bytes(), &canonical(context)]);
+        let ttl = self.settings.cache_ttl;
+        if let Ok(cache) = self.decrypted.lock()
+            && let Some((k, at)) = cache.get(&id)
+            && at.elapsed() < ttl
+        {
+            return Ok(Arc::clone(k));
+        }
+        self.calls.decrypt.fetch_add(1, Ordering::Relaxed);
+        let out = self
+            .client
+            .decrypt()
+            .key_id(key_id)
+            .ciphertext_blob(Blob::new(blob.to_vec()))
+            .set_encryption_context(Some(context.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(kms_error)?;
+        let key = Arc::new(to_data_key(out.plaintext())?);
+        if let Ok(mut cache) = self.decrypted.lock() {
+            if cache.len() >= self.settings.cache_entries {
+                cache.retain(|_, (_, at)| at.elapsed() < ttl);
+                if cache.len() >= self.settings.cache_entries
+                    && let Some(victim) = cache.keys().next().copied()
+                {
+                    cache.remove(&victim);
+                }
+            }
+            cache.insert(id, (Arc::clone(&key), Instant::now()));
+        }
+        Ok(key)
+    }
+
+    /// The bucket key new objects of `bucket` under `key_id` are wrapped with: reused for `cache_ttl` and
+    /// `bucket_key_uses` objects, then drawn afresh (one GenerateDataKey).
+    pub async fn write_bucket_key(&self, key_id: &str, bucket: &str) -> Result<BucketKey, ProxyError> {
+        let slot = (key_id.to_owned(), bucket.to_owned());
+        if let Ok(mut keys) = self.write_keys.lock()
+            && let Some(k) = keys.get_mut(&slot)
+            && k.created.elapsed() < self.settings.cache_ttl
+            && k.uses < self.settings.bucket_key_uses
+        {
+            k.uses += 1;
+            return Ok(BucketKey { key: Arc::clone(&k.key), blob: k.blob.clone(), arn: k.arn.clone() });
+        }
+        let (key, blob, arn) = self.generate(key_id, &bucket_key_context(bucket)).await?;
+        let key = Arc::new(key);
+        // The new bucket key also opens without a KMS call on this replica.
+        let id = digest(&[&blob, arn.as_bytes(), &canonical(&bucket_key_context(bucket))]);
+        if let Ok(mut cache) = self.decrypted.lock() {
+            cache.insert(id, (Arc::clone(&key), Instant::now()));
+        }
+        if let Ok(mut keys) = self.write_keys.lock() {
+            keys.insert(
+                slot,
+                WriteKey {
+                    key: Arc::clone(&key),
+                    blob: blob.clone(),
+                    arn: arn.clone(),
+                    created: Instant::now(),
+                    uses: 1,
+                },
+            );
+        }
+        Ok(BucketKey { key, blob, arn })
+    }
+}
