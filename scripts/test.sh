@@ -29,6 +29,7 @@ SW_SK=seaweed-secret-for-tests
 SW_DIR=$WORK/seaweedfs
 cleanup() {
   if [ -n "${SW_PID:-}" ]; then kill "$SW_PID" 2>/dev/null || true; wait "$SW_PID" 2>/dev/null || true; fi
+  if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 step "SeaweedFS on 127.0.0.1:$SW_PORT"
@@ -49,6 +50,18 @@ SW_PID=$!
 if ! "$VENV/bin/python" scripts/wait_s3.py "http://127.0.0.1:$SW_PORT" "$SW_AK" "$SW_SK"; then
   echo "SeaweedFS did not become ready; its log:"; tail -30 "$SW_DIR/weed.log"; exit 1
 fi
+# --- moto in server mode: the KMS API (GenerateDataKey, Decrypt, Encrypt with EncryptionContext) ----------------
+KMS_PORT=${S3CRYPT_TEST_KMS_PORT:-5055}
+step "moto (KMS) on 127.0.0.1:$KMS_PORT"
+moto_server -H 127.0.0.1 -p "$KMS_PORT" > "$WORK/moto.log" 2>&1 &
+MOTO_PID=$!
+for _ in $(seq 1 100); do
+  if "$VENV/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$KMS_PORT/moto-api/')" \
+      2>/dev/null; then break; fi
+  sleep 0.2
+done
+export S3CRYPT_TEST_KMS_ENDPOINT="http://127.0.0.1:$KMS_PORT"
+
 export S3CRYPT_TEST_SEAWEEDFS_ENDPOINT="http://127.0.0.1:$SW_PORT"
 export S3CRYPT_TEST_SEAWEEDFS_ACCESS_KEY=$SW_AK
 export S3CRYPT_TEST_SEAWEEDFS_SECRET_KEY=$SW_SK

@@ -90,8 +90,7 @@ pub struct RawPolicy {
     pub prefix: String,
     pub default: Option<String>,
     pub allowed_kms_keys: Option<Vec<String>>,
-    #[serde(default)]
-    pub require_sse: bool,
+    pub require_sse: Option<bool>,
     pub bucket_key: Option<bool>,
     pub legacy_objects: Option<LegacyPolicy>,
     pub upstream_sse: Option<UpstreamSse>,
@@ -162,7 +161,7 @@ pub struct BucketPolicy {
     pub prefix: String,
     pub default: Option<DefaultProtection>,
     pub allowed_kms_keys: Option<Vec<String>>,
-    pub require_sse: bool,
+    pub require_sse: Option<bool>,
     pub bucket_key: Option<bool>,
     pub legacy_objects: Option<LegacyPolicy>,
     pub upstream_sse: Option<UpstreamSse>,

@@ -905,4 +905,32 @@ mod tests {
         let problems = Config::from_toml(&text, Path::new("/tmp"), &no_env).unwrap_err();
         assert_eq!(problems[0].key, "clients[0].secret_access_key_env");
     }
+
+    #[test]
+    fn kms_and_policies_parse_and_their_mistakes_are_all_reported() {
+        let ok = format!(
+            "{MINIMAL}\n[encryption]\ndefault = \"kms\"\n[encryption.kms]\nendpoint = \"http://127.0.0.1:5055\"\n\
+             default_key = \"alias/app\"\n[[encryption.policy]]\nbucket = \"fin\"\nprefix = \"pub/\"\n\
+             default = \"plaintext\"\nrequire_sse = false\nupstream_sse = \"AES256\"\n"
+        );
+        let c = Config::from_toml(&ok, Path::new("/tmp"), &no_env).unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(c.encryption.default, DefaultProtection::Kms(None));
+        assert_eq!(c.encryption.kms.as_ref().unwrap().default_key.as_deref(), Some("alias/app"));
+        assert!(c.encryption.kms.as_ref().unwrap().bucket_key, "bucket keys by default");
+        assert_eq!(c.encryption.policies[0].default, Some(DefaultProtection::Plaintext));
+        assert_eq!(c.encryption.policies[0].upstream_sse, Some(UpstreamSse::Aes256));
+
+        let bad = format!(
+            "{MINIMAL}\n[encryption]\ndefault = \"kms\"\n[[encryption.policy]]\nbucket = \"no/slash\"\n\
+             default = \"rot13\"\n[[encryption.policy]]\nbucket = \"ok-bucket\"\n[[encryption.policy]]\n\
+             bucket = \"ok-bucket\"\n"
+        );
+        let problems = Config::from_toml(&bad, Path::new("/tmp"), &no_env).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for k in
+            ["encryption.kms", "encryption.policy[0].bucket", "encryption.policy[0].default", "encryption.policy[2]"]
+        {
+            assert!(keys.contains(&k), "{k} in {keys:?}");
+        }
+    }
 }

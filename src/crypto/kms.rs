@@ -45,6 +45,11 @@ struct WriteKey {
     uses: u64,
 }
 
+/// An unwrapped key and when it was unwrapped.
+type CachedKey = (Arc<DataKey>, Instant);
+/// The bucket key of one (KMS key, bucket), behind its own async lock.
+type WriteSlot = Arc<tokio::sync::Mutex<Option<WriteKey>>>;
+
 /// A bucket key drawn for writes: its plaintext, its KMS blob and the KMS key's ARN.
 pub struct BucketKey {
     pub key: Arc<DataKey>,
@@ -57,9 +62,10 @@ pub struct KmsProvider {
     client: aws_sdk_kms::Client,
     settings: KmsSettings,
     /// Unwrapped keys by (blob, key, context) digest.
-    decrypted: Mutex<HashMap<[u8; 32], (Arc<DataKey>, Instant)>>,
-    /// Bucket keys for writes, by (KMS key as configured or requested, bucket).
-    write_keys: Mutex<HashMap<(String, String), WriteKey>>,
+    decrypted: Mutex<HashMap<[u8; 32], CachedKey>>,
+    /// Bucket keys for writes, by (KMS key as configured or requested, bucket). One async lock per slot, so that
+    /// concurrent writes to a cold bucket draw one bucket key, not one each.
+    write_keys: Mutex<HashMap<(String, String), WriteSlot>>,
     calls: KmsCalls,
 }
 
@@ -257,9 +263,16 @@ impl KmsProvider {
     /// The bucket key new objects of `bucket` under `key_id` are wrapped with: reused for `cache_ttl` and
     /// `bucket_key_uses` objects, then drawn afresh (one GenerateDataKey).
     pub async fn write_bucket_key(&self, key_id: &str, bucket: &str) -> Result<BucketKey, ProxyError> {
-        let slot = (key_id.to_owned(), bucket.to_owned());
-        if let Ok(mut keys) = self.write_keys.lock()
-            && let Some(k) = keys.get_mut(&slot)
+        let slot = {
+            let mut keys =
+                self.write_keys.lock().map_err(|_| ProxyError::Internal("bucket key cache poisoned".into()))?;
+            if keys.len() >= self.settings.cache_entries {
+                keys.clear();
+            }
+            Arc::clone(keys.entry((key_id.to_owned(), bucket.to_owned())).or_default())
+        };
+        let mut held = slot.lock().await;
+        if let Some(k) = held.as_mut()
             && k.created.elapsed() < self.settings.cache_ttl
             && k.uses < self.settings.bucket_key_uses
         {
@@ -273,18 +286,13 @@ impl KmsProvider {
         if let Ok(mut cache) = self.decrypted.lock() {
             cache.insert(id, (Arc::clone(&key), Instant::now()));
         }
-        if let Ok(mut keys) = self.write_keys.lock() {
-            keys.insert(
-                slot,
-                WriteKey {
-                    key: Arc::clone(&key),
-                    blob: blob.clone(),
-                    arn: arn.clone(),
-                    created: Instant::now(),
-                    uses: 1,
-                },
-            );
-        }
+        *held = Some(WriteKey {
+            key: Arc::clone(&key),
+            blob: blob.clone(),
+            arn: arn.clone(),
+            created: Instant::now(),
+            uses: 1,
+        });
         Ok(BucketKey { key, blob, arn })
     }
 }

@@ -124,13 +124,20 @@ impl Crypto {
         let mut matching: Vec<&BucketPolicy> =
             self.settings.policies.iter().filter(|p| p.bucket == bucket && key.starts_with(&p.prefix)).collect();
         matching.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
-        let pick = |f: &dyn Fn(&BucketPolicy) -> bool| matching.iter().find(|p| f(p));
+        let default = matching.iter().find_map(|p| p.default.clone()).unwrap_or_else(|| self.settings.default.clone());
+        // Objects under a plaintext policy are read as stored unless the policy says otherwise.
+        let legacy =
+            matching.iter().find_map(|p| p.legacy_objects).unwrap_or(if default == DefaultProtection::Plaintext {
+                LegacyPolicy::Passthrough
+            } else {
+                self.settings.legacy_objects
+            });
         EffectivePolicy {
-            default: matching.iter().find_map(|p| p.default.clone()).unwrap_or_else(|| self.settings.default.clone()),
+            default,
             allowed_kms_keys: matching.iter().find_map(|p| p.allowed_kms_keys.clone()),
-            require_sse: pick(&|p| p.require_sse).is_some(),
+            require_sse: matching.iter().find_map(|p| p.require_sse).unwrap_or(false),
             bucket_key: matching.iter().find_map(|p| p.bucket_key),
-            legacy_objects: matching.iter().find_map(|p| p.legacy_objects).unwrap_or(self.settings.legacy_objects),
+            legacy_objects: legacy,
             upstream_sse: matching.iter().find_map(|p| p.upstream_sse),
         }
     }
@@ -232,6 +239,22 @@ impl Crypto {
         protection: &Protection,
         multipart: Option<Multipart>,
     ) -> Result<(DataKey, Envelope), ProxyError> {
+        if let Protection::Kms { key_id, context, bucket_key: false } = protection {
+            // Direct KMS mode: the data key comes from KMS (one GenerateDataKey), bound to the object.
+            let kms = self.kms_provider()?;
+            let mp = multipart.map(|m| m.encode());
+            let ctx = object_context(mp.as_deref(), context.as_deref(), id, self.segment_size);
+            let (dek, blob, arn) = kms.generate(key_id, &ctx).await?;
+            let env = Envelope {
+                segment_size: self.segment_size,
+                kek_ref: format!("{KEK_SCHEME_KMS}:{arn}"),
+                wrapped_dek: blob,
+                multipart,
+                bucket_key: None,
+                context: context.clone(),
+            };
+            return Ok((dek, env));
+        }
         let dek = DataKey::generate()?;
         let env = self.wrap_for(&dek, id, protection, multipart).await?;
         Ok((dek, env))

@@ -158,6 +158,7 @@ fn destination_headers(client: &HeaderMap) -> HeaderMap {
         let passes = (n.starts_with("x-amz-")
             && !n.starts_with("x-amz-meta-")
             && !n.starts_with("x-amz-copy-source")
+            && !crate::s3::sse::is_sse_header(n)
             && !n.starts_with("x-amz-checksum")
             && !matches!(
                 n,

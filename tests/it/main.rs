@@ -9,6 +9,7 @@ mod config;
 mod copies;
 mod encryption;
 mod format_vectors;
+mod keys;
 mod multipart;
 mod roundtrip;
 mod transport;

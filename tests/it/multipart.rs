@@ -362,60 +362,27 @@ enum Fault {
     SealCopy,
 }
 
-/// A forwarder in front of SeaweedFS that passes every request through unchanged (Host included, so the proxy's
-/// signatures stay valid) but answers `fault` itself. No real store produces this answer on demand.
-async fn fault_forwarder(fault: Fault) -> std::net::SocketAddr {
-    use http_body_util::BodyExt;
-    use hyper::service::service_fn;
+/// A forwarder in front of SeaweedFS that answers `fault` itself. No real store produces this answer on demand.
+async fn fault_forwarder(fault: Fault) -> crate::common::forward::Forwarder {
     let (store, _, _) = crate::common::seaweedfs();
-    let store_authority = store.trim_start_matches("http://").to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let client: hyper_util::client::legacy::Client<_, hyper::body::Incoming> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            let (client, store_authority) = (client.clone(), store_authority.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (client, store_authority) = (client.clone(), store_authority.clone());
-                    async move {
-                        let q = req.uri().query().unwrap_or("");
-                        let hit = match fault {
-                            Fault::Complete => req.method() == http::Method::POST && q.contains("uploadId="),
-                            Fault::SealCopy => {
-                                req.method() == http::Method::PUT && req.headers().contains_key("x-amz-copy-source")
-                            }
-                        };
-                        if hit {
-                            let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\n<Error><Code>InternalError</Code>\
-                                       <Message>We encountered an internal error. Please try again.</Message></Error>";
-                            let resp = http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(doc)).map_err(|n| match n {}).boxed(),
-                            );
-                            return Ok::<_, hyper::Error>(resp);
-                        }
-                        let (mut parts, body) = req.into_parts();
-                        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-                        parts.uri = format!("http://{store_authority}{pq}").parse().unwrap();
-                        let resp = client.request(http::Request::from_parts(parts, body)).await.unwrap();
-                        Ok(resp.map(|b| b.boxed()))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+    let intercept: crate::common::forward::Intercept = std::sync::Arc::new(move |req| {
+        let q = req.uri().query().unwrap_or("");
+        let hit = match fault {
+            Fault::Complete => req.method() == http::Method::POST && q.contains("uploadId="),
+            Fault::SealCopy => req.method() == http::Method::PUT && req.headers().contains_key("x-amz-copy-source"),
+        };
+        hit.then_some((
+            200,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\n<Error><Code>InternalError</Code>\
+             <Message>We encountered an internal error. Please try again.</Message></Error>",
+        ))
     });
-    addr
+    crate::common::forward::Forwarder::start(&store, Some(intercept)).await
 }
 
 async fn env_behind(fault: Fault, keepalive: &str) -> TestEnv {
     let (store, ak, sk) = crate::common::seaweedfs();
-    let addr = fault_forwarder(fault).await;
+    let addr = fault_forwarder(fault).await.addr;
     let upstream =
         format!("[upstream]\nendpoint = \"http://{addr}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n");
     let direct = crate::common::s3_client(&store, &ak, &sk, None, None);

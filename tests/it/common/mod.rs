@@ -2,6 +2,7 @@
 //! the SeaweedFS the test command started, with an aws-sdk-s3 client through the proxy (TLS, trusting the
 //! generated dev CA), a direct client to the store, and a raw HTTP client for hand-built requests.
 
+pub mod forward;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -63,6 +64,7 @@ pub struct TestEnvBuilder {
     legacy_passthrough: bool,
     server_extra: String,
     upstream_extra: String,
+    encryption_extra: String,
 }
 
 /// A running proxy and its clients.
@@ -144,6 +146,7 @@ impl TestEnv {
             legacy_passthrough: false,
             server_extra: String::new(),
             upstream_extra: String::new(),
+            encryption_extra: String::new(),
         }
     }
 
@@ -263,6 +266,22 @@ impl TestEnvBuilder {
         self
     }
 
+    /// More of the `[encryption]` section, as TOML: keys first (`default = ...`), then tables
+    /// (`[encryption.kms]`, `[[encryption.policy]]`).
+    pub fn encryption(mut self, toml: &str) -> Self {
+        self.encryption_extra.push_str(toml);
+        self.encryption_extra.push('\n');
+        self
+    }
+
+    /// `[encryption.kms]` pointing at the test KMS (moto) through `endpoint`, with `default_key` and more keys.
+    pub fn kms(self, endpoint: &str, default_key: &str, more: &str) -> Self {
+        self.encryption(&format!(
+            "[encryption.kms]\nendpoint = {endpoint:?}\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\n\
+             secret_access_key = \"testing\"\ndefault_key = {default_key:?}\n{more}"
+        ))
+    }
+
     /// `server.slow_response_keepalive` (default 2s).
     pub fn slow_response_keepalive(mut self, v: &str) -> Self {
         self.server_extra.push_str(&format!("slow_response_keepalive = {v:?}\n"));
@@ -308,6 +327,7 @@ impl TestEnvBuilder {
         if self.legacy_passthrough {
             toml.push_str("legacy_objects = \"passthrough\"\n");
         }
+        toml.push_str(&self.encryption_extra);
         let mut custom_direct = None;
         let (toml, direct_ep, direct_ak, direct_sk) = match self.backend {
             Backend::Custom => {
@@ -369,6 +389,28 @@ impl TestEnvBuilder {
         }
         TestEnv { _dir: dir, https, http, ca_pem, bucket, direct, stop: Some(stop), task: Some(task) }
     }
+}
+
+/// The KMS the test command started (moto in server mode).
+pub fn kms_endpoint() -> String {
+    std::env::var("S3CRYPT_TEST_KMS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "S3CRYPT_TEST_KMS_ENDPOINT is not set: KMS tests need the moto server that scripts/test.sh starts (run \
+             ./scripts/test.sh, or start `moto_server -H 127.0.0.1 -p 5055` and export the endpoint)"
+        )
+    })
+}
+
+/// Creates a symmetric KMS key in the test KMS; returns its ARN.
+pub async fn create_kms_key() -> String {
+    let conf = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new("us-east-1"))
+        .endpoint_url(kms_endpoint())
+        .credentials_provider(aws_sdk_kms::config::Credentials::new("testing", "testing", None, None, "test"))
+        .build();
+    let out = aws_sdk_kms::Client::from_conf(conf).create_key().send().await.expect("create KMS key");
+    out.key_metadata().and_then(|m| m.arn()).expect("key ARN").to_owned()
 }
 
 /// Deterministic pseudo-random bytes.

@@ -1,0 +1,455 @@
+//! Keys the customer controls, against a real KMS API (moto in server mode) seen through a recording forwarder:
+//! SSE-KMS in direct and bucket-key modes (EncryptionContext binding, call counts, KMS down), SSE-C (the client's
+//! key on every request, never at the store), SSE-S3, and per-bucket / per-prefix policy.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::against_both_stores;
+use crate::common::forward::Forwarder;
+use crate::common::{Backend, TestEnv, create_kms_key, data, kms_endpoint, unique_bucket};
+
+fn code<E: aws_sdk_s3::error::ProvideErrorMetadata, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String> {
+    aws_sdk_s3::error::ProvideErrorMetadata::code(e).map(str::to_owned)
+}
+
+fn status<E, R: std::fmt::Debug>(e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response<R>>) -> u16 {
+    e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+async fn get(c: &Client, b: &str, k: &str) -> Vec<u8> {
+    let o = c.get_object().bucket(b).key(k).send().await.unwrap_or_else(|e| panic!("get {k}: {e:?}"));
+    o.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+async fn kms_proxy(backend: Backend, bucket_key: bool, more: &str) -> (TestEnv, Forwarder, String) {
+    let kms = Forwarder::start(&kms_endpoint(), None).await;
+    let key = create_kms_key().await;
+    let env =
+        TestEnv::builder(backend).kms(&kms.url(), &key, &format!("bucket_key = {bucket_key}\n{more}")).start().await;
+    (env, kms, key)
+}
+
+async fn sse_kms_wraps_each_data_key_under_kms_bound_to_the_object(backend: Backend) {
+    let other_key = create_kms_key().await;
+    let (env, kms, key) = kms_proxy(backend, false, &format!("allowed_keys = [{other_key:?}]\n")).await;
+    let c = env.client();
+    let b = &env.bucket;
+    let body = data(200_000, 1);
+    let put = c
+        .put_object()
+        .bucket(b)
+        .key("kms/obj")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .expect("SSE-KMS put");
+    assert_eq!(put.server_side_encryption(), Some(&ServerSideEncryption::AwsKms));
+    assert_eq!(put.ssekms_key_id(), Some(key.as_str()), "the KMS key's ARN");
+    assert_eq!(kms.kms_calls(), vec!["GenerateDataKey"]);
+    assert_eq!(get(&c, b, "kms/obj").await, body);
+    assert_eq!(get(&c, b, "kms/obj").await, body);
+    c.head_object().bucket(b).key("kms/obj").send().await.unwrap();
+    assert_eq!(kms.kms_calls(), vec!["GenerateDataKey", "Decrypt"], "one Decrypt, then the cache; none for HEAD");
+    let meta = env.direct.head_object().bucket(b).key("kms/obj").send().await.unwrap();
+    let kek = meta.metadata().and_then(|m| m.get("s3crypt-kek")).cloned().unwrap_or_default();
+    assert_eq!(kek, format!("kms:{key}"));
+
+    // The EncryptionContext binds the object: a copy made at the store does not decrypt.
+    env.direct.copy_object().bucket(b).key("kms/moved").copy_source(format!("{b}/kms/obj")).send().await.unwrap();
+    let e = c.get_object().bucket(b).key("kms/moved").send().await.unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (502, Some("ObjectIntegrityError")));
+    // ...while a copy through the proxy re-wraps it with one Encrypt.
+    c.copy_object().bucket(b).key("kms/copied").copy_source(format!("{b}/kms/obj")).send().await.unwrap();
+    assert_eq!(get(&c, b, "kms/copied").await, body);
+
+    // A named key: allowed, or AccessDenied; an unknown allowed key: KMS.NotFoundException.
+    let named = c
+        .put_object()
+        .bucket(b)
+        .key("kms/named")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(&other_key)
+        .body(ByteStream::from_static(b"named"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.ssekms_key_id(), Some(other_key.as_str()));
+    let stranger = create_kms_key().await;
+    let e = c
+        .put_object()
+        .bucket(b)
+        .key("kms/denied")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(&stranger)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (403, Some("AccessDenied")));
+    // No SSE header: the default (the keyring).
+    let plain = c.put_object().bucket(b).key("kms/default").body(ByteStream::from_static(b"d")).send().await.unwrap();
+    assert!(plain.ssekms_key_id().is_some_and(|k| k.starts_with("keyring:")));
+    let keys = env.stored_keys().await;
+    assert!(!keys.contains(&"kms/denied".to_owned()), "{keys:?}");
+}
+against_both_stores!(sse_kms_direct, sse_kms_wraps_each_data_key_under_kms_bound_to_the_object);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bucket_keys_keep_a_hot_bucket_at_about_one_kms_call_per_thousand_requests() {
+    let kms = Forwarder::start(&kms_endpoint(), None).await;
+    let key = create_kms_key().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.toml");
+    s3crypt::crypto::keys::keygen(&keyring, Some("k")).unwrap();
+    let a = TestEnv::builder(Backend::SeaweedFs)
+        .keyring(&keyring)
+        .encryption("default = \"kms\"")
+        .kms(&kms.url(), &key, "")
+        .start()
+        .await;
+    let c = a.client();
+    let n = 500;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (c, b) = (c.clone(), a.bucket.clone());
+        tasks.spawn(async move {
+            let body = data(1024, i);
+            c.put_object()
+                .bucket(&b)
+                .key(format!("hot/{i}"))
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(get(&c, &b, &format!("hot/{i}")).await, body);
+            // concurrency is bounded by the join set below
+        });
+        if tasks.len() >= 16 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    let calls = kms.kms_calls();
+    eprintln!("bucket keys: {} PUTs + {} GETs on one replica made {} KMS calls: {calls:?}", n, n, calls.len());
+    assert!(calls.len() <= 1, "{calls:?}");
+
+    // Another replica (sharing only the store, keyring and KMS) reads them with one Decrypt.
+    let b2 = TestEnv::builder(Backend::SeaweedFs)
+        .keyring(&keyring)
+        .bucket(&a.bucket)
+        .encryption("default = \"kms\"")
+        .kms(&kms.url(), &key, "")
+        .start()
+        .await;
+    let c2 = b2.client();
+    for i in 0..100 {
+        assert_eq!(get(&c2, &a.bucket, &format!("hot/{i}")).await, data(1024, i));
+    }
+    let calls = kms.kms_calls();
+    eprintln!("a second replica reading 100 of them: {} KMS calls in all: {calls:?}", calls.len());
+    assert!(calls.len() <= 2, "{calls:?}");
+    let head = c2.head_object().bucket(&a.bucket).key("hot/1").send().await.unwrap();
+    assert_eq!(head.bucket_key_enabled(), Some(true));
+    assert_eq!(head.ssekms_key_id(), Some(key.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_kms_is_down_cached_keys_keep_working_and_the_rest_is_503_with_nothing_written() {
+    let (env, kms, _key) = kms_proxy(Backend::SeaweedFs, true, "timeout = \"1s\"").await;
+    let c = env.client();
+    let b = &env.bucket;
+    let put = |k: &'static str| {
+        c.put_object()
+            .bucket(b)
+            .key(k)
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .body(ByteStream::from_static(b"v"))
+    };
+    put("warm").send().await.unwrap();
+    assert_eq!(get(&c, b, "warm").await, b"v");
+    kms.set_down(true);
+    assert_eq!(get(&c, b, "warm").await, b"v", "a cached key still reads");
+    put("also-cached").send().await.expect("the cached bucket key still writes");
+    let other = unique_bucket("kmsdown");
+    env.direct.create_bucket().bucket(&other).send().await.unwrap();
+    let e = c
+        .put_object()
+        .bucket(&other)
+        .key("new")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (503, Some("ServiceUnavailable")));
+    assert!(e.raw_response().is_some_and(|r| r.headers().get("retry-after").is_some()));
+    let listed = env.direct.list_objects_v2().bucket(&other).send().await.unwrap();
+    assert!(listed.contents().is_empty(), "nothing half-written");
+    kms.set_down(false);
+    c.put_object()
+        .bucket(&other)
+        .key("new")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .expect("KMS back");
+}
+
+fn customer_key(seed: u8) -> (String, String) {
+    let key = [seed; 32];
+    let md5 = B64.encode(<md5::Md5 as md5::Digest>::digest(key));
+    (B64.encode(key), md5)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_c_objects_need_the_clients_key_on_every_request_and_the_store_never_sees_it() {
+    let (store, ak, sk) = crate::common::seaweedfs();
+    let spy = Forwarder::start(&store, None).await;
+    let upstream =
+        format!("[upstream]\nendpoint = \"{}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n", spy.url());
+    let direct = crate::common::s3_client(&store, &ak, &sk, None, None);
+    let env = TestEnv::builder(Backend::Custom).custom_upstream(upstream, direct).plain_http(&["allow"]).start().await;
+    let c = env.client();
+    let b = &env.bucket;
+    let (k1, m1) = customer_key(1);
+    let (k2, m2) = customer_key(2);
+    let body = data(150_000, 3);
+    let put = c
+        .put_object()
+        .bucket(b)
+        .key("c/obj")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1)
+        .sse_customer_key_md5(&m1)
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .expect("SSE-C put");
+    assert_eq!((put.sse_customer_algorithm(), put.sse_customer_key_md5()), (Some("AES256"), Some(m1.as_str())));
+    let got = c
+        .get_object()
+        .bucket(b)
+        .key("c/obj")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1)
+        .sse_customer_key_md5(&m1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.sse_customer_key_md5(), Some(m1.as_str()));
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body);
+    let e = c.get_object().bucket(b).key("c/obj").send().await.unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (400, Some("InvalidRequest")), "no key");
+    let e = c
+        .get_object()
+        .bucket(b)
+        .key("c/obj")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k2)
+        .sse_customer_key_md5(&m2)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 403, "wrong key");
+    let e = c.head_object().bucket(b).key("c/obj").send().await.unwrap_err();
+    assert_eq!(status(&e), 400, "HEAD needs the key too");
+    c.head_object()
+        .bucket(b)
+        .key("c/obj")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1)
+        .sse_customer_key_md5(&m1)
+        .send()
+        .await
+        .expect("HEAD with the key");
+    let e = c
+        .put_object()
+        .bucket(b)
+        .key("c/bad")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1)
+        .sse_customer_key_md5(&m2)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (400, Some("InvalidArgument")), "MD5 of another key");
+
+    // copy to another SSE-C key
+    c.copy_object()
+        .bucket(b)
+        .key("c/copy")
+        .copy_source(format!("{b}/c/obj"))
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&k1)
+        .copy_source_sse_customer_key_md5(&m1)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k2)
+        .sse_customer_key_md5(&m2)
+        .send()
+        .await
+        .expect("SSE-C copy");
+    let got = c
+        .get_object()
+        .bucket(b)
+        .key("c/copy")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k2)
+        .sse_customer_key_md5(&m2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body);
+
+    // multipart: the key on Create, every part and Complete
+    let up = c
+        .create_multipart_upload()
+        .bucket(b)
+        .key("c/mp")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1)
+        .sse_customer_key_md5(&m1)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let e = c
+        .upload_part()
+        .bucket(b)
+        .key("c/mp")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from(vec![1u8; 10]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 400, "a part without the key");
+    let parts = [data(5 * 1024 * 1024, 4), data(10, 5)];
+    let mut done = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let out = c
+            .upload_part()
+            .bucket(b)
+            .key("c/mp")
+            .upload_id(id)
+            .part_number(i as i32 + 1)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&k1)
+            .sse_customer_key_md5(&m1)
+            .body(ByteStream::from(p.clone()))
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(i as i32 + 1)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket(b)
+        .key("c/mp")
+        .upload_id(id)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1)
+        .sse_customer_key_md5(&m1)
+        .multipart_upload(aws_sdk_s3::types::CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .send()
+        .await
+        .expect("complete with the key");
+    let got = c
+        .get_object()
+        .bucket(b)
+        .key("c/mp")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1)
+        .sse_customer_key_md5(&m1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), parts.concat());
+
+    // over plain HTTP: refused
+    let http = crate::common::s3_client(
+        &format!("http://{}", env.http_addr("allow")),
+        crate::common::CLIENT_AK,
+        crate::common::CLIENT_SK,
+        None,
+        None,
+    );
+    let e = http
+        .put_object()
+        .bucket(b)
+        .key("c/http")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1)
+        .sse_customer_key_md5(&m1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (400, Some("InvalidRequest")));
+
+    // The store saw neither the keys nor any SSE-C header.
+    for seen in spy.seen() {
+        for (name, value) in &seen.headers {
+            assert!(!name.as_str().contains("customer"), "{} {}: {name}", seen.method, seen.uri);
+            let v = value.to_str().unwrap_or("");
+            assert!(!v.contains(&k1) && !v.contains(&k2), "key in {name}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_require_sse_headers_add_the_stores_own_sse_and_keep_plaintext_prefixes() {
+    let (store, ak, sk) = crate::common::seaweedfs();
+    let spy = Forwarder::start(&store, None).await;
+    let upstream =
+        format!("[upstream]\nendpoint = \"{}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n", spy.url());
+    let bucket = unique_bucket("policy");
+    let direct = crate::common::s3_client(&store, &ak, &sk, None, None);
+    let env = TestEnv::builder(Backend::Custom)
+        .custom_upstream(upstream, direct)
+        .bucket(&bucket)
+        .encryption(&format!(
+            "[[encryption.policy]]\nbucket = {bucket:?}\nrequire_sse = true\nupstream_sse = \"AES256\"\n\
+             [[encryption.policy]]\nbucket = {bucket:?}\nprefix = \"public/\"\ndefault = \"plaintext\"\nrequire_sse = false\n"
+        ))
+        .start()
+        .await;
+    let c = env.client();
+    let e = c.put_object().bucket(&bucket).key("secret").body(ByteStream::from_static(b"s")).send().await.unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (403, Some("AccessDenied")), "uploads must ask for SSE");
+    c.put_object()
+        .bucket(&bucket)
+        .key("secret")
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .body(ByteStream::from_static(b"s"))
+        .send()
+        .await
+        .expect("with SSE-S3 headers");
+    assert_eq!(get(&c, &bucket, "secret").await, b"s");
+    let put_upstream = spy.seen().into_iter().find(|s| s.method == http::Method::PUT && s.uri.contains("/secret"));
+    let sse = put_upstream.and_then(|s| s.headers.get("x-amz-server-side-encryption").cloned());
+    assert_eq!(sse.as_ref().and_then(|v| v.to_str().ok()), Some("AES256"), "the store was asked for its own SSE");
+
+    let body = data(70_000, 9);
+    c.put_object().bucket(&bucket).key("public/readme").body(ByteStream::from(body.clone())).send().await.unwrap();
+    let raw = env.direct.get_object().bucket(&bucket).key("public/readme").send().await.unwrap();
+    assert_eq!(raw.body.collect().await.unwrap().into_bytes().to_vec(), body, "stored as plaintext");
+    assert_eq!(get(&c, &bucket, "public/readme").await, body);
+    let listed = c.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let mut sizes: Vec<(String, i64)> =
+        listed.contents().iter().map(|o| (o.key().unwrap().to_owned(), o.size().unwrap())).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![("public/readme".to_owned(), 70_000), ("secret".to_owned(), 1)]);
+}
