@@ -1,5 +1,5 @@
-//! The `s3crypt` command line: `serve`, `check-config`, `keygen` and `decrypt` (disaster recovery with no proxy
-//! running).
+//! The `s3crypt` command line: `serve`, `check-config`, `keygen`, `decrypt` (disaster recovery with no proxy
+//! running), and the bulk key maintenance `rewrap` (rotation) and `migrate` (encrypt legacy objects in place).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -58,6 +58,40 @@ enum Command {
         #[arg(long = "out")]
         output: Option<PathBuf>,
     },
+    /// Re-wrap the data keys of a bucket's objects under another key (key rotation): metadata-only server-side
+    /// copies, no data re-encrypted. Safe to interrupt and run again.
+    Rewrap {
+        #[command(flatten)]
+        bulk: BulkArgs,
+        /// "keyring" (its current key) or "kms:<key ARN>"; default: each object's policy default.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Encrypt a bucket's legacy plaintext objects in place (objects the policy keeps plaintext are left alone).
+    /// Safe to interrupt and run again.
+    Migrate {
+        #[command(flatten)]
+        bulk: BulkArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct BulkArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    bucket: String,
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Only report what would change.
+    #[arg(long)]
+    dry_run: bool,
+    /// Objects processed at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Stop after changing this many objects.
+    #[arg(long)]
+    limit: Option<u64>,
 }
 
 /// Runs the command line; the process exit code.
@@ -84,6 +118,8 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Rewrap { bulk, to } => run_bulk(bulk, to, true),
+        Command::Migrate { bulk } => run_bulk(bulk, None, false),
         Command::Decrypt { keyring, metadata, bucket, key, input, output } => {
             match decrypt(&keyring, &metadata, &bucket, &key, input.as_deref(), output.as_deref()) {
                 Ok(n) => {
@@ -121,6 +157,62 @@ fn serve(path: &Path) -> ExitCode {
         crate::server::announce(&server);
         server.run(crate::signal::shutdown()).await;
         ExitCode::SUCCESS
+    })
+}
+
+/// `rewrap` / `migrate`: the proxy's core without listeners, progress on standard error every two seconds.
+fn run_bulk(args: BulkArgs, to: Option<String>, rewrap: bool) -> ExitCode {
+    use crate::proxy::maintenance::{BulkOptions, BulkReport, PROGRESS_EVERY};
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let name = if rewrap { "rewrap" } else { "migrate" };
+    runtime.block_on(async move {
+        let core = match crate::server::Core::start(&config).await {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        };
+        let opts = BulkOptions {
+            bucket: args.bucket,
+            prefix: args.prefix,
+            to,
+            dry_run: args.dry_run,
+            concurrency: args.concurrency,
+            limit: args.limit,
+        };
+        let report = Arc::new(BulkReport::default());
+        let progress = {
+            let report = Arc::clone(&report);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PROGRESS_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    eprintln!("s3crypt {name}: {}", report.line());
+                }
+            })
+        };
+        let result = if rewrap {
+            core.proxy.rewrap_bucket(&opts, &report).await
+        } else {
+            core.proxy.migrate_bucket(&opts, &report).await
+        };
+        progress.abort();
+        let dry = if opts.dry_run { " (dry run: nothing written)" } else { "" };
+        eprintln!("s3crypt {name}: done: {}{dry}", report.line());
+        match result {
+            Err(e) => fail(&e),
+            Ok(()) if report.failed.load(std::sync::atomic::Ordering::Relaxed) > 0 => ExitCode::FAILURE,
+            Ok(()) => ExitCode::SUCCESS,
+        }
     })
 }
 

@@ -207,9 +207,9 @@ struct Rewrap<'a> {
 }
 
 /// How a streamed copy writes: encrypted under `dek` as stream `part`, or as plaintext.
-struct Sink {
-    dek: Option<Arc<DataKey>>,
-    part: u16,
+pub(super) struct Sink {
+    pub(super) dek: Option<Arc<DataKey>>,
+    pub(super) part: u16,
 }
 
 impl Proxy {
@@ -449,7 +449,7 @@ impl Proxy {
 
     /// PUTs `plain` (a decrypted source) to the target (an object, or a part when `query` names one), encrypted
     /// if `sink` has a key. Returns the ETag and version ID.
-    async fn write_streamed(
+    pub(super) async fn write_streamed(
         &self,
         target: &Target,
         query: &[(String, String)],

@@ -4,6 +4,7 @@
 
 mod copy;
 mod encrypted;
+pub mod maintenance;
 mod multipart;
 mod response;
 

@@ -61,9 +61,18 @@ fn dev_names(config: &Config) -> Vec<String> {
     names
 }
 
-impl Server {
-    /// Starts the embedded store if configured, loads certificates and binds every listener.
-    pub async fn bind(config: Config) -> Result<Server, String> {
+/// The proxy without listeners: its upstream (the embedded store started, if configured) and its keys. What
+/// `serve` runs behind listeners, and what the maintenance commands (`rewrap`, `migrate`) drive directly.
+pub struct Core {
+    pub proxy: Proxy,
+    #[cfg(feature = "embedded")]
+    pub embedded: Option<crate::upstream::embedded::EmbeddedStore>,
+    /// The id of the keyring key dev mode just created, if it did.
+    pub created_key: Option<String>,
+}
+
+impl Core {
+    pub async fn start(config: &Config) -> Result<Core, String> {
         #[cfg(feature = "embedded")]
         let mut embedded = None;
         let upstream = match &config.upstream.endpoint {
@@ -93,6 +102,24 @@ impl Server {
             max_copy_size: config.upstream.max_copy_size,
         };
         let proxy = Proxy::new(verifier, upstream, settings, Arc::new(crypto));
+        Ok(Core {
+            proxy,
+            #[cfg(feature = "embedded")]
+            embedded,
+            created_key,
+        })
+    }
+}
+
+impl Server {
+    /// Starts the embedded store if configured, loads certificates and binds every listener.
+    pub async fn bind(config: Config) -> Result<Server, String> {
+        let Core {
+            proxy,
+            #[cfg(feature = "embedded")]
+            embedded,
+            created_key,
+        } = Core::start(&config).await?;
 
         let needs_tls = config.listeners.iter().any(|l| l.protocol == Protocol::Https);
         let mut dev_ca_file = None;

@@ -453,3 +453,130 @@ async fn policies_require_sse_headers_add_the_stores_own_sse_and_keep_plaintext_
     sizes.sort();
     assert_eq!(sizes, vec![("public/readme".to_owned(), 70_000), ("secret".to_owned(), 1)]);
 }
+
+/// A configuration for the maintenance commands: SeaweedFS, this keyring.
+fn maintenance_config(dir: &std::path::Path, keyring: &std::path::Path) -> std::path::PathBuf {
+    let (ep, ak, sk) = crate::common::seaweedfs();
+    let text = format!(
+        "[server]\nmode = \"dev\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\nplain_http = \"allow\"\n\
+         [[clients]]\naccess_key_id = \"AKIDMAINT\"\nsecret_access_key = \"maint-secret\"\n\
+         [upstream]\nendpoint = \"{ep}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n\
+         [encryption]\nkeyring_file = {keyring:?}\nlegacy_objects = \"passthrough\"\n"
+    );
+    let path = dir.join("maintenance.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3crypt")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rewrap_rotates_a_thousand_objects_by_metadata_only_resumably_and_migrate_encrypts_legacy_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.toml");
+    s3crypt::crypto::keys::keygen(&keyring, Some("old")).unwrap();
+    let env = TestEnv::builder(Backend::SeaweedFs).keyring(&keyring).start().await;
+    let b = env.bucket.clone();
+    let c = env.client();
+    let n = 1000u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (c, b) = (c.clone(), b.clone());
+        tasks.spawn(async move {
+            c.put_object()
+                .bucket(&b)
+                .key(format!("r/{i:04}"))
+                .body(ByteStream::from(data(100, i)))
+                .send()
+                .await
+                .unwrap();
+        });
+        if tasks.len() >= 32 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    for i in 0..3u64 {
+        let body = ByteStream::from(data(5000, 900 + i));
+        env.direct
+            .put_object()
+            .bucket(&b)
+            .key(format!("legacy/{i}"))
+            .content_type("text/x-legacy")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let stored = |env: &TestEnv, prefix: &'static str| {
+        let (direct, b) = (env.direct.clone(), b.clone());
+        async move {
+            let mut out = std::collections::BTreeMap::new();
+            let mut token = None;
+            loop {
+                let page = direct
+                    .list_objects_v2()
+                    .bucket(&b)
+                    .prefix(prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap();
+                for o in page.contents() {
+                    out.insert(o.key().unwrap().to_owned(), o.e_tag().unwrap().to_owned());
+                }
+                token = page.next_continuation_token().map(str::to_owned);
+                if token.is_none() {
+                    return out;
+                }
+            }
+        }
+    };
+    let kek_of = |key: String| {
+        let (direct, b) = (env.direct.clone(), b.clone());
+        async move {
+            let h = direct.head_object().bucket(&b).key(key).send().await.unwrap();
+            h.metadata().and_then(|m| m.get("s3crypt-kek")).cloned().unwrap_or_default()
+        }
+    };
+    let etags_before = stored(&env, "r/").await;
+    assert_eq!(etags_before.len(), n as usize);
+
+    // Rotate: a new current key, then rewrap in two runs (the first stopped after 300 objects).
+    s3crypt::crypto::keys::keygen(&keyring, Some("new")).unwrap();
+    let cfg = maintenance_config(dir.path(), &keyring);
+    let cfg = cfg.to_str().unwrap();
+    let (ok, log) = run_cli(&["rewrap", "--config", cfg, "--bucket", &b, "--prefix", "r/", "--dry-run"]);
+    assert!(ok && log.contains("1000 changed") && log.contains("dry run"), "{log}");
+    assert_eq!(kek_of("r/0000".into()).await, "keyring:old", "a dry run changes nothing");
+    let (ok, log) = run_cli(&["rewrap", "--config", cfg, "--bucket", &b, "--prefix", "r/", "--limit", "300"]);
+    assert!(ok, "{log}");
+    let (ok, log) = run_cli(&["rewrap", "--config", cfg, "--bucket", &b, "--prefix", "r/", "--concurrency", "16"]);
+    assert!(ok, "{log}");
+    assert!(log.contains("700 changed") && log.contains("300 already done"), "the second run resumes: {log}");
+    eprintln!("rewrap: {}", log.lines().last().unwrap_or(""));
+    for i in [0u64, 299, 300, 999] {
+        assert_eq!(kek_of(format!("r/{i:04}")).await, "keyring:new");
+    }
+    assert_eq!(stored(&env, "r/").await, etags_before, "no data re-uploaded: the store kept every ETag");
+
+    // Migrate the legacy plaintext objects; the encrypted ones are already done.
+    let (ok, log) = run_cli(&["migrate", "--config", cfg, "--bucket", &b]);
+    assert!(ok && log.contains("3 changed") && log.contains("1000 already done"), "{log}");
+    let reader = TestEnv::builder(Backend::SeaweedFs).keyring(&keyring).bucket(&b).start().await;
+    let rc = reader.client();
+    for i in [0u64, 500, 999] {
+        assert_eq!(get(&rc, &b, &format!("r/{i:04}")).await, data(100, i));
+    }
+    for i in 0..3u64 {
+        assert_eq!(get(&rc, &b, &format!("legacy/{i}")).await, data(5000, 900 + i));
+        assert_eq!(kek_of(format!("legacy/{i}")).await, "keyring:new");
+    }
+    let h = rc.head_object().bucket(&b).key("legacy/0").send().await.unwrap();
+    assert_eq!(h.content_type(), Some("text/x-legacy"), "content headers kept");
+}

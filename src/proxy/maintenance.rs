@@ -1,0 +1,367 @@
+//! Bulk key maintenance over a bucket (the `rewrap` and `migrate` commands): list, then for each object either
+//! re-wrap its data key under the target key by a metadata-only self-copy (no data re-encryption), or encrypt a
+//! legacy plaintext object in place. Idempotent, so an interrupted run simply runs again; bounded concurrency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method};
+
+use super::Proxy;
+use super::multipart::{SLOW_XML_TIMEOUT, header_value, replace_headers, result_field};
+use crate::crypto::envelope::Envelope;
+use crate::crypto::format::{KEK_REF_SSE_C, MULTIPART_OPEN};
+use crate::crypto::keys::ObjectIdentity;
+use crate::crypto::{Crypto, Protection};
+use crate::error::ProxyError;
+use crate::s3::Target;
+use crate::s3::headers::{X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_METADATA_DIRECTIVE, header_str};
+use crate::s3::xml;
+
+/// What a maintenance run does.
+#[derive(Debug, Clone)]
+pub struct BulkOptions {
+    pub bucket: String,
+    pub prefix: String,
+    /// `rewrap`: the target ("keyring", "kms", "kms:<key>"); `None`: each object's policy default.
+    pub to: Option<String>,
+    pub dry_run: bool,
+    pub concurrency: usize,
+    /// Stop after this many objects changed (a canary, or a run in slices).
+    pub limit: Option<u64>,
+}
+
+/// Counts of a run, updated as it goes (read them for progress).
+#[derive(Debug, Default)]
+pub struct BulkReport {
+    pub listed: AtomicU64,
+    pub changed: AtomicU64,
+    pub already: AtomicU64,
+    pub skipped: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl BulkReport {
+    /// Claims one change under `limit`: false once the limit is reached (the change is then not made).
+    fn reserve(&self, limit: Option<u64>) -> bool {
+        self.changed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| match limit {
+                Some(l) if c >= l => None,
+                _other => Some(c + 1),
+            })
+            .is_ok()
+    }
+
+    pub fn line(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "{} listed, {} changed, {} already done, {} skipped, {} failed",
+            g(&self.listed),
+            g(&self.changed),
+            g(&self.already),
+            g(&self.skipped),
+            g(&self.failed)
+        )
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Rewrap,
+    Migrate,
+}
+
+/// One listed object.
+struct Listed {
+    key: String,
+}
+
+fn parse_target(to: &str) -> Result<Protection, String> {
+    match to {
+        "keyring" => Ok(Protection::Keyring),
+        "kms" => Err("give the key: --to kms:<key id, ARN or alias> (or leave --to out for the policy default)".into()),
+        other => other
+            .strip_prefix("kms:")
+            .filter(|k| !k.is_empty())
+            .map(|k| Protection::Kms { key_id: k.to_owned(), context: None, bucket_key: true })
+            .ok_or_else(|| format!("--to {other:?}: use \"keyring\" or \"kms:<key>\"")),
+    }
+}
+
+impl Proxy {
+    /// Lists every key under the prefix (ListObjectsV2, all pages).
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, ProxyError> {
+        let target = Target { bucket: Some(bucket.to_owned()), key: None, virtual_hosted: false };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut q = vec![
+                ("list-type".to_owned(), "2".to_owned()),
+                ("prefix".to_owned(), prefix.to_owned()),
+                ("encoding-type".to_owned(), "url".to_owned()),
+            ];
+            if let Some(t) = &token {
+                q.push(("continuation-token".to_owned(), t.clone()));
+            }
+            let (_, body) =
+                self.own_xml(Method::GET, &target, &q, HeaderMap::new(), Bytes::new(), SLOW_XML_TIMEOUT).await?;
+            let (records, top) = xml::records(&body, &["ListBucketResult", "Contents"])
+                .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
+            for r in &records {
+                if let Some(k) = xml::field(r, "Key") {
+                    let key =
+                        String::from_utf8_lossy(&crate::sigv4::canonical::percent_decode(k.as_bytes())).into_owned();
+                    out.push(Listed { key });
+                }
+            }
+            let truncated = xml::field(&top, "IsTruncated").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            match xml::field(&top, "NextContinuationToken").filter(|t| !t.is_empty()) {
+                Some(t) if truncated => token = Some(t.to_owned()),
+                _other => return Ok(out),
+            }
+        }
+    }
+
+    /// Re-wraps the data keys of a bucket's objects under the target key (metadata-only server-side copies).
+    pub async fn rewrap_bucket(&self, opts: &BulkOptions, report: &Arc<BulkReport>) -> Result<(), String> {
+        let target = opts.to.as_deref().map(parse_target).transpose()?;
+        self.bulk(opts, report, Job::Rewrap, target).await
+    }
+
+    /// Encrypts a bucket's legacy plaintext objects in place.
+    pub async fn migrate_bucket(&self, opts: &BulkOptions, report: &Arc<BulkReport>) -> Result<(), String> {
+        self.bulk(opts, report, Job::Migrate, None).await
+    }
+
+    async fn bulk(
+        &self,
+        opts: &BulkOptions,
+        report: &Arc<BulkReport>,
+        job: Job,
+        target: Option<Protection>,
+    ) -> Result<(), String> {
+        let keys =
+            self.list_keys(&opts.bucket, &opts.prefix).await.map_err(|e| format!("listing {}: {e}", opts.bucket))?;
+        report.listed.store(keys.len() as u64, Ordering::Relaxed);
+        let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for item in keys {
+            if opts.limit.is_some_and(|l| report.changed.load(Ordering::Relaxed) >= l) {
+                break;
+            }
+            let permit = Arc::clone(&sem).acquire_owned().await.map_err(|e| e.to_string())?;
+            let (this, report, opts, target) = (self.clone(), Arc::clone(report), opts.clone(), target.clone());
+            tasks.spawn(async move {
+                let _permit = permit;
+                if opts.limit.is_some_and(|l| report.changed.load(Ordering::Relaxed) >= l) {
+                    return;
+                }
+                let id = ObjectIdentity { bucket: opts.bucket.clone(), key: item.key.clone() };
+                let gate = Gate { report: &report, limit: opts.limit };
+                let result = match job {
+                    Job::Rewrap => this.rewrap_one(&id, target.as_ref(), opts.dry_run, &gate).await,
+                    Job::Migrate => this.migrate_one(&id, opts.dry_run, &gate).await,
+                };
+                let counter = match result {
+                    Ok(Outcome::Changed) | Ok(Outcome::Stopped) => return,
+                    Ok(Outcome::Already) => &report.already,
+                    Ok(Outcome::Skipped(why)) => {
+                        tracing::info!(key = %id.key, why, "skipped");
+                        &report.skipped
+                    }
+                    Err(Failed(e)) => {
+                        tracing::warn!(key = %id.key, error = %e, "failed");
+                        &report.failed
+                    }
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.map_err(|e| format!("task: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn head_object(&self, id: &ObjectIdentity) -> Result<HeaderMap, ProxyError> {
+        let t = object_target(id);
+        let resp = self.own_request(Method::HEAD, &t, &[], HeaderMap::new(), Bytes::new()).await?;
+        if !resp.status().is_success() {
+            let (p, b) = resp.into_parts();
+            return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
+        }
+        Ok(resp.headers().clone())
+    }
+
+    async fn rewrap_one(
+        &self,
+        id: &ObjectIdentity,
+        target: Option<&Protection>,
+        dry_run: bool,
+        gate: &Gate<'_>,
+    ) -> Result<Outcome, Failed> {
+        let crypto = &self.inner.crypto;
+        let head = self.head_object(id).await?;
+        let Some(env) = Envelope::from_headers(&head).map_err(|e| ProxyError::ObjectIntegrity(e.0))? else {
+            return Ok(Outcome::Skipped("plaintext (use migrate)"));
+        };
+        if env.kek_ref == KEK_REF_SSE_C {
+            return Ok(Outcome::Skipped("SSE-C: the client's key is needed"));
+        }
+        if env.multipart.is_some_and(|m| m.encode() == MULTIPART_OPEN) {
+            return Ok(Outcome::Skipped("unsealed multipart object"));
+        }
+        let protection = match target {
+            Some(p) => p.clone(),
+            None => match crypto.protection(&id.bucket, &id.key, &crate::s3::sse::SseRequest::None)? {
+                Protection::Plaintext => return Ok(Outcome::Skipped("the policy stores it as plaintext")),
+                p => p,
+            },
+        };
+        if already_under(crypto, &env, &protection) {
+            return Ok(Outcome::Already);
+        }
+        if !gate.report.reserve(gate.limit) {
+            return Ok(Outcome::Stopped);
+        }
+        if dry_run {
+            return Ok(Outcome::Changed);
+        }
+        let done = async {
+            let dek = crypto.open_envelope(&env, id, None).await?;
+            let new_env = crypto.wrap_for(&dek, id, &protection, env.multipart).await?;
+            self.self_copy(id, &head, &new_env).await
+        };
+        gate.settle(done.await)
+    }
+
+    /// Rewrites an object's metadata with `env` by a server-side copy onto itself, pinned to its ETag.
+    async fn self_copy(&self, id: &ObjectIdentity, head: &HeaderMap, env: &Envelope) -> Result<(), ProxyError> {
+        let t = object_target(id);
+        let etag =
+            header_str(head, &http::header::ETAG).ok_or(ProxyError::UpstreamProtocol("HEAD without ETag".into()))?;
+        let size: u64 = header_str(head, &http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if size > self.inner.settings.max_copy_size {
+            return Err(ProxyError::EntityTooLarge);
+        }
+        let mut headers = replace_headers(head, env)?;
+        self.add_upstream_sse(id, &mut headers);
+        headers.insert(X_AMZ_COPY_SOURCE, header_value(&t.upstream_path(false))?);
+        headers.insert(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(etag)?);
+        headers.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
+        let (_, body) = self.own_xml(Method::PUT, &t, &[], headers, Bytes::new(), SLOW_XML_TIMEOUT).await?;
+        result_field(&body, "CopyObjectResult", "ETag").map(|_| ())
+    }
+
+    async fn migrate_one(&self, id: &ObjectIdentity, dry_run: bool, gate: &Gate<'_>) -> Result<Outcome, Failed> {
+        let crypto = &self.inner.crypto;
+        let head = self.head_object(id).await?;
+        if Envelope::from_headers(&head).map_err(|e| ProxyError::ObjectIntegrity(e.0))?.is_some() {
+            return Ok(Outcome::Already);
+        }
+        let protection = crypto.protection(&id.bucket, &id.key, &crate::s3::sse::SseRequest::None)?;
+        if matches!(protection, Protection::Plaintext) {
+            return Ok(Outcome::Skipped("the policy stores it as plaintext"));
+        }
+        if !gate.report.reserve(gate.limit) {
+            return Ok(Outcome::Stopped);
+        }
+        if dry_run {
+            return Ok(Outcome::Changed);
+        }
+        gate.settle(self.encrypt_in_place(id, &head, &protection).await)
+    }
+
+    /// Reads a plaintext object and writes it back encrypted, keeping its content headers and user metadata; the
+    /// read is pinned to the ETag the HEAD saw.
+    async fn encrypt_in_place(
+        &self,
+        id: &ObjectIdentity,
+        head: &HeaderMap,
+        protection: &Protection,
+    ) -> Result<(), ProxyError> {
+        let crypto = &self.inner.crypto;
+        let t = object_target(id);
+        let mut pin = HeaderMap::new();
+        if let Some(e) = head.get(http::header::ETAG) {
+            pin.insert(http::header::IF_MATCH, e.clone());
+        }
+        let resp = self.own_request(Method::GET, &t, &[], pin, Bytes::new()).await?;
+        if !resp.status().is_success() {
+            let (p, b) = resp.into_parts();
+            return Err(super::response::upstream_error(p.status, &p.headers, b, false).await);
+        }
+        let (mut parts, body) = resp.into_parts();
+        super::response::scrub_upstream_headers(&mut parts.headers);
+        let plain = http::Response::from_parts(
+            parts,
+            http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                body,
+                |e| -> crate::error::BoxError { Box::new(e) },
+            )),
+        );
+        let (dek, env) = crypto.new_object_key(id, protection, None).await?;
+        let mut headers = replace_headers(head, &env)?;
+        self.add_upstream_sse(id, &mut headers);
+        let sink = super::copy::Sink { dek: Some(Arc::new(dek)), part: crate::crypto::format::SINGLE_PUT_PART };
+        self.write_streamed(&t, &[], headers, plain, sink).await.map(|_| ())
+    }
+}
+
+/// What happened to one object.
+enum Outcome {
+    /// Changed (counted when reserved).
+    Changed,
+    Already,
+    Skipped(&'static str),
+    /// Not changed: the limit was reached.
+    Stopped,
+}
+
+/// A failure for one object.
+struct Failed(ProxyError);
+
+impl From<ProxyError> for Failed {
+    fn from(e: ProxyError) -> Failed {
+        Failed(e)
+    }
+}
+
+/// The limit on changes, shared by the tasks of a run.
+struct Gate<'a> {
+    report: &'a BulkReport,
+    limit: Option<u64>,
+}
+
+impl Gate<'_> {
+    /// A reserved change that failed gives its reservation back.
+    fn settle(&self, r: Result<(), ProxyError>) -> Result<Outcome, Failed> {
+        match r {
+            Ok(()) => Ok(Outcome::Changed),
+            Err(e) => {
+                self.report.changed.fetch_sub(1, Ordering::SeqCst);
+                Err(Failed(e))
+            }
+        }
+    }
+}
+
+fn object_target(id: &ObjectIdentity) -> Target {
+    Target { bucket: Some(id.bucket.clone()), key: Some(id.key.clone()), virtual_hosted: false }
+}
+
+/// Whether `env` is already wrapped the way `protection` would wrap it.
+fn already_under(crypto: &Crypto, env: &Envelope, protection: &Protection) -> bool {
+    match protection {
+        Protection::Keyring => env.kek_ref == crypto.keyring().current().reference(),
+        Protection::Kms { key_id, .. } => {
+            env.kek_ref.strip_prefix("kms:").is_some_and(|k| k == key_id || k.ends_with(&format!("/{key_id}")))
+        }
+        Protection::Customer(_) | Protection::Plaintext => false,
+    }
+}
+
+/// How often the command line prints progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
