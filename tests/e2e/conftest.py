@@ -139,14 +139,27 @@ def seaweed_direct():
                         region_name="us-east-1", config=Config(retries={"total_max_attempts": 1}))
 
 
+def kms_client():
+    """The KMS the test command started (moto in server mode)."""
+    try:
+        endpoint = os.environ["S3CRYPT_TEST_KMS_ENDPOINT"]
+    except KeyError as e:
+        raise RuntimeError(f"{e} is not set: run ./scripts/test.sh, which starts moto") from e
+    return boto3.client("kms", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
 @pytest.fixture(scope="session")
 def proxy_sw(tmp_path_factory, seaweed_direct):
-    """s3crypt in front of SeaweedFS, with bucket e2e-sw."""
+    """s3crypt in front of SeaweedFS, with bucket e2e-sw, and KMS (moto) with a default key and an allowed one."""
     ep, ak, sk = seaweedfs()
     try:
         seaweed_direct.create_bucket(Bucket="e2e-sw")
     except seaweed_direct.exceptions.BucketAlreadyOwnedByYou:
         pass
+    kms = kms_client()
+    default_key = kms.create_key()["KeyMetadata"]["Arn"]
+    other_key = kms.create_key()["KeyMetadata"]["Arn"]
     config = f"""
 [server]
 mode = "dev"
@@ -168,8 +181,16 @@ access_key_id = "{ak}"
 secret_access_key = "{sk}"
 [encryption]
 keyring_file = "keyring.toml"
+[encryption.kms]
+endpoint = "{os.environ.get('S3CRYPT_TEST_KMS_ENDPOINT', '')}"
+region = "us-east-1"
+access_key_id = "testing"
+secret_access_key = "testing"
+default_key = "{default_key}"
+allowed_keys = ["{other_key}"]
 """
     p = Proxy(tmp_path_factory.mktemp("proxy-sw"), config, expected_listeners=2)
     p.keyring = str(p.workdir / "keyring.toml")
+    p.kms_keys = (default_key, other_key)
     yield p
     assert p.stop() == 0
