@@ -243,11 +243,11 @@ impl Proxy {
         let etag =
             header_str(head, &http::header::ETAG).ok_or(ProxyError::UpstreamProtocol("HEAD without ETag".into()))?;
         let size: u64 = header_str(head, &http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()).unwrap_or(0);
-        if size > self.inner.settings.max_copy_size {
-            return Err(ProxyError::EntityTooLarge);
-        }
         let mut headers = replace_headers(head, env)?;
         self.add_upstream_sse(id, &mut headers);
+        if size > self.inner.settings.max_copy_size {
+            return self.copy_in_ranges(&t, headers, &t.upstream_path(false), etag, size).await.map(|_| ());
+        }
         headers.insert(X_AMZ_COPY_SOURCE, header_value(&t.upstream_path(false))?);
         headers.insert(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(etag)?);
         headers.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));

@@ -899,6 +899,27 @@ impl Proxy {
         Ok(sealed)
     }
 
+    /// Copies an object of `len` stored bytes onto itself (or `target`) part by part, in 1 GiB ranges, with new
+    /// metadata in `headers`: for objects over the CopyObject limit. Returns the new ETag.
+    pub(super) async fn copy_in_ranges(
+        &self,
+        target: &Target,
+        headers: HeaderMap,
+        source: &str,
+        etag: &str,
+        len: u64,
+    ) -> Result<String, ProxyError> {
+        const RANGE: u64 = 1024 * 1024 * 1024;
+        let parts: Vec<StoredPart> = (0..len.div_ceil(RANGE))
+            .map(|i| StoredPart {
+                number: u32::try_from(i + 1).unwrap_or(MAX_PARTS),
+                etag: None,
+                cipher_size: RANGE.min(len - i * RANGE),
+            })
+            .collect();
+        Ok(self.copy_by_parts(target, headers, source, etag, &parts).await?.etag)
+    }
+
     /// Copies `source` onto the target part by part (one UploadPartCopy per original part): for objects over the
     /// CopyObject limit. `headers` carry the new metadata.
     async fn copy_by_parts(

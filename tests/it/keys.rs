@@ -461,6 +461,7 @@ fn maintenance_config(dir: &std::path::Path, keyring: &std::path::Path) -> std::
         "[server]\nmode = \"dev\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\nplain_http = \"allow\"\n\
          [[clients]]\naccess_key_id = \"AKIDMAINT\"\nsecret_access_key = \"maint-secret\"\n\
          [upstream]\nendpoint = \"{ep}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n\
+         max_copy_size = 5242880\n\
          [encryption]\nkeyring_file = {keyring:?}\nlegacy_objects = \"passthrough\"\n"
     );
     let path = dir.join("maintenance.toml");
@@ -501,6 +502,8 @@ async fn rewrap_rotates_a_thousand_objects_by_metadata_only_resumably_and_migrat
     while let Some(t) = tasks.join_next().await {
         t.unwrap();
     }
+    // one object over the (test's) 5 MiB copy limit: re-wrapped by a copy in ranges
+    c.put_object().bucket(&b).key("big/one").body(ByteStream::from(data(6 * 1024 * 1024, 77))).send().await.unwrap();
     for i in 0..3u64 {
         let body = ByteStream::from(data(5000, 900 + i));
         env.direct
@@ -565,9 +568,13 @@ async fn rewrap_rotates_a_thousand_objects_by_metadata_only_resumably_and_migrat
     }
     assert_eq!(stored(&env, "r/").await, etags_before, "no data re-uploaded: the store kept every ETag");
 
+    let (ok, log) = run_cli(&["rewrap", "--config", cfg, "--bucket", &b, "--prefix", "big/"]);
+    assert!(ok && log.contains("1 changed"), "{log}");
+    assert_eq!(kek_of("big/one".into()).await, "keyring:new");
+
     // Migrate the legacy plaintext objects; the encrypted ones are already done.
     let (ok, log) = run_cli(&["migrate", "--config", cfg, "--bucket", &b]);
-    assert!(ok && log.contains("3 changed") && log.contains("1000 already done"), "{log}");
+    assert!(ok && log.contains("3 changed") && log.contains("1001 already done"), "{log}");
     let reader = TestEnv::builder(Backend::SeaweedFs).keyring(&keyring).bucket(&b).start().await;
     let rc = reader.client();
     for i in [0u64, 500, 999] {
@@ -577,6 +584,7 @@ async fn rewrap_rotates_a_thousand_objects_by_metadata_only_resumably_and_migrat
         assert_eq!(get(&rc, &b, &format!("legacy/{i}")).await, data(5000, 900 + i));
         assert_eq!(kek_of(format!("legacy/{i}")).await, "keyring:new");
     }
+    assert_eq!(get(&rc, &b, "big/one").await, data(6 * 1024 * 1024, 77));
     let h = rc.head_object().bucket(&b).key("legacy/0").send().await.unwrap();
     assert_eq!(h.content_type(), Some("text/x-legacy"), "content headers kept");
 }
