@@ -91,6 +91,32 @@ async fn sse_kms_wraps_each_data_key_under_kms_bound_to_the_object(backend: Back
         .await
         .unwrap_err();
     assert_eq!((status(&e), code(&e).as_deref()), (403, Some("AccessDenied")));
+    // A client encryption context is bound too, and returned.
+    let ctx = B64.encode(br#"{"team":"payments"}"#);
+    let put = c
+        .put_object()
+        .bucket(b)
+        .key("kms/ctx")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_encryption_context(&ctx)
+        .body(ByteStream::from_static(b"with context"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.ssekms_encryption_context(), Some(ctx.as_str()));
+    assert_eq!(get(&c, b, "kms/ctx").await, b"with context");
+    let reserved = B64.encode(br#"{"aws:x":"y"}"#);
+    let e = c
+        .put_object()
+        .bucket(b)
+        .key("kms/bad-ctx")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_encryption_context(&reserved)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("InvalidArgument"));
     // No SSE header: the default (the keyring).
     let plain = c.put_object().bucket(b).key("kms/default").body(ByteStream::from_static(b"d")).send().await.unwrap();
     assert!(plain.ssekms_key_id().is_some_and(|k| k.starts_with("keyring:")));
