@@ -137,17 +137,23 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The configuration and a runtime, or the exit code that says why not (2: the configuration).
+fn config_and_runtime(path: &Path) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    let config = Config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&format!("cannot start the runtime: {e}")))?;
+    Ok((config, runtime))
+}
+
 fn serve(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    let (config, runtime) = match config_and_runtime(path) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let server = match Server::bind(config).await {
@@ -163,16 +169,9 @@ fn serve(path: &Path) -> ExitCode {
 /// `rewrap` / `migrate`: the proxy's core without listeners, progress on standard error every two seconds.
 fn run_bulk(args: BulkArgs, to: Option<String>, rewrap: bool) -> ExitCode {
     use crate::proxy::maintenance::{BulkOptions, BulkReport, PROGRESS_EVERY};
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    let (config, runtime) = match config_and_runtime(&args.config) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
     let name = if rewrap { "rewrap" } else { "migrate" };
     runtime.block_on(async move {

@@ -378,6 +378,14 @@ pub fn plan_layout(parts: &[(u32, u64)], segment: u32) -> Result<(PartsLayout, u
     Ok((layout, total))
 }
 
+/// A just-completed object as a HEAD showed it: how to address and pin it, its headers and (open) envelope.
+struct Completed {
+    version_query: Vec<(String, String)>,
+    pin: HeaderMap,
+    head_headers: HeaderMap,
+    open: Envelope,
+}
+
 /// What the sealed object ended as.
 struct Sealed {
     etag: String,
@@ -642,19 +650,7 @@ impl Proxy {
         let segment = crypto.segment_size;
         let s = u64::from(segment);
         let version = version.filter(|v| v != "null");
-        let version_query: Vec<(String, String)> =
-            version.iter().map(|v| ("versionId".to_owned(), v.clone())).collect();
-        let mut pin = HeaderMap::new();
-        pin.insert(http::header::IF_MATCH, header_value(etag)?);
-        let head = self.own_request(Method::HEAD, target, &version_query, pin.clone(), Bytes::new()).await?;
-        if !head.status().is_success() {
-            let (p, b) = head.into_parts();
-            return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
-        }
-        let head_headers = head.headers().clone();
-        let open = Envelope::from_headers(&head_headers)
-            .map_err(|e| ProxyError::ObjectIntegrity(e.0))?
-            .ok_or(ProxyError::ObjectIntegrity("the completed object has no envelope"))?;
+        let Completed { version_query, pin, head_headers, open } = self.head_completed(target, &version, etag).await?;
         let protection = crypto.protection_of(&open, upload.customer.as_ref())?;
         let dek = &upload.dek;
 
@@ -820,6 +816,29 @@ impl Proxy {
         Ok(PartWriter { tx: Some(tx), task, remaining: len, len })
     }
 
+    /// HEADs the object a Complete just made, pinned to its ETag (and version).
+    async fn head_completed(
+        &self,
+        target: &Target,
+        version: &Option<String>,
+        etag: &str,
+    ) -> Result<Completed, ProxyError> {
+        let version_query: Vec<(String, String)> =
+            version.iter().map(|v| ("versionId".to_owned(), v.clone())).collect();
+        let mut pin = HeaderMap::new();
+        pin.insert(http::header::IF_MATCH, header_value(etag)?);
+        let head = self.own_request(Method::HEAD, target, &version_query, pin.clone(), Bytes::new()).await?;
+        if !head.status().is_success() {
+            let (p, b) = head.into_parts();
+            return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
+        }
+        let head_headers = head.headers().clone();
+        let open = Envelope::from_headers(&head_headers)
+            .map_err(|e| ProxyError::ObjectIntegrity(e.0))?
+            .ok_or(ProxyError::ObjectIntegrity("the completed object has no envelope"))?;
+        Ok(Completed { version_query, pin, head_headers, open })
+    }
+
     /// Asks the store for its own SSE on top when the policy says so.
     pub(super) fn add_upstream_sse(&self, id: &ObjectIdentity, headers: &mut HeaderMap) {
         if let Some(u) = self.inner.crypto.policy(&id.bucket, &id.key).upstream_sse {
@@ -856,19 +875,7 @@ impl Proxy {
         state: Multipart,
     ) -> Result<Sealed, ProxyError> {
         let version = version.filter(|v| v != "null");
-        let version_query: Vec<(String, String)> =
-            version.iter().map(|v| ("versionId".to_owned(), v.clone())).collect();
-        let mut pin = HeaderMap::new();
-        pin.insert(http::header::IF_MATCH, header_value(etag)?);
-        let head = self.own_request(Method::HEAD, target, &version_query, pin, Bytes::new()).await?;
-        if !head.status().is_success() {
-            let (p, b) = head.into_parts();
-            return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
-        }
-        let head_headers = head.headers().clone();
-        let open = Envelope::from_headers(&head_headers)
-            .map_err(|e| ProxyError::ObjectIntegrity(e.0))?
-            .ok_or(ProxyError::ObjectIntegrity("the completed object has no envelope"))?;
+        let Completed { head_headers, open, .. } = self.head_completed(target, &version, etag).await?;
         let sealed_env =
             self.inner.crypto.rewrap(&upload.dek, &open, identity, Some(state), upload.customer.as_ref()).await?;
         let cipher_total: u64 = parts_list.iter().map(|p| p.cipher_size).sum();
