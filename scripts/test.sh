@@ -70,6 +70,10 @@ export S3CRYPT_TEST_SEAWEEDFS_SECRET_KEY=$SW_SK
 step "cargo test (unit + integration, embedded store and SeaweedFS)"
 cargo test --locked -- --test-threads="${S3CRYPT_TEST_THREADS:-4}"
 
+# --- deploy/: every manifest against the Kubernetes schemas, alert rules and dashboard against the metrics --------
+step "deploy/ validation (kubernetes-validate --strict; kubectl kustomize if kubectl is present)"
+"$VENV/bin/python" scripts/validate_deploy.py
+
 # --- The second AEAD backend against the same known-answer vectors ------------------------------------------------
 step "cargo test --features rustcrypto-aead (RustCrypto aes-gcm against the format vectors)"
 cargo test --locked --features rustcrypto-aead --lib crypto

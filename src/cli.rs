@@ -40,6 +40,14 @@ enum Command {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Copy a keyring (checked) to a file readable by its owner only: the init step for platforms that mount
+    /// secrets group-readable (Kubernetes with fsGroup).
+    InstallKeyring {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Decrypt an object read straight from the store, without a running proxy.
     Decrypt {
         #[arg(long)]
@@ -97,8 +105,9 @@ struct BulkArgs {
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(None);
+    }
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => match Config::load(&config) {
@@ -114,6 +123,13 @@ pub fn main() -> ExitCode {
         Command::Keygen { keyring, id } => match keygen(&keyring, id.as_deref()) {
             Ok(id) => {
                 println!("added key {id} to {} (now the current key)", keyring.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::InstallKeyring { from, to } => match crate::crypto::keys::install_keyring(&from, &to) {
+            Ok(current) => {
+                println!("installed {} (mode 600, current key {current})", to.display());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
@@ -150,16 +166,74 @@ fn config_and_runtime(path: &Path) -> Result<(Config, tokio::runtime::Runtime), 
     Ok((config, runtime))
 }
 
+/// Logs to standard error, as text or JSON lines (`RUST_LOG` filters them; default `info`), and the audit log
+/// (target `s3crypt::audit`, JSON lines) to standard error, a file, or nowhere.
+pub fn init_logging(logging: Option<&crate::config::LoggingSettings>) {
+    use crate::config::{AuditSink, LogFormat};
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{EnvFilter, Targets, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let not_audit = filter_fn(|m| m.target() != AUDIT_TARGET);
+    let json = logging.is_some_and(|l| l.format == LogFormat::Json);
+    let main: Boxed = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(not_audit)
+            .with_filter(env)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(not_audit).with_filter(env).boxed()
+    };
+    let only_audit = || Targets::new().with_target(AUDIT_TARGET, tracing::Level::INFO);
+    let audit: Option<Boxed> = match logging.map(|l| &l.audit) {
+        None | Some(AuditSink::Off) => None,
+        Some(AuditSink::Stderr) => {
+            Some(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(only_audit()).boxed())
+        }
+        Some(AuditSink::File(path)) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_filter(only_audit())
+                    .boxed(),
+            ),
+            Err(e) => {
+                eprintln!("s3crypt: cannot open the audit log {}: {e}; auditing to standard error", path.display());
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_writer(std::io::stderr)
+                        .with_filter(only_audit())
+                        .boxed(),
+                )
+            }
+        },
+    };
+    let mut layers = vec![main];
+    layers.extend(audit);
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+}
+
+/// The tracing target of audit lines.
+pub const AUDIT_TARGET: &str = "s3crypt::audit";
+
 fn serve(path: &Path) -> ExitCode {
     let (config, runtime) = match config_and_runtime(path) {
         Ok(v) => v,
         Err(code) => return code,
     };
+    init_logging(Some(&config.logging));
     runtime.block_on(async {
-        let server = match Server::bind(config).await {
+        let mut server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => return fail(&e),
         };
+        server.reload_on_sighup(path.to_owned());
         crate::server::announce(&server);
         server.run(crate::signal::shutdown()).await;
         ExitCode::SUCCESS

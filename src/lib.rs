@@ -2,12 +2,13 @@
 //!
 //! Clients speak plain S3 to the proxy over TLS; the proxy verifies their SigV4 signatures, re-signs each
 //! request for the upstream store and streams bodies through. Dependencies point down:
-//! `server → proxy → {s3, sigv4, upstream}`; `config`, `error` and `util` are leaves.
+//! `server → proxy → {s3, sigv4, upstream}`; `config`, `error`, `metrics` and `util` are leaves.
 
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod s3;
 pub mod server;

@@ -1,4 +1,5 @@
-//! The one shutdown signal: SIGTERM (Kubernetes) or SIGINT (Ctrl-C) both start a graceful drain.
+//! The process signals: SIGTERM (Kubernetes) or SIGINT (Ctrl-C) both start the one graceful drain; SIGHUP
+//! reloads the configuration.
 
 /// Completes when SIGTERM or SIGINT arrives.
 pub async fn shutdown() {
@@ -21,4 +22,24 @@ pub async fn shutdown() {
             }
         }
     }
+}
+
+/// A stream of SIGHUPs (reload the configuration); never yields if the handler cannot be installed.
+pub fn reloads() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGHUP handler");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let _ = tx.try_send(());
+        }
+    });
+    rx
 }

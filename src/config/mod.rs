@@ -30,6 +30,10 @@ pub const DEFAULT_SELF_SIGNED_DIR: &str = "./s3crypt-data/tls";
 /// A CompleteMultipartUpload slower than this answers 200 at once and keeps the connection alive with spaces
 /// until its result, as S3 does.
 pub const DEFAULT_SLOW_RESPONSE_KEEPALIVE: Duration = Duration::from_secs(2);
+/// Client connections served at once; more wait in the listen backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Header fields per request (HTTP/1.1).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// The largest object S3 copies with one CopyObject (5 GiB); larger ones are copied part by part.
 pub const DEFAULT_MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,7 +95,50 @@ pub struct RawConfig {
     #[serde(default)]
     pub embedded: RawEmbedded,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
     pub encryption: RawEncryption,
+}
+
+/// The admin listener: metrics and health, plain HTTP, meant for localhost or a pod network.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<SocketAddr>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// "stderr" (default), "off", or a file path (appended).
+    pub audit: Option<String>,
+}
+
+/// Where the audit log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    Off,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingSettings {
+    pub format: LogFormat,
+    pub audit: AuditSink,
 }
 
 /// What GET / HEAD do with an object that carries no s3crypt envelope (written before s3crypt, or directly).
@@ -124,6 +171,10 @@ pub struct RawServer {
     pub allow_sigv2_presigned: bool,
     #[serde(default = "default_slow_response_keepalive", with = "humantime_serde")]
     pub slow_response_keepalive: Duration,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
 }
 
 impl Default for RawServer {
@@ -137,6 +188,8 @@ impl Default for RawServer {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             allow_sigv2_presigned: DEFAULT_ALLOW_SIGV2_PRESIGNED,
             slow_response_keepalive: DEFAULT_SLOW_RESPONSE_KEEPALIVE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_headers: DEFAULT_MAX_HEADERS,
         }
     }
 }
@@ -286,6 +339,12 @@ fn default_region() -> String {
 fn default_slow_response_keepalive() -> Duration {
     DEFAULT_SLOW_RESPONSE_KEEPALIVE
 }
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_headers() -> usize {
+    DEFAULT_MAX_HEADERS
+}
 fn default_max_copy_size() -> u64 {
     DEFAULT_MAX_COPY_SIZE
 }
@@ -334,6 +393,9 @@ pub struct Config {
     pub clients: Vec<ClientCredential>,
     pub upstream: UpstreamSettings,
     pub encryption: EncryptionSettings,
+    /// The admin listener (metrics, health), if configured.
+    pub admin: Option<SocketAddr>,
+    pub logging: LoggingSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -346,6 +408,8 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub allow_sigv2_presigned: bool,
     pub slow_response_keepalive: Duration,
+    pub max_connections: usize,
+    pub max_headers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -755,6 +819,13 @@ impl RawConfig {
                 credentials = Some((a, s));
             }
         }
+        if s.max_connections == 0 || s.max_headers < 16 {
+            p.push(
+                "server.max_connections",
+                "max_connections must be at least 1 and max_headers at least 16",
+                "use the defaults (10000 and 100)",
+            );
+        }
         if u.region.is_empty() {
             p.push("upstream.region", "empty", "set the upstream region, e.g. \"us-east-1\"");
         }
@@ -798,6 +869,8 @@ impl RawConfig {
                 header_read_timeout: s.header_read_timeout,
                 allow_sigv2_presigned: s.allow_sigv2_presigned,
                 slow_response_keepalive: s.slow_response_keepalive,
+                max_connections: s.max_connections,
+                max_headers: s.max_headers,
             },
             listeners,
             tls: TlsSettings {
@@ -819,6 +892,15 @@ impl RawConfig {
                 pool_idle_timeout: u.pool_idle_timeout,
                 pool_max_idle_per_host: u.pool_max_idle_per_host,
                 max_copy_size: u.max_copy_size,
+            },
+            admin: self.admin.address,
+            logging: LoggingSettings {
+                format: self.logging.format,
+                audit: match self.logging.audit.as_deref() {
+                    None | Some("stderr") => AuditSink::Stderr,
+                    Some("off") => AuditSink::Off,
+                    Some(path) => AuditSink::File(base.join(path)),
+                },
             },
             encryption: encryption.ok_or_else(|| {
                 vec![Problem {

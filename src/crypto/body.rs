@@ -20,6 +20,36 @@ enum State {
     Done,
 }
 
+/// Crypto time and bytes of one body, reported as metrics when the body is dropped (if it is metered).
+#[derive(Default)]
+struct Meter {
+    /// (direction, operation) when metered.
+    labels: Option<(&'static str, &'static str)>,
+    busy: std::time::Duration,
+    bytes: u64,
+}
+
+impl Meter {
+    fn time<T>(&mut self, bytes: usize, f: impl FnOnce() -> T) -> T {
+        if self.labels.is_none() {
+            return f();
+        }
+        let start = std::time::Instant::now();
+        let r = f();
+        self.busy += start.elapsed();
+        self.bytes += bytes as u64;
+        r
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if let Some((direction, op)) = self.labels {
+            crate::metrics::crypto_done(direction, op, self.busy, self.bytes);
+        }
+    }
+}
+
 pin_project! {
     /// Encrypts exactly `plain_len` bytes of `inner` into one stream of segments. The final segment is sealed
     /// and released only after `inner` has ended cleanly (its own end-of-stream checks passed).
@@ -34,10 +64,17 @@ pin_project! {
         pending: Bytes,
         inner_ended: bool,
         state: State,
+        meter: Meter,
     }
 }
 
 impl<B> EncryptBody<B> {
+    /// Reports this body's encryption time and bytes as metrics, labelled with the S3 operation.
+    pub fn metered(mut self, op: &'static str) -> Self {
+        self.meter.labels = Some(("encrypt", op));
+        self
+    }
+
     pub fn new(inner: B, dek: &DataKey, part: u16, salt: [u8; SALT_LEN], segment_size: u32, plain_len: u64) -> Self {
         let segment = segment_size as usize;
         EncryptBody {
@@ -50,6 +87,7 @@ impl<B> EncryptBody<B> {
             pending: Bytes::new(),
             inner_ended: false,
             state: State::Running,
+            meter: Meter::default(),
         }
     }
 }
@@ -90,14 +128,15 @@ where
                     }
                     *this.inner_ended = true;
                 }
+                let sealer = &mut *this.sealer;
                 let seg = if whole_in_frame {
                     // Fast path: the segment lies in one incoming frame: encrypt straight out of it.
-                    let seg = this.sealer.seal_from(&this.pending[..target], last);
+                    let seg = this.meter.time(target, || sealer.seal_from(&this.pending[..target], last));
                     this.pending.advance(target);
                     seg
                 } else {
                     let mut seg = std::mem::replace(this.buf, new_segment_buf(*this.segment_size));
-                    this.sealer.seal(&mut seg, last);
+                    this.meter.time(target, || sealer.seal(&mut seg, last));
                     seg
                 };
                 *this.remaining -= target as u64;
@@ -185,6 +224,9 @@ pin_project! {
         pending: Bytes,
         ready: Option<Bytes>,
         state: State,
+        meter: Meter,
+        // Plaintext was released: a failure now ends a response already under way.
+        released: bool,
     }
 }
 
@@ -199,7 +241,15 @@ impl<B> DecryptBody<B> {
             pending: Bytes::new(),
             ready: None,
             state: State::Running,
+            meter: Meter::default(),
+            released: false,
         }
+    }
+
+    /// Reports this body's decryption time and bytes as metrics, labelled with the S3 operation.
+    pub fn metered(mut self, op: &'static str) -> Self {
+        self.meter.labels = Some(("decrypt", op));
+        self
     }
 }
 
@@ -241,6 +291,7 @@ where
         let mut this = self.project();
         loop {
             if let Some(b) = this.ready.take() {
+                *this.released = true;
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
             if matches!(this.state, State::Done) || *this.next >= this.plan.end_segment {
@@ -258,17 +309,22 @@ where
             if this.plan.discard == 0 && this.buf.len() as u64 == seg_len {
                 let object_last = start + seg_len >= this.plan.cipher_total;
                 let mut seg = std::mem::take(this.buf);
-                match this.opener.open(*this.next, object_last, &mut seg) {
+                let (opener, g, plain_len) = (&mut *this.opener, *this.next, seg.len().saturating_sub(32));
+                match this.meter.time(plain_len, || opener.open(g, object_last, &mut seg)) {
                     Ok(range) => {
                         *this.next += 1;
                         *this.buf = Vec::with_capacity(full as usize);
                         if let Some(out) = this.plan.trim(Bytes::from(seg).slice(range)) {
+                            *this.released = true;
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                         continue;
                     }
                     Err(t) => {
                         *this.state = State::Done;
+                        if *this.released {
+                            crate::metrics::integrity_failure("mid_stream");
+                        }
                         return Poll::Ready(Some(Err(integrity(t.as_str()))));
                     }
                 }
@@ -277,18 +333,23 @@ where
                 // Fast path: the whole segment is in one incoming frame: decrypt straight out of it.
                 let object_last = start + seg_len >= this.plan.cipher_total;
                 let n = usize::try_from(seg_len).unwrap_or(0);
-                let opened = this.opener.open_from(*this.next, object_last, &this.pending[..n]);
+                let (opener, g, pending) = (&mut *this.opener, *this.next, &this.pending[..n]);
+                let opened = this.meter.time(n.saturating_sub(32), || opener.open_from(g, object_last, pending));
                 this.pending.advance(n);
                 match opened {
                     Ok(plain) => {
                         *this.next += 1;
                         if let Some(out) = this.plan.trim(Bytes::from(plain)) {
+                            *this.released = true;
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                         continue;
                     }
                     Err(t) => {
                         *this.state = State::Done;
+                        if *this.released {
+                            crate::metrics::integrity_failure("mid_stream");
+                        }
                         return Poll::Ready(Some(Err(integrity(t.as_str()))));
                     }
                 }

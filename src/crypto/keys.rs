@@ -203,8 +203,13 @@ impl LocalKeyring {
         }
         let text =
             Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("keyring {}: {e}", path.display()))?);
+        Self::parse(path, &text)
+    }
+
+    /// Parses keyring text (`path` names it in messages).
+    fn parse(path: &Path, text: &str) -> Result<LocalKeyring, String> {
         let file: KeyringFile =
-            toml::from_str(&text).map_err(|e| format!("keyring {}: {}", path.display(), e.message()))?;
+            toml::from_str(text).map_err(|e| format!("keyring {}: {}", path.display(), e.message()))?;
         let mut keys = BTreeMap::new();
         for (id, b64) in &file.keys {
             if !valid_key_id(id) {
@@ -286,6 +291,16 @@ pub fn keygen(path: &Path, id: Option<&str>) -> Result<String, String> {
 }
 
 /// Writes a file readable only by its owner, atomically.
+/// Copies a keyring (checked to parse) to `to`, readable by its owner only: for platforms that mount secrets
+/// group-readable (a Kubernetes Secret with `fsGroup`), run as an init step into a private volume. Returns the
+/// current key's id.
+pub fn install_keyring(from: &Path, to: &Path) -> Result<String, String> {
+    let text = Zeroizing::new(std::fs::read_to_string(from).map_err(|e| format!("keyring {}: {e}", from.display()))?);
+    let ring = LocalKeyring::parse(from, &text)?;
+    write_private(to, text.as_bytes())?;
+    Ok(ring.current)
+}
+
 fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -361,6 +376,23 @@ mod tests {
         assert!(ring.by_reference("kms:first").is_none());
         assert!(keygen(&p, Some("first")).is_err(), "ids are unique");
         assert!(!format!("{ring:?}").contains('='), "no key material in Debug: {ring:?}");
+    }
+
+    #[test]
+    fn a_group_readable_keyring_is_installed_as_a_private_copy() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = dir.path().join("secret/keyring.toml");
+        let id = keygen(&mounted, Some("k8s")).unwrap();
+        std::fs::set_permissions(&mounted, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert!(LocalKeyring::load(&mounted).is_err(), "group-readable: refused");
+        let private = dir.path().join("keys/keyring.toml");
+        assert_eq!(install_keyring(&mounted, &private).unwrap(), id);
+        assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(LocalKeyring::load(&private).unwrap().current().id(), "k8s");
+        std::fs::write(dir.path().join("bad.toml"), "current = 1").unwrap();
+        assert!(install_keyring(&dir.path().join("bad.toml"), &dir.path().join("x.toml")).is_err());
+        assert!(!dir.path().join("x.toml").exists());
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl KmsProvider {
     /// A fresh data key under `key_id` bound to `context`: (plaintext, blob, the key's ARN).
     pub async fn generate(&self, key_id: &str, context: &Context) -> Result<(DataKey, Vec<u8>, String), ProxyError> {
         self.calls.generate_data_key.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let out = self
             .client
             .generate_data_key()
@@ -196,8 +197,9 @@ impl KmsProvider {
             .key_spec(DataKeySpec::Aes256)
             .set_encryption_context(Some(context.clone().into_iter().collect()))
             .send()
-            .await
-            .map_err(kms_error)?;
+            .await;
+        crate::metrics::kms_call("GenerateDataKey", out.is_ok(), started.elapsed());
+        let out = out.map_err(kms_error)?;
         let dek = to_data_key(out.plaintext())?;
         let blob = out.ciphertext_blob().map(|b| b.as_ref().to_vec()).unwrap_or_default();
         let arn = out.key_id().unwrap_or(key_id).to_owned();
@@ -212,6 +214,7 @@ impl KmsProvider {
         context: &Context,
     ) -> Result<(Vec<u8>, String), ProxyError> {
         self.calls.encrypt.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let out = self
             .client
             .encrypt()
@@ -219,8 +222,9 @@ impl KmsProvider {
             .plaintext(Blob::new(dek.expose().to_vec()))
             .set_encryption_context(Some(context.clone().into_iter().collect()))
             .send()
-            .await
-            .map_err(kms_error)?;
+            .await;
+        crate::metrics::kms_call("Encrypt", out.is_ok(), started.elapsed());
+        let out = out.map_err(kms_error)?;
         let arn = out.key_id().unwrap_or(key_id).to_owned();
         Ok((out.ciphertext_blob().map(|b| b.as_ref().to_vec()).unwrap_or_default(), arn))
     }
@@ -233,9 +237,12 @@ impl KmsProvider {
             && let Some((k, at)) = cache.get(&id)
             && at.elapsed() < ttl
         {
+            crate::metrics::key_cache("decrypt", true);
             return Ok(Arc::clone(k));
         }
+        crate::metrics::key_cache("decrypt", false);
         self.calls.decrypt.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let out = self
             .client
             .decrypt()
@@ -243,8 +250,9 @@ impl KmsProvider {
             .ciphertext_blob(Blob::new(blob.to_vec()))
             .set_encryption_context(Some(context.clone().into_iter().collect()))
             .send()
-            .await
-            .map_err(kms_error)?;
+            .await;
+        crate::metrics::kms_call("Decrypt", out.is_ok(), started.elapsed());
+        let out = out.map_err(kms_error)?;
         let key = Arc::new(to_data_key(out.plaintext())?);
         if let Ok(mut cache) = self.decrypted.lock() {
             if cache.len() >= self.settings.cache_entries {
@@ -277,8 +285,10 @@ impl KmsProvider {
             && k.uses < self.settings.bucket_key_uses
         {
             k.uses += 1;
+            crate::metrics::key_cache("bucket_key", true);
             return Ok(BucketKey { key: Arc::clone(&k.key), blob: k.blob.clone(), arn: k.arn.clone() });
         }
+        crate::metrics::key_cache("bucket_key", false);
         let (key, blob, arn) = self.generate(key_id, &bucket_key_context(bucket)).await?;
         let key = Arc::new(key);
         // The new bucket key also opens without a KMS call on this replica.

@@ -340,7 +340,7 @@ pub async fn get_response(
             }
         }
     };
-    let mut decrypted = DecryptBody::new(body, dek, layout, plan);
+    let mut decrypted = DecryptBody::new(body, dek, layout, plan).metered("GetObject");
     decrypted.prime().await?;
     scrub_object_headers(&mut parts.headers, Some(&SseInfo::of(&env, ctx.customer)));
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plan.take));

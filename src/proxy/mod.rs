@@ -68,7 +68,7 @@ pub struct Proxy {
 
 struct Inner {
     verifier: Verifier,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     settings: ProxySettings,
     crypto: Arc<Crypto>,
 }
@@ -101,11 +101,28 @@ struct RequestView {
     is_head: bool,
     body_unread: bool,
     op: Option<S3Op>,
+    /// For the audit log: the authenticated access key id, the object, its version, the body length.
+    principal: Option<String>,
+    bucket: Option<String>,
+    key: Option<String>,
+    version: Option<String>,
+    bytes_in: Option<u64>,
 }
 
 impl Proxy {
-    pub fn new(verifier: Verifier, upstream: Upstream, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
+    pub fn new(verifier: Verifier, upstream: Arc<Upstream>, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
         Proxy { inner: Arc::new(Inner { verifier, upstream, settings, crypto }) }
+    }
+
+    /// The upstream client (a reload keeps the embedded store's).
+    pub fn upstream(&self) -> Arc<Upstream> {
+        Arc::clone(&self.inner.upstream)
+    }
+
+    /// Whether the upstream answers at all (any HTTP status): the readiness probe.
+    pub async fn upstream_reachable(&self) -> bool {
+        let root = Target { bucket: None, key: None, virtual_hosted: false };
+        self.own_request(Method::HEAD, &root, &[], HeaderMap::new(), Bytes::new()).await.is_ok()
     }
 
     /// Serves one request. Never fails: errors become S3 error responses.
@@ -119,21 +136,38 @@ impl Proxy {
             is_head: req.method() == Method::HEAD,
             body_unread: has_body(req.headers()),
             op: None,
+            principal: None,
+            bucket: None,
+            key: None,
+            version: None,
+            bytes_in: req
+                .headers()
+                .get(X_AMZ_DECODED_CONTENT_LENGTH)
+                .or_else(|| req.headers().get(CONTENT_LENGTH))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
         };
         let result = self.process(req, conn, &mut view).await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 log_error(&e, &view, &request_id);
+                count_error(&e);
                 error_response(&e, &view, &request_id)
             }
         };
+        crate::metrics::request_done(
+            view.op.map_or("Unknown", S3Op::as_str),
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             h.insert(X_AMZ_REQUEST_ID, v.clone());
             h.insert(X_AMZ_ID_2, v);
         }
         h.insert(http::header::SERVER, HeaderValue::from_static("s3crypt"));
+        audit(&view, &resp, started);
         tracing::debug!(
             request.id = %request_id,
             http.method = %method,
@@ -165,6 +199,10 @@ impl Proxy {
         let vhost_bucket = target.virtual_hosted.then_some(target.bucket.as_deref()).flatten();
         let head = RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), vhost_bucket };
         let mut auth = self.inner.verifier.verify(&head, SystemTime::now())?;
+        view.principal = Some(auth.client.access_key_id.clone());
+        view.bucket = target.bucket.clone();
+        view.key = target.key.clone();
+        view.version = auth.query.iter().find(|(k, _)| k == "versionId").map(|(_, v)| v.clone());
         authorize(&auth.client, &target, req.headers())?;
         let op = classify(req.method(), &target, &auth.query, req.headers())?;
         view.op = Some(op);
@@ -625,7 +663,9 @@ async fn prepare_body(
             if enc.part != SINGLE_PUT_PART && cipher_len > multipart::MAX_PART_SIZE {
                 return Err(ProxyError::EntityTooLarge);
             }
-            data = EncryptBody::new(data, &enc.dek, enc.part, salt, enc.segment_size, len).boxed_unsync();
+            data = EncryptBody::new(data, &enc.dek, enc.part, salt, enc.segment_size, len)
+                .metered(op.as_str())
+                .boxed_unsync();
             len = cipher_len;
         }
         return Ok(match upload_checksum {
@@ -824,6 +864,59 @@ fn redirect_to_https<B>(req: &Request<B>, port: Option<u16>) -> Result<Response<
         .header(http::header::LOCATION, location)
         .body(empty_body())
         .map_err(|e| ProxyError::Internal(e.to_string()))
+}
+
+/// One audit line per request (target `s3crypt::audit`): who did what to which object, under which key, with
+/// what outcome. Never a secret, a signature, an SSE-C key or object data: the key used is named by its
+/// reference (`keyring:<id>`, a KMS key ARN, or `sse-c`).
+fn audit(view: &RequestView, resp: &Response<ProxyBody>, started: Instant) {
+    let h = resp.headers();
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    let (sse, key_id) =
+        match (get("x-amz-server-side-encryption"), get("x-amz-server-side-encryption-customer-algorithm")) {
+            (_, Some(_)) => ("sse-c", None),
+            (Some(mode), None) => (mode, get("x-amz-server-side-encryption-aws-kms-key-id")),
+            (None, None) => ("none", None),
+        };
+    let version = view.version.as_deref().or_else(|| get("x-amz-version-id"));
+    tracing::info!(
+        target: "s3crypt::audit",
+        request_id = %view.request_id,
+        principal = view.principal.as_deref().unwrap_or("-"),
+        op = view.op.map_or("-", S3Op::as_str),
+        bucket = view.bucket.as_deref().unwrap_or("-"),
+        key = view.key.as_deref().unwrap_or("-"),
+        version = version.unwrap_or("-"),
+        sse,
+        key_id = key_id.unwrap_or("-"),
+        status = resp.status().as_u16(),
+        bytes_in = view.bytes_in.unwrap_or(0),
+        bytes_out = get("content-length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        latency_ms = started.elapsed().as_millis() as u64,
+        "audit"
+    );
+}
+
+/// The error metrics: refused authentication by reason, stored objects that failed authentication.
+fn count_error(e: &ProxyError) {
+    let reason = match e {
+        ProxyError::AccessDenied(_) => "AccessDenied",
+        ProxyError::HeadersNotSigned(_) => "HeadersNotSigned",
+        ProxyError::RequestExpired { .. } => "RequestExpired",
+        ProxyError::InsecureTransport => "InsecureTransport",
+        ProxyError::InvalidAccessKeyId { .. } => "InvalidAccessKeyId",
+        ProxyError::SignatureDoesNotMatch(_) => "SignatureDoesNotMatch",
+        ProxyError::RequestTimeTooSkewed { .. } => "RequestTimeTooSkewed",
+        ProxyError::AuthorizationHeaderMalformed { .. } => "AuthorizationHeaderMalformed",
+        ProxyError::AuthorizationQueryParametersError(_) => "AuthorizationQueryParametersError",
+        ProxyError::InvalidToken => "InvalidToken",
+        ProxyError::ObjectIntegrity(_) => {
+            crate::metrics::integrity_failure("refused");
+            return;
+        }
+        _other => return,
+    };
+    crate::metrics::auth_failure(reason);
 }
 
 fn log_error(e: &ProxyError, view: &RequestView, request_id: &str) {

@@ -2,6 +2,7 @@
 //! serves HTTP/1.1 and HTTP/2 with hyper-util (header-read deadline), and drains on shutdown: stop accepting,
 //! let in-flight requests finish up to `server.drain_timeout`, stop the embedded store.
 
+pub mod admin;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -41,6 +42,11 @@ pub struct Server {
     created_keyring: Option<(PathBuf, String)>,
     settings: ServerSettings,
     cert_reload_interval: std::time::Duration,
+    /// The admin listener (metrics, health), if configured, and its address.
+    admin: Option<(TcpListener, SocketAddr)>,
+    health: Arc<admin::Health>,
+    /// Reload the configuration from this file on SIGHUP.
+    config_path: Option<PathBuf>,
     #[cfg(feature = "embedded")]
     embedded: Option<crate::upstream::embedded::EmbeddedStore>,
 }
@@ -78,7 +84,7 @@ impl Core {
         let upstream = match &config.upstream.endpoint {
             UpstreamEndpoint::Remote { uri } => {
                 let (akid, secret) = config.upstream.credentials.as_ref().ok_or("upstream credentials missing")?;
-                Upstream::new(&config.upstream, uri, akid, secret)?
+                Arc::new(Upstream::new(&config.upstream, uri, akid, secret)?)
             }
             #[cfg(feature = "embedded")]
             UpstreamEndpoint::Embedded { data_dir, buckets } => {
@@ -86,13 +92,24 @@ impl Core {
                 let up =
                     Upstream::new(&config.upstream, &store.endpoint(), &store.access_key_id, &store.secret_access_key)?;
                 embedded = Some(store);
-                up
+                Arc::new(up)
             }
             #[cfg(not(feature = "embedded"))]
             UpstreamEndpoint::Embedded { .. } => {
                 return Err("this build has no embedded store".into());
             }
         };
+        let (proxy, created_key) = Self::proxy(config, upstream).await?;
+        Ok(Core {
+            proxy,
+            #[cfg(feature = "embedded")]
+            embedded,
+            created_key,
+        })
+    }
+
+    /// A proxy for `config` in front of `upstream`.
+    async fn proxy(config: &Config, upstream: Arc<Upstream>) -> Result<(Proxy, Option<String>), String> {
         let (crypto, created_key) = crate::crypto::Crypto::load(&config.encryption).await?;
         let verifier = Verifier::new(&config.clients, &config.server.region, config.server.allow_sigv2_presigned);
         let settings = crate::proxy::ProxySettings {
@@ -102,18 +119,30 @@ impl Core {
             max_copy_size: config.upstream.max_copy_size,
         };
         let proxy = Proxy::new(verifier, upstream, settings, Arc::new(crypto));
-        Ok(Core {
-            proxy,
-            #[cfg(feature = "embedded")]
-            embedded,
-            created_key,
-        })
+        Ok((proxy, created_key))
+    }
+
+    /// The proxy for a reloaded configuration: clients, keys, policy and upstream settings change; the embedded
+    /// store (if any) stays the one running.
+    pub async fn reload(config: &Config, current: &Proxy) -> Result<Proxy, String> {
+        let upstream = match &config.upstream.endpoint {
+            UpstreamEndpoint::Remote { uri } => {
+                let (akid, secret) = config.upstream.credentials.as_ref().ok_or("upstream credentials missing")?;
+                Arc::new(Upstream::new(&config.upstream, uri, akid, secret)?)
+            }
+            UpstreamEndpoint::Embedded { .. } => current.upstream(),
+        };
+        Ok(Self::proxy(config, upstream).await?.0)
     }
 }
 
 impl Server {
     /// Starts the embedded store if configured, loads certificates and binds every listener.
     pub async fn bind(config: Config) -> Result<Server, String> {
+        if config.admin.is_some() {
+            // Before anything records: the certificate expiry, the first requests.
+            crate::metrics::install();
+        }
         let Core {
             proxy,
             #[cfg(feature = "embedded")]
@@ -149,6 +178,14 @@ impl Server {
             let addr = tcp.local_addr().map_err(|e| format!("bind {}: {e}", l.address))?;
             bound_listeners.push((tcp, l.clone(), addr));
         }
+        let admin = match config.admin {
+            Some(a) => {
+                let tcp = TcpListener::bind(a).await.map_err(|e| format!("bind admin {a}: {e}"))?;
+                let addr = tcp.local_addr().map_err(|e| format!("bind admin {a}: {e}"))?;
+                Some((tcp, addr))
+            }
+            None => None,
+        };
         let first_https_port =
             bound_listeners.iter().find(|(_, l, _)| l.protocol == Protocol::Https).map(|(_, _, a)| a.port());
         let bound = bound_listeners.iter().map(|(_, l, a)| BoundAddr { protocol: l.protocol, addr: *a }).collect();
@@ -168,9 +205,24 @@ impl Server {
             created_keyring: created_key.map(|id| (config.encryption.keyring_file.clone(), id)),
             settings: config.server.clone(),
             cert_reload_interval: config.tls.reload_interval,
+            admin,
+            health: Arc::default(),
+            config_path: None,
             #[cfg(feature = "embedded")]
             embedded,
         })
+    }
+
+    /// Reloads the configuration from `path` on SIGHUP: validated fully first; on any problem the running
+    /// configuration stays. Clients, keys, policy and upstream settings change; listeners, TLS certificate paths
+    /// and the admin listener need a restart (certificate files themselves are re-read as they change).
+    pub fn reload_on_sighup(&mut self, path: PathBuf) {
+        self.config_path = Some(path);
+    }
+
+    /// Where the admin listener is bound, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, a)| *a)
     }
 
     /// Where each listener is bound.
@@ -191,7 +243,12 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listeners, proxy, tls, settings, cert_reload_interval, .. } = self;
+        let Server { listeners, proxy, tls, settings, cert_reload_interval, admin, health, config_path, .. } = self;
+        let current = Arc::new(arc_swap::ArcSwap::from_pointee(proxy.clone()));
+        let mut reloads = match &config_path {
+            Some(_) => crate::signal::reloads(),
+            None => tokio::sync::mpsc::channel(1).1,
+        };
         #[cfg(feature = "embedded")]
         let embedded = self.embedded;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -225,15 +282,43 @@ impl Server {
         if let Some((_, store)) = &tls {
             tokio::spawn(tls::reload_loop(Arc::clone(store), cert_reload_interval, stop_rx.clone()));
         }
+        // The admin listener outlives the drain (readyz says "draining" meanwhile): its own stop signal.
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        let admin_task = admin.map(|(tcp, _)| {
+            tokio::spawn(admin::serve(
+                tcp,
+                crate::metrics::install(),
+                Arc::clone(&health),
+                proxy.clone(),
+                admin_stop_rx,
+            ))
+        });
 
         let mut builder = ConnBuilder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .max_headers(settings.max_headers);
+        builder.http2().max_header_list_size(MAX_H2_HEADER_LIST);
+        let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
         let acceptor = tls.map(|(a, _)| a);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
+            // At the connection limit, stop taking connections until one closes (they wait in the backlog).
+            let permit = tokio::select! {
+                p = Arc::clone(&connections).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = &mut shutdown => break,
+            };
             let (stream, peer, idx) = tokio::select! {
                 c = conn_rx.recv() => match c { Some(c) => c, None => break },
+                Some(()) = reloads.recv() => {
+                    if let Some(path) = config_path.clone() {
+                        tokio::spawn(reload(path, Arc::clone(&current)));
+                    }
+                    continue;
+                }
                 _ = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
@@ -241,23 +326,31 @@ impl Server {
             let acceptor = if info.secure { acceptor.clone() } else { None };
             let watcher = graceful.watcher();
             let builder = builder.clone();
-            let proxy = proxy.clone();
+            let current = Arc::clone(&current);
             let handshake_timeout = settings.tls_handshake_timeout;
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let proxy = proxy.clone();
+                    // Each request is served by the configuration current when it arrives.
+                    let proxy = current.load_full();
                     let info = info.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
                 });
+                crate::metrics::connection_opened();
+                let _open = ConnectionGuard(permit);
                 match acceptor {
                     Some(acceptor) => {
                         let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => s,
+                            Ok(Ok(s)) => {
+                                crate::metrics::tls_handshake("ok");
+                                s
+                            }
                             Ok(Err(e)) => {
+                                crate::metrics::tls_handshake("error");
                                 tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
                                 return;
                             }
                             Err(_) => {
+                                crate::metrics::tls_handshake("timeout");
                                 tracing::debug!(client.addr = %peer, "TLS handshake timed out");
                                 return;
                             }
@@ -283,14 +376,51 @@ impl Server {
             let _ = t.await;
         }
         tracing::info!(drain.timeout_s = settings.drain_timeout.as_secs(), "draining connections");
+        crate::metrics::draining(true);
+        health.draining.store(true, std::sync::atomic::Ordering::SeqCst);
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("all connections drained"),
             _ = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain deadline reached; closing remaining connections"),
+        }
+        let _ = admin_stop_tx.send(true);
+        if let Some(t) = admin_task {
+            let _ = t.await;
         }
         #[cfg(feature = "embedded")]
         if let Some(store) = embedded {
             store.stop().await;
         }
+    }
+}
+
+/// Loads, validates and applies a new configuration; keeps the current one on any problem.
+async fn reload(path: PathBuf, current: Arc<arc_swap::ArcSwap<Proxy>>) {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(problems = %e, "configuration reload refused; keeping the running configuration");
+            return;
+        }
+    };
+    match Core::reload(&config, &current.load()).await {
+        Ok(p) => {
+            current.store(Arc::new(p));
+            tracing::info!(config = %path.display(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "configuration reload failed; keeping the running configuration"),
+    }
+}
+
+/// Largest HTTP/2 header list accepted (HTTP/1.1 heads are bounded by hyper's 400 KB read buffer and the
+/// header count).
+const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+
+/// Holds a connection's slot under `server.max_connections` and counts it open until dropped.
+struct ConnectionGuard(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        crate::metrics::connection_closed();
     }
 }
 
@@ -314,6 +444,9 @@ pub fn announce(server: &Server) {
             Protocol::Http => "http",
         };
         eprintln!("s3crypt: listening on {scheme}://{}", b.addr);
+    }
+    if let Some(a) = server.admin_addr() {
+        eprintln!("s3crypt: admin (metrics, health) on http://{a}");
     }
     if let Some((path, id)) = &server.created_keyring {
         eprintln!(

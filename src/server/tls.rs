@@ -64,7 +64,23 @@ impl CertStore {
         if entries.is_empty() {
             return Err("no TLS certificate configured".into());
         }
-        Ok(CertStore { entries: RwLock::new(Arc::new(entries)) })
+        let store = CertStore { entries: RwLock::new(Arc::new(entries)) };
+        store.export_expiry();
+        Ok(store)
+    }
+
+    /// Sets the expiry gauge to the earliest `notAfter` of the leaf certificates served.
+    fn export_expiry(&self) {
+        let earliest = self
+            .snapshot()
+            .iter()
+            .filter_map(|e| e.key.cert.first())
+            .filter_map(|leaf| x509_parser::parse_x509_certificate(leaf.as_ref()).ok())
+            .map(|(_, c)| c.validity().not_after.timestamp())
+            .min();
+        if let Some(t) = earliest {
+            crate::metrics::certificate_expiry(t);
+        }
     }
 
     fn snapshot(&self) -> Arc<Vec<Entry>> {
@@ -101,6 +117,7 @@ impl CertStore {
                 Ok(mut g) => *g = Arc::new(next),
                 Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
             }
+            self.export_expiry();
         }
         (changed, errors)
     }

@@ -175,11 +175,26 @@ impl Upstream {
         payload: &OutboundPayload,
     ) -> Result<Response<Incoming>, ProxyError> {
         self.signer.sign(&mut req, payload, SystemTime::now())?;
+        let started = std::time::Instant::now();
         let fut = self.client.request(req);
         match tokio::time::timeout(self.response_timeout, fut).await {
-            Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify_send_error(&e)),
+            Err(_elapsed) => {
+                crate::metrics::upstream_error("timeout");
+                Err(ProxyError::UpstreamTimeout)
+            }
+            Ok(Ok(resp)) => {
+                crate::metrics::upstream_done(started.elapsed());
+                Ok(resp)
+            }
+            Ok(Err(e)) => {
+                let err = classify_send_error(&e);
+                match &err {
+                    ProxyError::UpstreamUnavailable(_) => crate::metrics::upstream_error("connect"),
+                    ProxyError::UpstreamProtocol(_) => crate::metrics::upstream_error("protocol"),
+                    _ours => {} // our own body failed (a client error), not the upstream's
+                }
+                Err(err)
+            }
         }
     }
 }

@@ -55,3 +55,23 @@ endpoint = "s3.example.com"
         .unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }
+
+#[test]
+fn the_deployment_configurations_use_only_known_keys_and_valid_values() {
+    // Secrets come from the environment in deploy/; only the files that exist on a cluster (certificates, the
+    // keyring) may be missing here.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for rel in ["deploy/kubernetes/gateway/proxy.toml", "deploy/kubernetes/sidecar/proxy.toml"] {
+        let text = std::fs::read_to_string(root.join(rel)).unwrap();
+        match s3crypt::Config::from_toml(&text, root, &|_| Some("from-the-environment".to_owned())) {
+            Ok(_) => {}
+            Err(problems) => {
+                let unexpected: Vec<_> = problems
+                    .iter()
+                    .filter(|p| !p.problem.contains("does not exist") && !p.problem.contains("No such file"))
+                    .collect();
+                assert!(unexpected.is_empty(), "{rel}: {unexpected:?}");
+            }
+        }
+    }
+}

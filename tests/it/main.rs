@@ -11,6 +11,7 @@ mod encryption;
 mod format_vectors;
 mod keys;
 mod multipart;
+mod operate;
 mod roundtrip;
 mod transport;
 mod uploads;

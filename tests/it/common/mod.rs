@@ -65,6 +65,7 @@ pub struct TestEnvBuilder {
     server_extra: String,
     upstream_extra: String,
     encryption_extra: String,
+    admin: bool,
 }
 
 /// A running proxy and its clients.
@@ -79,6 +80,8 @@ pub struct TestEnv {
     pub bucket: String,
     /// The store, bypassing the proxy.
     pub direct: Client,
+    /// The admin listener, if the builder asked for one.
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -147,6 +150,7 @@ impl TestEnv {
             server_extra: String::new(),
             upstream_extra: String::new(),
             encryption_extra: String::new(),
+            admin: false,
         }
     }
 
@@ -282,6 +286,12 @@ impl TestEnvBuilder {
         ))
     }
 
+    /// An admin listener (metrics, health) on an ephemeral port.
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+
     /// `server.slow_response_keepalive` (default 2s).
     pub fn slow_response_keepalive(mut self, v: &str) -> Self {
         self.server_extra.push_str(&format!("slow_response_keepalive = {v:?}\n"));
@@ -309,6 +319,9 @@ impl TestEnvBuilder {
             toml.push_str(&format!(
                 "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\nplain_http = \"{policy}\"\n"
             ));
+        }
+        if self.admin {
+            toml.push_str("[admin]\naddress = \"127.0.0.1:0\"\n");
         }
         toml.push_str("[tls]\nself_signed_dir = \"tls\"\nreload_interval = \"200ms\"\n");
         for (c, k) in &self.certificates {
@@ -358,6 +371,7 @@ impl TestEnvBuilder {
         let config = Config::from_toml(&toml, dir.path(), &|_| None).unwrap_or_else(|p| panic!("config: {p:?}"));
         let server = Server::bind(config).await.expect("bind");
         let https = server.addrs().iter().find(|b| b.protocol == Protocol::Https).expect("https").addr;
+        let admin = server.admin_addr();
         let http: Vec<(&'static str, SocketAddr)> = server
             .addrs()
             .iter()
@@ -387,7 +401,7 @@ impl TestEnvBuilder {
                 .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists());
             assert!(exists || self.bucket.is_some(), "create test bucket: {e:?}");
         }
-        TestEnv { _dir: dir, https, http, ca_pem, bucket, direct, stop: Some(stop), task: Some(task) }
+        TestEnv { _dir: dir, https, http, ca_pem, bucket, direct, admin, stop: Some(stop), task: Some(task) }
     }
 }
 

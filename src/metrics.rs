@@ -1,0 +1,158 @@
+//! Every metric the proxy exports: names, help texts, label sets and histogram buckets, in one place. Labels are
+//! low-cardinality by construction (operation, status class, side, direction, result, reason) — never a bucket,
+//! key, access key or address. The Prometheus recorder is process-wide; the admin listener renders it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "s3crypt_requests_total";
+pub const REQUEST_SECONDS: &str = "s3crypt_request_duration_seconds";
+pub const UPSTREAM_SECONDS: &str = "s3crypt_upstream_request_duration_seconds";
+pub const UPSTREAM_ERRORS: &str = "s3crypt_upstream_errors_total";
+pub const CRYPTO_SECONDS: &str = "s3crypt_crypto_seconds";
+pub const CRYPTO_BYTES: &str = "s3crypt_crypto_bytes_total";
+pub const INTEGRITY_FAILURES: &str = "s3crypt_integrity_failures_total";
+pub const AUTH_FAILURES: &str = "s3crypt_auth_failures_total";
+pub const KMS_REQUESTS: &str = "s3crypt_kms_requests_total";
+pub const KMS_SECONDS: &str = "s3crypt_kms_request_duration_seconds";
+pub const KEY_CACHE: &str = "s3crypt_key_cache_lookups_total";
+pub const TLS_HANDSHAKES: &str = "s3crypt_tls_handshakes_total";
+pub const CONNECTIONS_OPEN: &str = "s3crypt_connections_open";
+pub const CONNECTIONS: &str = "s3crypt_connections_total";
+pub const DRAINING: &str = "s3crypt_draining";
+pub const CERT_EXPIRY: &str = "s3crypt_tls_certificate_expiry_timestamp_seconds";
+
+/// Request and upstream latency: 1 ms .. 5 min.
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Time spent encrypting or decrypting one request's body: 10 µs .. 10 s.
+const CRYPTO_BUCKETS: [f64; 14] =
+    [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1, 1.0, 5.0, 10.0];
+/// KMS calls: 1 ms .. 10 s.
+const KMS_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls return the same handle). `None` if another recorder
+/// was installed first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.into()), &LATENCY_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(UPSTREAM_SECONDS.into()), &LATENCY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CRYPTO_SECONDS.into()), &CRYPTO_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(KMS_SECONDS.into()), &KMS_BUCKETS))
+                .ok()?;
+            let handle = builder.upkeep_timeout(Duration::from_secs(5)).install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, "Requests answered, by S3 operation and status class (2xx, 4xx, 5xx).");
+    describe_histogram!(REQUEST_SECONDS, "Time to the response head, by S3 operation.");
+    describe_histogram!(UPSTREAM_SECONDS, "Time from sending an upstream request to its response head.");
+    describe_counter!(UPSTREAM_ERRORS, "Upstream requests that failed, by kind (connect, timeout, protocol).");
+    describe_histogram!(
+        CRYPTO_SECONDS,
+        "Time spent encrypting or decrypting one request's body, by direction and operation."
+    );
+    describe_counter!(CRYPTO_BYTES, "Plaintext bytes encrypted or decrypted, by direction.");
+    describe_counter!(INTEGRITY_FAILURES, "Stored objects that failed authentication, by what failed.");
+    describe_counter!(AUTH_FAILURES, "Requests refused before processing, by reason (the S3 error code).");
+    describe_counter!(KMS_REQUESTS, "KMS calls, by operation and result.");
+    describe_histogram!(KMS_SECONDS, "KMS call latency, by operation.");
+    describe_counter!(KEY_CACHE, "Key cache lookups, by cache (decrypt, bucket_key) and result (hit, miss).");
+    describe_counter!(TLS_HANDSHAKES, "TLS handshakes, by result (ok, error, timeout).");
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open now.");
+    describe_counter!(CONNECTIONS, "Client connections accepted.");
+    describe_gauge!(DRAINING, "1 while the proxy drains for shutdown.");
+    describe_gauge!(CERT_EXPIRY, "Earliest notAfter of the served TLS certificates (Unix seconds).");
+}
+
+/// "2xx", "4xx" or "5xx" (and "1xx"/"3xx").
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+pub fn request_done(op: &'static str, status: u16, elapsed: Duration) {
+    counter!(REQUESTS, "op" => op, "status" => status_class(status)).increment(1);
+    histogram!(REQUEST_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+}
+
+pub fn upstream_done(elapsed: Duration) {
+    histogram!(UPSTREAM_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub fn upstream_error(kind: &'static str) {
+    counter!(UPSTREAM_ERRORS, "kind" => kind).increment(1);
+}
+
+/// One request body's crypto: `direction` is "encrypt" or "decrypt".
+pub fn crypto_done(direction: &'static str, op: &'static str, busy: Duration, bytes: u64) {
+    histogram!(CRYPTO_SECONDS, "direction" => direction, "op" => op).record(busy.as_secs_f64());
+    counter!(CRYPTO_BYTES, "direction" => direction).increment(bytes);
+}
+
+pub fn integrity_failure(what: &'static str) {
+    counter!(INTEGRITY_FAILURES, "what" => what).increment(1);
+}
+
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn kms_call(op: &'static str, ok: bool, elapsed: Duration) {
+    counter!(KMS_REQUESTS, "op" => op, "result" => if ok { "ok" } else { "error" }).increment(1);
+    histogram!(KMS_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+}
+
+pub fn key_cache(cache: &'static str, hit: bool) {
+    counter!(KEY_CACHE, "cache" => cache, "result" => if hit { "hit" } else { "miss" }).increment(1);
+}
+
+pub fn tls_handshake(result: &'static str) {
+    counter!(TLS_HANDSHAKES, "result" => result).increment(1);
+}
+
+pub fn connection_opened() {
+    counter!(CONNECTIONS).increment(1);
+    gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!(CONNECTIONS_OPEN).decrement(1.0);
+}
+
+pub fn certificate_expiry(unix_seconds: i64) {
+    gauge!(CERT_EXPIRY).set(unix_seconds as f64);
+}
+
+pub fn draining(on: bool) {
+    gauge!(DRAINING).set(if on { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_are_the_five_prometheus_friendly_labels() {
+        assert_eq!(
+            [status_class(200), status_class(404), status_class(503), status_class(304)],
+            ["2xx", "4xx", "5xx", "3xx"]
+        );
+    }
+}
