@@ -70,6 +70,10 @@ export S3CRYPT_TEST_SEAWEEDFS_SECRET_KEY=$SW_SK
 step "cargo test (unit + integration, embedded store and SeaweedFS)"
 cargo test --locked -- --test-threads="${S3CRYPT_TEST_THREADS:-4}"
 
+# --- The benchmarks compile (they run from scripts/bench.sh, never here: no timing in tests) -----------------------
+step "cargo build --benches (the side-by-side benchmark and the micro-benches build)"
+cargo build --locked --benches
+
 # --- deploy/: every manifest against the Kubernetes schemas, alert rules and dashboard against the metrics --------
 step "deploy/ validation (kubernetes-validate --strict; kubectl kustomize if kubectl is present)"
 "$VENV/bin/python" scripts/validate_deploy.py

@@ -159,10 +159,11 @@ fn config_and_runtime(path: &Path) -> Result<(Config, tokio::runtime::Runtime), 
         eprint!("{e}");
         ExitCode::from(2)
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(&format!("cannot start the runtime: {e}")))?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        builder.worker_threads(config.server.worker_threads);
+    }
+    let runtime = builder.enable_all().build().map_err(|e| fail(&format!("cannot start the runtime: {e}")))?;
     Ok((config, runtime))
 }
 

@@ -159,6 +159,7 @@ pub fn start_s3crypt(
         r#"[server]
 mode = "production"
 max_connections = 20000
+worker_threads = {workers}
 [[listeners]]
 address = "127.0.0.1:{port}"
 protocol = "https"
@@ -188,12 +189,15 @@ passthrough_buckets = [{list}]
         // S3CRYPT_BENCH_AUDIT=off measures what the audit log costs.
         audit = std::env::var("S3CRYPT_BENCH_AUDIT").unwrap_or_else(|_| root.join("audit.log").display().to_string()),
         keyring = keyring.display(),
+        // S3CRYPT_BENCH_PROXY_WORKERS=N: server.worker_threads (default 0: one per core).
+        workers = std::env::var("S3CRYPT_BENCH_PROXY_WORKERS").unwrap_or_else(|_| "0".into()),
     );
     let conf_file = root.join("proxy.toml");
     std::fs::write(&conf_file, conf).expect("proxy.toml");
     let log = root.join("stderr.log");
     let mut cmd = Command::new(bin);
     cmd.arg("serve").arg("--config").arg(&conf_file).env("RUST_LOG", "warn");
+
     let proc = Proc::spawn("s3crypt", &mut cmd, &log);
     wait_port(port, "s3crypt", &log);
     S3crypt { proc, port, admin_port }

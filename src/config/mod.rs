@@ -175,6 +175,8 @@ pub struct RawServer {
     pub max_connections: usize,
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 impl Default for RawServer {
@@ -190,6 +192,7 @@ impl Default for RawServer {
             slow_response_keepalive: DEFAULT_SLOW_RESPONSE_KEEPALIVE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_headers: DEFAULT_MAX_HEADERS,
+            worker_threads: 0,
         }
     }
 }
@@ -339,6 +342,9 @@ fn default_region() -> String {
 fn default_slow_response_keepalive() -> Duration {
     DEFAULT_SLOW_RESPONSE_KEEPALIVE
 }
+/// Most runtime worker threads accepted.
+const MAX_WORKER_THREADS: usize = 1024;
+
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
@@ -410,6 +416,8 @@ pub struct ServerSettings {
     pub slow_response_keepalive: Duration,
     pub max_connections: usize,
     pub max_headers: usize,
+    /// Runtime worker threads; 0 = one per core. Read at start only (a reload keeps the running runtime).
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -826,6 +834,13 @@ impl RawConfig {
                 "use the defaults (10000 and 100)",
             );
         }
+        if s.worker_threads > MAX_WORKER_THREADS {
+            p.push(
+                "server.worker_threads",
+                format!("{} is more than {MAX_WORKER_THREADS}", s.worker_threads),
+                "use 0 (one per core) or the number of cores the proxy may use",
+            );
+        }
         if u.region.is_empty() {
             p.push("upstream.region", "empty", "set the upstream region, e.g. \"us-east-1\"");
         }
@@ -871,6 +886,7 @@ impl RawConfig {
                 slow_response_keepalive: s.slow_response_keepalive,
                 max_connections: s.max_connections,
                 max_headers: s.max_headers,
+                worker_threads: s.worker_threads,
             },
             listeners,
             tls: TlsSettings {
