@@ -45,6 +45,19 @@ where
     n
 }
 
+/// The read plan for a whole single-PUT object of `plain_len` bytes.
+fn whole_object(segment_size: u32, cipher_len: usize, plain_len: usize) -> ReadPlan {
+    ReadPlan {
+        segment_size,
+        cipher_total: cipher_len as u64,
+        first_segment: 0,
+        end_segment: segment_count(plain_len as u64, segment_size),
+        discard: 0,
+        skip: 0,
+        take: plain_len as u64,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let seg = DEFAULT_SEGMENT_SIZE as usize;
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -79,15 +92,7 @@ fn bench(c: &mut Criterion) {
             .to_bytes()
     });
     let dek = Arc::new(dek);
-    let plan = ReadPlan {
-        segment_size: DEFAULT_SEGMENT_SIZE,
-        cipher_total: cipher_bytes.len() as u64,
-        first_segment: 0,
-        end_segment: segment_count(len as u64, DEFAULT_SEGMENT_SIZE),
-        discard: 0,
-        skip: 0,
-        take: len as u64,
-    };
+    let plan = whole_object(DEFAULT_SEGMENT_SIZE, cipher_bytes.len(), len);
     let mut g = c.benchmark_group("body_1MiB_object");
     g.throughput(Throughput::Bytes(len as u64));
     // 16 KiB: TLS-record-sized frames (segments straddle frames: copy path); 64 KiB + 32 / 64 KiB: one segment
@@ -133,15 +138,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
                 .to_bytes()
         });
-        let plan = ReadPlan {
-            segment_size: seg,
-            cipher_total: ct.len() as u64,
-            first_segment: 0,
-            end_segment: segment_count(len as u64, seg),
-            discard: 0,
-            skip: 0,
-            take: len as u64,
-        };
+        let plan = whole_object(seg, ct.len(), len);
         g.bench_function(format!("encrypt_body/segment_{seg_kib}KiB"), |b| {
             b.iter(|| {
                 let body = EncryptBody::new(frames(&plain, 128 * 1024), &dek, SINGLE_PUT_PART, [3; 8], seg, len as u64);

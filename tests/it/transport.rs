@@ -256,3 +256,18 @@ async fn an_https_upstream_with_an_untrusted_certificate_is_a_gateway_error() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_head_over_128_kib_is_refused_with_431_and_a_large_one_under_it_is_parsed() {
+    let env = TestEnv::start(Backend::Embedded).await;
+    let big = "a".repeat(140 * 1024);
+    let head = format!("GET /{}/k HTTP/1.1\r\nHost: localhost\r\nx-filler: {big}\r\n\r\n", env.bucket);
+    let out = tls_exchange(env.https, env.raw().tls_config(), head.as_bytes(), Duration::from_secs(5)).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
+    // 100 KiB fits: the head is parsed and the (unsigned) request gets an S3 error, not a transport one.
+    let fits = "a".repeat(100 * 1024);
+    let head = format!("GET /{}/k HTTP/1.1\r\nHost: localhost\r\nx-filler: {fits}\r\n\r\n", env.bucket);
+    let out = tls_exchange(env.https, env.raw().tls_config(), head.as_bytes(), Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 403"), "{}", &out[..out.len().min(200)]);
+    env.shutdown().await;
+}
