@@ -74,6 +74,10 @@ cargo test --locked -- --test-threads="${S3CRYPT_TEST_THREADS:-4}"
 step "cargo build --benches (the side-by-side benchmark and the micro-benches build)"
 cargo build --locked --benches
 
+# --- Fuzz targets: a short smoke of each (long runs: ./scripts/fuzz.sh) ----------------------------------------------
+step "fuzz smoke (cargo-fuzz, nightly): every target 20,000 runs from the committed seeds"
+./scripts/fuzz.sh --smoke
+
 # --- deploy/: every manifest against the Kubernetes schemas, alert rules and dashboard against the metrics --------
 step "deploy/ validation (kubernetes-validate --strict; kubectl kustomize if kubectl is present)"
 "$VENV/bin/python" scripts/validate_deploy.py

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of the parsers and the decryptor (fuzz/, cargo-fuzz + libFuzzer, nightly toolchain).
+# Every target starts from the committed seeds in fuzz/seeds/<target> and keeps what it finds in
+# fuzz/corpus/<target> (not committed). Crashes land in fuzz/artifacts/<target> and fail the run.
+#
+#   ./scripts/fuzz.sh                    every target for 10 minutes (override: FUZZ_SECONDS=3600)
+#   ./scripts/fuzz.sh --smoke            every target for 20,000 runs (what the test command does)
+#   ./scripts/fuzz.sh decrypt config     only these targets
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGETS=(chunked_decoder decrypt sigv4_verify xml_listing config)
+LIMIT="-max_total_time=${FUZZ_SECONDS:-600}"
+if [ "${1:-}" = "--smoke" ]; then
+  LIMIT="-runs=20000"
+  shift
+fi
+if [ $# -gt 0 ]; then TARGETS=("$@"); fi
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "fuzz: no nightly toolchain on this machine (cargo-fuzz needs one); nothing fuzzed" >&2
+  exit 1
+fi
+if ! command -v cargo-fuzz >/dev/null; then
+  cargo install --locked cargo-fuzz@0.13.2 >&2
+fi
+cd fuzz
+for t in "${TARGETS[@]}"; do
+  mkdir -p "corpus/$t"
+  printf '==> fuzz %s (%s)\n' "$t" "$LIMIT"
+  log=$(mktemp)
+  if ! cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- "$LIMIT" >"$log" 2>&1; then
+    tail -40 "$log" >&2
+    echo "fuzz: $t failed (a crash input, if any, is in fuzz/artifacts/$t)" >&2
+    exit 1
+  fi
+  grep -E '^Done' "$log" || tail -3 "$log"
+  rm -f "$log"
+done
