@@ -299,7 +299,7 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(HTTP1_MAX_BUF)
+            .max_buf_size(crate::util::HTTP1_MAX_BUF)
             .max_headers(settings.max_headers);
         builder.http2().max_header_list_size(MAX_H2_HEADER_LIST);
         let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
@@ -414,11 +414,6 @@ async fn reload(path: PathBuf, current: Arc<arc_swap::ArcSwap<Proxy>>) {
 
 /// Largest HTTP/2 header list accepted (HTTP/1.1 heads are bounded by the read buffer and the header count).
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
-
-/// hyper's per-connection HTTP/1.1 read buffer limit (and so the largest request head). hyper's default (~400 KB)
-/// lets one fast upload hold 400 KB of read-ahead; 128 KiB still reads two segments per syscall and keeps a
-/// request's memory under 1 MiB (docs/BENCHMARKS.md).
-pub const HTTP1_MAX_BUF: usize = 128 * 1024;
 
 /// Holds a connection's slot under `server.max_connections` and counts it open until dropped.
 struct ConnectionGuard(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);

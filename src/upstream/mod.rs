@@ -137,7 +137,7 @@ impl Upstream {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             // Bounds what an upload queues towards a slow store (and a download reads ahead of the client).
-            .http1_max_buf_size(crate::server::HTTP1_MAX_BUF)
+            .http1_max_buf_size(crate::util::HTTP1_MAX_BUF)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);

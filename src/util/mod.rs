@@ -11,3 +11,9 @@ pub fn new_request_id() -> String {
     let v: u64 = rand::rng().random();
     format!("{v:016X}")
 }
+
+/// hyper's per-connection HTTP/1.1 buffer limit, for the client side (read buffer, and so the largest request
+/// head) and the upstream side (what an upload queues towards the store). hyper's default (~400 KB) lets one fast
+/// upload hold 400 KB of read-ahead; 128 KiB still reads two segments per syscall and keeps a request's memory
+/// under 1 MiB (docs/BENCHMARKS.md).
+pub const HTTP1_MAX_BUF: usize = 128 * 1024;
