@@ -199,6 +199,11 @@ impl Proxy {
         let vhost_bucket = target.virtual_hosted.then_some(target.bucket.as_deref()).flatten();
         let head = RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), vhost_bucket };
         let mut auth = self.inner.verifier.verify(&head, SystemTime::now())?;
+        // A presigned URL's signed header values are headers from here on: every check below (SSE, SSE-C over
+        // plain HTTP, copy source, reserved metadata, classification) sees them, and they go upstream only as
+        // those checks allow.
+        let mut req = req;
+        merge_query_headers(req.headers_mut(), std::mem::take(&mut auth.hoisted_headers))?;
         view.principal = Some(auth.client.access_key_id.clone());
         view.bucket = target.bucket.clone();
         view.key = target.key.clone();
@@ -493,9 +498,6 @@ impl Proxy {
         }
         for name in &prepared.remove_headers {
             headers.remove(name);
-        }
-        for (name, value) in &auth.hoisted_headers {
-            headers.insert(name.clone(), value.clone());
         }
         let aws_chunked = prepared.payload_is_aws_chunked();
         for (name, value) in prepared.set_headers {
@@ -864,6 +866,27 @@ fn redirect_to_https<B>(req: &Request<B>, port: Option<u16>) -> Result<Response<
         .header(http::header::LOCATION, location)
         .body(empty_body())
         .map_err(|e| ProxyError::Internal(e.to_string()))
+}
+
+/// Adds the header values a presigned URL carries in its query to the request's headers. A name given twice,
+/// or given as a header with another value, is refused: what goes upstream must be what was signed.
+fn merge_query_headers(headers: &mut HeaderMap, from_query: Vec<(HeaderName, HeaderValue)>) -> Result<(), ProxyError> {
+    for (i, (name, value)) in from_query.iter().enumerate() {
+        if from_query[..i].iter().any(|(n, _)| n == name) {
+            return Err(ProxyError::InvalidArgument(format!("query parameter {name} is given more than once").into()));
+        }
+        if let Some(existing) = headers.get(name)
+            && existing != value
+        {
+            return Err(ProxyError::InvalidArgument(
+                format!("{name} is given as a header and a query parameter with different values").into(),
+            ));
+        }
+    }
+    for (name, value) in from_query {
+        headers.insert(name, value);
+    }
+    Ok(())
 }
 
 /// One audit line per request (target `s3crypt::audit`): who did what to which object, under which key, with

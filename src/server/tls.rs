@@ -18,12 +18,34 @@ pub struct CertFiles {
     pub key_file: PathBuf,
 }
 
-#[derive(Debug)]
 struct Entry {
     files: CertFiles,
     key: Arc<CertifiedKey>,
-    /// The file contents last loaded, to notice changes.
-    loaded: (Vec<u8>, Vec<u8>),
+    /// SHA-256 of the file contents last loaded, to notice changes (the private key's PEM is not kept).
+    loaded: [u8; 32],
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry").field("files", &self.files).field("key", &"<redacted>").finish()
+    }
+}
+
+/// The PEM files as read: the key's bytes are wiped when dropped.
+struct Contents {
+    cert: Vec<u8>,
+    key: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl Contents {
+    fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update((self.cert.len() as u64).to_be_bytes());
+        h.update(&self.cert);
+        h.update(self.key.as_slice());
+        h.finalize().into()
+    }
 }
 
 /// The certificates served, by SNI; the first one is the default.
@@ -46,10 +68,10 @@ fn load_pair(cert_pem: &[u8], key_pem: &[u8], files: &CertFiles) -> Result<Arc<C
     Ok(Arc::new(ck))
 }
 
-fn read_files(files: &CertFiles) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let c = std::fs::read(&files.cert_file).map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
-    let k = std::fs::read(&files.key_file).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
-    Ok((c, k))
+fn read_files(files: &CertFiles) -> Result<Contents, String> {
+    let cert = std::fs::read(&files.cert_file).map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
+    let key = std::fs::read(&files.key_file).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
+    Ok(Contents { cert, key: zeroize::Zeroizing::new(key) })
 }
 
 impl CertStore {
@@ -57,9 +79,9 @@ impl CertStore {
     pub fn load(files: &[CertFiles]) -> Result<CertStore, String> {
         let mut entries = Vec::with_capacity(files.len());
         for f in files {
-            let (c, k) = read_files(f)?;
-            let key = load_pair(&c, &k, f)?;
-            entries.push(Entry { files: f.clone(), key, loaded: (c, k) });
+            let contents = read_files(f)?;
+            let key = load_pair(&contents.cert, &contents.key, f)?;
+            entries.push(Entry { files: f.clone(), key, loaded: contents.fingerprint() });
         }
         if entries.is_empty() {
             return Err("no TLS certificate configured".into());
@@ -99,18 +121,20 @@ impl CertStore {
         let mut next = Vec::with_capacity(current.len());
         for e in current.iter() {
             match read_files(&e.files) {
-                Ok(contents) if contents != e.loaded => match load_pair(&contents.0, &contents.1, &e.files) {
-                    Ok(key) => {
-                        changed += 1;
-                        next.push(Entry { files: e.files.clone(), key, loaded: contents });
-                        continue;
+                Ok(contents) if contents.fingerprint() != e.loaded => {
+                    match load_pair(&contents.cert, &contents.key, &e.files) {
+                        Ok(key) => {
+                            changed += 1;
+                            next.push(Entry { files: e.files.clone(), key, loaded: contents.fingerprint() });
+                            continue;
+                        }
+                        Err(err) => errors.push(err),
                     }
-                    Err(err) => errors.push(err),
-                },
+                }
                 Ok(_) => {}
                 Err(err) => errors.push(err),
             }
-            next.push(Entry { files: e.files.clone(), key: Arc::clone(&e.key), loaded: e.loaded.clone() });
+            next.push(Entry { files: e.files.clone(), key: Arc::clone(&e.key), loaded: e.loaded });
         }
         if changed > 0 {
             match self.entries.write() {
@@ -193,10 +217,10 @@ pub fn ensure_dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertifi
     let ca_file = dir.join("ca.pem");
     let files = CertFiles { cert_file: dir.join("cert.pem"), key_file: dir.join("key.pem") };
     let reusable = |files: &CertFiles| {
-        let Ok((c, k)) = read_files(files) else {
+        let Ok(contents) = read_files(files) else {
             return false;
         };
-        let Ok(key) = load_pair(&c, &k, files) else {
+        let Ok(key) = load_pair(&contents.cert, &contents.key, files) else {
             return false;
         };
         ca_file.is_file()

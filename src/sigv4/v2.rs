@@ -71,7 +71,7 @@ pub struct V2Verified {
     pub access_key_id: String,
     /// Query without the auth parameters and without the signed header copies.
     pub query: Vec<(String, String)>,
-    /// `x-amz-*` headers carried in the query, to send upstream as headers.
+    /// Signed header values carried in the query (`x-amz-*`, `content-type`, `content-md5`): headers of the request.
     pub hoisted_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -157,14 +157,14 @@ pub fn verify_presigned_v2(
     let mut rest = Vec::new();
     for (k, v) in &req.query {
         let lower = k.to_ascii_lowercase();
-        if [P_ACCESS_KEY, P_SIGNATURE, P_EXPIRES].contains(&k.as_str())
-            || lower == "content-type"
-            || lower == "content-md5"
-        {
+        if [P_ACCESS_KEY, P_SIGNATURE, P_EXPIRES].contains(&k.as_str()) {
             continue;
         }
-        if lower.starts_with("x-amz-") {
-            if !req.headers.contains_key(lower.as_str()) {
+        // Signed header values carried in the query become headers of the request (the caller merges them and
+        // refuses a header that says otherwise), so a signed Content-MD5 is checked even if the header is absent.
+        let signed_header_copy = lower == "content-type" || lower == "content-md5";
+        if signed_header_copy || lower.starts_with("x-amz-") {
+            if !signed_header_copy && !req.headers.contains_key(lower.as_str()) {
                 amz.entry(lower.clone()).or_default().push(v.trim().to_owned());
             }
             let name = HeaderName::from_bytes(lower.as_bytes())

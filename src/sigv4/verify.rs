@@ -360,8 +360,20 @@ impl Verifier {
 
         // The body: presigned URLs sign UNSIGNED-PAYLOAD unless a hash was put in the query; a hex
         // x-amz-content-sha256 header is still checked against the body.
+        // A hash signed in the query binds the body: an (unsigned) header may not replace it with another value
+        // or with UNSIGNED-PAYLOAD.
         let payload_line = found.get(P_CONTENT_SHA256).map_or(UNSIGNED_PAYLOAD, String::as_str);
-        let body_hash = header_text(req.headers, &X_AMZ_CONTENT_SHA256).unwrap_or(payload_line);
+        let header_hash = header_text(req.headers, &X_AMZ_CONTENT_SHA256);
+        if payload_line != UNSIGNED_PAYLOAD
+            && let Some(h) = header_hash
+            && h != payload_line
+        {
+            return Err(ProxyError::InvalidArgument(
+                "x-amz-content-sha256 is given as a header and a query parameter with different values".into(),
+            ));
+        }
+        let body_hash =
+            if payload_line == UNSIGNED_PAYLOAD { header_hash.unwrap_or(payload_line) } else { payload_line };
         let payload = parse_payload_mode(body_hash)?;
         if payload.is_aws_chunked() {
             return Err(ProxyError::NotImplemented("aws-chunked bodies are not supported on presigned URLs."));
@@ -807,6 +819,28 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.code(), "AuthorizationQueryParametersError");
+    }
+
+    #[test]
+    fn a_body_hash_signed_in_a_presigned_url_cannot_be_replaced_by_a_header() {
+        let hash = "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072";
+        let uri: Uri = format!(
+            "/t?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={AKID}%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
+             &X-Amz-Date=20130524T000000Z&X-Amz-Expires=600&X-Amz-SignedHeaders=host&X-Amz-Content-Sha256={hash}\
+             &X-Amz-Signature={GET_SIG}"
+        )
+        .parse()
+        .unwrap();
+        for replacement in ["UNSIGNED-PAYLOAD", &hex::encode(super::super::EMPTY_SHA256)] {
+            let h = head(&[("host", "h"), ("x-amz-content-sha256", replacement as &str)]);
+            let e = verifier()
+                .verify(
+                    &RequestHead { method: &Method::PUT, uri: &uri, headers: &h, vhost_bucket: None },
+                    at("20130524T000100Z"),
+                )
+                .unwrap_err();
+            assert_eq!(e.code(), "InvalidArgument", "{replacement}: {e:?}");
+        }
     }
 
     #[test]

@@ -67,6 +67,40 @@ def test_a_presigned_get_works_until_it_expires(proxy, s3):
     assert "<Code>AccessDenied</Code>" in body and "Request has expired" in body
 
 
+def test_presigned_sigv2_query_headers_are_checked_like_headers(proxy, s3):
+    """boto3's SigV2 presigner moves every x-amz-* header into the query: SSE-C keys, ACLs, metadata."""
+    ctx = ssl.create_default_context(cafile=proxy.ca)
+    key = bytes(range(32))
+    url = s3.generate_presigned_url(
+        "put_object",
+        Params={"Bucket": "e2e", "Key": "presign/ssec", "SSECustomerAlgorithm": "AES256", "SSECustomerKey": key},
+        ExpiresIn=300,
+    )
+    assert "Signature=" in url and "x-amz-server-side-encryption-customer-key=" in url
+    req = urllib.request.Request(url, data=b"sse-c via a presigned url", method="PUT", headers={"Content-Type": ""})
+    with urllib.request.urlopen(req, context=ctx) as r:
+        assert r.status == 200
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="e2e", Key="presign/ssec")
+    assert error_code(e.value) == "InvalidRequest"  # stored under the client's key, which the store never saw
+    got = s3.get_object(Bucket="e2e", Key="presign/ssec", SSECustomerAlgorithm="AES256", SSECustomerKey=key)
+    assert got["Body"].read() == b"sse-c via a presigned url"
+
+    # SigV2 signs x-amz-* values, not the query: sending the signed value as a header and another one in the
+    # query must not get the other one upstream. Refused, nothing stored.
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": "e2e", "Key": "presign/acl", "ACL": "private"}, ExpiresIn=300
+    )
+    assert "x-amz-acl=private" in url
+    forged = url.replace("x-amz-acl=private", "x-amz-acl=public-read-write")
+    req = urllib.request.Request(forged, data=b"x", method="PUT", headers={"Content-Type": "", "x-amz-acl": "private"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, context=ctx)
+    assert e.value.code == 400 and b"<Code>InvalidArgument</Code>" in e.value.read()
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="e2e", Key="presign/acl")
+
+
 def test_a_wrong_secret_is_signature_does_not_match(proxy):
     bad = make_client(proxy, secret="wrong")
     with pytest.raises(ClientError) as e:

@@ -10,7 +10,7 @@ use http::{Method, Request};
 use http_body_util::Full;
 
 use crate::against_both_stores;
-use crate::common::raw::{signed, signed_with};
+use crate::common::raw::{presigned_url, signed, signed_with};
 use crate::common::{Backend, CLIENT_AK, CLIENT_SK, LIMITED_AK, LIMITED_SK, TestEnv};
 
 fn code_of<E, R>(e: aws_sdk_s3::error::SdkError<E, R>) -> String
@@ -98,6 +98,52 @@ async fn presigned_urls_work_until_they_expire(backend: Backend) {
     env.shutdown().await;
 }
 against_both_stores!(presigned_urls, presigned_urls_work_until_they_expire);
+
+#[tokio::test]
+async fn headers_carried_in_a_presigned_query_are_checked_like_headers() {
+    let env = TestEnv::start(Backend::Embedded).await;
+    let raw = env.raw();
+    let put = |url: String, header: Option<(&'static str, &'static str)>| {
+        let mut b = Request::builder().method("PUT").uri(url);
+        if let Some((k, v)) = header {
+            b = b.header(k, v);
+        }
+        b.body(Full::new(Bytes::from_static(b"body"))).unwrap()
+    };
+    // A copy source outside the client's buckets is refused, as it is in a header.
+    let url = presigned_url(
+        &Method::PUT,
+        &format!("{}/{}/copied?x-amz-copy-source=someone-elses-bucket%2Fsecret", env.endpoint(), env.bucket),
+        LIMITED_AK,
+        LIMITED_SK,
+    );
+    let r = raw.send(put(url, None)).await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (403, Some("AccessDenied")), "{}", r.text());
+    // A header may not say something else than the signed query (SigV4 signs only `host` here, so the header is
+    // an unsigned one).
+    let acl_url = presigned_url(
+        &Method::PUT,
+        &format!("{}/{}/acl?x-amz-acl=private", env.endpoint(), env.bucket),
+        CLIENT_AK,
+        CLIENT_SK,
+    );
+    let r = raw.send(put(acl_url.clone(), Some(("x-amz-acl", "public-read-write")))).await;
+    assert_eq!((r.status.as_u16(), r.code().as_deref()), (403, Some("AccessDenied")), "{}", r.text());
+    // Reserved metadata is refused from the query as from headers.
+    let url = presigned_url(
+        &Method::PUT,
+        &format!("{}/{}/meta?x-amz-meta-s3crypt-envelope=forged", env.endpoint(), env.bucket),
+        CLIENT_AK,
+        CLIENT_SK,
+    );
+    let r = raw.send(put(url, None)).await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    assert!(env.stored_keys().await.is_empty(), "{:?}", env.stored_keys().await);
+    // The signed query alone stores.
+    let r = raw.send(put(acl_url, None)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    env.shutdown().await;
+}
 
 #[tokio::test]
 async fn an_unsigned_x_amz_header_is_refused_and_nothing_is_stored() {

@@ -425,8 +425,48 @@ async fn sse_c_objects_need_the_clients_key_on_every_request_and_the_store_never
         .unwrap_err();
     assert_eq!((status(&e), code(&e).as_deref()), (400, Some("InvalidRequest")));
 
-    // The store saw neither the keys nor any SSE-C header.
+    // A presigned URL carrying the SSE-C headers in its query gets the same treatment as the headers: the object
+    // is encrypted under the client's key, and over plain HTTP the request is refused.
+    let enc = |v: &str| v.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    let sse_query = format!(
+        "x-amz-server-side-encryption-customer-algorithm=AES256&x-amz-server-side-encryption-customer-key={}\
+         &x-amz-server-side-encryption-customer-key-MD5={}",
+        enc(&k2),
+        enc(&m2)
+    );
+    let raw = env.raw();
+    for (base, want) in [(env.endpoint(), 200), (format!("http://{}", env.http_addr("allow")), 400)] {
+        let url = crate::common::raw::presigned_url(
+            &http::Method::PUT,
+            &format!("{base}/{b}/c/presigned?{sse_query}"),
+            crate::common::CLIENT_AK,
+            crate::common::CLIENT_SK,
+        );
+        let req = http::Request::builder()
+            .method("PUT")
+            .uri(url)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"presigned with SSE-C")))
+            .unwrap();
+        let r = raw.send(req).await;
+        assert_eq!(r.status.as_u16(), want, "{base}: {}", r.text());
+    }
+    let e = c.get_object().bucket(b).key("c/presigned").send().await.unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (400, Some("InvalidRequest")), "stored under SSE-C");
+    let got = c
+        .get_object()
+        .bucket(b)
+        .key("c/presigned")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k2)
+        .sse_customer_key_md5(&m2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&got.body.collect().await.unwrap().into_bytes()[..], b"presigned with SSE-C");
+
+    // The store saw neither the keys nor any SSE-C header or query parameter.
     for seen in spy.seen() {
+        assert!(!seen.uri.to_ascii_lowercase().contains("customer"), "{} {}", seen.method, seen.uri);
         for (name, value) in &seen.headers {
             assert!(!name.as_str().contains("customer"), "{} {}: {name}", seen.method, seen.uri);
             let v = value.to_str().unwrap_or("");
