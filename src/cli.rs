@@ -168,60 +168,35 @@ fn config_and_runtime(path: &Path) -> Result<(Config, tokio::runtime::Runtime), 
 }
 
 /// Logs to standard error, as text or JSON lines (`RUST_LOG` filters them; default `info`), and the audit log
-/// (target `s3crypt::audit`, JSON lines) to standard error, a file, or nowhere.
+/// (`crate::util::audit`, JSON lines, not filtered by `RUST_LOG`) to standard error, a file, or nowhere.
 pub fn init_logging(logging: Option<&crate::config::LoggingSettings>) {
     use crate::config::{AuditSink, LogFormat};
+    use crate::util::audit;
     use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::{EnvFilter, Targets, filter_fn};
+    use tracing_subscriber::filter::EnvFilter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let not_audit = filter_fn(|m| m.target() != AUDIT_TARGET);
     let json = logging.is_some_and(|l| l.format == LogFormat::Json);
     let main: Boxed = if json {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(not_audit)
-            .with_filter(env)
-            .boxed()
+        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(env).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(not_audit).with_filter(env).boxed()
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(env).boxed()
     };
-    let only_audit = || Targets::new().with_target(AUDIT_TARGET, tracing::Level::INFO);
-    let audit: Option<Boxed> = match logging.map(|l| &l.audit) {
-        None | Some(AuditSink::Off) => None,
-        Some(AuditSink::Stderr) => {
-            Some(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(only_audit()).boxed())
-        }
-        Some(AuditSink::File(path)) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            Ok(f) => Some(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::sync::Mutex::new(f))
-                    .with_filter(only_audit())
-                    .boxed(),
-            ),
+    match logging.map(|l| &l.audit) {
+        None | Some(AuditSink::Off) => {}
+        Some(AuditSink::Stderr) => audit::install(Box::new(std::io::stderr())),
+        Some(AuditSink::File(path)) => match audit::open_file(path) {
+            Ok(f) => audit::install(Box::new(f)),
             Err(e) => {
                 eprintln!("s3crypt: cannot open the audit log {}: {e}; auditing to standard error", path.display());
-                Some(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .with_writer(std::io::stderr)
-                        .with_filter(only_audit())
-                        .boxed(),
-                )
+                audit::install(Box::new(std::io::stderr()));
             }
         },
-    };
-    let mut layers = vec![main];
-    layers.extend(audit);
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+    }
+    let _ = tracing_subscriber::registry().with(main).try_init();
 }
-
-/// The tracing target of audit lines.
-pub const AUDIT_TARGET: &str = "s3crypt::audit";
 
 fn serve(path: &Path) -> ExitCode {
     let (config, runtime) = match config_and_runtime(path) {

@@ -23,6 +23,8 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// S3 answers `RequestTimeout` to an upload that sends nothing for about 20 s; a little more leeway here.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// boto3 and the aws CLI v1 presign with SigV2 by default for custom endpoints.
 pub const DEFAULT_ALLOW_SIGV2_PRESIGNED: bool = true;
 pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
@@ -167,6 +169,8 @@ pub struct RawServer {
     pub tls_handshake_timeout: Duration,
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     #[serde(default = "default_allow_sigv2_presigned")]
     pub allow_sigv2_presigned: bool,
     #[serde(default = "default_slow_response_keepalive", with = "humantime_serde")]
@@ -188,6 +192,7 @@ impl Default for RawServer {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             allow_sigv2_presigned: DEFAULT_ALLOW_SIGV2_PRESIGNED,
             slow_response_keepalive: DEFAULT_SLOW_RESPONSE_KEEPALIVE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -366,6 +371,9 @@ fn default_tls_handshake_timeout() -> Duration {
 fn default_header_read_timeout() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
 }
+fn default_body_read_timeout() -> Duration {
+    DEFAULT_BODY_READ_TIMEOUT
+}
 fn default_cert_reload_interval() -> Duration {
     DEFAULT_CERT_RELOAD_INTERVAL
 }
@@ -412,6 +420,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// A client upload that sends nothing for this long fails with `RequestTimeout` (slowloris bodies).
+    pub body_read_timeout: Duration,
     pub allow_sigv2_presigned: bool,
     pub slow_response_keepalive: Duration,
     pub max_connections: usize,
@@ -599,6 +609,7 @@ impl RawConfig {
         valid_duration("server.drain_timeout", s.drain_timeout, &mut p);
         valid_duration("server.tls_handshake_timeout", s.tls_handshake_timeout, &mut p);
         valid_duration("server.header_read_timeout", s.header_read_timeout, &mut p);
+        valid_duration("server.body_read_timeout", s.body_read_timeout, &mut p);
 
         // --- listeners
         let mut listeners = Vec::new();
@@ -882,6 +893,7 @@ impl RawConfig {
                 drain_timeout: s.drain_timeout,
                 tls_handshake_timeout: s.tls_handshake_timeout,
                 header_read_timeout: s.header_read_timeout,
+                body_read_timeout: s.body_read_timeout,
                 allow_sigv2_presigned: s.allow_sigv2_presigned,
                 slow_response_keepalive: s.slow_response_keepalive,
                 max_connections: s.max_connections,

@@ -84,7 +84,12 @@ pub struct ProxySettings {
     pub slow_response_keepalive: std::time::Duration,
     /// The store's CopyObject size limit.
     pub max_copy_size: u64,
+    /// An upload body that stalls this long fails with `RequestTimeout`.
+    pub body_read_timeout: std::time::Duration,
 }
+
+/// A client's request body, with its idle deadline.
+pub(crate) type ClientBody = crate::util::body::IdleTimeout<Incoming>;
 
 pub(crate) fn full_body(b: Bytes) -> ProxyBody {
     Full::new(b).map_err(|never| match never {}).boxed_unsync()
@@ -213,6 +218,7 @@ impl Proxy {
         view.op = Some(op);
 
         let (parts, body) = req.into_parts();
+        let body = ClientBody::new(body, self.inner.settings.body_read_timeout);
         view.body_unread = false; // from here on the body is consumed by the upstream request or dropped
         let is_head = parts.method == Method::HEAD;
         let crypto = Arc::clone(&self.inner.crypto);
@@ -583,7 +589,7 @@ fn object_data(
     chunk_signing: Option<ChunkSigningContext>,
     verified: VerifiedChecksum,
     headers: &HeaderMap,
-    body: Incoming,
+    body: ClientBody,
 ) -> Result<(UpstreamBody, u64), ProxyError> {
     let length = declared_length(headers)?;
     let body_present = headers.contains_key(http::header::TRANSFER_ENCODING) || length.is_some_and(|n| n > 0);
@@ -652,7 +658,7 @@ async fn prepare_body(
     method: &Method,
     auth: &Authenticated,
     headers: &HeaderMap,
-    body: Incoming,
+    body: ClientBody,
     upload_checksum: UploadChecksum,
     upload: Upload,
 ) -> Result<Prepared, ProxyError> {
@@ -729,7 +735,7 @@ async fn prepare_body(
 
 /// Reads a small non-object body (XML, at most `MAX_SMALL_BODY`) whole, verifying its signed hash and any
 /// Content-MD5 / checksum header.
-async fn read_small_body(auth: &Authenticated, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ProxyError> {
+async fn read_small_body(auth: &Authenticated, headers: &HeaderMap, body: ClientBody) -> Result<Bytes, ProxyError> {
     if declared_length(headers)?.is_none() {
         return Err(ProxyError::MissingContentLength);
     }
@@ -889,10 +895,13 @@ fn merge_query_headers(headers: &mut HeaderMap, from_query: Vec<(HeaderName, Hea
     Ok(())
 }
 
-/// One audit line per request (target `s3crypt::audit`): who did what to which object, under which key, with
+/// One audit line per request (`crate::util::audit`): who did what to which object, under which key, with
 /// what outcome. Never a secret, a signature, an SSE-C key or object data: the key used is named by its
 /// reference (`keyring:<id>`, a KMS key ARN, or `sse-c`).
 fn audit(view: &RequestView, resp: &Response<ProxyBody>, started: Instant) {
+    if !crate::util::audit::enabled() {
+        return;
+    }
     let h = resp.headers();
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     let (sse, key_id) =
@@ -902,22 +911,20 @@ fn audit(view: &RequestView, resp: &Response<ProxyBody>, started: Instant) {
             (None, None) => ("none", None),
         };
     let version = view.version.as_deref().or_else(|| get("x-amz-version-id"));
-    tracing::info!(
-        target: "s3crypt::audit",
-        request_id = %view.request_id,
-        principal = view.principal.as_deref().unwrap_or("-"),
-        op = view.op.map_or("-", S3Op::as_str),
-        bucket = view.bucket.as_deref().unwrap_or("-"),
-        key = view.key.as_deref().unwrap_or("-"),
-        version = version.unwrap_or("-"),
+    crate::util::audit::write(&crate::util::audit::Record {
+        request_id: &view.request_id,
+        principal: view.principal.as_deref().unwrap_or("-"),
+        op: view.op.map_or("-", S3Op::as_str),
+        bucket: view.bucket.as_deref().unwrap_or("-"),
+        key: view.key.as_deref().unwrap_or("-"),
+        version: version.unwrap_or("-"),
         sse,
-        key_id = key_id.unwrap_or("-"),
-        status = resp.status().as_u16(),
-        bytes_in = view.bytes_in.unwrap_or(0),
-        bytes_out = get("content-length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
-        latency_ms = started.elapsed().as_millis() as u64,
-        "audit"
-    );
+        key_id: key_id.unwrap_or("-"),
+        status: resp.status().as_u16(),
+        bytes_in: view.bytes_in.unwrap_or(0),
+        bytes_out: get("content-length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        latency_ms: started.elapsed().as_millis() as u64,
+    });
 }
 
 /// The error metrics: refused authentication by reason, stored objects that failed authentication.

@@ -514,7 +514,7 @@ impl Proxy {
     pub(super) async fn complete_upload(
         &self,
         headers: &HeaderMap,
-        body: Incoming,
+        body: super::ClientBody,
         target: &Target,
         auth: &Authenticated,
         identity: &ObjectIdentity,

@@ -117,6 +117,7 @@ impl Core {
             upload_checksum: config.upstream.upload_checksum,
             slow_response_keepalive: config.server.slow_response_keepalive,
             max_copy_size: config.upstream.max_copy_size,
+            body_read_timeout: config.server.body_read_timeout,
         };
         let proxy = Proxy::new(verifier, upstream, settings, Arc::new(crypto));
         Ok((proxy, created_key))

@@ -143,6 +143,37 @@ pub fn raw_path_is_ambiguous(raw: &str) -> bool {
     raw.bytes().any(|b| !(is_unreserved(b) || b == b'/' || b == b'%'))
 }
 
+/// The canonical request: method, canonical URI, canonical query, the `name:value\n` block, the signed header
+/// names and the payload line.
+pub fn build_canonical_request(
+    method: &http::Method,
+    path: &str,
+    query: &str,
+    headers_block: &[u8],
+    signed: &[&str],
+    payload_line: &str,
+) -> String {
+    let mut s = String::with_capacity(256 + headers_block.len());
+    s.push_str(method.as_str());
+    s.push('\n');
+    s.push_str(path);
+    s.push('\n');
+    s.push_str(query);
+    s.push('\n');
+    s.push_str(&String::from_utf8_lossy(headers_block));
+    s.push('\n');
+    s.push_str(&signed.join(";"));
+    s.push('\n');
+    s.push_str(payload_line);
+    s
+}
+
+/// `AWS4-HMAC-SHA256\n<date>\n<scope>\n<hex SHA-256 of the canonical request>`.
+pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(canonical_request.as_bytes());
+    format!("{}\n{amz_date}\n{scope}\n{}", super::ALGORITHM, hex::encode(digest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

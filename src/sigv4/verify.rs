@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use sha2::{Digest, Sha256};
 
 use super::canonical::{
-    PlusMode, canonical_header_value, canonical_query, parse_query, raw_path_is_ambiguous, uri_encode_path,
+    PlusMode, build_canonical_request, canonical_header_value, canonical_query, parse_query, raw_path_is_ambiguous,
+    string_to_sign, uri_encode_path,
 };
 use super::{
     ALGORITHM, ALGORITHM_ECDSA, STREAMING_ECDSA_PREFIX, STREAMING_SIGNED_PAYLOAD, STREAMING_SIGNED_PAYLOAD_TRAILER,
@@ -584,33 +584,6 @@ fn canonical_headers(req: &RequestHead<'_>, signed: &[&str]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
-}
-
-fn build_canonical_request(
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers_block: &[u8],
-    signed: &[&str],
-    payload_line: &str,
-) -> String {
-    let mut s = String::with_capacity(256 + headers_block.len());
-    s.push_str(method.as_str());
-    s.push('\n');
-    s.push_str(path);
-    s.push('\n');
-    s.push_str(query);
-    s.push('\n');
-    s.push_str(&String::from_utf8_lossy(headers_block));
-    s.push('\n');
-    s.push_str(&signed.join(";"));
-    s.push('\n');
-    s.push_str(payload_line);
-    s
-}
-
-fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical_request.as_bytes())))
 }
 
 /// Re-exported for the signed-chunk decoder and tests.

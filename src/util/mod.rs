@@ -1,5 +1,6 @@
 //! Small helpers shared by several modules: time formats, request ids, secret files.
 
+pub mod audit;
 pub mod body;
 pub mod secret;
 pub mod time;

@@ -3,11 +3,13 @@
 
 mod common;
 
+mod abuse;
 mod auth;
 mod bodies;
 mod config;
 mod copies;
 mod encryption;
+mod faults;
 mod format_vectors;
 mod keys;
 mod multipart;

@@ -80,6 +80,8 @@ impl Forwarder {
                                 headers: req.headers().clone(),
                             });
                             if let Some((status, body)) = intercept.as_ref().and_then(|f| f(&req)) {
+                                // Read the request body first, as a store that fails after the upload does.
+                                let _ = req.into_body().collect().await;
                                 let mut resp = http::Response::new(
                                     Full::new(Bytes::from_static(body.as_bytes())).map_err(|n| match n {}).boxed(),
                                 );

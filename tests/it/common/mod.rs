@@ -4,6 +4,7 @@
 
 pub mod forward;
 pub mod raw;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -295,6 +296,13 @@ impl TestEnvBuilder {
     /// `server.slow_response_keepalive` (default 2s).
     pub fn slow_response_keepalive(mut self, v: &str) -> Self {
         self.server_extra.push_str(&format!("slow_response_keepalive = {v:?}\n"));
+        self
+    }
+
+    /// Any `[server]` setting, as a TOML line (`body_read_timeout = "1s"`).
+    pub fn server_setting(mut self, line: &str) -> Self {
+        self.server_extra.push_str(line);
+        self.server_extra.push('\n');
         self
     }
 

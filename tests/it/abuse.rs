@@ -1,0 +1,93 @@
+//! Abuse limits: slowloris heads and bodies, idle connections at the connection limit. Each ends within its
+//! deadline with S3's answer where one is possible, stores nothing, and leaves other clients served.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_s3::primitives::ByteStream;
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::raw::signed_with;
+use crate::common::{Backend, CLIENT_AK, CLIENT_SK, TestEnv};
+
+async fn tls_to(env: &TestEnv) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(env.https).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(env.raw().tls_config());
+    connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
+/// Reads until the server closes or `wait` passes; returns what was read and when it ended.
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(s: &mut S, wait: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(wait.saturating_sub(started.elapsed()), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_body_that_stalls_gets_request_timeout_and_nothing_is_stored() {
+    let env = TestEnv::builder(Backend::Embedded).server_setting("body_read_timeout = \"1s\"").start().await;
+    let path = format!("/{}/slowloris/body", env.bucket);
+    let url = format!("{}{path}", env.endpoint());
+    let req = signed_with(Method::PUT, &url, &[], b"", CLIENT_AK, CLIENT_SK, None, SystemTime::now());
+    let mut head = format!("PUT {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n", env.https.port());
+    for (k, v) in req.headers() {
+        head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+    }
+    head.push_str("content-length: 1048576\r\n\r\n");
+    let mut s = tls_to(&env).await;
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[7u8; 1000]).await.unwrap(); // then nothing more
+    let (out, took) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("<Code>RequestTimeout</Code>"), "{out}");
+    assert!(took < Duration::from_secs(4), "answered at the deadline, not later: {took:?}");
+    assert!(env.stored_keys().await.is_empty());
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_head_is_cut_at_the_header_deadline_while_other_clients_are_served() {
+    let env = TestEnv::builder(Backend::Embedded).server_setting("header_read_timeout = \"1s\"").start().await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = tls_to(&env).await;
+        s.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nx-a: ").await.unwrap();
+        slow.push(s);
+    }
+    // Meanwhile an ordinary client works.
+    let c = env.client();
+    c.put_object().bucket(&env.bucket).key("fine").body(ByteStream::from_static(b"ok")).send().await.unwrap();
+    for mut s in slow {
+        let (_, took) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert!(took < Duration::from_secs(4), "a dribbling head is cut at its deadline: {took:?}");
+    }
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_at_the_connection_limit_cannot_lock_out_a_client_for_longer_than_the_handshake_deadline() {
+    let env = TestEnv::builder(Backend::Embedded)
+        .server_setting("max_connections = 3")
+        .server_setting("header_read_timeout = \"1s\"")
+        .server_setting("tls_handshake_timeout = \"1s\"")
+        .start()
+        .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(env.https).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let c = env.client();
+    c.put_object().bucket(&env.bucket).key("after-idle").body(ByteStream::from_static(b"ok")).send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    drop(idle);
+    env.shutdown().await;
+}
