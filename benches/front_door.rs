@@ -61,12 +61,114 @@ fn sigv4(c: &mut Criterion) {
             verifier.verify(&head, now).unwrap()
         })
     });
+    // What the proxy sends upstream for a small PUT: the s3crypt signer (cached signing key) next to the
+    // aws-sigv4 crate with the same S3 settings (what it used before; derives the signing key per request).
+    let outbound = || {
+        Request::builder()
+            .method("PUT")
+            .uri("https://s3.example.com/bucket/some/key%20with%20space.bin?partNumber=3&uploadId=abc")
+            .header("host", "s3.example.com")
+            .header("content-type", "application/octet-stream")
+            .header("content-length", "4160")
+            .header("x-amz-meta-owner", "bench")
+            .header("x-amz-meta-s3crypt-v", "1")
+            .header("x-amz-meta-s3crypt-kek", "keyring:k1")
+            .header("x-amz-meta-s3crypt-dek", "c29tZSB3cmFwcGVkIGRhdGEga2V5IGJ5dGVzIGhlcmUgYW5kIG1vcmUgYnl0ZXM=")
+            .body(())
+            .unwrap()
+    };
     g.bench_function("sign_outbound", |b| {
         b.iter(|| {
-            let mut r = Request::builder().method("GET").uri("https://s3.example.com/b/k").body(()).unwrap();
+            let mut r = outbound();
             signer.sign(&mut r, &OutboundPayload::Unsigned, now).unwrap();
             r
         })
+    });
+    g.bench_function("sign_outbound_aws_sigv4_crate", |b| {
+        use aws_sigv4::http_request::{
+            PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+            UriPathNormalizationMode, sign,
+        };
+        let identity = aws_credential_types::Credentials::new("AKIDBENCH", "bench-secret", None, None, "b").into();
+        b.iter(|| {
+            let mut r = outbound();
+            let mut settings = SigningSettings::default();
+            settings.percent_encoding_mode = PercentEncodingMode::Single;
+            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+            let params = aws_sigv4::sign::v4::SigningParams::builder()
+                .identity(&identity)
+                .region("us-east-1")
+                .name("s3")
+                .time(now)
+                .settings(settings)
+                .build()
+                .unwrap()
+                .into();
+            let headers: Vec<(&str, &str)> =
+                r.headers().iter().map(|(n, v)| (n.as_str(), std::str::from_utf8(v.as_bytes()).unwrap())).collect();
+            let uri = r.uri().to_string();
+            let signable =
+                SignableRequest::new(r.method().as_str(), uri, headers.into_iter(), SignableBody::UnsignedPayload)
+                    .unwrap();
+            let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+            instructions.apply_to_request_http1x(&mut r);
+            r
+        })
+    });
+    g.finish();
+}
+
+/// The audit line: the direct formatter writing to a sink, next to the tracing-subscriber JSON layer it replaced.
+fn audit(c: &mut Criterion) {
+    use s3crypt::util::audit::{Record, format_line};
+    use std::io::Write;
+    let record = Record {
+        request_id: "0123456789ABCDEF",
+        principal: "AKIDBENCH",
+        op: "PutObject",
+        bucket: "bench-bucket",
+        key: "some/key with space.bin",
+        version: "-",
+        sse: "aws:kms",
+        key_id: "keyring:k1",
+        status: 200,
+        bytes_in: 4096,
+        bytes_out: 0,
+        latency_ms: 2,
+    };
+    let mut g = c.benchmark_group("audit_line");
+    let mut line = Vec::with_capacity(512);
+    let mut sink = std::io::sink();
+    g.bench_function("direct_json", |b| {
+        b.iter(|| {
+            line.clear();
+            format_line(&mut line, &record, time::OffsetDateTime::now_utc());
+            sink.write_all(&line).unwrap();
+        })
+    });
+    let subscriber = tracing_subscriber::fmt().json().with_writer(std::io::sink).finish();
+    tracing::subscriber::with_default(subscriber, || {
+        g.bench_function("tracing_subscriber_json", |b| {
+            b.iter(|| {
+                tracing::info!(
+                    target: "s3crypt::audit",
+                    request_id = record.request_id,
+                    principal = record.principal,
+                    op = record.op,
+                    bucket = record.bucket,
+                    key = record.key,
+                    version = record.version,
+                    sse = record.sse,
+                    key_id = record.key_id,
+                    status = record.status,
+                    bytes_in = record.bytes_in,
+                    bytes_out = record.bytes_out,
+                    latency_ms = record.latency_ms,
+                    "audit"
+                );
+            })
+        });
     });
     g.finish();
 }
@@ -118,5 +220,5 @@ fn bodies(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sigv4, bodies);
+criterion_group!(benches, sigv4, audit, bodies);
 criterion_main!(benches);

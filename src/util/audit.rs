@@ -64,7 +64,8 @@ pub fn write(record: &Record<'_>) {
     });
 }
 
-fn format_line(out: &mut Vec<u8>, r: &Record<'_>, now: time::OffsetDateTime) {
+/// Formats one line (with its newline) into `out`; public for the micro-bench.
+pub fn format_line(out: &mut Vec<u8>, r: &Record<'_>, now: time::OffsetDateTime) {
     let ts = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     out.extend_from_slice(b"{\"timestamp\":");
     string(out, &ts);
