@@ -203,3 +203,35 @@ async fn a_store_slower_than_the_response_deadline_is_a_gateway_timeout() {
     assert_eq!(&got.body.collect().await.unwrap().into_bytes()[..], b"slow");
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_slower_than_its_timeout_is_503_with_nothing_written_and_reads_once_it_recovers() {
+    use aws_sdk_s3::types::ServerSideEncryption;
+    let relay = Relay::start(&crate::common::kms_endpoint()).await;
+    let key = crate::common::create_kms_key().await;
+    let env = TestEnv::builder(Backend::SeaweedFs)
+        .kms(&relay.url(), &key, "bucket_key = false\ntimeout = \"1s\"\n")
+        .start()
+        .await;
+    let c = env.client();
+    let put = |k: &'static str| {
+        c.put_object()
+            .bucket(&env.bucket)
+            .key(k)
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .body(ByteStream::from(data(100_000, 5)))
+    };
+    put("kms/before").send().await.unwrap();
+    relay.set(Fault::StallDown(Duration::from_secs(5)));
+    let started = std::time::Instant::now();
+    let e = put("kms/slow").send().await.unwrap_err();
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    assert_eq!((e.raw_response().map(|r| r.status().as_u16()), e.code()), (Some(503), Some("ServiceUnavailable")));
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by the KMS timeouts: {:?}", started.elapsed());
+    assert_eq!(env.stored_keys().await, vec!["kms/before".to_owned()], "nothing written for the failed PUT");
+    relay.set(Fault::None);
+    tokio::time::sleep(Duration::from_secs(5)).await; // stalled answers drain
+    let got = c.get_object().bucket(&env.bucket).key("kms/before").send().await.unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), data(100_000, 5));
+    env.shutdown().await;
+}
