@@ -5,6 +5,7 @@
 #
 #   ./scripts/fuzz.sh                    every target for 10 minutes (override: FUZZ_SECONDS=3600)
 #   ./scripts/fuzz.sh --smoke            every target for 20,000 runs (what the test command does)
+#   ./scripts/fuzz.sh --runs 10000000    every target for that many executions (the figures in docs/SECURITY.md)
 #   ./scripts/fuzz.sh decrypt config     only these targets
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ LIMIT="-max_total_time=${FUZZ_SECONDS:-600}"
 if [ "${1:-}" = "--smoke" ]; then
   LIMIT="-runs=20000"
   shift
+elif [ "${1:-}" = "--runs" ]; then
+  LIMIT="-runs=$2"
+  shift 2
 fi
 if [ $# -gt 0 ]; then TARGETS=("$@"); fi
 
@@ -33,6 +37,6 @@ for t in "${TARGETS[@]}"; do
     echo "fuzz: $t failed (a crash input, if any, is in fuzz/artifacts/$t)" >&2
     exit 1
   fi
-  grep -E '^Done' "$log" || tail -3 "$log"
+  grep -E '^Done|^#[0-9]+ *DONE' "$log" || tail -3 "$log"
   rm -f "$log"
 done

@@ -95,6 +95,8 @@ pub enum ProxyError {
     ClientBody(String),
     #[error("client body read timed out")]
     RequestTimeout,
+    #[error("client over its request rate")]
+    SlowDown,
 
     // --- encryption -------------------------------------------------------------------------------------
     #[error("stored object failed authentication: {0}")]
@@ -186,6 +188,7 @@ impl ProxyError {
             ProxyError::EntityTooLarge => "EntityTooLarge",
             ProxyError::ClientBody(_) => "IncompleteBody",
             ProxyError::RequestTimeout => "RequestTimeout",
+            ProxyError::SlowDown => "SlowDown",
             ProxyError::ObjectIntegrity(_) => "ObjectIntegrityError",
             ProxyError::UnknownKey(_) => "KMS.NotFoundException",
             ProxyError::PlaintextObject => "InvalidObjectState",
@@ -252,7 +255,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::MissingContentLength => StatusCode::LENGTH_REQUIRED,
-            ProxyError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamUnavailable(_) | ProxyError::SlowDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamAuth(_) | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream { status, .. } => *status,
@@ -290,6 +293,7 @@ impl ProxyError {
             | ProxyError::EntityTooLarge
             | ProxyError::ClientBody(_)
             | ProxyError::RequestTimeout
+            | ProxyError::SlowDown
             | ProxyError::MetadataTooLarge { .. }
             | ProxyError::InvalidRange { .. }
             | ProxyError::PlaintextObject
@@ -375,6 +379,7 @@ impl ProxyError {
             ProxyError::RequestTimeout => "Your socket connection to the server was not read from or written \
                  to within the timeout period."
                 .into(),
+            ProxyError::SlowDown => "Please reduce your request rate.".into(),
             ProxyError::ObjectIntegrity(_) => "The stored object failed authentication: it was altered, truncated or \
                  moved at the storage service, and is not returned."
                 .into(),
@@ -485,6 +490,7 @@ impl ProxyError {
             | ProxyError::EntityTooLarge
             | ProxyError::ClientBody(_)
             | ProxyError::RequestTimeout
+            | ProxyError::SlowDown
             | ProxyError::UpstreamUnavailable(_)
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamAuth(_)
@@ -504,7 +510,7 @@ impl ProxyError {
         {
             return vec![(http::header::CONTENT_RANGE, v)];
         }
-        if matches!(self, ProxyError::UpstreamUnavailable(_) | ProxyError::KmsUnavailable(_)) {
+        if matches!(self, ProxyError::UpstreamUnavailable(_) | ProxyError::KmsUnavailable(_) | ProxyError::SlowDown) {
             vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]
         } else {
             Vec::new()

@@ -4,7 +4,7 @@
 //! `Config::load(path)` is the only entry point: it parses, validates and resolves, and either returns a
 //! complete runtime configuration or the full list of [`Problem`]s.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -276,6 +276,9 @@ pub struct RawClient {
     pub secret_access_key_env: Option<String>,
     pub secret_access_key_file: Option<PathBuf>,
     pub buckets: Option<Vec<String>>,
+    /// Sustained requests per second this client may send (a token bucket with a burst of as many); more are
+    /// answered 503 SlowDown. Default: no limit.
+    pub requests_per_second: Option<u32>,
 }
 
 /// How upload bodies are framed towards the store.
@@ -405,6 +408,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub tls: TlsSettings,
     pub clients: Vec<ClientCredential>,
+    /// Per-client request rate limits, by access key id (clients without one are not limited).
+    pub client_rates: HashMap<String, u32>,
     pub upstream: UpstreamSettings,
     pub encryption: EncryptionSettings,
     /// The admin listener (metrics, health), if configured.
@@ -699,6 +704,7 @@ impl RawConfig {
 
         // --- clients
         let mut clients = Vec::new();
+        let mut client_rates = HashMap::new();
         let mut seen = HashSet::new();
         if self.clients.is_empty() {
             p.push(
@@ -741,6 +747,17 @@ impl RawConfig {
                 env,
                 &mut p,
             );
+            match c.requests_per_second {
+                Some(0) => p.push(
+                    format!("{key}.requests_per_second"),
+                    "0 would refuse every request",
+                    "give a positive number, or remove the key for no limit",
+                ),
+                Some(rps) => {
+                    client_rates.insert(c.access_key_id.clone(), rps);
+                }
+                None => {}
+            }
             if let Some(secret) = secret {
                 clients.push(ClientCredential {
                     access_key_id: c.access_key_id.clone(),
@@ -907,6 +924,7 @@ impl RawConfig {
                 reload_interval: self.tls.reload_interval,
             },
             clients,
+            client_rates,
             upstream: UpstreamSettings {
                 endpoint,
                 region: u.region.clone(),

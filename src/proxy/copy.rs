@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::upstream::UpstreamIncoming;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::encrypted::SseInfo;
 use super::encrypted::{ClientRange, ObjectResponse};
@@ -126,7 +126,7 @@ fn precondition_failed() -> ProxyError {
 }
 
 /// A failed read of the copy source, as S3 reports it for a copy.
-async fn source_error(resp: Response<Incoming>, is_head: bool) -> ProxyError {
+async fn source_error(resp: Response<UpstreamIncoming>, is_head: bool) -> ProxyError {
     let (p, body) = resp.into_parts();
     match p.status {
         StatusCode::NOT_MODIFIED | StatusCode::PRECONDITION_FAILED => precondition_failed(),

@@ -2,10 +2,10 @@
 //! (plaintext → covering ciphertext segments, one upstream request), and the responses of GET, HEAD, PUT and
 //! listings (plaintext sizes, envelope and ciphertext checksums hidden, SSE headers).
 
+use crate::upstream::UpstreamIncoming;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::ProxyBody;
 use std::sync::Arc;
@@ -236,7 +236,7 @@ fn not_applicable() -> ProxyError {
     ProxyError::InvalidRequest("The encryption parameters are not applicable to this object.".into())
 }
 
-fn plain_response(resp: Response<Incoming>) -> Response<ProxyBody> {
+fn plain_response(resp: Response<UpstreamIncoming>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     super::response::scrub_upstream_headers(&mut parts.headers);
     Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
@@ -256,7 +256,7 @@ pub fn envelope_or_policy(headers: &HeaderMap, legacy: LegacyPolicy) -> Result<O
 
 /// A successful upstream GET (200 / 206) of an encrypted bucket's object → the client's plaintext response.
 pub async fn get_response(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamIncoming>,
     range: ClientRange,
     ctx: &ReadCtx<'_>,
 ) -> Result<ObjectResponse, ProxyError> {
@@ -369,7 +369,10 @@ pub fn range_not_satisfiable(headers: &HeaderMap, segment: u32) -> Option<ProxyE
 
 /// A successful upstream HEAD of an encrypted bucket's object → plaintext length, envelope hidden. Only SSE-C
 /// objects are unwrapped (to check the client's key, as S3 does); others are not (no KMS call on HEAD).
-pub async fn head_response(resp: Response<Incoming>, ctx: &ReadCtx<'_>) -> Result<Response<ProxyBody>, ProxyError> {
+pub async fn head_response(
+    resp: Response<UpstreamIncoming>,
+    ctx: &ReadCtx<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(env) = envelope_or_policy(resp.headers(), ctx.legacy)? else {
         if ctx.customer.is_some() {
             return Err(not_applicable());

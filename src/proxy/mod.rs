@@ -4,6 +4,7 @@
 
 mod copy;
 mod encrypted;
+mod limit;
 pub mod maintenance;
 mod multipart;
 mod response;
@@ -71,6 +72,7 @@ struct Inner {
     upstream: Arc<Upstream>,
     settings: ProxySettings,
     crypto: Arc<Crypto>,
+    limits: limit::RateLimits,
 }
 
 /// What the request path needs from the configuration.
@@ -86,6 +88,8 @@ pub struct ProxySettings {
     pub max_copy_size: u64,
     /// An upload body that stalls this long fails with `RequestTimeout`.
     pub body_read_timeout: std::time::Duration,
+    /// Requests per second, by access key id, for the clients that have a limit.
+    pub client_rates: std::collections::HashMap<String, u32>,
 }
 
 /// A client's request body, with its idle deadline.
@@ -116,7 +120,8 @@ struct RequestView {
 
 impl Proxy {
     pub fn new(verifier: Verifier, upstream: Arc<Upstream>, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
-        Proxy { inner: Arc::new(Inner { verifier, upstream, settings, crypto }) }
+        let limits = limit::RateLimits::new(&settings.client_rates);
+        Proxy { inner: Arc::new(Inner { verifier, upstream, settings, crypto, limits }) }
     }
 
     /// The upstream client (a reload keeps the embedded store's).
@@ -210,6 +215,9 @@ impl Proxy {
         let mut req = req;
         merge_query_headers(req.headers_mut(), std::mem::take(&mut auth.hoisted_headers))?;
         view.principal = Some(auth.client.access_key_id.clone());
+        if !self.inner.limits.allow(&auth.client.access_key_id, Instant::now()) {
+            return Err(ProxyError::SlowDown);
+        }
         view.bucket = target.bucket.clone();
         view.key = target.key.clone();
         view.version = auth.query.iter().find(|(k, _)| k == "versionId").map(|(_, v)| v.clone());
@@ -218,7 +226,7 @@ impl Proxy {
         view.op = Some(op);
 
         let (parts, body) = req.into_parts();
-        let body = ClientBody::new(body, self.inner.settings.body_read_timeout);
+        let body = ClientBody::new(body, self.inner.settings.body_read_timeout, ProxyError::RequestTimeout);
         view.body_unread = false; // from here on the body is consumed by the upstream request or dropped
         let is_head = parts.method == Method::HEAD;
         let crypto = Arc::clone(&self.inner.crypto);

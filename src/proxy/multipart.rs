@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::upstream::UpstreamIncoming;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 
 use super::encrypted::SseInfo;
 use super::{Proxy, ProxyBody, RequestView};
@@ -403,7 +403,7 @@ impl Proxy {
         query: &[(String, String)],
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamIncoming>, ProxyError> {
         let len = (!body.is_empty() || matches!(method, Method::PUT | Method::POST)).then_some(body.len() as u64);
         let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
         let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
@@ -421,7 +421,7 @@ impl Proxy {
         body: UpstreamBody,
         content_length: Option<u64>,
         payload: OutboundPayload,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamIncoming>, ProxyError> {
         let q = crate::sigv4::canonical::canonical_query(query, None);
         let (uri, host) = self.inner.upstream.uri_for(target, &q)?;
         headers.insert(http::header::HOST, HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?);

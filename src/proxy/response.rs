@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use crate::upstream::UpstreamIncoming;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::{ProxyBody, full_body};
 use crate::config::ClientCredential;
@@ -49,7 +49,7 @@ const ERROR_HEADERS_KEPT: [HeaderName; 6] = [
     HeaderName::from_static("x-amz-version-id"),
 ];
 
-async fn read_small(body: Incoming, limit: usize) -> Option<Bytes> {
+async fn read_small(body: UpstreamIncoming, limit: usize) -> Option<Bytes> {
     let collected = tokio::time::timeout(SMALL_BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
     match collected {
         Ok(Ok(c)) => Some(c.to_bytes()),
@@ -79,7 +79,7 @@ fn default_code(status: StatusCode) -> &'static str {
 pub(super) async fn upstream_error(
     status: StatusCode,
     headers: &HeaderMap,
-    body: Incoming,
+    body: UpstreamIncoming,
     is_head: bool,
 ) -> ProxyError {
     let kept: Vec<(HeaderName, HeaderValue)> =
@@ -134,7 +134,7 @@ pub(super) fn scrub_upstream_headers(headers: &mut HeaderMap) {
 
 /// Maps the upstream response for the client.
 pub(super) async fn map_response(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamIncoming>,
     op: S3Op,
     client: &ClientCredential,
     is_head: bool,

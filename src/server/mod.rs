@@ -118,6 +118,7 @@ impl Core {
             slow_response_keepalive: config.server.slow_response_keepalive,
             max_copy_size: config.upstream.max_copy_size,
             body_read_timeout: config.server.body_read_timeout,
+            client_rates: config.client_rates.clone(),
         };
         let proxy = Proxy::new(verifier, upstream, settings, Arc::new(crypto));
         Ok((proxy, created_key))

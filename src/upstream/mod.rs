@@ -25,6 +25,10 @@ use crate::sigv4::sign::{OutboundPayload, UpstreamSigner};
 /// Request bodies sent upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, ProxyError>;
 
+/// Response bodies from upstream: a store that goes silent mid-body for `upstream.response_timeout` fails the
+/// body with `UpstreamTimeout` (the client's response is aborted, never ended cleanly).
+pub type UpstreamIncoming = crate::util::body::IdleTimeout<Incoming>;
+
 /// Name resolution for the upstream: the system resolver, or a fixed address (`upstream.resolve_to`, like curl's
 /// `--resolve`: for private endpoints and split-horizon DNS; the Host header and TLS name stay the endpoint's).
 #[derive(Clone)]
@@ -170,25 +174,42 @@ impl Upstream {
         Ok((uri, host))
     }
 
-    /// Signs and sends a request; waits for the response head within the response deadline.
+    /// Signs and sends a request and waits for the response head. The deadline (`upstream.response_timeout`)
+    /// bounds the upstream's silence, not the transfer: it runs while the upstream neither takes more of the
+    /// request body nor answers, and is stopped while the body waits on its own source (the client).
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
         payload: &OutboundPayload,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamIncoming>, ProxyError> {
         self.signer.sign(&mut req, payload, SystemTime::now())?;
         let started = std::time::Instant::now();
-        let fut = self.client.request(req);
-        match tokio::time::timeout(self.response_timeout, fut).await {
-            Err(_elapsed) => {
+        let progress = Arc::new(SendProgress::new(started));
+        let watched = Arc::clone(&progress);
+        let req = req.map(move |b| http_body_util::BodyExt::boxed_unsync(ProgressBody { inner: b, progress: watched }));
+        let mut fut = std::pin::pin!(self.client.request(req));
+        let result = loop {
+            let deadline = progress.deadline(self.response_timeout);
+            tokio::select! {
+                r = &mut fut => break Some(r),
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if progress.stalled(self.response_timeout) {
+                        break None;
+                    }
+                }
+            }
+        };
+        match result {
+            None => {
                 crate::metrics::upstream_error("timeout");
                 Err(ProxyError::UpstreamTimeout)
             }
-            Ok(Ok(resp)) => {
+            Some(Ok(resp)) => {
                 crate::metrics::upstream_done(started.elapsed());
-                Ok(resp)
+                let idle = self.response_timeout;
+                Ok(resp.map(|b| UpstreamIncoming::new(b, idle, ProxyError::UpstreamTimeout)))
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 let err = classify_send_error(&e);
                 match &err {
                     ProxyError::UpstreamUnavailable(_) => crate::metrics::upstream_error("connect"),
@@ -198,6 +219,76 @@ impl Upstream {
                 Err(err)
             }
         }
+    }
+}
+
+/// When the upstream last made progress on a request being sent (took a body frame, or the body ended), and
+/// whether the body is meanwhile waiting on its own source, which is not the upstream's delay.
+struct SendProgress {
+    base: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    waiting_on_source: std::sync::atomic::AtomicBool,
+}
+
+impl SendProgress {
+    fn new(base: std::time::Instant) -> SendProgress {
+        SendProgress { base, last_ms: 0.into(), waiting_on_source: false.into() }
+    }
+
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn deadline(&self, timeout: std::time::Duration) -> std::time::Instant {
+        let last = std::time::Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.base + last + timeout
+    }
+
+    fn stalled(&self, timeout: std::time::Duration) -> bool {
+        if self.waiting_on_source.load(std::sync::atomic::Ordering::Relaxed) {
+            self.touch(); // our own source is slow (bounded by its own deadline): restart the upstream's clock
+            return false;
+        }
+        std::time::Instant::now() >= self.deadline(timeout)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The request body as hyper pulls it towards the upstream, reporting progress to [`SendProgress`].
+    struct ProgressBody {
+        #[pin]
+        inner: UpstreamBody,
+        progress: Arc<SendProgress>,
+    }
+}
+
+impl http_body::Body for ProgressBody {
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, ProxyError>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let this = self.project();
+        // hyper asks for more: the upstream took what it was given.
+        this.progress.touch();
+        let polled = this.inner.poll_frame(cx);
+        this.progress.waiting_on_source.store(polled.is_pending(), Relaxed);
+        if polled.is_ready() {
+            this.progress.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

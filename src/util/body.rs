@@ -28,27 +28,33 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A client request body that fails with `RequestTimeout` when no byte arrives for `idle` (a stalled or
-    /// slowloris upload): the upstream request is then aborted, nothing is stored, and the client gets S3's
-    /// `RequestTimeout`. The deadline restarts with every frame.
+    /// A body that fails when its source sends nothing for `idle` while it is being waited on: a stalled or
+    /// slowloris upload (`RequestTimeout`), a store that stops mid-response (`UpstreamTimeout`). Only the time
+    /// spent waiting counts: while the consumer is not asking (backpressure from the other side) the clock is
+    /// stopped, and it restarts when the consumer asks again.
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
-        #[pin]
-        deadline: tokio::time::Sleep,
+        // Boxed so the body stays `Unpin` when `B` is (callers `.frame().await` it).
+        deadline: Pin<Box<tokio::time::Sleep>>,
         idle: std::time::Duration,
+        error: ProxyError,
         state: IdleState,
     }
 }
 
 enum IdleState {
-    Streaming,
+    /// The last poll got a frame: the next one starts a new wait.
+    Ready,
+    /// The last poll was pending: the deadline runs.
+    Waiting,
     Done,
 }
 
 impl<B> IdleTimeout<B> {
-    pub fn new(inner: B, idle: std::time::Duration) -> Self {
-        IdleTimeout { inner, deadline: tokio::time::sleep(idle), idle, state: IdleState::Streaming }
+    /// `error` is what the body fails with at the deadline.
+    pub fn new(inner: B, idle: std::time::Duration, error: ProxyError) -> Self {
+        IdleTimeout { inner, deadline: Box::pin(tokio::time::sleep(idle)), idle, error, state: IdleState::Ready }
     }
 }
 
@@ -65,27 +71,31 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, ProxyError>>> {
         let mut this = self.project();
-        match this.state {
-            IdleState::Done => Poll::Ready(None),
-            IdleState::Streaming => match this.inner.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
+        if matches!(this.state, IdleState::Done) {
+            return Poll::Ready(None);
+        }
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.state = IdleState::Ready;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                *this.state = IdleState::Done;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                *this.state = IdleState::Done;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if matches!(this.state, IdleState::Ready) {
+                    *this.state = IdleState::Waiting;
                     this.deadline.as_mut().reset(tokio::time::Instant::now() + *this.idle);
-                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    *this.state = IdleState::Done;
-                    Poll::Ready(Some(Err(e.into())))
-                }
-                Poll::Ready(None) => {
-                    *this.state = IdleState::Done;
-                    Poll::Ready(None)
-                }
-                Poll::Pending => {
-                    ready!(this.deadline.poll(cx));
-                    *this.state = IdleState::Done;
-                    Poll::Ready(Some(Err(ProxyError::RequestTimeout)))
-                }
-            },
+                ready!(this.deadline.as_mut().poll(cx));
+                *this.state = IdleState::Done;
+                Poll::Ready(Some(Err(this.error.clone())))
+            }
         }
     }
 

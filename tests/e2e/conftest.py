@@ -123,6 +123,24 @@ def s3(proxy):
     return make_client(proxy)
 
 
+def https_only_config(upstream: str, server_extra: str = "") -> str:
+    """A dev-mode configuration with one https listener and the e2e client, in front of `upstream` (TOML)."""
+    return f"""
+[server]
+mode = "dev"
+{server_extra}
+[[listeners]]
+address = "127.0.0.1:0"
+protocol = "https"
+[tls]
+self_signed_dir = "tls"
+[[clients]]
+access_key_id = "{AK}"
+secret_access_key = "{SK}"
+{upstream}
+"""
+
+
 def seaweedfs():
     """The SeaweedFS scripts/test.sh started: (endpoint, access key, secret key)."""
     try:

@@ -10,41 +10,19 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from conftest import AK, SK, Proxy, make_client
+from conftest import Proxy, https_only_config, make_client, seaweedfs
 
 MIB = 1024 * 1024
 
 
-def seaweedfs():
-    ep = os.environ.get("S3CRYPT_TEST_SEAWEEDFS_ENDPOINT")
-    if not ep:
-        pytest.fail("S3CRYPT_TEST_SEAWEEDFS_ENDPOINT is not set: run ./scripts/test.sh (it starts SeaweedFS)")
-    ak = os.environ["S3CRYPT_TEST_SEAWEEDFS_ACCESS_KEY"]
-    sk = os.environ["S3CRYPT_TEST_SEAWEEDFS_SECRET_KEY"]
-    return boto3.client("s3", endpoint_url=ep, aws_access_key_id=ak, aws_secret_access_key=sk, region_name="us-east-1",
-                        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1})), ep, ak, sk
-
-
 def proxy_before_seaweedfs(tmp_path, bucket):
-    direct, ep, ak, sk = seaweedfs()
+    ep, ak, sk = seaweedfs()
+    direct = boto3.client("s3", endpoint_url=ep, aws_access_key_id=ak, aws_secret_access_key=sk,
+                          region_name="us-east-1",
+                          config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}))
     direct.create_bucket(Bucket=bucket)
-    config = f"""
-[server]
-mode = "dev"
-drain_timeout = "60s"
-[[listeners]]
-address = "127.0.0.1:0"
-protocol = "https"
-[tls]
-self_signed_dir = "tls"
-[[clients]]
-access_key_id = "{AK}"
-secret_access_key = "{SK}"
-[upstream]
-endpoint = "{ep}"
-access_key_id = "{ak}"
-secret_access_key = "{sk}"
-"""
+    upstream = f'[upstream]\nendpoint = "{ep}"\naccess_key_id = "{ak}"\nsecret_access_key = "{sk}"\n'
+    config = https_only_config(upstream, server_extra='drain_timeout = "60s"')
     return Proxy(tmp_path, config, expected_listeners=1), direct
 
 
@@ -158,23 +136,8 @@ def test_a_full_disk_at_the_embedded_store_fails_the_upload_cleanly_and_keeps_wh
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:
-        config = f"""
-[server]
-mode = "dev"
-[[listeners]]
-address = "127.0.0.1:0"
-protocol = "https"
-[tls]
-self_signed_dir = "tls"
-[[clients]]
-access_key_id = "{AK}"
-secret_access_key = "{SK}"
-[upstream]
-endpoint = "embedded"
-[embedded]
-data_dir = "store"
-buckets = ["full"]
-"""
+        upstream = '[upstream]\nendpoint = "embedded"\n[embedded]\ndata_dir = "store"\nbuckets = ["full"]\n'
+        config = https_only_config(upstream)
         p = Proxy(tmp_path, config, expected_listeners=1)
         try:
             s3 = make_client(p)

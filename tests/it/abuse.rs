@@ -91,3 +91,56 @@ async fn idle_connections_at_the_connection_limit_cannot_lock_out_a_client_for_l
     drop(idle);
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flooding_past_its_rate_gets_slow_down_while_another_client_is_served() {
+    use crate::common::{LIMITED_AK, LIMITED_SK};
+    let env = TestEnv::builder(Backend::Embedded).limited_client_rate(50).start().await;
+    let flooder = env.client_as(LIMITED_AK, LIMITED_SK);
+    let other = env.client();
+    let bucket = env.bucket.clone();
+    // 2,000 tiny requests as fast as 64 connections allow, against a limit of 50 per second.
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let (c, b) = (flooder.clone(), bucket.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut slow) = (0u32, 0u32);
+            for i in 0..32 {
+                match c.head_object().bucket(&b).key(format!("nothing-{w}-{i}")).send().await {
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 503) => {
+                        let retry_after = e.raw_response().and_then(|r| r.headers().get("retry-after"));
+                        assert_eq!(retry_after, Some("1"));
+                        slow += 1;
+                    }
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => ok += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+            (ok, slow)
+        }));
+    }
+    // Meanwhile the other client, unlimited, is served every time.
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        other.put_object().bucket(&bucket).key("other").body(ByteStream::from_static(b"fine")).send().await.unwrap();
+        served += 1;
+    }
+    let (mut ok, mut slow) = (0, 0);
+    for t in tasks {
+        let (o, s) = t.await.unwrap();
+        ok += o;
+        slow += s;
+    }
+    assert_eq!(ok + slow, 64 * 32);
+    assert!(slow > 1000, "most of the flood is refused: {ok} served, {slow} SlowDown");
+    assert!(ok >= 50, "the burst and the rate are served: {ok}");
+    assert!(served > 0);
+    // A SlowDown is a well-formed S3 error.
+    let e = flooder.list_objects_v2().bucket(&bucket).send().await;
+    if let Err(e) = e {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        assert_eq!(e.code(), Some("SlowDown"), "{e:?}");
+    }
+    env.shutdown().await;
+}

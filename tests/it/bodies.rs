@@ -167,6 +167,20 @@ async fn aws_chunked_bodies_are_decoded_and_their_trailer_checked(backend: Backe
     assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("IncompleteBody")));
     let r = raw.send(chunked_request(&env, "long", aws_chunked(&body, 65_536, None), body.len() - 1)).await;
     assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some("IncompleteBody")));
+    // Abuse: a chunk declaring more than the 16 MiB the decoder accepts, a chunk header line that never ends,
+    // and a chunk size that is not hex: each refused at once, nothing buffered, nothing stored.
+    let mut huge = b"40000000\r\n".to_vec();
+    huge.extend_from_slice(&body[..1000]);
+    let mut endless = b"10;".to_vec();
+    endless.extend(std::iter::repeat_n(b'x', 10_000));
+    for (name, wire, code) in [
+        ("huge-chunk", huge, "InvalidChunkSizeError"),
+        ("endless-header", endless, "IncompleteBody"),
+        ("not-hex", b"zz\r\n".to_vec(), "IncompleteBody"),
+    ] {
+        let r = raw.send(chunked_request(&env, name, wire, body.len())).await;
+        assert_eq!((r.status.as_u16(), r.code().as_deref()), (400, Some(code)), "{name}: {}", r.text());
+    }
     let mut keys = env.stored_keys().await;
     keys.sort();
     assert_eq!(keys, vec!["ok-cl".to_owned(), "ok-te".to_owned()]);

@@ -1,6 +1,7 @@
 //! Faults with real servers (SeaweedFS, moto's KMS), each followed by reading the store directly to show that no
 //! partial or corrupt object exists: a client that vanishes mid-upload (single PUT and multipart part), the store's
-//! connection reset mid-upload and mid-download, a store answering 500/503 or too slowly.
+//! connection reset mid-upload and mid-download, a store answering 500/503 or too slowly or going silent
+//! mid-response, a KMS too slow.
 
 use std::time::Duration;
 
@@ -233,5 +234,55 @@ async fn a_kms_slower_than_its_timeout_is_503_with_nothing_written_and_reads_onc
     tokio::time::sleep(Duration::from_secs(5)).await; // stalled answers drain
     let got = c.get_object().bucket(&env.bucket).key("kms/before").send().await.unwrap();
     assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), data(100_000, 5));
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_goes_silent_mid_download_fails_the_response_at_the_deadline_instead_of_hanging() {
+    // (3 s, not 1: what sits in the socket buffers when the upload's last byte is written takes the relay a
+    // moment to deliver, and that counts as the store's silence.)
+    let (env, relay) = env_behind_relay("response_timeout = \"3s\"\n").await;
+    let c = env.client();
+    let body = data(4 * MIB, 6);
+    c.put_object().bucket(&env.bucket).key("silent/obj").body(ByteStream::from(body.clone())).send().await.unwrap();
+    relay.set(Fault::FreezeAfterDown(MIB as u64));
+    let started = std::time::Instant::now();
+    let get = async {
+        match c.get_object().bucket(&env.bucket).key("silent/obj").send().await {
+            Ok(out) => out.body.collect().await.map(|b| b.into_bytes().len()).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    };
+    let result = tokio::time::timeout(Duration::from_secs(10), get).await.unwrap_or_else(|_| Err("hung".into()));
+    assert!(result.is_err(), "a frozen download must fail, got {result:?}");
+    assert!(started.elapsed() < Duration::from_secs(7), "at the deadline, not later: {:?}", started.elapsed());
+    relay.set(Fault::None);
+    let got = c.get_object().bucket(&env.bucket).key("silent/obj").send().await.unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_slower_than_the_response_deadline_still_succeeds_while_it_makes_progress() {
+    // The deadline bounds the store's silence, not the transfer: a 4-second upload against a 1.5-second deadline.
+    let (env, _relay) = env_behind_relay("response_timeout = \"1500ms\"\n").await;
+    let url = format!("{}/{}/slow/upload", env.endpoint(), env.bucket);
+    let req = signed_with(Method::PUT, &url, &[], b"", CLIENT_AK, CLIENT_SK, None, std::time::SystemTime::now());
+    let body = data(10 * 100_000, 8);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let req = req.map(|_| crate::common::raw::ChannelBody { rx, len: body.len() as u64 });
+    let chunks: Vec<bytes::Bytes> = body.chunks(100_000).map(bytes::Bytes::copy_from_slice).collect();
+    tokio::spawn(async move {
+        for c in chunks {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            if tx.send(c).await.is_err() {
+                return;
+            }
+        }
+    });
+    let r = env.raw().send(req).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let got = env.client().get_object().bucket(&env.bucket).key("slow/upload").send().await.unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body);
     env.shutdown().await;
 }

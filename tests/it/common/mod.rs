@@ -64,6 +64,7 @@ pub struct TestEnvBuilder {
     keyring: Option<std::path::PathBuf>,
     legacy_passthrough: bool,
     server_extra: String,
+    limited_rps: Option<u32>,
     upstream_extra: String,
     encryption_extra: String,
     admin: bool,
@@ -149,6 +150,7 @@ impl TestEnv {
             keyring: None,
             legacy_passthrough: false,
             server_extra: String::new(),
+            limited_rps: None,
             upstream_extra: String::new(),
             encryption_extra: String::new(),
             admin: false,
@@ -299,6 +301,12 @@ impl TestEnvBuilder {
         self
     }
 
+    /// `requests_per_second` for the LIMITED client.
+    pub fn limited_client_rate(mut self, rps: u32) -> Self {
+        self.limited_rps = Some(rps);
+        self
+    }
+
     /// Any `[server]` setting, as a TOML line (`body_read_timeout = "1s"`).
     pub fn server_setting(mut self, line: &str) -> Self {
         self.server_extra.push_str(line);
@@ -339,6 +347,9 @@ impl TestEnvBuilder {
             "[[clients]]\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n\
              [[clients]]\naccess_key_id = \"{LIMITED_AK}\"\nsecret_access_key = \"{LIMITED_SK}\"\nbuckets = [\"__LIMITED__\"]\n"
         ));
+        if let Some(rps) = self.limited_rps {
+            toml.push_str(&format!("requests_per_second = {rps}\n"));
+        }
         let bucket = self.bucket.clone().unwrap_or_else(|| unique_bucket("s3c"));
         let mut toml = toml.replace("__LIMITED__", &bucket);
         toml.push_str(&format!("[encryption]\npassthrough_buckets = {:?}\n", self.passthrough));

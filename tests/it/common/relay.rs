@@ -21,6 +21,9 @@ pub enum Fault {
     ResetAfterDown(u64),
     /// Hold back the service's answer this long (a slow store or KMS).
     StallDown(Duration),
+    /// Stop passing the service's answer on after this many bytes, until the fault changes (a store that goes
+    /// silent mid-response).
+    FreezeAfterDown(u64),
 }
 
 /// A running relay.
@@ -89,6 +92,11 @@ async fn carry(client: TcpStream, server: TcpStream, fault: Arc<Mutex<Fault>>, r
                 match now() {
                     Fault::ResetAfterDown(limit) if down > limit => break true,
                     Fault::StallDown(d) => tokio::time::sleep(d).await,
+                    Fault::FreezeAfterDown(limit) if down > limit => {
+                        while matches!(now(), Fault::FreezeAfterDown(_)) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
                     _other => {}
                 }
                 if cw.write_all(&down_buf[..n]).await.is_err() { break false; }
