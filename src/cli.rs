@@ -80,6 +80,10 @@ enum Command {
     Migrate {
         #[command(flatten)]
         bulk: BulkArgs,
+        /// Also re-encrypt objects written by the AWS S3 Encryption Client (V2/V3; KMS or the
+        /// encryption.s3ec.aes_keyring_file keys), each read whole and verified first. Without it they are skipped.
+        #[arg(long)]
+        from_s3ec: bool,
     },
 }
 
@@ -134,8 +138,8 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Command::Rewrap { bulk, to } => run_bulk(bulk, to, true),
-        Command::Migrate { bulk } => run_bulk(bulk, None, false),
+        Command::Rewrap { bulk, to } => run_bulk(bulk, to, true, false),
+        Command::Migrate { bulk, from_s3ec } => run_bulk(bulk, None, false, from_s3ec),
         Command::Decrypt { keyring, metadata, bucket, key, input, output } => {
             match decrypt(&keyring, &metadata, &bucket, &key, input.as_deref(), output.as_deref()) {
                 Ok(n) => {
@@ -217,7 +221,7 @@ fn serve(path: &Path) -> ExitCode {
 }
 
 /// `rewrap` / `migrate`: the proxy's core without listeners, progress on standard error every two seconds.
-fn run_bulk(args: BulkArgs, to: Option<String>, rewrap: bool) -> ExitCode {
+fn run_bulk(args: BulkArgs, to: Option<String>, rewrap: bool, from_s3ec: bool) -> ExitCode {
     use crate::proxy::maintenance::{BulkOptions, BulkReport, PROGRESS_EVERY};
     let (config, runtime) = match config_and_runtime(&args.config) {
         Ok(v) => v,
@@ -236,6 +240,7 @@ fn run_bulk(args: BulkArgs, to: Option<String>, rewrap: bool) -> ExitCode {
             dry_run: args.dry_run,
             concurrency: args.concurrency,
             limit: args.limit,
+            from_s3ec,
         };
         let report = Arc::new(BulkReport::default());
         let progress = {

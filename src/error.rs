@@ -105,6 +105,10 @@ pub enum ProxyError {
     UnknownKey(String),
     #[error("object is not encrypted by s3crypt")]
     PlaintextObject,
+    /// An object of the AWS S3 Encryption Client larger than `encryption.s3ec.max_object_size`: it would have to be
+    /// buffered whole to be authenticated.
+    #[error("S3 Encryption Client object too large to authenticate in memory")]
+    S3ecTooLarge { limit: u64 },
     #[error("user metadata too large")]
     MetadataTooLarge { limit: usize },
     #[error("range not satisfiable")]
@@ -192,6 +196,7 @@ impl ProxyError {
             ProxyError::ObjectIntegrity(_) => "ObjectIntegrityError",
             ProxyError::UnknownKey(_) => "KMS.NotFoundException",
             ProxyError::PlaintextObject => "InvalidObjectState",
+            ProxyError::S3ecTooLarge { .. } => "InvalidObjectState",
             ProxyError::MetadataTooLarge { .. } => "MetadataTooLarge",
             ProxyError::InvalidRange { .. } => "InvalidRange",
             ProxyError::UnsealedObject => "InvalidObjectState",
@@ -242,6 +247,7 @@ impl ProxyError {
             ProxyError::ObjectIntegrity(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UnknownKey(_) => StatusCode::BAD_REQUEST,
             ProxyError::PlaintextObject => StatusCode::FORBIDDEN,
+            ProxyError::S3ecTooLarge { .. } => StatusCode::FORBIDDEN,
             ProxyError::MetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
             ProxyError::InvalidRange { .. } | ProxyError::InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
             ProxyError::UnsealedObject => StatusCode::FORBIDDEN,
@@ -297,6 +303,7 @@ impl ProxyError {
             | ProxyError::MetadataTooLarge { .. }
             | ProxyError::InvalidRange { .. }
             | ProxyError::PlaintextObject
+            | ProxyError::S3ecTooLarge { .. }
             | ProxyError::UnsealedObject
             | ProxyError::NoSuchUpload
             | ProxyError::InvalidPart(_)
@@ -387,6 +394,12 @@ impl ProxyError {
             ProxyError::PlaintextObject => "The object is not encrypted by the gateway, and reading unencrypted \
                  objects is disabled."
                 .into(),
+            ProxyError::S3ecTooLarge { limit } => format!(
+                "This object was written by the AWS S3 Encryption Client; it is authenticated as a whole, and it is \
+                 larger than the gateway reads in one piece ({limit} bytes). Re-encrypt it with `s3crypt migrate \
+                 --from-s3ec`."
+            )
+            .into(),
             ProxyError::MetadataTooLarge { .. } => {
                 "Your metadata headers exceed the maximum allowed metadata size.".into()
             }
@@ -461,6 +474,7 @@ impl ProxyError {
             ProxyError::ObjectIntegrity(_)
             | ProxyError::UnknownKey(_)
             | ProxyError::PlaintextObject
+            | ProxyError::S3ecTooLarge { .. }
             | ProxyError::UnsealedObject
             | ProxyError::NoSuchUpload
             | ProxyError::InvalidPart(_)

@@ -24,6 +24,11 @@ pub struct Seaweed {
 
 /// `weed mini` with an https port on the bench certificate; volumes large enough for 1 GiB objects.
 pub fn start_seaweedfs(weed: &str, dir: &Path, certs: &Certs) -> Seaweed {
+    start_seaweedfs_with(weed, dir, certs, &[])
+}
+
+/// [`start_seaweedfs`] with more `weed mini` arguments.
+pub fn start_seaweedfs_with(weed: &str, dir: &Path, certs: &Certs, extra: &[&str]) -> Seaweed {
     let data = dir.join("seaweedfs");
     std::fs::create_dir_all(&data).expect("seaweedfs dir");
     let s3json = dir.join("seaweedfs-s3.json");
@@ -46,7 +51,8 @@ pub fn start_seaweedfs(weed: &str, dir: &Path, certs: &Certs) -> Seaweed {
         .arg(format!("-s3.port.https={https_port}"))
         .arg(format!("-s3.cert.file={}", certs.cert_file.display()))
         .arg(format!("-s3.key.file={}", certs.key_file.display()))
-        .arg(format!("-s3.config={}", s3json.display()));
+        .arg(format!("-s3.config={}", s3json.display()))
+        .args(extra);
     let proc = Proc::spawn("seaweedfs", &mut cmd, &log);
     wait_port(http_port, "SeaweedFS", &log);
     wait_port(https_port, "SeaweedFS (https)", &log);

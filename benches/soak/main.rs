@@ -214,7 +214,14 @@ async fn main() {
     let weed = std::env::var("S3CRYPT_BENCH_WEED").expect("S3CRYPT_BENCH_WEED: the weed binary");
     let dir = procs::work_dir();
     let certs = procs::make_certs(&dir);
-    let sw = systems::start_seaweedfs(&weed, &dir, &certs);
+    // Overwrites and deletes leave garbage in SeaweedFS volumes until a vacuum: sweep often, or ten minutes of
+    // churn fill the disk (about 75 MB/s of writes here).
+    let sw = systems::start_seaweedfs_with(
+        &weed,
+        &dir,
+        &certs,
+        &["-master.vacuumIntervalSeconds=15", "-master.garbageThreshold=0.2", "-master.volumeSizeLimitMB=256"],
+    );
     let upstream = format!("http://127.0.0.1:{}", sw.http_port);
     let proxy = systems::start_s3crypt(&bin, &dir, "s3crypt", &certs, &upstream, (systems::SW_AK, systems::SW_SK), &[]);
     let pid = proxy.proc.pid();

@@ -48,6 +48,107 @@ pub struct RawEncryption {
     pub kms: Option<RawKms>,
     #[serde(default)]
     pub policy: Vec<RawPolicy>,
+    pub s3ec: Option<RawS3ec>,
+}
+
+/// Default bound on one S3EC object read through the proxy (it is buffered whole to be authenticated).
+pub const DEFAULT_S3EC_MAX_OBJECT: u64 = 64 * 1024 * 1024;
+/// Default bound on all S3EC objects buffered at once.
+pub const DEFAULT_S3EC_MAX_BUFFERED: u64 = 256 * 1024 * 1024;
+fn default_s3ec_max_object() -> u64 {
+    DEFAULT_S3EC_MAX_OBJECT
+}
+fn default_s3ec_max_buffered() -> u64 {
+    DEFAULT_S3EC_MAX_BUFFERED
+}
+
+/// `[encryption.s3ec]`: reading objects written by the AWS S3 Encryption Client (docs/S3EC.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3ec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Raw AES wrapping keys (the S3EC "AES keyring"), in the keyring file format.
+    pub aes_keyring_file: Option<PathBuf>,
+    #[serde(default = "default_s3ec_max_object")]
+    pub max_object_size: u64,
+    #[serde(default = "default_s3ec_max_buffered")]
+    pub max_buffered: u64,
+    #[serde(default)]
+    pub instruction_files: bool,
+    #[serde(default)]
+    pub list_buckets: Vec<String>,
+}
+
+/// Resolved `[encryption.s3ec]`.
+#[derive(Debug, Clone)]
+pub struct S3ecSettings {
+    /// Read S3EC objects (else they fall under `legacy_objects` like any object without an envelope).
+    pub enabled: bool,
+    pub aes_keyring_file: Option<PathBuf>,
+    /// Largest S3EC object read through the proxy (plaintext bytes).
+    pub max_object_size: u64,
+    /// Most bytes of S3EC objects buffered at once, over all requests.
+    pub max_buffered: u64,
+    /// Look for `<key>.instruction` when an object has no metadata of its own.
+    pub instruction_files: bool,
+    /// Buckets whose listings report S3EC objects' plaintext sizes (one HEAD per listed object).
+    pub list_buckets: HashSet<String>,
+}
+
+impl Default for S3ecSettings {
+    fn default() -> S3ecSettings {
+        S3ecSettings {
+            enabled: true,
+            aes_keyring_file: None,
+            max_object_size: DEFAULT_S3EC_MAX_OBJECT,
+            max_buffered: DEFAULT_S3EC_MAX_BUFFERED,
+            instruction_files: false,
+            list_buckets: HashSet::new(),
+        }
+    }
+}
+
+impl RawS3ec {
+    fn validate(&self, base: &Path, p: &mut Problems) -> S3ecSettings {
+        let aes_keyring_file = self.aes_keyring_file.as_ref().map(|f| base.join(f));
+        if let Some(f) = &aes_keyring_file
+            && !f.is_file()
+        {
+            p.push(
+                "encryption.s3ec.aes_keyring_file",
+                format!("{} does not exist", f.display()),
+                "a keyring file (mode 600) holding the S3 Encryption Client's AES wrapping keys",
+            );
+        }
+        if self.max_object_size == 0 || self.max_object_size > self.max_buffered {
+            p.push(
+                "encryption.s3ec.max_object_size",
+                format!("{} must be at least 1 and at most max_buffered ({})", self.max_object_size, self.max_buffered),
+                "e.g. max_object_size = 67108864, max_buffered = 268435456",
+            );
+        }
+        if self.max_buffered > (u64::from(u32::MAX) << 10) {
+            p.push("encryption.s3ec.max_buffered", "must be below 4 TiB", "use the default (256 MiB)");
+        }
+        for (i, b) in self.list_buckets.iter().enumerate() {
+            if crate::s3::validate_bucket_name(b, true).is_err() {
+                p.push(
+                    format!("encryption.s3ec.list_buckets[{i}]"),
+                    format!("{b:?} is not a valid bucket name"),
+                    "list bucket names",
+                );
+            }
+        }
+        S3ecSettings {
+            enabled: self.enabled,
+            aes_keyring_file,
+            max_object_size: self.max_object_size,
+            max_buffered: self.max_buffered,
+            instruction_files: self.instruction_files,
+            list_buckets: self.list_buckets.iter().cloned().collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +279,7 @@ pub struct EncryptionSettings {
     pub default: DefaultProtection,
     pub kms: Option<KmsSettings>,
     pub policies: Vec<BucketPolicy>,
+    pub s3ec: S3ecSettings,
 }
 
 impl RawEncryption {
@@ -235,6 +337,7 @@ impl RawEncryption {
             Some(v) => parse_default("encryption.default".into(), v, p),
         };
         let kms = self.kms.as_ref().and_then(|k| k.validate(base, env, p));
+        let s3ec = self.s3ec.as_ref().map(|s| s.validate(base, p)).unwrap_or_default();
         let mut policies = Vec::with_capacity(self.policy.len());
         let mut seen = HashSet::new();
         for (i, r) in self.policy.iter().enumerate() {
@@ -286,6 +389,7 @@ impl RawEncryption {
             default: default?,
             kms,
             policies,
+            s3ec,
         })
     }
 }

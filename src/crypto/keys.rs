@@ -245,6 +245,11 @@ impl LocalKeyring {
         self.keys.get(id)
     }
 
+    /// Every key, in id order.
+    pub fn keys(&self) -> impl Iterator<Item = &Kek> {
+        self.keys.values()
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
     }

@@ -231,7 +231,21 @@ impl KmsProvider {
 
     /// Unwraps `blob` (made under `key_id` with `context`), from the cache when it holds it.
     pub async fn decrypt(&self, key_id: &str, blob: &[u8], context: &Context) -> Result<Arc<DataKey>, ProxyError> {
-        let id = digest(&[blob, key_id.as_bytes(), &canonical(context)]);
+        self.decrypt_under(Some(key_id), blob, context).await
+    }
+
+    /// Unwraps a blob whose KMS key only the blob names (objects of the AWS S3 Encryption Client).
+    pub async fn decrypt_any(&self, blob: &[u8], context: &Context) -> Result<Arc<DataKey>, ProxyError> {
+        self.decrypt_under(None, blob, context).await
+    }
+
+    async fn decrypt_under(
+        &self,
+        key_id: Option<&str>,
+        blob: &[u8],
+        context: &Context,
+    ) -> Result<Arc<DataKey>, ProxyError> {
+        let id = digest(&[blob, key_id.unwrap_or("").as_bytes(), &canonical(context)]);
         let ttl = self.settings.cache_ttl;
         if let Ok(cache) = self.decrypted.lock()
             && let Some((k, at)) = cache.get(&id)
@@ -246,7 +260,7 @@ impl KmsProvider {
         let out = self
             .client
             .decrypt()
-            .key_id(key_id)
+            .set_key_id(key_id.map(str::to_owned))
             .ciphertext_blob(Blob::new(blob.to_vec()))
             .set_encryption_context(Some(context.clone().into_iter().collect()))
             .send()

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod format;
 pub mod keys;
 pub mod kms;
+pub mod s3ec;
 pub mod stream;
 
 use std::sync::Arc;
@@ -53,6 +54,10 @@ pub struct EffectivePolicy {
 pub struct Crypto {
     keyring: LocalKeyring,
     kms: Option<KmsProvider>,
+    /// The S3 Encryption Client's raw AES wrapping keys, if configured.
+    s3ec_keys: Option<LocalKeyring>,
+    /// KiB of S3EC objects that may be buffered at once ([`Crypto::s3ec_buffer`]).
+    s3ec_buffer: Arc<tokio::sync::Semaphore>,
     settings: EncryptionSettings,
     pub segment_size: u32,
 }
@@ -69,6 +74,10 @@ fn object_context(env_mp: Option<&str>, client: Option<&str>, id: &ObjectIdentit
         c.insert("s3crypt:mp".into(), mp.to_owned());
     }
     c
+}
+
+fn s3ec_budget(s: &crate::config::S3ecSettings) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(usize::try_from(s.max_buffered.div_ceil(1024)).unwrap_or(usize::MAX >> 4)))
 }
 
 fn kms_key_of(kek_ref: &str) -> Option<&str> {
@@ -88,7 +97,17 @@ impl Crypto {
             Some(k) => Some(KmsProvider::new(k).await),
             None => None,
         };
-        Ok((Crypto { keyring, kms, settings: settings.clone(), segment_size: DEFAULT_SEGMENT_SIZE }, created))
+        let s3ec_keys = settings.s3ec.aes_keyring_file.as_deref().map(LocalKeyring::load).transpose()?;
+        let s3ec_buffer = s3ec_budget(&settings.s3ec);
+        let crypto = Crypto {
+            keyring,
+            kms,
+            s3ec_keys,
+            s3ec_buffer,
+            settings: settings.clone(),
+            segment_size: DEFAULT_SEGMENT_SIZE,
+        };
+        Ok((crypto, created))
     }
 
     /// From an already loaded keyring (tests, tools): keyring only, default policy.
@@ -101,8 +120,10 @@ impl Crypto {
             default: DefaultProtection::Keyring,
             kms: None,
             policies: Vec::new(),
+            s3ec: Default::default(),
         };
-        Crypto { keyring, kms: None, settings, segment_size: DEFAULT_SEGMENT_SIZE }
+        let s3ec_buffer = s3ec_budget(&settings.s3ec);
+        Crypto { keyring, kms: None, s3ec_keys: None, s3ec_buffer, settings, segment_size: DEFAULT_SEGMENT_SIZE }
     }
 
     pub fn keyring(&self) -> &LocalKeyring {
@@ -112,6 +133,40 @@ impl Crypto {
     /// The KMS provider, if configured.
     pub fn kms(&self) -> Option<&KmsProvider> {
         self.kms.as_ref()
+    }
+
+    /// The settings for objects written by the AWS S3 Encryption Client.
+    pub fn s3ec(&self) -> &crate::config::S3ecSettings {
+        &self.settings.s3ec
+    }
+
+    /// Reserves buffer space for an S3EC object of `bytes` (waits while other reads hold the budget; gives up
+    /// with SlowDown after `wait`).
+    pub async fn s3ec_buffer(
+        &self,
+        bytes: u64,
+        wait: std::time::Duration,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ProxyError> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).map_err(|_| ProxyError::SlowDown)?;
+        match tokio::time::timeout(wait, Arc::clone(&self.s3ec_buffer).acquire_many_owned(kib)).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) | Err(_) => Err(ProxyError::SlowDown),
+        }
+    }
+
+    /// The data key of an S3EC object: KMS Decrypt with its stored encryption context, or the raw AES wrapping key
+    /// that opens it.
+    pub async fn open_s3ec(&self, meta: &s3ec::Metadata) -> Result<Arc<DataKey>, ProxyError> {
+        match meta.wrap {
+            s3ec::Wrap::KmsContext => self.kms_provider()?.decrypt_any(&meta.edk, &meta.context).await,
+            s3ec::Wrap::AesGcm => {
+                let ring = self.s3ec_keys.as_ref().ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))?;
+                ring.keys()
+                    .find_map(|k| k.unwrap(&meta.edk, meta.wrap_aad()))
+                    .map(Arc::new)
+                    .ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))
+            }
+        }
     }
 
     /// Whether objects in `bucket` go through encryption at all (not a passthrough bucket).

@@ -90,6 +90,26 @@ impl ClientRange {
         }
     }
 
+    /// The plaintext bytes to return of an object of `total` bytes, inclusive, or `None` for the whole (possibly
+    /// empty) object; InvalidRange if it starts past the end.
+    pub fn resolve(self, total: u64) -> Result<Option<(u64, u64)>, ProxyError> {
+        match self {
+            ClientRange::Whole => Ok(None),
+            ClientRange::From(a, b) => {
+                if a >= total {
+                    return Err(ProxyError::InvalidRange { size: total });
+                }
+                Ok(Some((a, b.unwrap_or(u64::MAX).min(total - 1))))
+            }
+            ClientRange::Suffix(n) => {
+                if n == 0 || total == 0 {
+                    return Err(ProxyError::InvalidRange { size: total });
+                }
+                Ok(Some((total - n.min(total), total - 1)))
+            }
+        }
+    }
+
     /// An `x-amz-copy-source-range` value: only `bytes=first-last` is allowed.
     pub fn parse_copy_range(v: &str) -> Option<ClientRange> {
         let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
@@ -130,7 +150,7 @@ impl ClientRange {
 }
 
 /// `bytes x-y/total` → (x, total); `bytes */total` → (None, total).
-fn parse_content_range(v: &str) -> Option<(Option<u64>, u64)> {
+pub(super) fn parse_content_range(v: &str) -> Option<(Option<u64>, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let total = total.trim().parse().ok()?;
@@ -297,22 +317,7 @@ pub async fn get_response(
         return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
     }
     let plain_total = plaintext_len(cipher_total, seg, true).unwrap_or(0);
-    // The plaintext bytes to return, inclusive, or None for the whole (possibly empty) object.
-    let wanted = match range {
-        ClientRange::Whole => None,
-        ClientRange::From(a, b) => {
-            if a >= plain_total {
-                return Err(ProxyError::InvalidRange { size: plain_total });
-            }
-            Some((a, b.unwrap_or(u64::MAX).min(plain_total - 1)))
-        }
-        ClientRange::Suffix(n) => {
-            if n == 0 || plain_total == 0 {
-                return Err(ProxyError::InvalidRange { size: plain_total });
-            }
-            Some((plain_total - n.min(plain_total), plain_total - 1))
-        }
-    };
+    let wanted = range.resolve(plain_total)?;
     let plan = match wanted {
         None => ReadPlan {
             segment_size: seg,

@@ -14,6 +14,7 @@ use super::multipart::{SLOW_XML_TIMEOUT, header_value, replace_headers, result_f
 use crate::crypto::envelope::Envelope;
 use crate::crypto::format::{KEK_REF_SSE_C, MULTIPART_OPEN};
 use crate::crypto::keys::ObjectIdentity;
+use crate::crypto::s3ec;
 use crate::crypto::{Crypto, Protection};
 use crate::error::ProxyError;
 use crate::s3::Target;
@@ -31,6 +32,8 @@ pub struct BulkOptions {
     pub concurrency: usize,
     /// Stop after this many objects changed (a canary, or a run in slices).
     pub limit: Option<u64>,
+    /// `migrate`: also re-encrypt objects of the AWS S3 Encryption Client (else they are skipped).
+    pub from_s3ec: bool,
 }
 
 /// Counts of a run, updated as it goes (read them for progress).
@@ -162,7 +165,7 @@ impl Proxy {
                 let gate = Gate { report: &report, limit: opts.limit };
                 let result = match job {
                     Job::Rewrap => this.rewrap_one(&id, target.as_ref(), opts.dry_run, &gate).await,
-                    Job::Migrate => this.migrate_one(&id, opts.dry_run, &gate).await,
+                    Job::Migrate => this.migrate_one(&id, &opts, &gate).await,
                 };
                 let counter = match result {
                     Ok(Outcome::Changed) | Ok(Outcome::Stopped) => return,
@@ -255,11 +258,23 @@ impl Proxy {
         result_field(&body, "CopyObjectResult", "ETag").map(|_| ())
     }
 
-    async fn migrate_one(&self, id: &ObjectIdentity, dry_run: bool, gate: &Gate<'_>) -> Result<Outcome, Failed> {
+    async fn migrate_one(&self, id: &ObjectIdentity, opts: &BulkOptions, gate: &Gate<'_>) -> Result<Outcome, Failed> {
         let crypto = &self.inner.crypto;
         let head = self.head_object(id).await?;
         if Envelope::from_headers(&head).map_err(|e| ProxyError::ObjectIntegrity(e.0))?.is_some() {
             return Ok(Outcome::Already);
+        }
+        if id.key.ends_with(super::s3ec::INSTRUCTION_SUFFIX) && crypto.s3ec().instruction_files {
+            return Ok(Outcome::Skipped("an S3 Encryption Client instruction file"));
+        }
+        // Never encrypt an S3EC object's ciphertext as if it were plaintext.
+        let s3ec = if s3ec::has_content_metadata(&head) || (opts.from_s3ec && crypto.s3ec().instruction_files) {
+            self.s3ec_metadata(crypto, id, &head).await?
+        } else {
+            None
+        };
+        if s3ec.is_some() && !opts.from_s3ec {
+            return Ok(Outcome::Skipped("an S3 Encryption Client object (use --from-s3ec)"));
         }
         let protection = crypto.protection(&id.bucket, &id.key, &crate::s3::sse::SseRequest::None)?;
         if matches!(protection, Protection::Plaintext) {
@@ -268,10 +283,10 @@ impl Proxy {
         if !gate.report.reserve(gate.limit) {
             return Ok(Outcome::Stopped);
         }
-        if dry_run {
+        if opts.dry_run {
             return Ok(Outcome::Changed);
         }
-        gate.settle(self.encrypt_in_place(id, &head, &protection).await)
+        gate.settle(self.encrypt_in_place(id, &head, &protection, s3ec.as_ref()).await)
     }
 
     /// Reads a plaintext object and writes it back encrypted, keeping its content headers and user metadata; the
@@ -281,6 +296,7 @@ impl Proxy {
         id: &ObjectIdentity,
         head: &HeaderMap,
         protection: &Protection,
+        s3ec: Option<&s3ec::Metadata>,
     ) -> Result<(), ProxyError> {
         let crypto = &self.inner.crypto;
         let t = object_target(id);
@@ -293,15 +309,24 @@ impl Proxy {
             let (p, b) = resp.into_parts();
             return Err(super::response::upstream_error(p.status, &p.headers, b, false).await);
         }
-        let (mut parts, body) = resp.into_parts();
-        super::response::scrub_upstream_headers(&mut parts.headers);
-        let plain = http::Response::from_parts(
-            parts,
-            http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
-                body,
-                |e| -> crate::error::BoxError { Box::new(e) },
-            )),
-        );
+        let plain = match s3ec {
+            // Read whole and verified before anything is written.
+            Some(meta) => self.s3ec_decrypt(resp, meta).await?,
+            None => {
+                let (mut parts, body) = resp.into_parts();
+                super::response::scrub_upstream_headers(&mut parts.headers);
+                http::Response::from_parts(
+                    parts,
+                    http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                        body,
+                        |e| -> crate::error::BoxError { Box::new(e) },
+                    )),
+                )
+            }
+        };
+        let mut head = head.clone();
+        s3ec::strip_content_metadata(&mut head);
+        let head = &head;
         let (dek, env) = crypto.new_object_key(id, protection, None).await?;
         let mut headers = replace_headers(head, &env)?;
         self.add_upstream_sse(id, &mut headers);

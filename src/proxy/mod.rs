@@ -8,6 +8,7 @@ mod limit;
 pub mod maintenance;
 mod multipart;
 mod response;
+mod s3ec;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -405,6 +406,18 @@ impl Proxy {
             id: &identity,
             customer: customer.as_ref(),
             legacy: policy.legacy_objects,
+        };
+        let resp = if ok
+            && matches!(op, S3Op::GetObject | S3Op::HeadObject)
+            && part_read.is_none()
+            && s3ec::candidate(&crypto, resp.headers())
+        {
+            match self.s3ec_read(resp, op, range, &read_ctx).await? {
+                s3ec::S3ecRead::Done(r) => return Ok(r),
+                s3ec::S3ecRead::NotS3ec(r) => r,
+            }
+        } else {
+            resp
         };
         match op {
             S3Op::GetObject if ok => match encrypted::get_response(resp, range, &read_ctx).await? {

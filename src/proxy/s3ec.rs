@@ -1,0 +1,262 @@
+//! GET and HEAD of objects written by the AWS S3 Encryption Client (S3EC) in an encrypted bucket: the content
+//! metadata (object metadata, or `<key>.instruction`), plaintext sizes, and whole-object decryption. An S3EC object
+//! is one AES-GCM message, so it is buffered whole (within `encryption.s3ec.max_object_size`, and all such reads
+//! within `max_buffered`) and released only after its tag verified; ranges are cut from the verified plaintext.
+//! docs/S3EC.md.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::encrypted::{ClientRange, ReadCtx, parse_content_range, scrub_object_headers};
+use super::{Proxy, ProxyBody};
+use crate::crypto::envelope::Envelope;
+use crate::crypto::s3ec::{self, Metadata};
+use crate::crypto::{Crypto, keys::ObjectIdentity};
+use crate::error::{BoxError, ProxyError};
+use crate::s3::Target;
+use crate::s3::op::S3Op;
+use crate::upstream::UpstreamIncoming;
+
+/// How long a read waits for buffer space before it answers SlowDown.
+const BUFFER_WAIT: Duration = Duration::from_secs(30);
+/// Largest instruction file read.
+const MAX_INSTRUCTION_FILE: usize = 64 * 1024;
+/// The suffix of an instruction file's key.
+pub const INSTRUCTION_SUFFIX: &str = ".instruction";
+
+/// What an S3EC read turned into.
+pub enum S3ecRead {
+    Done(Response<ProxyBody>),
+    /// Not an S3EC object: the upstream response, untouched.
+    NotS3ec(Response<UpstreamIncoming>),
+}
+
+/// Whether a successful GET/HEAD of an object without an s3crypt envelope may be an S3EC object.
+pub fn candidate(crypto: &Crypto, headers: &HeaderMap) -> bool {
+    let s = crypto.s3ec();
+    s.enabled
+        && matches!(Envelope::from_headers(headers), Ok(None))
+        && (s3ec::has_content_metadata(headers) || s.instruction_files)
+}
+
+fn integrity(e: s3ec::S3ecError) -> ProxyError {
+    ProxyError::ObjectIntegrity(e.0)
+}
+
+/// (first byte, whole object length) of a 200 or 206 response.
+fn stored_extent(status: StatusCode, headers: &HeaderMap) -> Result<(u64, u64), ProxyError> {
+    let header = |n: http::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    if status == StatusCode::PARTIAL_CONTENT {
+        return header(http::header::CONTENT_RANGE)
+            .and_then(parse_content_range)
+            .and_then(|(x, t)| x.map(|x| (x, t)))
+            .ok_or_else(|| ProxyError::UpstreamProtocol("206 without a usable Content-Range".into()));
+    }
+    header(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse().ok())
+        .map(|t| (0, t))
+        .ok_or_else(|| ProxyError::UpstreamProtocol("object without Content-Length".into()))
+}
+
+/// Reads a body of exactly `len` bytes into memory.
+async fn read_exact(body: UpstreamIncoming, len: usize) -> Result<Vec<u8>, ProxyError> {
+    let mut buf = Vec::with_capacity(len);
+    let mut body = Limited::new(body, len);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match e.downcast::<ProxyError>() {
+            Ok(p) => *p,
+            Err(_too_long) => ProxyError::ObjectIntegrity("the stored object is longer than it said"),
+        })?;
+        if let Ok(d) = frame.into_data() {
+            buf.extend_from_slice(&d);
+        }
+    }
+    if buf.len() != len {
+        return Err(ProxyError::ObjectIntegrity("the stored object is shorter than it said"));
+    }
+    Ok(buf)
+}
+
+/// A body of `data` that gives its share of the S3EC buffer budget back when it is gone.
+fn holding(data: Bytes, permit: OwnedSemaphorePermit) -> ProxyBody {
+    super::full_body(data)
+        .map_frame(move |f| {
+            let _held = &permit;
+            f
+        })
+        .map_err(|e| -> BoxError { e })
+        .boxed_unsync()
+}
+
+/// Reads a whole stored S3EC object (`cipher_total` bytes) within the buffer budget, unwraps its data key and
+/// decrypts it: the plaintext only once the tag verified.
+async fn decrypt_whole(
+    crypto: &Crypto,
+    meta: &Metadata,
+    body: UpstreamIncoming,
+    cipher_total: u64,
+) -> Result<(Bytes, OwnedSemaphorePermit), ProxyError> {
+    let limit = crypto.s3ec().max_object_size;
+    if meta.plaintext_len(cipher_total).map_err(integrity)? > limit {
+        return Err(ProxyError::S3ecTooLarge { limit });
+    }
+    let len = usize::try_from(cipher_total).map_err(|_| ProxyError::S3ecTooLarge { limit })?;
+    let permit = crypto.s3ec_buffer(cipher_total, BUFFER_WAIT).await?;
+    let dek = crypto.open_s3ec(meta).await?;
+    let mut buf = read_exact(body, len).await?;
+    let started = std::time::Instant::now();
+    meta.decrypt_in_place(&dek, &mut buf).map_err(integrity)?;
+    crate::metrics::crypto_done("decrypt", "GetObject", started.elapsed(), cipher_total);
+    Ok((Bytes::from(buf), permit))
+}
+
+impl Proxy {
+    /// `<key>.instruction`, if it exists.
+    async fn instruction_file(&self, id: &ObjectIdentity) -> Result<Option<Bytes>, ProxyError> {
+        let t = Target {
+            bucket: Some(id.bucket.clone()),
+            key: Some(format!("{}{INSTRUCTION_SUFFIX}", id.key)),
+            virtual_hosted: false,
+        };
+        let resp = self.own_request(Method::GET, &t, &[], HeaderMap::new(), Bytes::new()).await?;
+        let (parts, body) = resp.into_parts();
+        if parts.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !parts.status.is_success() {
+            return Err(super::response::upstream_error(parts.status, &parts.headers, body, false).await);
+        }
+        let bytes = Limited::new(body, MAX_INSTRUCTION_FILE)
+            .collect()
+            .await
+            .map_err(|_| ProxyError::ObjectIntegrity("the S3EC instruction file is unreadable or too large"))?
+            .to_bytes();
+        Ok(Some(bytes))
+    }
+
+    /// The S3EC metadata of an object from its headers and, where needed, its instruction file; `None` if it is
+    /// not an S3EC object.
+    pub(super) async fn s3ec_metadata(
+        &self,
+        crypto: &Crypto,
+        id: &ObjectIdentity,
+        headers: &HeaderMap,
+    ) -> Result<Option<Metadata>, ProxyError> {
+        let mut map = s3ec::metadata_map(headers);
+        if map.is_empty() || s3ec::needs_instruction_file(headers) {
+            if !crypto.s3ec().instruction_files {
+                if map.is_empty() {
+                    return Ok(None);
+                }
+                return Err(ProxyError::ObjectIntegrity(
+                    "the S3EC object keeps its key in an instruction file, and instruction files are not read",
+                ));
+            }
+            match self.instruction_file(id).await? {
+                Some(file) => map = s3ec::merge_instruction_file(&map, &file).map_err(integrity)?,
+                None if map.is_empty() => return Ok(None),
+                None => return Err(ProxyError::ObjectIntegrity("the S3EC instruction file is missing")),
+            }
+        }
+        Metadata::parse(&map).map_err(integrity)
+    }
+
+    /// A successful upstream GET or HEAD of a possible S3EC object → the client's plaintext response.
+    pub(super) async fn s3ec_read(
+        &self,
+        resp: Response<UpstreamIncoming>,
+        op: S3Op,
+        range: ClientRange,
+        ctx: &ReadCtx<'_>,
+    ) -> Result<S3ecRead, ProxyError> {
+        let crypto = ctx.crypto;
+        let Some(meta) = self.s3ec_metadata(crypto, ctx.id, resp.headers()).await? else {
+            return Ok(S3ecRead::NotS3ec(resp));
+        };
+        if ctx.customer.is_some() {
+            return Err(ProxyError::InvalidRequest(
+                "The encryption parameters are not applicable to this object.".into(),
+            ));
+        }
+        let (mut parts, body) = resp.into_parts();
+        let (start, cipher_total) = stored_extent(parts.status, &parts.headers)?;
+        let plain_total = meta.plaintext_len(cipher_total).map_err(integrity)?;
+        scrub_object_headers(&mut parts.headers, None);
+        s3ec::strip_content_metadata(&mut parts.headers);
+        parts.headers.remove(http::header::CONTENT_RANGE);
+        if op == S3Op::HeadObject {
+            parts.status = StatusCode::OK;
+            parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain_total));
+            return Ok(S3ecRead::Done(Response::from_parts(parts, super::empty_body())));
+        }
+        let wanted = range.resolve(plain_total)?;
+        let body = if parts.status == StatusCode::OK && start == 0 {
+            body
+        } else {
+            // The first response was a ciphertext range: read the whole object, the same version.
+            drop(body);
+            self.whole_object(ctx.id, &parts.headers, cipher_total).await?
+        };
+        let (plain, permit) = decrypt_whole(crypto, &meta, body, cipher_total).await?;
+        let out = match wanted {
+            None => {
+                parts.status = StatusCode::OK;
+                plain
+            }
+            Some((a, b)) => {
+                parts.status = StatusCode::PARTIAL_CONTENT;
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{plain_total}")) {
+                    parts.headers.insert(http::header::CONTENT_RANGE, v);
+                }
+                // `resolve` keeps a..=b within the plaintext.
+                plain.slice(a as usize..=b as usize)
+            }
+        };
+        parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        Ok(S3ecRead::Done(Response::from_parts(parts, holding(out, permit))))
+    }
+
+    /// A whole S3EC object (an upstream 200) → its verified plaintext as a response (`migrate --from-s3ec`).
+    pub(super) async fn s3ec_decrypt(
+        &self,
+        resp: Response<UpstreamIncoming>,
+        meta: &Metadata,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = resp.into_parts();
+        let (start, cipher_total) = stored_extent(parts.status, &parts.headers)?;
+        if start != 0 || parts.status != StatusCode::OK {
+            return Err(ProxyError::UpstreamProtocol("a partial response to a whole-object read".into()));
+        }
+        let (plain, permit) = decrypt_whole(&self.inner.crypto, meta, body, cipher_total).await?;
+        s3ec::strip_content_metadata(&mut parts.headers);
+        parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain.len()));
+        Ok(Response::from_parts(parts, holding(plain, permit)))
+    }
+
+    /// GET of the whole object whose (ranged) response carried `headers`, pinned to its ETag.
+    async fn whole_object(
+        &self,
+        id: &ObjectIdentity,
+        headers: &HeaderMap,
+        cipher_total: u64,
+    ) -> Result<UpstreamIncoming, ProxyError> {
+        let t = Target { bucket: Some(id.bucket.clone()), key: Some(id.key.clone()), virtual_hosted: false };
+        let mut pin = HeaderMap::new();
+        if let Some(e) = headers.get(http::header::ETAG) {
+            pin.insert(http::header::IF_MATCH, e.clone());
+        }
+        let resp = self.own_request(Method::GET, &t, &[], pin, Bytes::new()).await?;
+        let (parts, body) = resp.into_parts();
+        if !parts.status.is_success() {
+            return Err(super::response::upstream_error(parts.status, &parts.headers, body, false).await);
+        }
+        if stored_extent(parts.status, &parts.headers)? != (0, cipher_total) {
+            return Err(ProxyError::UpstreamProtocol("the object changed while it was read".into()));
+        }
+        Ok(body)
+    }
+}
