@@ -162,7 +162,7 @@ impl Crypto {
             s3ec::Wrap::AesGcm => {
                 let ring = self.s3ec_keys.as_ref().ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))?;
                 ring.keys()
-                    .find_map(|k| k.unwrap(&meta.edk, meta.wrap_aad()))
+                    .find_map(|k| meta.wrap_aads().iter().find_map(|aad| k.unwrap(&meta.edk, aad)))
                     .map(Arc::new)
                     .ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))
             }

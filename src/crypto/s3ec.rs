@@ -261,11 +261,15 @@ impl Metadata {
         })
     }
 
-    /// The AAD of a raw AES key wrap: the content algorithm's name.
-    pub fn wrap_aad(&self) -> &'static [u8] {
+    /// The AADs a raw AES key wrap may have used: the content cipher's name (`AES/GCM/NoPadding`, the AWS Java
+    /// client for V2 and V3); for V3 also the suite id (`115`), which some clients write. GCM authenticates the
+    /// wrap, so trying both is safe.
+    pub fn wrap_aads(&self) -> &'static [&'static [u8]] {
+        const V2: [&[u8]; 1] = [CEK_ALG_GCM.as_bytes()];
+        const V3: [&[u8]; 2] = [CEK_ALG_GCM.as_bytes(), SUITE_V3_ID.as_bytes()];
         match self.version {
-            Version::V2 { .. } => CEK_ALG_GCM.as_bytes(),
-            Version::V3 { .. } => SUITE_V3_ID.as_bytes(),
+            Version::V2 { .. } => &V2,
+            Version::V3 { .. } => &V3,
         }
     }
 
@@ -333,4 +337,171 @@ pub fn derive_v3(pdk: &DataKey, message_id: &[u8; MESSAGE_ID_LEN]) -> (Zeroizing
         let _ = okm.fill(&mut ck[..]);
     }
     (dek, ck)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Known answers computed independently with Python's `cryptography` (AES-GCM, HKDF-SHA512), following the
+    //! S3EC specification; the data key is 0x00..0x1f.
+    use super::*;
+    use crate::crypto::keys::Kek;
+
+    const PLAIN: &[u8] = b"s3crypt reads S3 Encryption Client objects";
+    const V2_IV_B64: &str = "ZGVmZ2hpamtsbW5v";
+    const V2_CT: &str = "3b28bd14009922be4c073e8ca94539ce62876869f9158306cebec268b8cfcc2dfa9d60af2e78fe678980c3ef729f0ebf\
+                         9514a014886a3253df0f";
+    const V3_MID: &str = "yMnKy8zNzs/Q0dLT1NXW19jZ2tvc3d7f4OHi4w==";
+    const V3_CK: &str = "lj8ehZr4g0HLIx1d3yuw8+EDSOoPDexxfdSXFg==";
+    const V3_CT: &str = "d43a32860f7b5d3e441de914cb62ddd72e2c36ec68b3f2165e7152b198eb2ad8d5285f45d08708f7b7ef0657d633150a\
+                         d400da0a0a9578b1b025";
+    /// The data key wrapped under 0x07 × 32 with AAD "AES/GCM/NoPadding".
+    const EDK_AES: &str = "MjM0NTY3ODk6Ozw9zdczDwD97SmB94+K67KlV2Vs4G2aiSTz9WODFUHbJ+3YeXvFRMlzl/adoumP4yTC";
+
+    fn pdk() -> DataKey {
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        DataKey::from_bytes(k)
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn v2_kms() -> BTreeMap<String, String> {
+        map(&[
+            (V2_KEY, "AAAA"),
+            (V2_IV, V2_IV_B64),
+            (V2_CEK_ALG, CEK_ALG_GCM),
+            (V2_WRAP_ALG, "kms+context"),
+            (V2_MATDESC, "{\"aws:x-amz-cek-alg\": \"AES/GCM/NoPadding\"}"),
+            (V2_TAG_LEN, "128"),
+        ])
+    }
+
+    fn v3(wrap: &str) -> BTreeMap<String, String> {
+        map(&[
+            (V3_SUITE, "115"),
+            (V3_KEY, EDK_AES),
+            (V3_WRAP, wrap),
+            (V3_MESSAGE_ID, V3_MID),
+            (V3_COMMITMENT, V3_CK),
+            (V3_CONTEXT, "{\"purpose\": \"test\", \"aws:x-amz-cek-alg\": \"115\"}"),
+        ])
+    }
+
+    #[test]
+    fn a_v2_object_decrypts_to_the_known_plaintext_and_its_size_is_the_ciphertext_minus_the_tag() {
+        let meta = Metadata::parse(&v2_kms()).unwrap().unwrap();
+        assert_eq!(meta.wrap, Wrap::KmsContext);
+        assert_eq!(meta.context.get(CONTEXT_CEK_ALG).map(String::as_str), Some(CEK_ALG_GCM));
+        let mut buf = hex::decode(V2_CT).unwrap();
+        assert_eq!(meta.plaintext_len(buf.len() as u64).unwrap(), PLAIN.len() as u64);
+        meta.decrypt_in_place(&pdk(), &mut buf).unwrap();
+        assert_eq!(buf, PLAIN);
+    }
+
+    #[test]
+    fn a_v3_object_derives_its_key_checks_the_commitment_and_decrypts() {
+        let meta = Metadata::parse(&v3("12")).unwrap().unwrap();
+        assert_eq!(meta.context.get("purpose").map(String::as_str), Some("test"));
+        let mut buf = hex::decode(V3_CT).unwrap();
+        meta.decrypt_in_place(&pdk(), &mut buf).unwrap();
+        assert_eq!(buf, PLAIN);
+    }
+
+    #[test]
+    fn a_wrong_commitment_is_refused_before_any_content_is_decrypted() {
+        let mut m = v3("12");
+        m.insert(V3_COMMITMENT.into(), B64.encode([0u8; COMMITMENT_LEN]));
+        let meta = Metadata::parse(&m).unwrap().unwrap();
+        let mut buf = hex::decode(V3_CT).unwrap();
+        let e = meta.decrypt_in_place(&pdk(), &mut buf).unwrap_err();
+        assert!(e.0.contains("commitment"), "{e:?}");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn tampered_truncated_or_wrongly_keyed_bodies_release_nothing() {
+        let meta = Metadata::parse(&v2_kms()).unwrap().unwrap();
+        let good = hex::decode(V2_CT).unwrap();
+        let mut flipped = good.clone();
+        flipped[3] ^= 1;
+        let truncated = good[..good.len() - 1].to_vec();
+        let mut wrong_key = DataKey::from_bytes([9u8; 32]);
+        for (mut buf, key) in
+            [(flipped, pdk()), (truncated, pdk()), (good.clone(), std::mem::replace(&mut wrong_key, pdk()))]
+        {
+            assert!(meta.decrypt_in_place(&key, &mut buf).is_err());
+            assert!(buf.is_empty());
+        }
+        let mut other_iv = v2_kms();
+        other_iv.insert(V2_IV.into(), B64.encode([0u8; IV_LEN]));
+        let mut buf = good;
+        assert!(Metadata::parse(&other_iv).unwrap().unwrap().decrypt_in_place(&pdk(), &mut buf).is_err());
+    }
+
+    #[test]
+    fn a_raw_aes_wrapped_data_key_opens_with_the_content_cipher_name_as_aad() {
+        let meta = Metadata::parse(&v3("02")).unwrap().unwrap();
+        assert_eq!(meta.wrap, Wrap::AesGcm);
+        let kek = Kek::new("s3ec", [7u8; 32]);
+        let dek = meta.wrap_aads().iter().find_map(|aad| kek.unwrap(&meta.edk, aad)).unwrap();
+        assert_eq!(dek.expose(), pdk().expose());
+        assert!(Kek::new("other", [8u8; 32]).unwrap(&meta.edk, CEK_ALG_GCM.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn unsupported_mixed_or_malformed_metadata_is_refused_and_other_objects_are_not_s3ec() {
+        assert!(Metadata::parse(&map(&[("other", "x")])).unwrap().is_none());
+        let mut cbc = v2_kms();
+        cbc.insert(V2_CEK_ALG.into(), "AES/CBC/PKCS5Padding".into());
+        let mut mixed = v2_kms();
+        mixed.insert(V3_SUITE.into(), "115".into());
+        let mut rsa = v2_kms();
+        rsa.insert(V2_WRAP_ALG.into(), "RSA-OAEP-SHA1".into());
+        let mut short_iv = v2_kms();
+        short_iv.insert(V2_IV.into(), "AAAA".into());
+        let mut no_cek_in_context = v2_kms();
+        no_cek_in_context.insert(V2_MATDESC.into(), "{}".into());
+        let v1 = map(&[(V1_KEY, "AAAA"), (V2_IV, V2_IV_B64)]);
+        let mut suite = v3("12");
+        suite.insert(V3_SUITE.into(), "114".into());
+        for bad in [cbc, mixed, rsa, short_iv, no_cek_in_context, v1, suite] {
+            assert!(Metadata::parse(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_declared_plaintext_length_must_match_the_stored_length() {
+        let mut m = v2_kms();
+        m.insert(UNENCRYPTED_LEN.into(), "42".into());
+        let meta = Metadata::parse(&m).unwrap().unwrap();
+        assert_eq!(meta.plaintext_len(58).unwrap(), 42);
+        assert!(meta.plaintext_len(59).is_err());
+        assert!(meta.plaintext_len(15).is_err());
+    }
+
+    #[test]
+    fn instruction_files_add_key_material_but_may_not_replace_the_committed_fields() {
+        let object = map(&[(V3_SUITE, "115"), (V3_MESSAGE_ID, V3_MID), (V3_COMMITMENT, V3_CK)]);
+        let file = format!(r#"{{"x-amz-3": "{EDK_AES}", "x-amz-w": "02", "x-amz-m": "{{}}", "unrelated": 1}}"#);
+        let merged = merge_instruction_file(&object, file.as_bytes()).unwrap();
+        let meta = Metadata::parse(&merged).unwrap().unwrap();
+        assert_eq!(meta.wrap, Wrap::AesGcm);
+        assert!(!merged.contains_key("unrelated"));
+        let sneaky = format!(r#"{{"x-amz-3": "{EDK_AES}", "x-amz-w": "02", "x-amz-d": "AAAA"}}"#);
+        assert!(merge_instruction_file(&object, sneaky.as_bytes()).is_err());
+        assert!(merge_instruction_file(&object, b"not json").is_err());
+    }
+
+    #[test]
+    fn rfc2047_encoded_contexts_are_read() {
+        let encoded = format!("=?UTF-8?B?{}?=", B64.encode("{\"k\": \"v\u{e9}\", \"aws:x-amz-cek-alg\": \"115\"}"));
+        let mut m = v3("12");
+        m.insert(V3_CONTEXT.into(), encoded);
+        let meta = Metadata::parse(&m).unwrap().unwrap();
+        assert_eq!(meta.context.get("k").map(String::as_str), Some("v\u{e9}"));
+    }
 }

@@ -431,7 +431,7 @@ pub async fn object_attributes_response(
 }
 
 /// Reads an upstream XML document (at most 64 MiB).
-async fn read_xml(mut body: ProxyBody) -> Result<Vec<u8>, ProxyError> {
+pub(super) async fn read_xml(mut body: ProxyBody) -> Result<Vec<u8>, ProxyError> {
     const MAX_XML: usize = 64 * 1024 * 1024;
     let mut collected = Vec::new();
     while let Some(frame) = body.frame().await {

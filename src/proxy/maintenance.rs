@@ -188,7 +188,7 @@ impl Proxy {
         Ok(())
     }
 
-    async fn head_object(&self, id: &ObjectIdentity) -> Result<HeaderMap, ProxyError> {
+    pub(super) async fn head_object(&self, id: &ObjectIdentity) -> Result<HeaderMap, ProxyError> {
         let t = object_target(id);
         let resp = self.own_request(Method::HEAD, &t, &[], HeaderMap::new(), Bytes::new()).await?;
         if !resp.status().is_success() {

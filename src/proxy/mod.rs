@@ -474,6 +474,12 @@ impl Proxy {
                 let id = client_upload_id.unwrap_or_default();
                 multipart::list_parts_response(r, crypto.segment_size, &id).await
             }
+            S3Op::ListObjects | S3Op::ListObjectsV2
+                if crypto.s3ec().enabled && crypto.s3ec().list_buckets.contains(&identity.bucket) =>
+            {
+                let r = response::map_response(resp, op, &auth.client, is_head).await?;
+                self.s3ec_listing(r, &identity.bucket, &crypto.plaintext_prefixes(&identity.bucket)).await
+            }
             S3Op::ListObjects | S3Op::ListObjectsV2 | S3Op::ListObjectVersions => {
                 let r = response::map_response(resp, op, &auth.client, is_head).await?;
                 encrypted::listing_response(r, crypto.segment_size, &crypto.plaintext_prefixes(&identity.bucket)).await

@@ -28,6 +28,26 @@ const MAX_INSTRUCTION_FILE: usize = 64 * 1024;
 /// The suffix of an instruction file's key.
 pub const INSTRUCTION_SUFFIX: &str = ".instruction";
 
+/// Most HEADs in flight for one listing of an S3EC bucket.
+const LIST_HEADS: usize = 16;
+
+/// What a stored object is, from its metadata.
+enum StoredKind {
+    /// An s3crypt object with this segment size.
+    S3crypt(u32),
+    S3ec,
+    Plain,
+}
+
+impl StoredKind {
+    fn of(headers: &HeaderMap) -> StoredKind {
+        if let Ok(Some(env)) = Envelope::from_headers(headers) {
+            return StoredKind::S3crypt(env.segment_size);
+        }
+        if s3ec::has_content_metadata(headers) { StoredKind::S3ec } else { StoredKind::Plain }
+    }
+}
+
 /// What an S3EC read turned into.
 pub enum S3ecRead {
     Done(Response<ProxyBody>),
@@ -235,6 +255,58 @@ impl Proxy {
         s3ec::strip_content_metadata(&mut parts.headers);
         parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain.len()));
         Ok(Response::from_parts(parts, holding(plain, permit)))
+    }
+
+    /// A listing of a bucket in `encryption.s3ec.list_buckets`: every listed object is classified by a HEAD (at most
+    /// [`LIST_HEADS`] at once), so that s3crypt objects, S3EC objects and plaintext objects each report their own
+    /// plaintext size.
+    pub(super) async fn s3ec_listing(
+        &self,
+        resp: Response<ProxyBody>,
+        bucket: &str,
+        plaintext_prefixes: &[String],
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = resp.into_parts();
+        if parts.status != StatusCode::OK {
+            return Ok(Response::from_parts(parts, body));
+        }
+        let collected = super::encrypted::read_xml(body).await?;
+        let (records, _) = crate::s3::xml::records(&collected, &["ListBucketResult", "Contents"])
+            .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
+        let keys: Vec<String> = records
+            .iter()
+            .filter_map(|r| crate::s3::xml::field(r, "Key"))
+            .map(|k| String::from_utf8_lossy(&crate::sigv4::canonical::percent_decode(k.as_bytes())).into_owned())
+            .filter(|k| !plaintext_prefixes.iter().any(|p| k.starts_with(p.as_str())))
+            .collect();
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(LIST_HEADS));
+        let mut tasks = tokio::task::JoinSet::new();
+        for key in keys {
+            let (this, sem) = (self.clone(), std::sync::Arc::clone(&sem));
+            let id = ObjectIdentity { bucket: bucket.to_owned(), key };
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let kind = this.head_object(&id).await.map(|h| StoredKind::of(&h));
+                (id.key, kind)
+            });
+        }
+        let mut kinds = std::collections::HashMap::new();
+        while let Some(r) = tasks.join_next().await {
+            let (key, kind) = r.map_err(|e| ProxyError::Internal(format!("listing task: {e}")))?;
+            // An object deleted since the listing keeps the listed size.
+            if let Ok(kind) = kind {
+                kinds.insert(key, kind);
+            }
+        }
+        let size = |key: &str, c: u64| match kinds.get(key) {
+            Some(StoredKind::S3crypt(segment)) => crate::crypto::format::plaintext_len(c, *segment, true).unwrap_or(c),
+            Some(StoredKind::S3ec) => c.saturating_sub(s3ec::TAG_LEN as u64),
+            Some(StoredKind::Plain) | None => c,
+        };
+        let rewritten = crate::s3::xml::rewrite_listing(&collected, &size)
+            .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
+        parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+        Ok(Response::from_parts(parts, super::full_body(Bytes::from(rewritten))))
     }
 
     /// GET of the whole object whose (ranged) response carried `headers`, pinned to its ETag.
