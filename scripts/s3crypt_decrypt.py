@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Reference decryptor for s3crypt format v1 (docs/FORMAT.md), independent of the Rust code.
 
-Decrypts an object read straight from the store, given the keyring, the object's metadata and its bucket and
-key, with nothing but Python's standard library and `cryptography` (pip install cryptography):
+Decrypts an object read straight from the store, given the keyring (or, for KMS-protected objects, access to the
+KMS key), the object's metadata and its bucket and key, with nothing but Python's standard library and
+`cryptography` (pip install cryptography; boto3 too for KMS objects):
 
     aws s3api head-object --bucket B --key K > meta.json          # metadata, straight from the store
     aws s3 cp s3://B/K ct.bin                                      # ciphertext, straight from the store
     python3 s3crypt_decrypt.py --keyring keyring.toml --metadata meta.json --bucket B --key K ct.bin > plain.bin
+
+    python3 s3crypt_decrypt.py --kms --metadata meta.json --bucket B --key K ct.bin > plain.bin   # KMS objects
 
 Exit status 0 means the whole object verified; anything else means the output must not be used.
 """
@@ -49,12 +52,47 @@ def envelope(metadata):
     return int(m["s3crypt-seg"]), m["s3crypt-kek"], base64.b64decode(m["s3crypt-dek"]), m.get("s3crypt-mp")
 
 
-def wrap_aad(kek_ref, bucket, key, segment_size, mp=None):
+def kms_fields(metadata):
+    """(bucket key blob or None, client encryption context as sent (base64 JSON) or None)."""
+    m = {k.lower().removeprefix("x-amz-meta-"): v.strip() for k, v in metadata.items()}
+    bk = m.get("s3crypt-bk")
+    return (base64.b64decode(bk) if bk else None), m.get("s3crypt-ctx")
+
+
+def wrap_aad(kek_ref, bucket, key, segment_size, mp=None, ctx=None):
     aad = WRAP_AAD_LABEL + bytes([FORMAT_VERSION]) + segment_size.to_bytes(4, "big")
     fields = [kek_ref.encode(), bucket.encode(), key.encode()] + ([mp.encode()] if mp is not None else [])
+    if ctx is not None:
+        fields.append(b"ctx:" + ctx.encode())
     for field in fields:
         aad += len(field).to_bytes(4, "big") + field
     return aad
+
+
+def unwrap_kms(kms, kek_ref, wrapped, bucket, key, segment_size, mp, bucket_key, ctx):
+    """A KMS-protected object's data key (docs/FORMAT.md §2): KMS Decrypt of the bucket key (bucket-key mode) or of
+    the data key itself, each under its encryption context."""
+    arn = kek_ref.partition(":")[2]
+    if bucket_key is not None:
+        context = {"s3crypt:v": str(FORMAT_VERSION), "s3crypt:bucket": bucket}
+        blob = bucket_key
+    else:
+        context = json.loads(base64.b64decode(ctx)) if ctx else {}
+        context.update({"s3crypt:v": str(FORMAT_VERSION), "s3crypt:bucket": bucket, "s3crypt:key": key,
+                        "s3crypt:seg": str(segment_size)})
+        if mp is not None:
+            context["s3crypt:mp"] = mp
+        blob = wrapped
+    try:
+        plain = kms.decrypt(KeyId=arn, CiphertextBlob=blob, EncryptionContext=context)["Plaintext"]
+    except Exception as e:
+        raise Invalid(f"KMS did not unwrap the key: {e}") from e
+    if bucket_key is None:
+        return plain
+    try:
+        return AESGCM(plain).decrypt(wrapped[:12], wrapped[12:], wrap_aad(kek_ref, bucket, key, segment_size, mp, ctx))
+    except Exception as e:
+        raise Invalid("the data key does not unwrap for this bucket and key") from e
 
 
 def layout(mp, segment_size):
@@ -135,16 +173,25 @@ def decrypt_segments(dek, segment_size, ciphertext, lay=None):
             raise Invalid(f"segment {index} failed authentication") from e
 
 
-def decrypt(keyring, metadata, bucket, key, ciphertext):
+def decrypt(keyring, metadata, bucket, key, ciphertext, kms=None):
+    """The verified plaintext; `keyring` for keyring objects, `kms` (a boto3 KMS client) for KMS objects."""
     segment_size, kek_ref, wrapped, mp = envelope(metadata)
     lay = layout(mp, segment_size)
-    dek = unwrap(keyring, kek_ref, wrapped, bucket, key, segment_size, mp)
+    if kek_ref.startswith("kms:"):
+        if kms is None:
+            raise Invalid("a KMS-protected object: give a KMS client (--kms)")
+        bucket_key, ctx = kms_fields(metadata)
+        dek = unwrap_kms(kms, kek_ref, wrapped, bucket, key, segment_size, mp, bucket_key, ctx)
+    else:
+        dek = unwrap(keyring or {}, kek_ref, wrapped, bucket, key, segment_size, mp)
     return b"".join(decrypt_segments(dek, segment_size, ciphertext, lay))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--keyring", required=True)
+    p.add_argument("--keyring", help="the keyring file (keyring objects)")
+    p.add_argument("--kms", action="store_true", help="KMS objects: use KMS (boto3's standard configuration)")
+    p.add_argument("--kms-endpoint", help="a KMS endpoint other than AWS's")
     p.add_argument("--metadata", required=True, help="head-object JSON output, or a JSON map of metadata")
     p.add_argument("--bucket", required=True)
     p.add_argument("--key", required=True)
@@ -156,7 +203,12 @@ def main():
     with open(a.ciphertext, "rb") as f:
         ct = f.read()
     try:
-        plain = decrypt(load_keyring(a.keyring), meta, a.bucket, a.key, ct)
+        kms = None
+        if a.kms or a.kms_endpoint:
+            import boto3
+            kms = boto3.client("kms", endpoint_url=a.kms_endpoint)
+        keyring = load_keyring(a.keyring) if a.keyring else None
+        plain = decrypt(keyring, meta, a.bucket, a.key, ct, kms=kms)
     except Invalid as e:
         print(f"s3crypt_decrypt: {e}", file=sys.stderr)
         sys.exit(1)

@@ -48,10 +48,21 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
-    /// Decrypt an object read straight from the store, without a running proxy.
+    /// Decrypt an object read straight from the store, without a running proxy: an s3crypt object (keyring), or
+    /// an object of the AWS S3 Encryption Client (V2/V3; raw AES keys from --keyring, or KMS).
     Decrypt {
+        /// The keyring (s3crypt objects), or the S3 Encryption Client's raw AES keys in the same file format.
         #[arg(long)]
-        keyring: PathBuf,
+        keyring: Option<PathBuf>,
+        /// S3 Encryption Client objects: the object's `.instruction` file, if it keeps its key there.
+        #[arg(long)]
+        instruction_file: Option<PathBuf>,
+        /// S3 Encryption Client objects wrapped by KMS: the KMS endpoint (default AWS's; credentials and region
+        /// from the standard AWS chain).
+        #[arg(long)]
+        kms_endpoint: Option<String>,
+        #[arg(long)]
+        kms_region: Option<String>,
         /// The object's metadata: `aws s3api head-object` JSON output, a JSON map, or `name: value` lines.
         #[arg(long)]
         metadata: PathBuf,
@@ -140,8 +151,26 @@ pub fn main() -> ExitCode {
         },
         Command::Rewrap { bulk, to } => run_bulk(bulk, to, true, false),
         Command::Migrate { bulk, from_s3ec } => run_bulk(bulk, None, false, from_s3ec),
-        Command::Decrypt { keyring, metadata, bucket, key, input, output } => {
-            match decrypt(&keyring, &metadata, &bucket, &key, input.as_deref(), output.as_deref()) {
+        Command::Decrypt {
+            keyring,
+            instruction_file,
+            kms_endpoint,
+            kms_region,
+            metadata,
+            bucket,
+            key,
+            input,
+            output,
+        } => {
+            let kms = KmsTarget { endpoint: kms_endpoint, region: kms_region };
+            let files = DecryptFiles {
+                keyring: keyring.as_deref(),
+                metadata: &metadata,
+                instruction_file: instruction_file.as_deref(),
+                input: input.as_deref(),
+                output: output.as_deref(),
+            };
+            match decrypt_any(&files, &kms, &bucket, &key) {
                 Ok(n) => {
                     eprintln!("s3crypt: decrypted {n} bytes; the object verified");
                     ExitCode::SUCCESS
@@ -284,6 +313,100 @@ pub fn parse_metadata(text: &str) -> Result<Vec<(String, String)>, String> {
         return Ok(obj.iter().filter_map(|(k, v)| v.as_str().map(|s| (normalise(k), s.to_owned()))).collect());
     }
     Ok(text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (normalise(k), v.trim().to_owned())).collect())
+}
+
+/// Where `decrypt` reads and writes.
+pub struct DecryptFiles<'a> {
+    pub keyring: Option<&'a Path>,
+    pub metadata: &'a Path,
+    pub instruction_file: Option<&'a Path>,
+    pub input: Option<&'a Path>,
+    pub output: Option<&'a Path>,
+}
+
+/// The KMS that `decrypt` asks for S3 Encryption Client objects.
+pub struct KmsTarget {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+/// `s3crypt decrypt`: an s3crypt object, or an object of the AWS S3 Encryption Client.
+pub fn decrypt_any(files: &DecryptFiles<'_>, kms: &KmsTarget, bucket: &str, key: &str) -> Result<u64, String> {
+    let text = std::fs::read_to_string(files.metadata).map_err(|e| format!("{}: {e}", files.metadata.display()))?;
+    let pairs = parse_metadata(&text)?;
+    let mut s3ec_map: std::collections::BTreeMap<String, String> = pairs
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("x-amz-meta-")?.to_owned(), v.clone())))
+        .filter(|(k, _)| crate::crypto::s3ec::CONTENT_KEYS.contains(&k.as_str()))
+        .collect();
+    if let Some(f) = files.instruction_file {
+        let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        s3ec_map = crate::crypto::s3ec::merge_instruction_file(&s3ec_map, &bytes).map_err(|e| e.0.to_owned())?;
+    }
+    let s3ec = crate::crypto::s3ec::Metadata::parse(&s3ec_map).map_err(|e| e.0.to_owned())?;
+    match s3ec {
+        Some(meta) => decrypt_s3ec(&meta, files, kms),
+        None => {
+            let keyring = files.keyring.ok_or("--keyring is needed for s3crypt objects")?;
+            decrypt(keyring, files.metadata, bucket, key, files.input, files.output)
+        }
+    }
+}
+
+/// An S3 Encryption Client object: read whole (it is one GCM message), written out only once it verified.
+fn decrypt_s3ec(
+    meta: &crate::crypto::s3ec::Metadata,
+    files: &DecryptFiles<'_>,
+    kms: &KmsTarget,
+) -> Result<u64, String> {
+    use crate::crypto::s3ec::Wrap;
+    let dek = match meta.wrap {
+        Wrap::AesGcm => {
+            let path = files.keyring.ok_or("--keyring (the S3 Encryption Client's AES keys) is needed")?;
+            let ring = LocalKeyring::load(path)?;
+            ring.keys()
+                .find_map(|k| meta.wrap_aads().iter().find_map(|aad| k.unwrap(&meta.edk, aad)))
+                .ok_or("no key in the keyring unwraps this object's data key")?
+        }
+        Wrap::KmsContext => {
+            let settings = crate::config::KmsSettings {
+                region: kms.region.clone(),
+                endpoint: kms.endpoint.clone(),
+                credentials: None,
+                default_key: None,
+                allowed_keys: Vec::new(),
+                bucket_key: false,
+                bucket_key_uses: 1,
+                cache_ttl: std::time::Duration::from_secs(1),
+                cache_entries: 1,
+                timeout: crate::config::DEFAULT_KMS_TIMEOUT,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            let key = runtime.block_on(async {
+                let provider = crate::crypto::kms::KmsProvider::new(&settings).await;
+                provider.decrypt_any(&meta.edk, &meta.context).await
+            });
+            let key = key.map_err(|e| format!("KMS did not unwrap the data key: {}", e.code()))?;
+            crate::crypto::keys::DataKey::from_bytes(*key.expose())
+        }
+    };
+    let mut buf = Vec::new();
+    match files.input {
+        Some(p) => buf = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => {
+            std::io::stdin().lock().read_to_end(&mut buf).map_err(|e| format!("standard input: {e}"))?;
+        }
+    }
+    meta.plaintext_len(buf.len() as u64).map_err(|e| e.0.to_owned())?;
+    meta.decrypt_in_place(&dek, &mut buf).map_err(|e| e.0.to_owned())?;
+    match files.output {
+        None => std::io::stdout().lock().write_all(&buf).map_err(|e| format!("standard output: {e}"))?,
+        Some(p) => std::fs::write(p, &buf).map_err(|e| format!("{}: {e}", p.display()))?,
+    }
+    Ok(buf.len() as u64)
 }
 
 /// `s3crypt decrypt`: unwraps the data key with the keyring and decrypts the object.

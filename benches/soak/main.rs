@@ -197,6 +197,19 @@ fn pick(rng: &mut Rng) -> usize {
     0
 }
 
+/// Asks the SeaweedFS master to compact volumes with more than 10 % garbage (best effort).
+fn vacuum_seaweedfs(master_port: u16) {
+    use std::io::{Read, Write};
+    if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", master_port)) {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(120)));
+        let req = format!("GET /vol/vacuum?garbageThreshold=0.1 HTTP/1.0\r\nHost: 127.0.0.1:{master_port}\r\n\r\n");
+        if c.write_all(req.as_bytes()).is_ok() {
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
+        }
+    }
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
@@ -214,14 +227,12 @@ async fn main() {
     let weed = std::env::var("S3CRYPT_BENCH_WEED").expect("S3CRYPT_BENCH_WEED: the weed binary");
     let dir = procs::work_dir();
     let certs = procs::make_certs(&dir);
-    // Overwrites and deletes leave garbage in SeaweedFS volumes until a vacuum: sweep often, or ten minutes of
-    // churn fill the disk (about 75 MB/s of writes here).
-    let sw = systems::start_seaweedfs_with(
-        &weed,
-        &dir,
-        &certs,
-        &["-master.vacuumIntervalSeconds=15", "-master.garbageThreshold=0.2", "-master.volumeSizeLimitMB=256"],
-    );
+    // Overwrites and deletes leave garbage in SeaweedFS volumes until a vacuum (about 100 MB/s of writes here: ten
+    // minutes of churn would fill the disk). `weed mini` does not sweep on its own schedule quickly enough, so the
+    // harness asks the master to vacuum every 20 s (SeaweedFS's /vol/vacuum), as an operator's cron would.
+    let master_port = procs::free_port();
+    let master_flag = format!("-master.port={master_port}");
+    let sw = systems::start_seaweedfs_with(&weed, &dir, &certs, &[&master_flag, "-master.volumeSizeLimitMB=256"]);
     let upstream = format!("http://127.0.0.1:{}", sw.http_port);
     let proxy = systems::start_s3crypt(&bin, &dir, "s3crypt", &certs, &upstream, (systems::SW_AK, systems::SW_SK), &[]);
     let pid = proxy.proc.pid();
@@ -242,6 +253,15 @@ async fn main() {
 
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let vacuum = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(20));
+                vacuum_seaweedfs(master_port);
+            }
+        })
+    };
     let errors: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let started = Instant::now();
     let mut samples = vec![(0u64, rss_start, fds_start, 0u64)];
@@ -290,6 +310,7 @@ async fn main() {
         samples.push(s);
     }
     stop.store(true, Ordering::Relaxed);
+    let _ = vacuum.join();
     let mut finished = Vec::new();
     for t in tasks {
         finished.push(t.await.expect("client task"));

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 mod keys;
 pub use keys::{
-    BucketPolicy, DefaultProtection, EncryptionSettings, KmsSettings, RawEncryption, RawKms, RawPolicy, RawS3ec,
-    S3ecSettings, UpstreamSse,
+    BucketPolicy, DEFAULT_KMS_TIMEOUT, DefaultProtection, EncryptionSettings, KmsSettings, RawEncryption, RawKms,
+    RawPolicy, RawS3ec, S3ecSettings, UpstreamSse,
 };
 
 use crate::util::secret::{SecretString, read_secret_file};

@@ -274,13 +274,15 @@ impl Proxy {
                 return Err(source_error(head, true).await);
             }
             let legacy = crypto.policy(&source.identity().bucket, &source.identity().key).legacy_objects;
-            if let Some(env) = super::encrypted::envelope_or_policy(head.headers(), legacy)? {
+            let maybe_s3ec = super::s3ec::candidate(&crypto, head.headers());
+            if !maybe_s3ec && let Some(env) = super::encrypted::envelope_or_policy(head.headers(), legacy)? {
                 let rewrap = Rewrap { protection: &protection, source_key: source_key.as_ref(), replace };
                 return self
                     .copy_by_rewrap(headers, target, &dest_identity, &source, head.headers(), &env, rewrap)
                     .await;
             }
-            // A legacy plaintext source (legacy_objects = "passthrough"): encrypt it on the way.
+            // A legacy plaintext source (legacy_objects = "passthrough") or an S3 Encryption Client object: encrypt
+            // its plaintext on the way.
         }
         let plain =
             self.read_source(&source, source_encrypted, ClientRange::Whole, headers, source_key.as_ref()).await?;
@@ -423,6 +425,15 @@ impl Proxy {
             id: &id,
             customer: source_key,
             legacy: crypto.policy(&id.bucket, &id.key).legacy_objects,
+        };
+        // A source written by the AWS S3 Encryption Client is read whole and verified (a copy migrates it).
+        let resp = if super::s3ec::candidate(crypto, resp.headers()) {
+            match self.s3ec_read(resp, S3Op::GetObject, range, &ctx).await? {
+                super::s3ec::S3ecRead::Done(r) => return Ok(r),
+                super::s3ec::S3ecRead::NotS3ec(r) => r,
+            }
+        } else {
+            resp
         };
         match super::encrypted::get_response(resp, range, &ctx).await? {
             ObjectResponse::Ready(r) => Ok(r),

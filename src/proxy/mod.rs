@@ -407,6 +407,11 @@ impl Proxy {
             customer: customer.as_ref(),
             legacy: policy.legacy_objects,
         };
+        if ok && part_read.is_some() && crate::crypto::s3ec::has_content_metadata(resp.headers()) {
+            return Err(ProxyError::NotImplemented(
+                "Reading a part of an object written by the AWS S3 Encryption Client is not supported; read a range.",
+            ));
+        }
         let resp = if ok
             && matches!(op, S3Op::GetObject | S3Op::HeadObject)
             && part_read.is_none()

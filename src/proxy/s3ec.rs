@@ -273,12 +273,20 @@ impl Proxy {
         let collected = super::encrypted::read_xml(body).await?;
         let (records, _) = crate::s3::xml::records(&collected, &["ListBucketResult", "Contents"])
             .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
-        let keys: Vec<String> = records
+        let listed: Vec<String> = records
             .iter()
             .filter_map(|r| crate::s3::xml::field(r, "Key"))
             .map(|k| String::from_utf8_lossy(&crate::sigv4::canonical::percent_decode(k.as_bytes())).into_owned())
-            .filter(|k| !plaintext_prefixes.iter().any(|p| k.starts_with(p.as_str())))
             .collect();
+        // An object whose key material is in an instruction file has no metadata of its own: it is an S3EC object
+        // if its instruction file is listed on the same page.
+        let instructed: std::collections::HashSet<String> = if self.inner.crypto.s3ec().instruction_files {
+            listed.iter().filter_map(|k| k.strip_suffix(INSTRUCTION_SUFFIX)).map(str::to_owned).collect()
+        } else {
+            Default::default()
+        };
+        let keys: Vec<String> =
+            listed.into_iter().filter(|k| !plaintext_prefixes.iter().any(|p| k.starts_with(p.as_str()))).collect();
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(LIST_HEADS));
         let mut tasks = tokio::task::JoinSet::new();
         for key in keys {
@@ -294,9 +302,11 @@ impl Proxy {
         while let Some(r) = tasks.join_next().await {
             let (key, kind) = r.map_err(|e| ProxyError::Internal(format!("listing task: {e}")))?;
             // An object deleted since the listing keeps the listed size.
-            if let Ok(kind) = kind {
-                kinds.insert(key, kind);
-            }
+            match kind {
+                Ok(StoredKind::Plain) if instructed.contains(&key) => kinds.insert(key, StoredKind::S3ec),
+                Ok(kind) => kinds.insert(key, kind),
+                Err(_gone) => None,
+            };
         }
         let size = |key: &str, c: u64| match kinds.get(key) {
             Some(StoredKind::S3crypt(segment)) => crate::crypto::format::plaintext_len(c, *segment, true).unwrap_or(c),

@@ -26,6 +26,10 @@ protocol = "https"
 access_key_id = "ok-key"
 [upstream]
 endpoint = "s3.example.com"
+[encryption.s3ec]
+aes_keyring_file = "missing-s3ec-keys.toml"
+max_object_size = 0
+list_buckets = ["Not A Bucket"]
 "#,
     )
     .unwrap();
@@ -43,6 +47,9 @@ endpoint = "s3.example.com"
         "clients[0].secret_access_key",
         "upstream.endpoint",
         "upstream.access_key_id",
+        "encryption.s3ec.aes_keyring_file",
+        "encryption.s3ec.max_object_size",
+        "encryption.s3ec.list_buckets[0]",
     ] {
         assert!(text.contains(key), "{key} missing from:\n{text}");
     }
