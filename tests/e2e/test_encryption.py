@@ -71,10 +71,8 @@ def test_the_reference_decryptor_reads_kms_protected_objects_with_kms_alone(prox
     """Bucket-key and direct KMS mode, with and without a client encryption context, single PUT and multipart:
     with the store's bytes, the metadata and KMS, docs/FORMAT.md is enough to get the data back."""
     import base64
-    import io
     import json
 
-    from boto3.s3.transfer import TransferConfig
     from conftest import kms_client
 
     s3 = make_client(proxy_sw)
@@ -92,17 +90,23 @@ def test_the_reference_decryptor_reads_kms_protected_objects_with_kms_alone(prox
         raw = seaweed_direct.get_object(Bucket="e2e-sw", Key=key)
         stored = raw["Body"].read()
         assert raw["Metadata"]["s3crypt-kek"].startswith("kms:"), key
+        assert ("s3crypt-bk" in raw["Metadata"]) == ("bucket-key" in key), key
+        assert ("s3crypt-ctx" in raw["Metadata"]) == key.endswith("-ctx"), key
         assert ref.decrypt(None, raw["Metadata"], "e2e-sw", key, stored, kms=kms) == body, key
         with pytest.raises(ref.Invalid):
             ref.decrypt(None, raw["Metadata"], "e2e-sw", key + "-moved", stored, kms=kms)
         with pytest.raises(ref.Invalid):
             ref.decrypt(None, raw["Metadata"], "e2e-sw", key, stored)
     body = os.urandom(11 * 1024 * 1024)
+    part = 5 * 1024 * 1024
     for key, extra in [("kms/mp-bucket-key", {"ServerSideEncryption": "aws:kms"}),
                        ("kms/mp-direct", {"ServerSideEncryption": "aws:kms", "BucketKeyEnabled": False})]:
-        s3.upload_fileobj(io.BytesIO(body), "e2e-sw", key, ExtraArgs=extra,
-                          Config=TransferConfig(multipart_threshold=5 * 1024 * 1024,
-                                                multipart_chunksize=5 * 1024 * 1024))
+        up = s3.create_multipart_upload(Bucket="e2e-sw", Key=key, **extra)["UploadId"]
+        etags = [s3.upload_part(Bucket="e2e-sw", Key=key, UploadId=up, PartNumber=i + 1,
+                                Body=body[i * part:(i + 1) * part])["ETag"] for i in range(3)]
+        s3.complete_multipart_upload(Bucket="e2e-sw", Key=key, UploadId=up, MultipartUpload={
+            "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
         raw = seaweed_direct.get_object(Bucket="e2e-sw", Key=key)
         assert raw["Metadata"]["s3crypt-mp"] != "open"
+        assert ("s3crypt-bk" in raw["Metadata"]) == (key == "kms/mp-bucket-key")
         assert ref.decrypt(None, raw["Metadata"], "e2e-sw", key, raw["Body"].read(), kms=kms) == body, key
