@@ -8,6 +8,7 @@
 #   ./scripts/bench.sh --quick               1 round, small objects (a smoke run, ~3 minutes)
 #   ./scripts/bench.sh --rounds 5 --upstreams seaweedfs
 #   ./scripts/bench.sh --criterion           the micro-benches instead (body transforms, SigV4, chunked decoder)
+#   ./scripts/bench.sh --s3ec [--rounds N]   reading AWS S3 Encryption Client objects (benches/s3ec, ~2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,7 +18,7 @@ if [ "${1:-}" = "--criterion" ]; then
   exec cargo bench --locked --bench crypto --bench front_door -- --warm-up-time 1 --measurement-time 3
 fi
 
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+if [ "${1:-}" != "--s3ec" ] && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   echo "==> nginx-light (apt)" >&2
   apt-get update -q >&2 && apt-get install -y -q --no-install-recommends nginx-light >&2
 fi
@@ -31,6 +32,11 @@ fi
 
 echo "==> cargo build --release" >&2
 cargo build --locked --release --bin s3crypt >&2
+if [ "${1:-}" = "--s3ec" ]; then
+  shift
+  S3CRYPT_BENCH_BIN=$ROOT/target/release/s3crypt S3CRYPT_BENCH_WEED=$VENV/bin/weed \
+    exec cargo bench --locked --bench s3ec -- "$@"
+fi
 cargo bench --locked --bench gateway --no-run >&2
 
 # 1,000 idle client connections on each side need more than the common 1024 descriptors.

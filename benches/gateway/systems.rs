@@ -155,6 +155,21 @@ pub fn start_s3crypt(
     upstream_creds: (&str, &str),
     passthrough: &[String],
 ) -> S3crypt {
+    start_s3crypt_with(bin, dir, name, certs, upstream, upstream_creds, passthrough, "")
+}
+
+/// [`start_s3crypt`] with more configuration appended (whole TOML tables).
+#[allow(clippy::too_many_arguments)]
+pub fn start_s3crypt_with(
+    bin: &str,
+    dir: &Path,
+    name: &str,
+    certs: &Certs,
+    upstream: &str,
+    upstream_creds: (&str, &str),
+    passthrough: &[String],
+    extra: &str,
+) -> S3crypt {
     let root = dir.join(name);
     std::fs::create_dir_all(&root).expect("s3crypt dir");
     let keyring = root.join("keyring.toml");
@@ -199,7 +214,7 @@ passthrough_buckets = [{list}]
         workers = std::env::var("S3CRYPT_BENCH_PROXY_WORKERS").unwrap_or_else(|_| "0".into()),
     );
     let conf_file = root.join("proxy.toml");
-    std::fs::write(&conf_file, conf).expect("proxy.toml");
+    std::fs::write(&conf_file, conf + extra).expect("proxy.toml");
     let log = root.join("stderr.log");
     let mut cmd = Command::new(bin);
     cmd.arg("serve").arg("--config").arg(&conf_file).env("RUST_LOG", "warn");
