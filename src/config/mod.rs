@@ -37,6 +37,8 @@ pub const DEFAULT_SLOW_RESPONSE_KEEPALIVE: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Header fields per request (HTTP/1.1).
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Failed authentications per second one client address may cause before its requests get SlowDown unverified.
+pub const DEFAULT_AUTH_FAILURES_PER_ADDRESS: u32 = 20;
 /// The largest object S3 copies with one CopyObject (5 GiB); larger ones are copied part by part.
 pub const DEFAULT_MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -182,6 +184,8 @@ pub struct RawServer {
     pub max_headers: usize,
     #[serde(default)]
     pub worker_threads: usize,
+    #[serde(default = "default_auth_failures_per_address")]
+    pub auth_failures_per_address: u32,
 }
 
 impl Default for RawServer {
@@ -198,6 +202,7 @@ impl Default for RawServer {
             slow_response_keepalive: DEFAULT_SLOW_RESPONSE_KEEPALIVE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_headers: DEFAULT_MAX_HEADERS,
+            auth_failures_per_address: DEFAULT_AUTH_FAILURES_PER_ADDRESS,
             worker_threads: 0,
         }
     }
@@ -360,6 +365,9 @@ fn default_max_connections() -> usize {
 fn default_max_headers() -> usize {
     DEFAULT_MAX_HEADERS
 }
+fn default_auth_failures_per_address() -> u32 {
+    DEFAULT_AUTH_FAILURES_PER_ADDRESS
+}
 fn default_max_copy_size() -> u64 {
     DEFAULT_MAX_COPY_SIZE
 }
@@ -434,6 +442,9 @@ pub struct ServerSettings {
     pub max_headers: usize,
     /// Runtime worker threads; 0 = one per core. Read at start only (a reload keeps the running runtime).
     pub worker_threads: usize,
+    /// Failed authentications per second (and burst) one client address may cause; past it, its requests get
+    /// `SlowDown` before any verification. 0: no limit.
+    pub auth_failures_per_address: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -917,6 +928,7 @@ impl RawConfig {
                 max_connections: s.max_connections,
                 max_headers: s.max_headers,
                 worker_threads: s.worker_threads,
+                auth_failures_per_address: s.auth_failures_per_address,
             },
             listeners,
             tls: TlsSettings {

@@ -60,6 +60,8 @@ pub struct ConnInfo {
     pub plain_http: PlainHttpPolicy,
     /// Port of the https listener, for redirects.
     pub redirect_port: Option<u16>,
+    /// The client's address (its TCP peer).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// The proxy: shared, cheap to clone.
@@ -74,6 +76,7 @@ struct Inner {
     settings: ProxySettings,
     crypto: Arc<Crypto>,
     limits: limit::RateLimits,
+    auth_failures: limit::FailureLimits,
 }
 
 /// What the request path needs from the configuration.
@@ -91,6 +94,8 @@ pub struct ProxySettings {
     pub body_read_timeout: std::time::Duration,
     /// Requests per second, by access key id, for the clients that have a limit.
     pub client_rates: std::collections::HashMap<String, u32>,
+    /// Failed authentications per second one client address may cause (0: no limit).
+    pub auth_failures_per_address: u32,
 }
 
 /// A client's request body, with its idle deadline.
@@ -122,7 +127,8 @@ struct RequestView {
 impl Proxy {
     pub fn new(verifier: Verifier, upstream: Arc<Upstream>, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
         let limits = limit::RateLimits::new(&settings.client_rates);
-        Proxy { inner: Arc::new(Inner { verifier, upstream, settings, crypto, limits }) }
+        let auth_failures = limit::FailureLimits::new(settings.auth_failures_per_address);
+        Proxy { inner: Arc::new(Inner { verifier, upstream, settings, crypto, limits, auth_failures }) }
     }
 
     /// The upstream client (a reload keeps the embedded store's).
@@ -209,7 +215,21 @@ impl Proxy {
 
         let vhost_bucket = target.virtual_hosted.then_some(target.bucket.as_deref()).flatten();
         let head = RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), vhost_bucket };
-        let mut auth = self.inner.verifier.verify(&head, SystemTime::now())?;
+        // An address that keeps failing authentication is answered SlowDown without verifying anything.
+        if let Some(ip) = conn.peer
+            && self.inner.auth_failures.blocked(ip, Instant::now())
+        {
+            return Err(ProxyError::SlowDown);
+        }
+        let mut auth = match self.inner.verifier.verify(&head, SystemTime::now()) {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(ip) = conn.peer {
+                    self.inner.auth_failures.failed(ip, Instant::now());
+                }
+                return Err(e);
+            }
+        };
         // A presigned URL's signed header values are headers from here on: every check below (SSE, SSE-C over
         // plain HTTP, copy source, reserved metadata, classification) sees them, and they go upstream only as
         // those checks allow.

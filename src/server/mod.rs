@@ -119,6 +119,7 @@ impl Core {
             max_copy_size: config.upstream.max_copy_size,
             body_read_timeout: config.server.body_read_timeout,
             client_rates: config.client_rates.clone(),
+            auth_failures_per_address: config.server.auth_failures_per_address,
         };
         let proxy = Proxy::new(verifier, upstream, settings, Arc::new(crypto));
         Ok((proxy, created_key))
@@ -325,7 +326,8 @@ impl Server {
                 _ = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let info = infos[idx].clone();
+            let mut info = infos[idx].clone();
+            info.peer = Some(peer.ip());
             let acceptor = if info.secure { acceptor.clone() } else { None };
             let watcher = graceful.watcher();
             let builder = builder.clone();
@@ -434,6 +436,7 @@ fn conn_info(l: &Listener, first_https_port: Option<u16>) -> ConnInfo {
             Some(0) | None => first_https_port,
             Some(p) => Some(p),
         },
+        peer: None,
     }
 }
 

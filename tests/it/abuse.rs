@@ -1,5 +1,6 @@
-//! Abuse limits: slowloris heads and bodies, idle connections at the connection limit. Each ends within its
-//! deadline with S3's answer where one is possible, stores nothing, and leaves other clients served.
+//! Abuse limits: slowloris heads and bodies, idle connections at the connection limit, request floods, addresses
+//! that keep failing authentication. Each ends within its deadline with S3's answer where one is possible, stores
+//! nothing, and leaves other clients served.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,6 +13,15 @@ use crate::common::{Backend, CLIENT_AK, CLIENT_SK, TestEnv};
 
 async fn tls_to(env: &TestEnv) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(env.https).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(env.raw().tls_config());
+    connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
+/// A TLS connection to the proxy from a chosen loopback source address.
+async fn tls_from(env: &TestEnv, source: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let tcp = sock.connect(env.https).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(env.raw().tls_config());
     connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
 }
@@ -147,5 +157,36 @@ async fn a_client_flooding_past_its_rate_gets_slow_down_while_another_client_is_
         use aws_sdk_s3::error::ProvideErrorMetadata;
         assert_eq!(e.code(), Some("SlowDown"), "{e:?}");
     }
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_failing_authentication_gets_slow_down_unverified_while_other_addresses_are_served() {
+    let env = TestEnv::builder(Backend::Embedded).server_setting("auth_failures_per_address = 5").start().await;
+    let path = format!("/{}/guess", env.bucket);
+    let url = format!("{}{path}", env.endpoint());
+    let mut answers = Vec::new();
+    // From 127.0.0.2: requests signed with a wrong secret, as fast as one client goes.
+    for _ in 0..30 {
+        let req = signed_with(Method::GET, &url, &[], b"", CLIENT_AK, "not-the-secret", None, SystemTime::now());
+        let mut head = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\nconnection: close\r\n", env.https.port());
+        for (k, v) in req.headers() {
+            head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+        }
+        head.push_str("\r\n");
+        let mut s = tls_from(&env, "127.0.0.2").await;
+        s.write_all(head.as_bytes()).await.unwrap();
+        let (out, _) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        answers.push(out);
+    }
+    let refused = |a: &String| a.starts_with("HTTP/1.1 403") && a.contains("<Code>SignatureDoesNotMatch</Code>");
+    let slowed = |a: &String| a.starts_with("HTTP/1.1 503") && a.contains("<Code>SlowDown</Code>");
+    assert!(answers.iter().all(|a| refused(a) || slowed(a)), "{answers:?}");
+    assert!(answers[..5].iter().all(refused), "the first failures are verified and refused");
+    assert!(answers.iter().filter(|a| slowed(a)).count() >= 10, "then the address is slowed down: {answers:?}");
+    // Meanwhile a client from another address is served.
+    let c = env.client();
+    c.put_object().bucket(&env.bucket).key("fine").body(ByteStream::from_static(b"ok")).send().await.unwrap();
+    assert_eq!(env.stored_keys().await, vec!["fine".to_owned()]);
     env.shutdown().await;
 }
