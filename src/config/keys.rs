@@ -61,6 +61,11 @@ fn default_s3ec_max_object() -> u64 {
 fn default_s3ec_max_buffered() -> u64 {
     DEFAULT_S3EC_MAX_BUFFERED
 }
+/// Default time an S3EC read waits for buffer space before SlowDown.
+pub const DEFAULT_S3EC_BUFFER_WAIT: Duration = Duration::from_secs(30);
+fn default_s3ec_buffer_wait() -> Duration {
+    DEFAULT_S3EC_BUFFER_WAIT
+}
 
 /// `[encryption.s3ec]`: reading objects written by the AWS S3 Encryption Client (docs/S3EC.md).
 #[derive(Debug, Deserialize)]
@@ -74,6 +79,8 @@ pub struct RawS3ec {
     pub max_object_size: u64,
     #[serde(default = "default_s3ec_max_buffered")]
     pub max_buffered: u64,
+    #[serde(default = "default_s3ec_buffer_wait", with = "humantime_serde")]
+    pub buffer_wait: Duration,
     #[serde(default)]
     pub instruction_files: bool,
     #[serde(default)]
@@ -90,6 +97,8 @@ pub struct S3ecSettings {
     pub max_object_size: u64,
     /// Most bytes of S3EC objects buffered at once, over all requests.
     pub max_buffered: u64,
+    /// How long a read waits for buffer space before it answers SlowDown.
+    pub buffer_wait: Duration,
     /// Look for `<key>.instruction` when an object has no metadata of its own.
     pub instruction_files: bool,
     /// Buckets whose listings report S3EC objects' plaintext sizes (one HEAD per listed object).
@@ -103,6 +112,7 @@ impl Default for S3ecSettings {
             aes_keyring_file: None,
             max_object_size: DEFAULT_S3EC_MAX_OBJECT,
             max_buffered: DEFAULT_S3EC_MAX_BUFFERED,
+            buffer_wait: DEFAULT_S3EC_BUFFER_WAIT,
             instruction_files: false,
             list_buckets: HashSet::new(),
         }
@@ -128,6 +138,7 @@ impl RawS3ec {
                 "e.g. max_object_size = 67108864, max_buffered = 268435456",
             );
         }
+        valid_duration("encryption.s3ec.buffer_wait", self.buffer_wait, p);
         if self.max_buffered > (u64::from(u32::MAX) << 10) {
             p.push("encryption.s3ec.max_buffered", "must be below 4 TiB", "use the default (256 MiB)");
         }
@@ -145,6 +156,7 @@ impl RawS3ec {
             aes_keyring_file,
             max_object_size: self.max_object_size,
             max_buffered: self.max_buffered,
+            buffer_wait: self.buffer_wait,
             instruction_files: self.instruction_files,
             list_buckets: self.list_buckets.iter().cloned().collect(),
         }

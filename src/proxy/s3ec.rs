@@ -4,8 +4,6 @@
 //! within `max_buffered`) and released only after its tag verified; ranges are cut from the verified plaintext.
 //! docs/S3EC.md.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -21,8 +19,6 @@ use crate::s3::Target;
 use crate::s3::op::S3Op;
 use crate::upstream::UpstreamIncoming;
 
-/// How long a read waits for buffer space before it answers SlowDown.
-const BUFFER_WAIT: Duration = Duration::from_secs(30);
 /// Largest instruction file read.
 const MAX_INSTRUCTION_FILE: usize = 64 * 1024;
 /// The suffix of an instruction file's key.
@@ -101,15 +97,44 @@ async fn read_exact(body: UpstreamIncoming, len: usize) -> Result<Vec<u8>, Proxy
     Ok(buf)
 }
 
-/// A body of `data` that gives its share of the S3EC buffer budget back when it is gone.
+/// Frames of a buffered S3EC plaintext: small enough that hyper takes the next one only after writing the last,
+/// so the buffer's share of the budget is held until the data has nearly all left.
+const FRAME: usize = 64 * 1024;
+
+/// A buffered plaintext sent frame by frame, holding its share of the S3EC buffer budget until the last frame.
+struct Holding {
+    data: Bytes,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.data.is_empty() {
+            self.permit = None;
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.data.len().min(FRAME);
+        let chunk = self.data.split_to(n);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.data.len() as u64)
+    }
+}
+
 fn holding(data: Bytes, permit: OwnedSemaphorePermit) -> ProxyBody {
-    super::full_body(data)
-        .map_frame(move |f| {
-            let _held = &permit;
-            f
-        })
-        .map_err(|e| -> BoxError { e })
-        .boxed_unsync()
+    Holding { data, permit: Some(permit) }.boxed_unsync()
 }
 
 /// Reads a whole stored S3EC object (`cipher_total` bytes) within the buffer budget, unwraps its data key and
@@ -125,7 +150,7 @@ async fn decrypt_whole(
         return Err(ProxyError::S3ecTooLarge { limit });
     }
     let len = usize::try_from(cipher_total).map_err(|_| ProxyError::S3ecTooLarge { limit })?;
-    let permit = crypto.s3ec_buffer(cipher_total, BUFFER_WAIT).await?;
+    let permit = crypto.s3ec_buffer(cipher_total, crypto.s3ec().buffer_wait).await?;
     let dek = crypto.open_s3ec(meta).await?;
     let mut buf = read_exact(body, len).await?;
     let started = std::time::Instant::now();

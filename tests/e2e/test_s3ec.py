@@ -319,3 +319,46 @@ def test_s3crypt_decrypt_reads_s3ec_objects_offline(store, proxy_s3ec, tmp_path)
                               "--key", key, "--in", str(tmp_path / "ct.bin"), "--out", str(out)] + args,
                              capture_output=True, text=True, timeout=60, env=env)
         assert run.returncode != 0 and not out.exists(), key
+
+
+def test_s3ec_reads_beyond_the_buffer_budget_wait_then_get_slow_down_and_are_served_once_room_frees(store, tmp_path):
+    """Two 12 MiB S3EC objects do not fit a 20 MiB budget at once: while the first response is held (its body not
+    read), the second read waits `buffer_wait` and gets 503 SlowDown; once the first is read, reads are served."""
+    ring = tmp_path / "s3ec-aes.toml"
+    ring.write_text(f'current = "app"\n[keys]\napp = "{b64(AES_KEY)}"\n')
+    ring.chmod(0o600)
+    upstream = f"""
+[upstream]
+endpoint = "{moto_endpoint()}"
+access_key_id = "testing"
+secret_access_key = "testing"
+[encryption]
+keyring_file = "keyring.toml"
+[encryption.kms]
+endpoint = "{moto_endpoint()}"
+region = "us-east-1"
+access_key_id = "testing"
+secret_access_key = "testing"
+[encryption.s3ec]
+aes_keyring_file = "s3ec-aes.toml"
+max_object_size = {13 * MIB}
+max_buffered = {20 * MIB}
+buffer_wait = "300ms"
+"""
+    p = Proxy(tmp_path, https_only_config(upstream), expected_listeners=1)
+    held = None
+    try:
+        s3 = make_client(p)
+        key = "v3-kms-12m-multipart"
+        held = s3.get_object(Bucket=BUCKET, Key=key)
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket=BUCKET, Key="v2-kms-12m-multipart")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert e.value.response["Error"]["Code"] == "SlowDown"
+        assert held["Body"].read() == store.objects[key]
+        assert s3.get_object(Bucket=BUCKET, Key="v2-kms-12m-multipart")["Body"].read() == \
+            store.objects["v2-kms-12m-multipart"]
+    finally:
+        if held is not None:
+            held["Body"].close()
+        assert p.stop() == 0, "".join(p.log)
