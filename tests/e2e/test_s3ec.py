@@ -132,9 +132,9 @@ def store():
     return s
 
 
-@pytest.fixture(scope="module")
-def proxy_s3ec(store, tmp_path_factory):
-    work = tmp_path_factory.mktemp("proxy-s3ec")
+def start_proxy(work, s3ec_settings, encryption_extra=""):
+    """s3crypt in front of moto (S3 and KMS) with the S3EC AES keys in `work`/s3ec-aes.toml and `s3ec_settings`
+    (TOML lines of [encryption.s3ec])."""
     ring = work / "s3ec-aes.toml"
     ring.write_text(f'current = "app"\n[keys]\nold = "{b64(bytes(32))}"\napp = "{b64(AES_KEY)}"\n')
     ring.chmod(0o600)
@@ -145,7 +145,7 @@ access_key_id = "testing"
 secret_access_key = "testing"
 [encryption]
 keyring_file = "keyring.toml"
-legacy_objects = "passthrough"
+{encryption_extra}
 [encryption.kms]
 endpoint = "{moto_endpoint()}"
 region = "us-east-1"
@@ -153,11 +153,16 @@ access_key_id = "testing"
 secret_access_key = "testing"
 [encryption.s3ec]
 aes_keyring_file = "s3ec-aes.toml"
-instruction_files = true
-max_object_size = {MAX_OBJECT}
-list_buckets = ["{BUCKET}"]
+{s3ec_settings}
 """
-    p = Proxy(work, https_only_config(upstream), expected_listeners=1)
+    return Proxy(work, https_only_config(upstream), expected_listeners=1)
+
+
+@pytest.fixture(scope="module")
+def proxy_s3ec(store, tmp_path_factory):
+    work = tmp_path_factory.mktemp("proxy-s3ec")
+    settings = f'instruction_files = true\nmax_object_size = {MAX_OBJECT}\nlist_buckets = ["{BUCKET}"]'
+    p = start_proxy(work, settings, encryption_extra='legacy_objects = "passthrough"')
     yield p
     assert p.stop() == 0, "".join(p.log)
 
@@ -324,28 +329,7 @@ def test_s3crypt_decrypt_reads_s3ec_objects_offline(store, proxy_s3ec, tmp_path)
 def test_s3ec_reads_beyond_the_buffer_budget_wait_then_get_slow_down_and_are_served_once_room_frees(store, tmp_path):
     """Two 12 MiB S3EC objects do not fit a 20 MiB budget at once: while the first response is held (its body not
     read), the second read waits `buffer_wait` and gets 503 SlowDown; once the first is read, reads are served."""
-    ring = tmp_path / "s3ec-aes.toml"
-    ring.write_text(f'current = "app"\n[keys]\napp = "{b64(AES_KEY)}"\n')
-    ring.chmod(0o600)
-    upstream = f"""
-[upstream]
-endpoint = "{moto_endpoint()}"
-access_key_id = "testing"
-secret_access_key = "testing"
-[encryption]
-keyring_file = "keyring.toml"
-[encryption.kms]
-endpoint = "{moto_endpoint()}"
-region = "us-east-1"
-access_key_id = "testing"
-secret_access_key = "testing"
-[encryption.s3ec]
-aes_keyring_file = "s3ec-aes.toml"
-max_object_size = {13 * MIB}
-max_buffered = {20 * MIB}
-buffer_wait = "300ms"
-"""
-    p = Proxy(tmp_path, https_only_config(upstream), expected_listeners=1)
+    p = start_proxy(tmp_path, f'max_object_size = {13 * MIB}\nmax_buffered = {20 * MIB}\nbuffer_wait = "300ms"')
     held = None
     try:
         s3 = make_client(p)
