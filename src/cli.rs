@@ -363,10 +363,10 @@ fn decrypt_s3ec(
     let dek = match meta.wrap {
         Wrap::AesGcm => {
             let path = files.keyring.ok_or("--keyring (the S3 Encryption Client's AES keys) is needed")?;
-            let ring = LocalKeyring::load(path)?;
-            ring.keys()
-                .find_map(|k| meta.wrap_aads().iter().find_map(|aad| k.unwrap(&meta.edk, aad)))
-                .ok_or("no key in the keyring unwraps this object's data key")?
+            Arc::new(
+                meta.unwrap_aes(&LocalKeyring::load(path)?)
+                    .ok_or("no key in the keyring unwraps this object's data key")?,
+            )
         }
         Wrap::KmsContext => {
             let settings = crate::config::KmsSettings {
@@ -389,8 +389,7 @@ fn decrypt_s3ec(
                 let provider = crate::crypto::kms::KmsProvider::new(&settings).await;
                 provider.decrypt_any(&meta.edk, &meta.context).await
             });
-            let key = key.map_err(|e| format!("KMS did not unwrap the data key: {}", e.code()))?;
-            crate::crypto::keys::DataKey::from_bytes(*key.expose())
+            key.map_err(|e| format!("KMS did not unwrap the data key: {}", e.code()))?
         }
     };
     let mut buf = Vec::new();

@@ -161,10 +161,7 @@ impl Crypto {
             s3ec::Wrap::KmsContext => self.kms_provider()?.decrypt_any(&meta.edk, &meta.context).await,
             s3ec::Wrap::AesGcm => {
                 let ring = self.s3ec_keys.as_ref().ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))?;
-                ring.keys()
-                    .find_map(|k| meta.wrap_aads().iter().find_map(|aad| k.unwrap(&meta.edk, aad)))
-                    .map(Arc::new)
-                    .ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))
+                meta.unwrap_aes(ring).map(Arc::new).ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))
             }
         }
     }

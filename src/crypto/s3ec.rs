@@ -273,6 +273,11 @@ impl Metadata {
         }
     }
 
+    /// The data key, unwrapped by whichever raw AES wrapping key of `ring` opens it (`Wrap::AesGcm` objects).
+    pub fn unwrap_aes(&self, ring: &super::keys::LocalKeyring) -> Option<DataKey> {
+        ring.keys().find_map(|k| self.wrap_aads().iter().find_map(|aad| k.unwrap(&self.edk, aad)))
+    }
+
     /// The plaintext length of a stored object of `cipher_len` bytes; an error if impossible.
     pub fn plaintext_len(&self, cipher_len: u64) -> Result<u64, S3ecError> {
         let plain =
