@@ -14,6 +14,7 @@ pub mod s3;
 pub mod server;
 pub mod signal;
 pub mod sigv4;
+pub mod store;
 pub mod upstream;
 pub mod util;
 

@@ -188,16 +188,23 @@ pub fn strip_reserved(headers: &mut HeaderMap) {
     }
 }
 
+/// Refuses client metadata under the reserved prefix (on any request to an encrypted bucket, whatever its policy:
+/// the gateway reads that prefix as its envelope).
+pub fn refuse_reserved(headers: &HeaderMap) -> Result<(), ProxyError> {
+    match headers.keys().find(|n| n.as_str().starts_with(META_PREFIX)) {
+        Some(n) => Err(ProxyError::InvalidArgument(
+            format!("User metadata under x-amz-meta-s3crypt- is reserved by the gateway: {n}").into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Refuses client metadata under the reserved prefix, and metadata that would not fit beside the envelope.
 pub fn check_client_metadata(headers: &HeaderMap, envelope_len: usize) -> Result<(), ProxyError> {
+    refuse_reserved(headers)?;
     let mut used = 0usize;
     for (name, value) in headers {
         let n = name.as_str();
-        if n.starts_with(META_PREFIX) {
-            return Err(ProxyError::InvalidArgument(
-                format!("User metadata under x-amz-meta-s3crypt- is reserved by the gateway: {n}").into(),
-            ));
-        }
         if let Some(short) = n.strip_prefix("x-amz-meta-") {
             used += short.len() + value.len();
         }

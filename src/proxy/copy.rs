@@ -26,15 +26,14 @@ use crate::crypto::keys::{DataKey, ObjectIdentity, random_bytes};
 use crate::error::ProxyError;
 use crate::s3::Target;
 use crate::s3::headers::{
-    X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE, X_AMZ_DECODED_CONTENT_LENGTH,
-    X_AMZ_METADATA_DIRECTIVE, X_AMZ_TRAILER, X_AMZ_VERSION_ID, header_str,
+    X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE, X_AMZ_METADATA_DIRECTIVE, X_AMZ_VERSION_ID,
+    header_str,
 };
 use crate::s3::op::S3Op;
 use crate::s3::sse::{CustomerKey, SseRequest, copy_source_customer};
 use crate::s3::xml;
 use crate::sigv4::canonical::{percent_decode, uri_encode};
-use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
-use crate::sigv4::sign::OutboundPayload;
+use crate::store::{StoreBody, StoreRequest, StoreSse, Xml};
 use crate::upstream::UpstreamBody;
 
 const X_AMZ_COPY_SOURCE_VERSION_ID: HeaderName = HeaderName::from_static("x-amz-copy-source-version-id");
@@ -77,8 +76,11 @@ impl CopySource {
         }
     }
 
-    fn query(&self) -> Vec<(String, String)> {
-        self.version_id.iter().map(|v| ("versionId".to_owned(), v.clone())).collect()
+    /// A read (`op`: GetObject or HeadObject) of the source, its version if one is named.
+    fn read(&self, op: S3Op) -> StoreRequest {
+        let req =
+            if op == S3Op::HeadObject { StoreRequest::head(&self.target) } else { StoreRequest::get(&self.target) };
+        req.version(self.version_id.as_deref())
     }
 
     /// The `x-amz-copy-source` value for the upstream.
@@ -136,7 +138,7 @@ async fn source_error(resp: Response<UpstreamIncoming>, is_head: bool) -> ProxyE
             message: "The specified key does not exist.".into(),
             headers: Vec::new(),
         },
-        status => super::response::upstream_error(status, &p.headers, body, is_head).await,
+        status => crate::store::reply::error(status, &p.headers, body, is_head).await,
     }
 }
 
@@ -149,30 +151,33 @@ fn replaces_metadata(headers: &HeaderMap) -> Result<bool, ProxyError> {
     }
 }
 
-/// The client's headers that apply to the destination object of a copy as they are (tagging, ACL, storage class,
-/// object lock, conditional writes), without the copy mechanics, metadata and content headers.
-fn destination_headers(client: &HeaderMap) -> HeaderMap {
+/// The client's headers that apply to the destination object of a copy as they are: tagging, ACL, storage class,
+/// object lock, conditional writes (not the copy mechanics, metadata and content headers, which the proxy states).
+const DESTINATION_HEADERS: [&str; 17] = [
+    "x-amz-expected-bucket-owner",
+    "x-amz-request-payer",
+    "x-amz-acl",
+    "x-amz-grant-full-control",
+    "x-amz-grant-read",
+    "x-amz-grant-read-acp",
+    "x-amz-grant-write-acp",
+    "x-amz-storage-class",
+    "x-amz-tagging",
+    "x-amz-tagging-directive",
+    "x-amz-website-redirect-location",
+    "x-amz-object-lock-mode",
+    "x-amz-object-lock-retain-until-date",
+    "x-amz-object-lock-legal-hold",
+    "x-amz-checksum-algorithm",
+    "if-match",
+    "if-none-match",
+];
+
+/// The client's [`DESTINATION_HEADERS`] that `op` (CopyObject, or the PutObject of a copy through the proxy) takes.
+fn destination_headers(client: &HeaderMap, op: S3Op) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in client {
-        let n = name.as_str();
-        let passes = (n.starts_with("x-amz-")
-            && !n.starts_with("x-amz-meta-")
-            && !n.starts_with("x-amz-copy-source")
-            && !crate::s3::sse::is_sse_header(n)
-            && !n.starts_with("x-amz-checksum")
-            && !matches!(
-                n,
-                "x-amz-metadata-directive"
-                    | "x-amz-content-sha256"
-                    | "x-amz-date"
-                    | "x-amz-security-token"
-                    | "x-amz-sdk-checksum-algorithm"
-                    | "x-amz-decoded-content-length"
-                    | "x-amz-trailer"
-            ))
-            || n == "if-match"
-            || n == "if-none-match";
-        if passes {
+        if DESTINATION_HEADERS.contains(&name.as_str()) && crate::store::allow::client_header(op, name.as_str()) {
             out.append(name.clone(), value.clone());
         }
     }
@@ -190,7 +195,7 @@ fn described_by(source: &HeaderMap, client: &HeaderMap, replace: bool, out: &mut
             out.insert(name, v.clone());
         }
     }
-    super::strip_aws_chunked_encoding(out);
+    crate::store::strip_aws_chunked_encoding(out);
     for (name, value) in from {
         let n = name.as_str();
         if n.starts_with("x-amz-meta-") && !n.starts_with(crate::crypto::format::META_PREFIX) {
@@ -251,7 +256,7 @@ impl Proxy {
             let sink = Sink { dek: upload.as_ref().map(|u| Arc::clone(&u.dek)), part };
             let sse_info = upload.as_ref().map(|u| SseInfo::from_ref(&u.kek_ref, u.customer.as_ref()));
             let plain = self.read_source(&source, source_encrypted, range, headers, source_key.as_ref()).await?;
-            let (etag, version) = self.write_streamed(target, query, HeaderMap::new(), plain, sink).await?;
+            let (etag, version) = self.write_streamed(target, query, HeaderMap::new(), None, plain, sink).await?;
             let body = xml::document(
                 "CopyPartResult",
                 &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
@@ -267,9 +272,7 @@ impl Proxy {
         };
         let encrypt_dest = !matches!(protection, Protection::Plaintext);
         if encrypt_dest && source_encrypted {
-            let head = self
-                .own_request(Method::HEAD, &source.target, &source.query(), source_conditions(headers), Bytes::new())
-                .await?;
+            let head = self.store().send(source.read(S3Op::HeadObject).headers(source_conditions(headers))).await?;
             if !head.status().is_success() {
                 return Err(source_error(head, true).await);
             }
@@ -286,21 +289,22 @@ impl Proxy {
         }
         let plain =
             self.read_source(&source, source_encrypted, ClientRange::Whole, headers, source_key.as_ref()).await?;
-        let mut out = destination_headers(headers);
+        let mut out = destination_headers(headers, S3Op::PutObject);
         described_by(plain.headers(), headers, replace, &mut out);
-        let (dek, sse_info) = if encrypt_dest {
+        let (dek, sse_info, store_sse) = if encrypt_dest {
             let (dek, env) = crypto.new_object_key(&dest_identity, &protection, None).await?;
             check_client_metadata(&out, env.metadata_len())?;
             for (n, v) in env.to_headers() {
                 out.insert(n, v);
             }
-            self.add_upstream_sse(&dest_identity, &mut out);
-            (Some(Arc::new(dek)), Some(SseInfo::of(&env, sse.customer())))
+            (Some(Arc::new(dek)), Some(SseInfo::of(&env, sse.customer())), self.upstream_sse(target))
         } else {
-            (None, None)
+            // A pass-through destination: the store's own SSE, as the client asked it.
+            (None, None, StoreSse::from_client(headers))
         };
         let source_version = plain.headers().get(X_AMZ_VERSION_ID).cloned();
-        let (etag, version) = self.write_streamed(target, &[], out, plain, Sink { dek, part: SINGLE_PUT_PART }).await?;
+        let sink = Sink { dek, part: SINGLE_PUT_PART };
+        let (etag, version) = self.write_streamed(target, &[], out, store_sse.as_ref(), plain, sink).await?;
         let body = xml::document(
             "CopyObjectResult",
             &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
@@ -334,7 +338,7 @@ impl Proxy {
             Protection::Customer(k) => Some(k),
             Protection::Keyring | Protection::Kms { .. } | Protection::Plaintext => None,
         };
-        let mut out = destination_headers(headers);
+        let mut out = destination_headers(headers, S3Op::CopyObject);
         if replace {
             described_by(head, headers, true, &mut out);
             check_client_metadata(headers, new_env.metadata_len())?;
@@ -371,9 +375,10 @@ impl Proxy {
         out.insert(X_AMZ_COPY_SOURCE, source.header()?);
         out.insert(X_AMZ_COPY_SOURCE_IF_MATCH, etag);
         out.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
-        self.add_upstream_sse(dest_identity, &mut out);
-        let (h, body) =
-            self.own_xml(Method::PUT, target, &[], out, Bytes::new(), super::multipart::SLOW_XML_TIMEOUT).await?;
+        let copy = StoreRequest::new(S3Op::CopyObject, Method::PUT, target)
+            .headers(out)
+            .sse(self.upstream_sse(target).as_ref());
+        let (h, body) = self.store().xml(copy, Xml::SlowResult).await?;
         let (_, top) = xml::records(&body, &["CopyObjectResult", "Part"])
             .ok_or_else(|| ProxyError::UpstreamProtocol("CopyObject result is not XML".into()))?;
         let field = |n: &str| xml::field(&top, n).unwrap_or_default().to_owned();
@@ -402,7 +407,7 @@ impl Proxy {
         if let Some(r) = &upstream_range {
             h.insert(http::header::RANGE, header_value(r)?);
         }
-        let resp = self.own_request(Method::GET, &source.target, &source.query(), h.clone(), Bytes::new()).await?;
+        let resp = self.store().send(source.read(S3Op::GetObject).headers(h.clone())).await?;
         if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
             return Err(ProxyError::InvalidRange { size: 0 });
         }
@@ -444,7 +449,7 @@ impl Proxy {
                 } else {
                     h.remove(http::header::RANGE);
                 }
-                let resp = self.own_request(Method::GET, &source.target, &source.query(), h, Bytes::new()).await?;
+                let resp = self.store().send(source.read(S3Op::GetObject).headers(h)).await?;
                 if !resp.status().is_success() {
                     return Err(source_error(resp, false).await);
                 }
@@ -458,13 +463,14 @@ impl Proxy {
         }
     }
 
-    /// PUTs `plain` (a decrypted source) to the target (an object, or a part when `query` names one), encrypted
+    /// PUTs `plain` (a decrypted source) to the target (an object, or a part when `query` names an upload), encrypted
     /// if `sink` has a key. Returns the ETag and version ID.
     pub(super) async fn write_streamed(
         &self,
         target: &Target,
         query: &[(String, String)],
-        mut headers: HeaderMap,
+        headers: HeaderMap,
+        sse: Option<&StoreSse>,
         plain: Response<ProxyBody>,
         sink: Sink,
     ) -> Result<(String, Option<String>), ProxyError> {
@@ -491,26 +497,18 @@ impl Proxy {
             }
             None => (body, len),
         };
-        let (body, content_length, payload) = match self.inner.settings.upload_checksum {
-            crate::config::UploadChecksum::Crc32 => {
-                headers.insert(X_AMZ_DECODED_CONTENT_LENGTH, HeaderValue::from(len));
-                headers.insert(X_AMZ_TRAILER, HeaderValue::from_static(trailer_header()));
-                super::add_aws_chunked_encoding(&mut headers);
-                let encoded: UpstreamBody = AwsChunkedEncoder::new(body, len).boxed_unsync();
-                (encoded, encoded_length(len), OutboundPayload::StreamingUnsignedTrailer)
-            }
-            crate::config::UploadChecksum::None => (body, len, OutboundPayload::Unsigned),
-        };
-        let resp =
-            self.own_stream_request(Method::PUT, target, query, headers, body, Some(content_length), payload).await?;
-        if !resp.status().is_success() {
-            let (p, b) = resp.into_parts();
-            return Err(super::response::upstream_error(p.status, &p.headers, b, false).await);
-        }
-        let etag = header_str(resp.headers(), &http::header::ETAG)
+        let part = query.iter().any(|(k, _)| k == "uploadId");
+        let op = if part { S3Op::UploadPart } else { S3Op::PutObject };
+        let put = StoreRequest::new(op, Method::PUT, target)
+            .client_query(query)
+            .headers(headers)
+            .sse(sse)
+            .body(StoreBody::Object { body, len });
+        let h = self.store().expect_ok(put).await?;
+        let etag = header_str(&h, &http::header::ETAG)
             .map(str::to_owned)
             .ok_or_else(|| ProxyError::UpstreamProtocol("PUT without ETag".into()))?;
-        Ok((etag, header_str(resp.headers(), &X_AMZ_VERSION_ID).map(str::to_owned)))
+        Ok((etag, header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned)))
     }
 }
 
@@ -563,7 +561,7 @@ mod tests {
         h.insert("x-amz-metadata-directive", HeaderValue::from_static("REPLACE"));
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert_eq!(source_conditions(&h)[http::header::IF_MATCH], "\"e\"");
-        let d = destination_headers(&h);
+        let d = destination_headers(&h, S3Op::CopyObject);
         assert!(d.contains_key("x-amz-tagging") && d.contains_key("x-amz-tagging-directive"));
         assert!(
             !d.contains_key("x-amz-meta-x") && !d.contains_key(CONTENT_TYPE) && !d.contains_key("x-amz-copy-source")

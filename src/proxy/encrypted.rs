@@ -18,44 +18,12 @@ use crate::crypto::format::{SEGMENT_OVERHEAD, plaintext_len, segment_count, segm
 use crate::crypto::keys::ObjectIdentity;
 use crate::error::{BoxError, ProxyError};
 use crate::s3::checksum::ChecksumAlgorithm;
-use crate::s3::op::S3Op;
 use crate::s3::sse::CustomerKey;
 
 use crate::s3::sse::{SSE, SSE_KMS_KEY_ID};
 const SSE_PREFIX: &str = "x-amz-server-side-encryption";
 pub const X_AMZ_CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
 const X_AMZ_CHECKSUM_TYPE: HeaderName = HeaderName::from_static("x-amz-checksum-type");
-
-/// Refuses what the encrypted path does not handle, before anything is sent upstream.
-pub fn check_request(op: S3Op, headers: &HeaderMap, query: &[(String, String)]) -> Result<(), ProxyError> {
-    let _ = headers;
-    let _ = query;
-    match op {
-        S3Op::GetObjectAttributes
-        | S3Op::CopyObject
-        | S3Op::UploadPartCopy
-        | S3Op::CreateMultipartUpload
-        | S3Op::UploadPart
-        | S3Op::CompleteMultipartUpload
-        | S3Op::ListBuckets
-        | S3Op::CreateBucket
-        | S3Op::DeleteBucket
-        | S3Op::HeadBucket
-        | S3Op::ListObjects
-        | S3Op::ListObjectsV2
-        | S3Op::ListObjectVersions
-        | S3Op::ListMultipartUploads
-        | S3Op::DeleteObjects
-        | S3Op::BucketConfig
-        | S3Op::GetObject
-        | S3Op::HeadObject
-        | S3Op::PutObject
-        | S3Op::DeleteObject
-        | S3Op::AbortMultipartUpload
-        | S3Op::ListParts
-        | S3Op::ObjectConfig => Ok(()),
-    }
-}
 
 /// A client Range, as S3 reads it: one `bytes=` range; anything else is ignored (whole object).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

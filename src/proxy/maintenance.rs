@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, Method};
 
 use super::Proxy;
-use super::multipart::{SLOW_XML_TIMEOUT, header_value, replace_headers, result_field};
+use super::multipart::replace_headers;
 use crate::crypto::envelope::Envelope;
 use crate::crypto::format::{KEK_REF_SSE_C, MULTIPART_OPEN};
 use crate::crypto::keys::ObjectIdentity;
@@ -18,8 +17,10 @@ use crate::crypto::s3ec;
 use crate::crypto::{Crypto, Protection};
 use crate::error::ProxyError;
 use crate::s3::Target;
-use crate::s3::headers::{X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_METADATA_DIRECTIVE, header_str};
+use crate::s3::headers::header_str;
+use crate::s3::op::S3Op;
 use crate::s3::xml;
+use crate::store::{StoreRequest, Xml};
 
 /// What a maintenance run does.
 #[derive(Debug, Clone)]
@@ -100,16 +101,14 @@ impl Proxy {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut q = vec![
-                ("list-type".to_owned(), "2".to_owned()),
-                ("prefix".to_owned(), prefix.to_owned()),
-                ("encoding-type".to_owned(), "url".to_owned()),
-            ];
+            let mut list = StoreRequest::new(S3Op::ListObjectsV2, Method::GET, &target)
+                .param("list-type", "2")
+                .param("prefix", prefix)
+                .param("encoding-type", "url");
             if let Some(t) = &token {
-                q.push(("continuation-token".to_owned(), t.clone()));
+                list = list.param("continuation-token", t);
             }
-            let (_, body) =
-                self.own_xml(Method::GET, &target, &q, HeaderMap::new(), Bytes::new(), SLOW_XML_TIMEOUT).await?;
+            let (_, body) = self.store().xml(list, Xml::Result).await?;
             let (records, top) = xml::records(&body, &["ListBucketResult", "Contents"])
                 .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
             for r in &records {
@@ -189,13 +188,7 @@ impl Proxy {
     }
 
     pub(super) async fn head_object(&self, id: &ObjectIdentity) -> Result<HeaderMap, ProxyError> {
-        let t = object_target(id);
-        let resp = self.own_request(Method::HEAD, &t, &[], HeaderMap::new(), Bytes::new()).await?;
-        if !resp.status().is_success() {
-            let (p, b) = resp.into_parts();
-            return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
-        }
-        Ok(resp.headers().clone())
+        self.store().expect_ok(StoreRequest::head(&object_target(id))).await
     }
 
     async fn rewrap_one(
@@ -246,16 +239,11 @@ impl Proxy {
         let etag =
             header_str(head, &http::header::ETAG).ok_or(ProxyError::UpstreamProtocol("HEAD without ETag".into()))?;
         let size: u64 = header_str(head, &http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut headers = replace_headers(head, env)?;
-        self.add_upstream_sse(id, &mut headers);
+        let headers = replace_headers(head, env)?;
         if size > self.inner.settings.max_copy_size {
             return self.copy_in_ranges(&t, headers, &t.upstream_path(false), etag, size).await.map(|_| ());
         }
-        headers.insert(X_AMZ_COPY_SOURCE, header_value(&t.upstream_path(false))?);
-        headers.insert(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(etag)?);
-        headers.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
-        let (_, body) = self.own_xml(Method::PUT, &t, &[], headers, Bytes::new(), SLOW_XML_TIMEOUT).await?;
-        result_field(&body, "CopyObjectResult", "ETag").map(|_| ())
+        self.self_copy_request(&t, headers, &t.upstream_path(false), etag).await.map(|_| ())
     }
 
     async fn migrate_one(&self, id: &ObjectIdentity, opts: &BulkOptions, gate: &Gate<'_>) -> Result<Outcome, Failed> {
@@ -300,14 +288,14 @@ impl Proxy {
     ) -> Result<(), ProxyError> {
         let crypto = &self.inner.crypto;
         let t = object_target(id);
-        let mut pin = HeaderMap::new();
+        let mut read = StoreRequest::get(&t);
         if let Some(e) = head.get(http::header::ETAG) {
-            pin.insert(http::header::IF_MATCH, e.clone());
+            read = read.header(http::header::IF_MATCH, e.clone());
         }
-        let resp = self.own_request(Method::GET, &t, &[], pin, Bytes::new()).await?;
+        let resp = self.store().send(read).await?;
         if !resp.status().is_success() {
             let (p, b) = resp.into_parts();
-            return Err(super::response::upstream_error(p.status, &p.headers, b, false).await);
+            return Err(crate::store::reply::error(p.status, &p.headers, b, false).await);
         }
         let plain = match s3ec {
             // Read whole and verified before anything is written.
@@ -328,10 +316,10 @@ impl Proxy {
         s3ec::strip_content_metadata(&mut head);
         let head = &head;
         let (dek, env) = crypto.new_object_key(id, protection, None).await?;
-        let mut headers = replace_headers(head, &env)?;
-        self.add_upstream_sse(id, &mut headers);
+        let headers = replace_headers(head, &env)?;
         let sink = super::copy::Sink { dek: Some(Arc::new(dek)), part: crate::crypto::format::SINGLE_PUT_PART };
-        self.write_streamed(&t, &[], headers, plain, sink).await.map(|_| ())
+        let sse = self.upstream_sse(&t);
+        self.write_streamed(&t, &[], headers, sse.as_ref(), plain, sink).await.map(|_| ())
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, HOST};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
@@ -30,20 +30,18 @@ use crate::crypto::{Crypto, Protection};
 use crate::error::{BoxError, ProxyError, Side};
 use crate::s3::checksum::ChecksumAlgorithm;
 use crate::s3::headers::{
-    CONTENT_MD5, X_AMZ_CHECKSUM_ALGORITHM, X_AMZ_CHECKSUM_TYPE, X_AMZ_CONTENT_SHA256, X_AMZ_COPY_SOURCE, X_AMZ_DATE,
-    X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2, X_AMZ_MP_PARTS_COUNT, X_AMZ_REQUEST_ID, X_AMZ_SECURITY_TOKEN,
-    X_AMZ_TRAILER, strip_hop_by_hop,
+    X_AMZ_CHECKSUM_ALGORITHM, X_AMZ_CHECKSUM_TYPE, X_AMZ_COPY_SOURCE, X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2,
+    X_AMZ_MP_PARTS_COUNT, X_AMZ_REQUEST_ID,
 };
 use crate::s3::op::{S3Op, classify};
-use crate::s3::sse::{SseRequest, copy_source_customer, is_sse_header};
+use crate::s3::sse::{SseRequest, copy_source_customer};
 use crate::s3::{Target, resolve_target};
 use crate::sigv4::EMPTY_SHA256;
-use crate::sigv4::canonical::{canonical_query, percent_decode};
+use crate::sigv4::canonical::percent_decode;
 use crate::sigv4::chunked::{AwsChunkedBody, ChunkChain, ChunkedSpec, VerifiedChecksum};
-use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
 use crate::sigv4::payload::{CheckedBody, Checks};
-use crate::sigv4::sign::OutboundPayload;
 use crate::sigv4::verify::{Authenticated, ChunkSigningContext, PayloadMode, RequestHead, Verifier};
+use crate::store::{Store, StoreBody, StoreRequest, StoreSse};
 use crate::upstream::{Upstream, UpstreamBody};
 use encrypted::ClientRange;
 use encrypted::SseInfo;
@@ -72,7 +70,7 @@ pub struct Proxy {
 
 struct Inner {
     verifier: Verifier,
-    upstream: Arc<Upstream>,
+    store: Store,
     settings: ProxySettings,
     crypto: Arc<Crypto>,
     limits: limit::RateLimits,
@@ -96,6 +94,8 @@ pub struct ProxySettings {
     pub client_rates: std::collections::HashMap<String, u32>,
     /// Failed authentications per second one client address may cause (0: no limit).
     pub auth_failures_per_address: u32,
+    /// The store's keys are file paths (the embedded store): keys with empty segments alias others and are refused.
+    pub strict_keys: bool,
 }
 
 /// A client's request body, with its idle deadline.
@@ -128,18 +128,26 @@ impl Proxy {
     pub fn new(verifier: Verifier, upstream: Arc<Upstream>, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
         let limits = limit::RateLimits::new(&settings.client_rates);
         let auth_failures = limit::FailureLimits::new(settings.auth_failures_per_address);
-        Proxy { inner: Arc::new(Inner { verifier, upstream, settings, crypto, limits, auth_failures }) }
+        let store = Store::new(upstream, settings.upload_checksum);
+        Proxy { inner: Arc::new(Inner { verifier, store, settings, crypto, limits, auth_failures }) }
     }
 
     /// The upstream client (a reload keeps the embedded store's).
     pub fn upstream(&self) -> Arc<Upstream> {
-        Arc::clone(&self.inner.upstream)
+        Arc::clone(self.inner.store.upstream())
     }
 
-    /// Whether the upstream answers at all (any HTTP status): the readiness probe.
+    /// The store client: every request to the store is built and sent through it.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Whether the upstream answers at all (any HTTP status): the readiness probe (a one-bucket ListBuckets, an
+    /// operation every store knows).
     pub async fn upstream_reachable(&self) -> bool {
         let root = Target { bucket: None, key: None, virtual_hosted: false };
-        self.own_request(Method::HEAD, &root, &[], HeaderMap::new(), Bytes::new()).await.is_ok()
+        let probe = StoreRequest::new(S3Op::ListBuckets, Method::GET, &root).param("max-buckets", "1");
+        self.store().send(probe).await.is_ok()
     }
 
     /// Serves one request. Never fails: errors become S3 error responses.
@@ -245,6 +253,17 @@ impl Proxy {
         authorize(&auth.client, &target, req.headers())?;
         let op = classify(req.method(), &target, &auth.query, req.headers())?;
         view.op = Some(op);
+        // No key may name something outside its bucket at the store, as the target or as a copy source.
+        let strict = self.inner.settings.strict_keys;
+        if let Some(key) = &target.key {
+            crate::s3::check_key(key, strict)?;
+        }
+        if matches!(op, S3Op::CopyObject | S3Op::UploadPartCopy)
+            && let Some(source) = copy::CopySource::from_headers(req.headers())?
+        {
+            crate::s3::validate_bucket_name(source.target.bucket.as_deref().unwrap_or(""), true)?;
+            crate::s3::check_key(source.target.key.as_deref().unwrap_or(""), strict)?;
+        }
 
         let (parts, body) = req.into_parts();
         let body = ClientBody::new(body, self.inner.settings.body_read_timeout, ProxyError::RequestTimeout);
@@ -253,14 +272,24 @@ impl Proxy {
         let crypto = Arc::clone(&self.inner.crypto);
         let encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
         if encrypted {
-            encrypted::check_request(op, &parts.headers, &auth.query)?;
+            crate::crypto::envelope::refuse_reserved(&parts.headers)?;
         }
         let identity = ObjectIdentity {
             bucket: target.bucket.clone().unwrap_or_default(),
             key: target.key.clone().unwrap_or_default(),
         };
-        // The client's SSE headers ask the proxy for a protection; they never reach the store as such.
+        // The client's SSE headers ask the proxy for a protection; they never reach the store as such. A customer
+        // key is the proxy's to use or to refuse: never the store's, even for a pass-through bucket.
         let sse = if encrypted { SseRequest::from_headers(&parts.headers)? } else { SseRequest::None };
+        if !encrypted && crate::s3::sse::has_customer_key(&parts.headers) {
+            return Err(sse_c_not_here());
+        }
+        if let Some(source) = copy_source_bucket(&parts.headers)
+            && !crypto.encrypts(&source)
+            && copy_source_customer(&parts.headers)?.is_some()
+        {
+            return Err(sse_c_not_here());
+        }
         let customer = sse.customer().cloned();
         if !conn.secure && (customer.is_some() || copy_source_customer(&parts.headers)?.is_some()) {
             return Err(ProxyError::InvalidRequest(
@@ -326,16 +355,14 @@ impl Proxy {
         let mut extra_remove: Vec<HeaderName> = Vec::new();
         let mut create_key = None;
         let mut sse_info = open_upload.as_ref().map(|u| SseInfo::from_ref(&u.kek_ref, customer.as_ref()));
-        if encrypted {
-            // What the client asked of the store's own encryption is the proxy's business; the policy may ask the
-            // store for SSE of its own on top.
-            extra_remove.extend(parts.headers.keys().filter(|n| is_sse_header(n.as_str())).cloned());
-            if matches!(op, S3Op::PutObject | S3Op::CreateMultipartUpload)
-                && let Some(u) = policy.upstream_sse
-            {
-                extra_set.push((crate::s3::sse::SSE, HeaderValue::from_static(u.header_value())));
-            }
-        }
+        let creates = matches!(op, S3Op::PutObject | S3Op::CreateMultipartUpload);
+        // The store's own SSE: for an encrypted bucket what the policy asks of it on top (the client's SSE headers
+        // asked the proxy); for a pass-through bucket the client's own request, SSE-C excepted (refused above).
+        let store_sse = match (encrypted, creates) {
+            (_, false) => None,
+            (true, true) => policy.upstream_sse.map(StoreSse::Own),
+            (false, true) => StoreSse::from_client(&parts.headers),
+        };
         let protection = match (encrypted, op) {
             (true, S3Op::PutObject | S3Op::CreateMultipartUpload) => {
                 Some(crypto.protection(&identity.bucket, &identity.key, &sse)?)
@@ -371,32 +398,42 @@ impl Proxy {
         };
         let verified: VerifiedChecksum = Arc::default();
         let upload = Upload { encrypting, chunk_signing: auth.chunk_signing.take(), verified: Arc::clone(&verified) };
-        let mut prepared =
-            prepare_body(op, &parts.method, &auth, &parts.headers, body, self.inner.settings.upload_checksum, upload)
-                .await?;
-        prepared.set_headers.extend(extra_set);
-        prepared.remove_headers.extend(extra_remove);
+        let store_body = prepare_body(op, &auth, &parts.headers, body, upload).await?;
+        if op == S3Op::DeleteObjects
+            && let StoreBody::Bytes(xml) = &store_body
+        {
+            let keys = crate::s3::xml::delete_keys(xml).ok_or(ProxyError::MalformedXml("Delete body"))?;
+            for key in &keys {
+                crate::s3::check_key(key, strict)?;
+            }
+        }
         let range = part_read.as_ref().map_or_else(|| ClientRange::parse(&parts.headers), |p| p.range);
         if encrypted && matches!(op, S3Op::GetObject | S3Op::HeadObject) {
             // The store serves ciphertext: ask for the covering segments, and for no ciphertext checksum.
-            prepared.remove_headers.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
+            extra_remove.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
             if op == S3Op::GetObject
                 && let Some(r) = range.upstream_range(crypto.segment_size)
                 && let Ok(v) = HeaderValue::from_str(&r)
             {
-                prepared.set_headers.push((http::header::RANGE, v));
+                extra_set.push((http::header::RANGE, v));
             }
             if let Some(p) = &part_read
                 && let Some(etag) = &p.etag
                 && !parts.headers.contains_key(http::header::IF_MATCH)
             {
                 // The part's range was computed from a HEAD: read the same object.
-                prepared.set_headers.push((http::header::IF_MATCH, etag.clone()));
+                extra_set.push((http::header::IF_MATCH, etag.clone()));
             }
         }
-        let payload = prepared.payload.clone();
-        let upstream_req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
-        let mut resp = self.inner.upstream.send(upstream_req, &payload).await?;
+        let mut request = StoreRequest::new(op, parts.method.clone(), &target)
+            .client_query(&auth.query)
+            .client_headers(&parts.headers)
+            .sse(store_sse.as_ref());
+        for name in &extra_remove {
+            request = request.without(name);
+        }
+        let request = request.pairs(extra_set).body(store_body);
+        let mut resp = self.store().send(request).await?;
         if encrypted
             && op == S3Op::GetObject
             && matches!(range, ClientRange::Suffix(_))
@@ -404,10 +441,11 @@ impl Proxy {
         {
             // Some stores (s3s-fs) fail a suffix range longer than the object instead of returning all of it:
             // fetch the whole object; the plan then skips to the segments needed.
-            let mut prepared = Prepared::no_body(false);
-            prepared.remove_headers.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
-            let req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
-            resp = self.inner.upstream.send(req, &OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256))).await?;
+            let whole = self
+                .client_read(&parts.headers, &target, &auth.query, S3Op::GetObject)
+                .without(&http::header::RANGE)
+                .without(&encrypted::X_AMZ_CHECKSUM_MODE);
+            resp = self.store().send(whole).await?;
         }
         if op.carries_object_data() {
             let mut r = response::map_response(resp, op, &auth.client, is_head).await?;
@@ -454,10 +492,8 @@ impl Proxy {
                 }
                 encrypted::ObjectResponse::RefetchPlain => {
                     // A plaintext object read under legacy_objects = "passthrough": fetch it as the client asked.
-                    let prepared = Prepared::no_body(false);
-                    let payload = prepared.payload.clone();
-                    let req = self.build_upstream_request(&parts.method, &parts.headers, &target, &auth, prepared)?;
-                    let resp = self.inner.upstream.send(req, &payload).await?;
+                    let again = self.client_read(&parts.headers, &target, &auth.query, S3Op::GetObject);
+                    let resp = self.store().send(again).await?;
                     response::map_response(resp, op, &auth.client, is_head).await
                 }
             },
@@ -466,11 +502,11 @@ impl Proxy {
                     return Err(e);
                 }
                 // The store did not say how large the object is (s3s-fs): ask it.
-                let mut prepared = Prepared::no_body(false);
-                prepared.remove_headers.extend([http::header::RANGE, encrypted::X_AMZ_CHECKSUM_MODE]);
-                let req = self.build_upstream_request(&Method::HEAD, &parts.headers, &target, &auth, prepared)?;
-                let head =
-                    self.inner.upstream.send(req, &OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256))).await?;
+                let probe = self
+                    .client_read(&parts.headers, &target, &auth.query, S3Op::HeadObject)
+                    .without(&http::header::RANGE)
+                    .without(&encrypted::X_AMZ_CHECKSUM_MODE);
+                let head = self.store().send(probe).await?;
                 let size = head
                     .headers()
                     .get(CONTENT_LENGTH)
@@ -517,81 +553,18 @@ impl Proxy {
         }
     }
 
-    fn build_upstream_request(
+    /// A read of the client's object (`op`: GetObject or HeadObject) with the client's query and the headers it
+    /// may forward: the proxy's follow-up requests (a refetch, a size probe, a read by part number).
+    pub(super) fn client_read(
         &self,
-        method: &Method,
-        client_headers: &HeaderMap,
+        headers: &HeaderMap,
         target: &Target,
-        auth: &Authenticated,
-        prepared: Prepared,
-    ) -> Result<Request<UpstreamBody>, ProxyError> {
-        let query = canonical_query(&auth.query, None);
-        let (uri, host) = self.inner.upstream.uri_for(target, &query)?;
-        let mut headers = client_headers.clone();
-        strip_hop_by_hop(&mut headers);
-        for name in [
-            HOST,
-            http::header::AUTHORIZATION,
-            CONTENT_LENGTH,
-            http::header::EXPECT,
-            X_AMZ_DATE,
-            X_AMZ_CONTENT_SHA256,
-            X_AMZ_SECURITY_TOKEN,
-        ] {
-            headers.remove(name);
-        }
-        if prepared.strip_client_framing {
-            headers.remove(X_AMZ_DECODED_CONTENT_LENGTH);
-            headers.remove(X_AMZ_TRAILER);
-            strip_aws_chunked_encoding(&mut headers);
-        }
-        if prepared.strip_client_checksums {
-            headers.remove(CONTENT_MD5);
-            headers.remove(crate::s3::headers::X_AMZ_SDK_CHECKSUM_ALGORITHM);
-            let checksum_headers: Vec<HeaderName> =
-                headers.keys().filter(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()).cloned().collect();
-            for n in checksum_headers {
-                headers.remove(n);
-            }
-        }
-        for name in &prepared.remove_headers {
-            headers.remove(name);
-        }
-        let aws_chunked = prepared.payload_is_aws_chunked();
-        for (name, value) in prepared.set_headers {
-            headers.insert(name, value);
-        }
-        if aws_chunked {
-            add_aws_chunked_encoding(&mut headers);
-        }
-        headers.insert(HOST, HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?);
-        if let Some(len) = prepared.content_length {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        }
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(uri)
-            .body(prepared.body)
-            .map_err(|e| ProxyError::Internal(e.to_string()))?;
-        *req.headers_mut() = headers;
-        Ok(req)
+        query: &[(String, String)],
+        op: S3Op,
+    ) -> StoreRequest {
+        let method = if op == S3Op::HeadObject { Method::HEAD } else { Method::GET };
+        StoreRequest::new(op, method, target).client_query(query).client_headers(headers)
     }
-}
-
-/// The client's request body, transformed for upstream, and what that means for the upstream headers.
-struct Prepared {
-    body: UpstreamBody,
-    content_length: Option<u64>,
-    payload: OutboundPayload,
-    /// The client's checksum headers and `Content-MD5` were verified here and describe data the upstream will
-    /// not see as such: do not forward them.
-    strip_client_checksums: bool,
-    /// The client's aws-chunked framing headers (decoded here) must not be forwarded.
-    strip_client_framing: bool,
-    /// Headers the transform needs upstream (aws-chunked framing, the envelope, a ciphertext range).
-    set_headers: Vec<(HeaderName, HeaderValue)>,
-    /// Client headers not forwarded.
-    remove_headers: Vec<HeaderName>,
 }
 
 /// What an object upload carries besides its body.
@@ -703,20 +676,17 @@ fn object_data(
     }
 }
 
-/// Chooses the body transform from the operation and the signed payload mode.
-#[allow(clippy::too_many_arguments)]
+/// Chooses the body transform from the operation and the signed payload mode: object data decoded, checked and
+/// (on an encrypted bucket) encrypted, for the store client to frame; a small body read whole and verified.
 async fn prepare_body(
     op: S3Op,
-    method: &Method,
     auth: &Authenticated,
     headers: &HeaderMap,
     body: ClientBody,
-    upload_checksum: UploadChecksum,
     upload: Upload,
-) -> Result<Prepared, ProxyError> {
+) -> Result<StoreBody, ProxyError> {
     if op.carries_object_data() {
         let (mut data, mut len) = object_data(auth, upload.chunk_signing, upload.verified, headers, body)?;
-        let mut set_headers = Vec::new();
         if let Some(enc) = upload.encrypting {
             let salt = random_bytes()?;
             let cipher_len = ciphertext_len(len, enc.segment_size);
@@ -728,37 +698,13 @@ async fn prepare_body(
                 .boxed_unsync();
             len = cipher_len;
         }
-        return Ok(match upload_checksum {
-            UploadChecksum::Crc32 => {
-                set_headers.push((X_AMZ_DECODED_CONTENT_LENGTH, HeaderValue::from(len)));
-                set_headers.push((X_AMZ_TRAILER, HeaderValue::from_static(trailer_header())));
-                Prepared {
-                    body: AwsChunkedEncoder::new(data, len).boxed_unsync(),
-                    content_length: Some(encoded_length(len)),
-                    payload: OutboundPayload::StreamingUnsignedTrailer,
-                    strip_client_checksums: true,
-                    strip_client_framing: true,
-                    set_headers,
-                    remove_headers: Vec::new(),
-                }
-            }
-            UploadChecksum::None => Prepared {
-                body: data,
-                content_length: Some(len),
-                payload: OutboundPayload::Unsigned,
-                strip_client_checksums: true,
-                strip_client_framing: true,
-                set_headers,
-                remove_headers: Vec::new(),
-            },
-        });
+        return Ok(StoreBody::Object { body: data, len });
     }
     if auth.payload.is_aws_chunked() {
         return Err(ProxyError::InvalidRequest(
             "aws-chunked payloads are only allowed on PutObject and UploadPart".into(),
         ));
     }
-    let needs_length = matches!(*method, Method::PUT | Method::POST);
     if !has_body(headers) {
         if let PayloadMode::Sha256(expected) = &auth.payload
             && *expected != EMPTY_SHA256
@@ -768,21 +714,11 @@ async fn prepare_body(
                 computed: hex::encode(EMPTY_SHA256),
             });
         }
-        return Ok(Prepared::no_body(needs_length));
+        return Ok(StoreBody::Empty);
     }
     // A small non-object body (XML): read it whole, check it, forward it with its own hash. Nothing reaches the
     // upstream before the body is complete and verified.
-    let bytes = read_small_body(auth, headers, body).await?;
-    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    Ok(Prepared {
-        content_length: Some(bytes.len() as u64),
-        body: Full::new(bytes).map_err(|never| match never {}).boxed_unsync(),
-        payload: OutboundPayload::Sha256Hex(hash),
-        strip_client_checksums: false,
-        strip_client_framing: false,
-        set_headers: Vec::new(),
-        remove_headers: Vec::new(),
-    })
+    Ok(StoreBody::Bytes(read_small_body(auth, headers, body).await?))
 }
 
 /// Reads a small non-object body (XML, at most `MAX_SMALL_BODY`) whole, verifying its signed hash and any
@@ -802,50 +738,6 @@ async fn read_small_body(auth: &Authenticated, headers: &HeaderMap, body: Client
             Ok(pe) => *pe,
             Err(_too_large) => ProxyError::EntityTooLarge,
         }),
-    }
-}
-
-impl Prepared {
-    /// No request body (GET, HEAD, DELETE, or PUT/POST without one when `needs_length`).
-    fn no_body(needs_length: bool) -> Prepared {
-        Prepared {
-            body: empty_upstream_body(),
-            content_length: needs_length.then_some(0),
-            payload: OutboundPayload::Sha256Hex(hex::encode(EMPTY_SHA256)),
-            strip_client_checksums: false,
-            strip_client_framing: false,
-            set_headers: Vec::new(),
-            remove_headers: Vec::new(),
-        }
-    }
-
-    fn payload_is_aws_chunked(&self) -> bool {
-        matches!(self.payload, OutboundPayload::StreamingUnsignedTrailer)
-    }
-}
-
-/// Puts `aws-chunked` first in Content-Encoding (the object's own codings, e.g. `gzip`, follow).
-fn add_aws_chunked_encoding(headers: &mut HeaderMap) {
-    let value = match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("aws-chunked,{existing}"),
-        _other => "aws-chunked".to_owned(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(CONTENT_ENCODING, v);
-    }
-}
-
-/// Removes the `aws-chunked` coding from Content-Encoding, keeping any other (e.g. `gzip`).
-fn strip_aws_chunked_encoding(headers: &mut HeaderMap) {
-    let Some(v) = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    let rest: Vec<&str> =
-        v.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked")).collect();
-    if rest.is_empty() {
-        headers.remove(CONTENT_ENCODING);
-    } else if let Ok(v) = HeaderValue::from_str(&rest.join(", ")) {
-        headers.insert(CONTENT_ENCODING, v);
     }
 }
 
@@ -947,6 +839,15 @@ fn merge_query_headers(headers: &mut HeaderMap, from_query: Vec<(HeaderName, Hea
     Ok(())
 }
 
+/// SSE-C on a bucket the proxy does not encrypt: the key would have to go to the store, which it never does.
+fn sse_c_not_here() -> ProxyError {
+    ProxyError::InvalidRequest(
+        "Server-side encryption with customer-provided keys is not available for this bucket (the gateway stores it \
+         as plaintext and never sends a customer key to the storage service)."
+            .into(),
+    )
+}
+
 /// One audit line per request (`crate::util::audit`): who did what to which object, under which key, with
 /// what outcome. Never a secret, a signature, an SSE-C key or object data: the key used is named by its
 /// reference (`keyring:<id>`, a KMS key ARN, or `sse-c`).
@@ -1037,17 +938,6 @@ fn error_response(e: &ProxyError, view: &RequestView, request_id: &str) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn aws_chunked_is_removed_from_content_encoding_but_other_codings_stay() {
-        let mut h = HeaderMap::new();
-        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip, aws-chunked"));
-        strip_aws_chunked_encoding(&mut h);
-        assert_eq!(h.get(CONTENT_ENCODING).unwrap(), "gzip");
-        h.insert(CONTENT_ENCODING, HeaderValue::from_static("aws-chunked"));
-        strip_aws_chunked_encoding(&mut h);
-        assert!(h.get(CONTENT_ENCODING).is_none());
-    }
 
     #[test]
     fn plain_http_redirects_keep_host_path_and_query() {

@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::upstream::UpstreamIncoming;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::BodyExt;
 
 use super::encrypted::SseInfo;
 use super::{Proxy, ProxyBody, RequestView};
@@ -35,21 +34,14 @@ use crate::s3::headers::{
     X_AMZ_CHECKSUM_ALGORITHM, X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE,
     X_AMZ_METADATA_DIRECTIVE, X_AMZ_MP_OBJECT_SIZE, X_AMZ_MP_PARTS_COUNT, X_AMZ_VERSION_ID, header_str,
 };
+use crate::s3::op::S3Op;
 use crate::s3::sse::CustomerKey;
 use crate::s3::xml;
-use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
-use crate::sigv4::sign::OutboundPayload;
 use crate::sigv4::verify::Authenticated;
-use crate::upstream::UpstreamBody;
+use crate::store::{StoreBody, StoreRequest, StoreSse, Xml, result_field};
 
 /// Largest part S3 stores (ciphertext, here).
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-/// Largest upstream XML response read (ListParts pages, Complete and copy results).
-const MAX_XML_RESPONSE: usize = 16 * 1024 * 1024;
-/// Deadline to read a Complete or copy result: S3 may work (sending spaces) for minutes on large objects.
-pub(super) const SLOW_XML_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// Deadline to read a small XML response (ListParts page).
-const XML_TIMEOUT: Duration = Duration::from_secs(60);
 /// Part size of a re-encrypted (repacked) upload, unless 10000 parts need larger ones.
 const REPACK_PART_SIZE: u64 = 16 * 1024 * 1024;
 /// UploadPartCopy requests in flight at once when sealing an object larger than the CopyObject limit.
@@ -136,7 +128,7 @@ pub async fn create_response(
     customer: Option<&Arc<CustomerKey>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
-    let raw = read_body(body, "CreateMultipartUpload").await?;
+    let raw = crate::store::read_xml(body, Xml::Result).await?;
     let (_, top) = xml::records(&raw, &["InitiateMultipartUploadResult", "Upload"])
         .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
     let upstream_id = xml::field(&top, "UploadId")
@@ -163,34 +155,13 @@ pub async fn list_parts_response(
     if parts.status != StatusCode::OK {
         return Ok(Response::from_parts(parts, body));
     }
-    let raw = read_body(body, "ListParts").await?;
+    let raw = crate::store::read_xml(body, Xml::Result).await?;
     let sized = xml::rewrite_listing(&raw, &|_, c| plaintext_len(c, segment, false).unwrap_or(c))
         .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
     let out = xml::replace_text(&sized, &["ListPartsResult", "UploadId"], client_id)
         .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
     parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
     Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
-}
-
-/// Reads a small client-bound body (an upstream XML result) whole.
-async fn read_body(mut body: ProxyBody, what: &str) -> Result<Bytes, ProxyError> {
-    let deadline = tokio::time::Instant::now() + XML_TIMEOUT;
-    let mut out = Vec::new();
-    loop {
-        let frame = tokio::time::timeout_at(deadline, body.frame()).await.map_err(|_| ProxyError::UpstreamTimeout)?;
-        match frame {
-            None => return Ok(Bytes::from(out)),
-            Some(Err(e)) => return Err(ProxyError::UpstreamProtocol(format!("{what} body: {e}"))),
-            Some(Ok(f)) => {
-                if let Ok(d) = f.into_data() {
-                    out.extend_from_slice(&d);
-                    if out.len() > MAX_XML_RESPONSE {
-                        return Err(ProxyError::UpstreamProtocol(format!("{what} body too large")));
-                    }
-                }
-            }
-        }
-    }
 }
 
 // === reads by part number ========================================================================================
@@ -233,11 +204,11 @@ impl Proxy {
         }
         let original_query = auth.query.clone();
         auth.query.retain(|(k, _)| k != "partNumber");
-        let mut prepared = super::Prepared::no_body(false);
-        prepared.remove_headers.extend([http::header::RANGE, super::encrypted::X_AMZ_CHECKSUM_MODE]);
-        let payload = prepared.payload.clone();
-        let req = self.build_upstream_request(&Method::HEAD, headers, target, auth, prepared)?;
-        let head = self.inner.upstream.send(req, &payload).await?;
+        let probe = self
+            .client_read(headers, target, &auth.query, S3Op::HeadObject)
+            .without(&http::header::RANGE)
+            .without(&super::encrypted::X_AMZ_CHECKSUM_MODE);
+        let head = self.store().send(probe).await?;
         if !head.status().is_success() {
             return Ok(Located::Done(super::response::map_response(head, op, &auth.client, true).await?));
         }
@@ -251,13 +222,10 @@ impl Proxy {
         let Some(env) = super::encrypted::envelope_or_policy(head.headers(), ctx.legacy)? else {
             // A plaintext object (legacy_objects = "passthrough"): the store answers as asked.
             auth.query = original_query;
-            let prepared = super::Prepared::no_body(false);
-            let payload = prepared.payload.clone();
-            let method = if op == crate::s3::op::S3Op::HeadObject { Method::HEAD } else { Method::GET };
-            let req = self.build_upstream_request(&method, headers, target, auth, prepared)?;
-            let resp = self.inner.upstream.send(req, &payload).await?;
+            let read = if op == S3Op::HeadObject { S3Op::HeadObject } else { S3Op::GetObject };
+            let resp = self.store().send(self.client_read(headers, target, &auth.query, read)).await?;
             return Ok(Located::Done(
-                super::response::map_response(resp, op, &auth.client, method == Method::HEAD).await?,
+                super::response::map_response(resp, op, &auth.client, read == S3Op::HeadObject).await?,
             ));
         };
         let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
@@ -380,8 +348,8 @@ pub fn plan_layout(parts: &[(u32, u64)], segment: u32) -> Result<(PartsLayout, u
 
 /// A just-completed object as a HEAD showed it: how to address and pin it, its headers and (open) envelope.
 struct Completed {
-    version_query: Vec<(String, String)>,
-    pin: HeaderMap,
+    /// The ETag every read of it is pinned to.
+    pin: HeaderValue,
     head_headers: HeaderMap,
     open: Envelope,
 }
@@ -395,81 +363,37 @@ struct Sealed {
 }
 
 impl Proxy {
-    /// Sends a request of the proxy's own making (not derived from the client's headers) upstream.
-    pub(super) async fn own_request(
-        &self,
-        method: Method,
-        target: &Target,
-        query: &[(String, String)],
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Response<UpstreamIncoming>, ProxyError> {
-        let len = (!body.is_empty() || matches!(method, Method::PUT | Method::POST)).then_some(body.len() as u64);
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
-        let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
-        self.own_stream_request(method, target, query, headers, body, len, OutboundPayload::Sha256Hex(hash)).await
-    }
-
-    /// [`Proxy::own_request`] with a streamed body.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn own_stream_request(
-        &self,
-        method: Method,
-        target: &Target,
-        query: &[(String, String)],
-        mut headers: HeaderMap,
-        body: UpstreamBody,
-        content_length: Option<u64>,
-        payload: OutboundPayload,
-    ) -> Result<Response<UpstreamIncoming>, ProxyError> {
-        let q = crate::sigv4::canonical::canonical_query(query, None);
-        let (uri, host) = self.inner.upstream.uri_for(target, &q)?;
-        headers.insert(http::header::HOST, HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?);
-        if let Some(len) = content_length {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        }
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(body)
-            .map_err(|e| ProxyError::Internal(e.to_string()))?;
-        *req.headers_mut() = headers;
-        self.inner.upstream.send(req, &payload).await
-    }
-
-    /// Sends an own request and reads its XML result; an error status, or a 200 whose body is an `<Error>`
-    /// document (Complete and copies do that), is an error.
-    pub(super) async fn own_xml(
-        &self,
-        method: Method,
-        target: &Target,
-        query: &[(String, String)],
-        headers: HeaderMap,
-        body: Bytes,
-        deadline: Duration,
-    ) -> Result<(HeaderMap, Bytes), ProxyError> {
-        let resp = self.own_request(method, target, query, headers, body).await?;
-        let (parts, body) = resp.into_parts();
-        if !parts.status.is_success() {
-            return Err(super::response::upstream_error(parts.status, &parts.headers, body, false).await);
-        }
-        let collected = tokio::time::timeout(deadline, Limited::new(body, MAX_XML_RESPONSE).collect()).await;
-        let bytes = match collected {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) => return Err(ProxyError::UpstreamProtocol(format!("reading a result: {e}"))),
-            Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
-        };
-        if let Some((code, message)) = xml::parse_error(&bytes) {
-            return Err(super::response::error_in_ok_body(code, message));
-        }
-        Ok((parts.headers, bytes))
-    }
-
     /// Starts an upload of the proxy's own at the store (re-encryption, copies by parts); returns its ID.
     async fn create_upstream_upload(&self, target: &Target, headers: HeaderMap) -> Result<String, ProxyError> {
-        let create = vec![("uploads".to_owned(), String::new())];
-        let (_, body) = self.own_xml(Method::POST, target, &create, headers, Bytes::new(), XML_TIMEOUT).await?;
+        let create = StoreRequest::new(S3Op::CreateMultipartUpload, Method::POST, target)
+            .param("uploads", "")
+            .headers(headers)
+            .sse(self.upstream_sse(target).as_ref());
+        let (_, body) = self.store().xml(create, Xml::Result).await?;
         result_field(&body, "InitiateMultipartUploadResult", "UploadId")
+    }
+
+    /// Aborts an upload of the proxy's own (after a failure; best effort).
+    async fn abort_upstream_upload(&self, target: &Target, upload_id: &str) {
+        let abort = StoreRequest::new(S3Op::AbortMultipartUpload, Method::DELETE, target).param("uploadId", upload_id);
+        let _ = self.store().send(abort).await;
+    }
+
+    /// Completes an upload of the proxy's own with these parts' ETags (part numbers from 1); returns the result's
+    /// headers and ETag.
+    async fn complete_upstream_upload(
+        &self,
+        target: &Target,
+        upload_id: &str,
+        etags: impl Iterator<Item = (u32, String)>,
+    ) -> Result<(HeaderMap, String), ProxyError> {
+        let parts: Vec<(u32, String)> = etags.collect();
+        let complete = StoreRequest::new(S3Op::CompleteMultipartUpload, Method::POST, target)
+            .param("uploadId", upload_id)
+            .body(StoreBody::Bytes(complete_xml(&parts)));
+        let (h, body) = self.store().xml(complete, Xml::SlowResult).await?;
+        let etag = result_field(&body, "CompleteMultipartUploadResult", "ETag")?;
+        Ok((h, etag))
     }
 
     /// Every part of an upstream upload (ListParts, all pages).
@@ -481,12 +405,11 @@ impl Proxy {
         let mut out: BTreeMap<u32, Vec<StoredPart>> = BTreeMap::new();
         let mut marker: Option<String> = None;
         for _page in 0..=MAX_PARTS {
-            let mut query = vec![("uploadId".to_owned(), upstream_id.to_owned())];
+            let mut list = StoreRequest::new(S3Op::ListParts, Method::GET, target).param("uploadId", upstream_id);
             if let Some(m) = &marker {
-                query.push(("part-number-marker".to_owned(), m.clone()));
+                list = list.param("part-number-marker", m);
             }
-            let (_, body) =
-                self.own_xml(Method::GET, target, &query, HeaderMap::new(), Bytes::new(), XML_TIMEOUT).await?;
+            let (_, body) = self.store().xml(list, Xml::Result).await?;
             let (records, top) = xml::records(&body, &["ListPartsResult", "Part"])
                 .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
             for r in &records {
@@ -610,9 +533,11 @@ impl Proxy {
         layout: PartsLayout,
         plain_total: u64,
     ) -> Result<Sealed, ProxyError> {
-        let query = vec![("uploadId".to_owned(), upload.upstream_id.clone())];
-        let (h, body) =
-            self.own_xml(Method::POST, target, &query, complete_headers, request_xml, SLOW_XML_TIMEOUT).await?;
+        let complete = StoreRequest::new(S3Op::CompleteMultipartUpload, Method::POST, target)
+            .param("uploadId", &upload.upstream_id)
+            .headers(complete_headers)
+            .body(StoreBody::Bytes(request_xml));
+        let (h, body) = self.store().xml(complete, Xml::SlowResult).await?;
         let (_, top) = xml::records(&body, &["CompleteMultipartUploadResult", "Part"])
             .ok_or_else(|| ProxyError::UpstreamProtocol("CompleteMultipartUpload result is not XML".into()))?;
         let etag = xml::field(&top, "ETag")
@@ -650,7 +575,7 @@ impl Proxy {
         let segment = crypto.segment_size;
         let s = u64::from(segment);
         let version = version.filter(|v| v != "null");
-        let Completed { version_query, pin, head_headers, open } = self.head_completed(target, &version, etag).await?;
+        let Completed { pin, head_headers, open } = self.head_completed(target, &version, etag).await?;
         let protection = crypto.protection_of(&open, upload.customer.as_ref())?;
         let dek = &upload.dek;
 
@@ -660,30 +585,21 @@ impl Proxy {
         let state = Multipart::Sealed { parts: parts_out, part_size };
         let (new_dek, env) = crypto.new_object_key(identity, &protection, Some(state)).await?;
         let new_dek = Arc::new(new_dek);
-        let mut headers = replace_headers(&head_headers, &env)?;
-        self.add_upstream_sse(identity, &mut headers);
+        let headers = replace_headers(&head_headers, &env)?;
         let upload_id = self.create_upstream_upload(target, headers).await?;
 
         let pumped = self
-            .pump_parts(target, &version_query, &pin, dek, parts_list, &new_dek, &upload_id, part_size, plain_total)
+            .pump_parts(target, version.as_deref(), &pin, dek, parts_list, &new_dek, &upload_id, part_size, plain_total)
             .await;
         let etags = match pumped {
             Ok(e) => e,
             Err(e) => {
-                let q = vec![("uploadId".to_owned(), upload_id)];
-                let _ = self.own_request(Method::DELETE, target, &q, HeaderMap::new(), Bytes::new()).await;
+                self.abort_upstream_upload(target, &upload_id).await;
                 return Err(e);
             }
         };
-        let groups: Vec<(&str, Vec<(&str, String)>)> = etags
-            .iter()
-            .enumerate()
-            .map(|(i, e)| ("Part", vec![("PartNumber", (i + 1).to_string()), ("ETag", e.clone())]))
-            .collect();
-        let q = vec![("uploadId".to_owned(), upload_id)];
-        let complete = xml::document("CompleteMultipartUpload", &[], &groups);
-        let (h, body) = self.own_xml(Method::POST, target, &q, HeaderMap::new(), complete, SLOW_XML_TIMEOUT).await?;
-        let new_etag = result_field(&body, "CompleteMultipartUploadResult", "ETag")?;
+        let numbered = etags.into_iter().enumerate().map(|(i, e)| (i as u32 + 1, e));
+        let (h, new_etag) = self.complete_upstream_upload(target, &upload_id, numbered).await?;
         let sealed = Sealed {
             etag: new_etag.to_owned(),
             version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned),
@@ -699,8 +615,8 @@ impl Proxy {
     async fn pump_parts(
         &self,
         target: &Target,
-        version_query: &[(String, String)],
-        pin: &HeaderMap,
+        version: Option<&str>,
+        pin: &HeaderValue,
         dek: &Arc<DataKey>,
         parts_list: &[StoredPart],
         new_dek: &Arc<DataKey>,
@@ -716,14 +632,16 @@ impl Proxy {
         for p in parts_list {
             let plain = plaintext_len(p.cipher_size, segment, false)
                 .ok_or(ProxyError::ObjectIntegrity("a part has an impossible length"))?;
-            let mut h = pin.clone();
             let range = format!("bytes={offset}-{}", offset + p.cipher_size - 1);
-            h.insert(http::header::RANGE, header_value(&range)?);
             offset += p.cipher_size;
-            let resp = self.own_request(Method::GET, target, version_query, h, Bytes::new()).await?;
+            let read = StoreRequest::get(target)
+                .version(version)
+                .header(http::header::IF_MATCH, pin.clone())
+                .header(http::header::RANGE, header_value(&range)?);
+            let resp = self.store().send(read).await?;
             if !resp.status().is_success() {
                 let (rp, b) = resp.into_parts();
-                return Err(super::response::upstream_error(rp.status, &rp.headers, b, false).await);
+                return Err(crate::store::reply::error(rp.status, &rp.headers, b, false).await);
             }
             let part = u16::try_from(p.number).map_err(|_| ProxyError::ObjectIntegrity("part number"))?;
             let plan = ReadPlan {
@@ -781,35 +699,15 @@ impl Proxy {
         let salt = random_bytes()?;
         let cipher_len = ciphertext_len(len, segment);
         let plain = ChannelBody { rx, remaining: len };
-        let encrypted = EncryptBody::new(plain, dek, part, salt, segment, len);
-        let mut headers = HeaderMap::new();
-        let (body, content_length, payload): (UpstreamBody, u64, OutboundPayload) =
-            match self.inner.settings.upload_checksum {
-                crate::config::UploadChecksum::Crc32 => {
-                    headers.insert(crate::s3::headers::X_AMZ_DECODED_CONTENT_LENGTH, HeaderValue::from(cipher_len));
-                    headers.insert(crate::s3::headers::X_AMZ_TRAILER, HeaderValue::from_static(trailer_header()));
-                    headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("aws-chunked"));
-                    (
-                        AwsChunkedEncoder::new(encrypted, cipher_len).boxed_unsync(),
-                        encoded_length(cipher_len),
-                        OutboundPayload::StreamingUnsignedTrailer,
-                    )
-                }
-                crate::config::UploadChecksum::None => {
-                    (encrypted.boxed_unsync(), cipher_len, OutboundPayload::Unsigned)
-                }
-            };
-        let this = self.clone();
-        let target = target.clone();
-        let q = vec![("partNumber".to_owned(), n.to_string()), ("uploadId".to_owned(), upload_id.to_owned())];
+        let encrypted = EncryptBody::new(plain, dek, part, salt, segment, len).boxed_unsync();
+        let put = StoreRequest::new(S3Op::UploadPart, Method::PUT, target)
+            .param("partNumber", &n.to_string())
+            .param("uploadId", upload_id)
+            .body(StoreBody::Object { body: encrypted, len: cipher_len });
+        let store = self.store().clone();
         let task = tokio::spawn(async move {
-            let resp =
-                this.own_stream_request(Method::PUT, &target, &q, headers, body, Some(content_length), payload).await?;
-            if !resp.status().is_success() {
-                let (rp, b) = resp.into_parts();
-                return Err(super::response::upstream_error(rp.status, &rp.headers, b, false).await);
-            }
-            header_str(resp.headers(), &http::header::ETAG)
+            let h = store.expect_ok(put).await?;
+            header_str(&h, &http::header::ETAG)
                 .map(str::to_owned)
                 .ok_or_else(|| ProxyError::UpstreamProtocol("UploadPart without ETag".into()))
         });
@@ -823,27 +721,19 @@ impl Proxy {
         version: &Option<String>,
         etag: &str,
     ) -> Result<Completed, ProxyError> {
-        let version_query: Vec<(String, String)> =
-            version.iter().map(|v| ("versionId".to_owned(), v.clone())).collect();
-        let mut pin = HeaderMap::new();
-        pin.insert(http::header::IF_MATCH, header_value(etag)?);
-        let head = self.own_request(Method::HEAD, target, &version_query, pin.clone(), Bytes::new()).await?;
-        if !head.status().is_success() {
-            let (p, b) = head.into_parts();
-            return Err(super::response::upstream_error(p.status, &p.headers, b, true).await);
-        }
-        let head_headers = head.headers().clone();
+        let pin = header_value(etag)?;
+        let head = StoreRequest::head(target).version(version.as_deref()).header(http::header::IF_MATCH, pin.clone());
+        let head_headers = self.store().expect_ok(head).await?;
         let open = Envelope::from_headers(&head_headers)
             .map_err(|e| ProxyError::ObjectIntegrity(e.0))?
             .ok_or(ProxyError::ObjectIntegrity("the completed object has no envelope"))?;
-        Ok(Completed { version_query, pin, head_headers, open })
+        Ok(Completed { pin, head_headers, open })
     }
 
-    /// Asks the store for its own SSE on top when the policy says so.
-    pub(super) fn add_upstream_sse(&self, id: &ObjectIdentity, headers: &mut HeaderMap) {
-        if let Some(u) = self.inner.crypto.policy(&id.bucket, &id.key).upstream_sse {
-            headers.insert(crate::s3::sse::SSE, HeaderValue::from_static(u.header_value()));
-        }
+    /// The store's own SSE on top, when the policy of the object `target` asks for it.
+    pub(super) fn upstream_sse(&self, target: &Target) -> Option<StoreSse> {
+        let (bucket, key) = (target.bucket.as_deref().unwrap_or(""), target.key.as_deref().unwrap_or(""));
+        self.inner.crypto.policy(bucket, key).upstream_sse.map(StoreSse::Own)
     }
 
     /// Deletes the version `old` of the target once `sealed` replaced it (versioned buckets only).
@@ -852,8 +742,8 @@ impl Proxy {
         if sealed.version_id.as_deref() == Some(old) {
             return;
         }
-        let q = vec![("versionId".to_owned(), old.to_owned())];
-        match self.own_request(Method::DELETE, target, &q, HeaderMap::new(), Bytes::new()).await {
+        let delete = StoreRequest::new(S3Op::DeleteObject, Method::DELETE, target).param("versionId", old);
+        match self.store().send(delete).await {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => tracing::warn!(status = r.status().as_u16(), "could not delete the unsealed object version"),
             Err(e) => tracing::warn!(error = %e, "could not delete the unsealed object version"),
@@ -880,30 +770,41 @@ impl Proxy {
             self.inner.crypto.rewrap(&upload.dek, &open, identity, Some(state), upload.customer.as_ref()).await?;
         let cipher_total: u64 = parts_list.iter().map(|p| p.cipher_size).sum();
 
-        let mut headers = replace_headers(&head_headers, &sealed_env)?;
-        self.add_upstream_sse(identity, &mut headers);
+        let headers = replace_headers(&head_headers, &sealed_env)?;
         let mut source = target.upstream_path(false);
         if let Some(v) = &version {
             source.push_str("?versionId=");
             crate::sigv4::canonical::uri_encode(v.as_bytes(), true, &mut source);
         }
         let sealed = if cipher_total <= self.inner.settings.max_copy_size {
-            headers.insert(X_AMZ_COPY_SOURCE, header_value(&source)?);
-            headers.insert(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(etag)?);
-            headers.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
-            let (h, body) = self.own_xml(Method::PUT, target, &[], headers, Bytes::new(), SLOW_XML_TIMEOUT).await?;
-            let etag = result_field(&body, "CopyObjectResult", "ETag")?;
-            Sealed {
-                etag: etag.to_owned(),
-                version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned),
-                sse: None,
-            }
+            let (h, etag) = self.self_copy_request(target, headers, &source, etag).await?;
+            Sealed { etag, version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned), sse: None }
         } else {
             self.copy_by_parts(target, headers, &source, etag, parts_list).await?
         };
         let sealed = Sealed { sse: Some(SseInfo::of(&sealed_env, upload.customer.as_ref())), ..sealed };
         self.drop_version(target, version.as_deref(), &sealed).await;
         Ok(sealed)
+    }
+
+    /// A metadata-replacing server-side copy of `source` (the target itself, maybe a version of it) onto the target,
+    /// pinned to `etag`, with the new metadata `headers`: returns the result's headers and the new ETag.
+    pub(super) async fn self_copy_request(
+        &self,
+        target: &Target,
+        headers: HeaderMap,
+        source: &str,
+        etag: &str,
+    ) -> Result<(HeaderMap, String), ProxyError> {
+        let copy = StoreRequest::new(S3Op::CopyObject, Method::PUT, target)
+            .headers(headers)
+            .sse(self.upstream_sse(target).as_ref())
+            .header(X_AMZ_COPY_SOURCE, header_value(source)?)
+            .header(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(etag)?)
+            .header(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
+        let (h, body) = self.store().xml(copy, Xml::SlowResult).await?;
+        let etag = result_field(&body, "CopyObjectResult", "ETag")?;
+        Ok((h, etag))
     }
 
     /// Copies an object of `len` stored bytes onto itself (or `target`) part by part, in 1 GiB ranges, with new
@@ -942,8 +843,7 @@ impl Proxy {
         match result {
             Ok(sealed) => Ok(sealed),
             Err(e) => {
-                let q = vec![("uploadId".to_owned(), upload_id)];
-                let _ = self.own_request(Method::DELETE, target, &q, HeaderMap::new(), Bytes::new()).await;
+                self.abort_upstream_upload(target, &upload_id).await;
                 Err(e)
             }
         }
@@ -969,19 +869,18 @@ impl Proxy {
         loop {
             while set.len() < COPY_CONCURRENCY {
                 let Some((n, start, len)) = pending.next() else { break };
-                let this = self.clone();
-                let target = target.clone();
-                let (source, etag, upload_id) = (source.to_owned(), etag.to_owned(), upload_id.to_owned());
+                let store = self.store().clone();
+                let range = format!("bytes={start}-{}", start + len.max(1) - 1);
+                let copy = StoreRequest::new(S3Op::UploadPartCopy, Method::PUT, target)
+                    .param("partNumber", &n.to_string())
+                    .param("uploadId", upload_id)
+                    .header(X_AMZ_COPY_SOURCE, header_value(source)?)
+                    .header(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(etag)?)
+                    .header(X_AMZ_COPY_SOURCE_RANGE, header_value(&range)?);
                 set.spawn(async move {
-                    let mut h = HeaderMap::new();
-                    h.insert(X_AMZ_COPY_SOURCE, header_value(&source)?);
-                    h.insert(X_AMZ_COPY_SOURCE_IF_MATCH, header_value(&etag)?);
-                    let range = format!("bytes={start}-{}", start + len.max(1) - 1);
-                    h.insert(X_AMZ_COPY_SOURCE_RANGE, header_value(&range)?);
-                    let q = vec![("partNumber".to_owned(), n.to_string()), ("uploadId".to_owned(), upload_id)];
-                    let (_, body) = this.own_xml(Method::PUT, &target, &q, h, Bytes::new(), SLOW_XML_TIMEOUT).await?;
+                    let (_, body) = store.xml(copy, Xml::SlowResult).await?;
                     let etag = result_field(&body, "CopyPartResult", "ETag")?;
-                    Ok::<_, ProxyError>((n, etag.to_owned()))
+                    Ok::<_, ProxyError>((n, etag))
                 });
             }
             match set.join_next().await {
@@ -993,12 +892,7 @@ impl Proxy {
                 Some(Err(join)) => return Err(ProxyError::Internal(format!("part copy task: {join}"))),
             }
         }
-        let parts: Vec<(&str, Vec<(&str, String)>)> =
-            etags.iter().map(|(n, e)| ("Part", vec![("PartNumber", n.to_string()), ("ETag", e.clone())])).collect();
-        let body = xml::document("CompleteMultipartUpload", &[], &parts);
-        let q = vec![("uploadId".to_owned(), upload_id.to_owned())];
-        let (h, body) = self.own_xml(Method::POST, target, &q, HeaderMap::new(), body, SLOW_XML_TIMEOUT).await?;
-        let etag = result_field(&body, "CompleteMultipartUploadResult", "ETag")?;
+        let (h, etag) = self.complete_upstream_upload(target, upload_id, etags.into_iter()).await?;
         Ok(Sealed {
             etag: etag.to_owned(),
             version_id: header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned),
@@ -1058,7 +952,7 @@ pub(super) fn replace_headers(head: &HeaderMap, envelope: &Envelope) -> Result<H
             out.insert(name, v.clone());
         }
     }
-    super::strip_aws_chunked_encoding(&mut out);
+    crate::store::strip_aws_chunked_encoding(&mut out);
     if let Some(v) = head.get("x-amz-object-lock-legal-hold") {
         out.insert(HeaderName::from_static("x-amz-object-lock-legal-hold"), v.clone());
     }
@@ -1077,16 +971,6 @@ pub(super) fn replace_headers(head: &HeaderMap, envelope: &Envelope) -> Result<H
         out.insert(n, v);
     }
     Ok(out)
-}
-
-/// A non-empty top-level field of an upstream result document `root`.
-pub(super) fn result_field(body: &[u8], root: &str, name: &str) -> Result<String, ProxyError> {
-    let (_, top) =
-        xml::records(body, &[root, "-"]).ok_or_else(|| ProxyError::UpstreamProtocol(format!("{root} is not XML")))?;
-    xml::field(&top, name)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| ProxyError::UpstreamProtocol(format!("{root} without {name}")))
 }
 
 pub(super) fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {

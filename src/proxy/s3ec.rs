@@ -5,7 +5,7 @@
 //! docs/S3EC.md.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -17,6 +17,7 @@ use crate::crypto::{Crypto, keys::ObjectIdentity};
 use crate::error::{BoxError, ProxyError};
 use crate::s3::Target;
 use crate::s3::op::S3Op;
+use crate::store::StoreRequest;
 use crate::upstream::UpstreamIncoming;
 
 /// Largest instruction file read.
@@ -167,13 +168,13 @@ impl Proxy {
             key: Some(format!("{}{INSTRUCTION_SUFFIX}", id.key)),
             virtual_hosted: false,
         };
-        let resp = self.own_request(Method::GET, &t, &[], HeaderMap::new(), Bytes::new()).await?;
+        let resp = self.store().send(StoreRequest::get(&t)).await?;
         let (parts, body) = resp.into_parts();
         if parts.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !parts.status.is_success() {
-            return Err(super::response::upstream_error(parts.status, &parts.headers, body, false).await);
+            return Err(crate::store::reply::error(parts.status, &parts.headers, body, false).await);
         }
         let bytes = Limited::new(body, MAX_INSTRUCTION_FILE)
             .collect()
@@ -352,14 +353,14 @@ impl Proxy {
         cipher_total: u64,
     ) -> Result<UpstreamIncoming, ProxyError> {
         let t = Target { bucket: Some(id.bucket.clone()), key: Some(id.key.clone()), virtual_hosted: false };
-        let mut pin = HeaderMap::new();
+        let mut read = StoreRequest::get(&t);
         if let Some(e) = headers.get(http::header::ETAG) {
-            pin.insert(http::header::IF_MATCH, e.clone());
+            read = read.header(http::header::IF_MATCH, e.clone());
         }
-        let resp = self.own_request(Method::GET, &t, &[], pin, Bytes::new()).await?;
+        let resp = self.store().send(read).await?;
         let (parts, body) = resp.into_parts();
         if !parts.status.is_success() {
-            return Err(super::response::upstream_error(parts.status, &parts.headers, body, false).await);
+            return Err(crate::store::reply::error(parts.status, &parts.headers, body, false).await);
         }
         if stored_extent(parts.status, &parts.headers)? != (0, cipher_total) {
             return Err(ProxyError::UpstreamProtocol("the object changed while it was read".into()));

@@ -92,12 +92,39 @@ pub fn resolve_target(host: &str, raw_path: &str, base_domains: &[String]) -> Re
     Ok(Target { bucket: Some(bucket), key, virtual_hosted: false })
 }
 
+/// Refuses object keys a store could resolve outside their bucket: a `.` or `..` segment (any store; S3 itself
+/// takes them as plain names, a file-system store resolves them). With `strict` (the embedded store, whose keys are
+/// file paths), also empty segments (`a//b`, a leading `/`), which name the same file as another key. A trailing `/`
+/// (a "folder" key) stays allowed.
+pub fn check_key(key: &str, strict: bool) -> Result<(), ProxyError> {
+    let segments: Vec<&str> = key.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, s) in segments.iter().enumerate() {
+        if *s == "." || *s == ".." {
+            return Err(ProxyError::InvalidArgument(
+                "Object keys with \".\" or \"..\" path segments are not supported by the gateway.".into(),
+            ));
+        }
+        if strict && s.is_empty() && i != last {
+            return Err(ProxyError::InvalidArgument(
+                "Object keys with empty path segments (\"//\" or a leading \"/\") are not supported by this store."
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn decode_utf8(raw: &str) -> Result<String, ProxyError> {
     String::from_utf8(percent_decode(raw.as_bytes())).map_err(|_| ProxyError::InvalidUri)
 }
 
-/// Bucket name rules. `legacy` (path style) also allows the old uppercase / underscore names.
+/// Bucket name rules. `legacy` (path style) also allows the old uppercase / underscore names. A name never starts
+/// with `.` (so never `.` or `..`, which a file-system store resolves as a path).
 pub fn validate_bucket_name(name: &str, legacy: bool) -> Result<(), ProxyError> {
+    if name.starts_with('.') {
+        return Err(ProxyError::InvalidBucketName);
+    }
     let len_ok = (3..=63).contains(&name.len()) || (legacy && (1..=255).contains(&name.len()));
     let chars_ok = name.bytes().all(|c| {
         c.is_ascii_lowercase()
@@ -147,7 +174,25 @@ mod tests {
     }
 
     #[test]
+    fn keys_with_dot_segments_are_refused_and_empty_segments_only_where_the_store_is_a_file_system() {
+        for bad in ["..", ".", "../bbb/secret.txt", "a/../b", "a/./b", "a/..", "./x", "a/b/."] {
+            assert_eq!(check_key(bad, false).unwrap_err().code(), "InvalidArgument", "{bad}");
+        }
+        for ok in ["a", "a.b", "..a", "a..", "a/.b/c", "dir/", "a/b...c", ".hidden", "a/...", "x/.../y"] {
+            assert!(check_key(ok, true).is_ok(), "{ok}");
+        }
+        for aliasing in ["/x", "a//b", "//", "a/b//c/"] {
+            assert!(check_key(aliasing, false).is_ok(), "{aliasing}");
+            assert!(check_key(aliasing, true).is_err(), "{aliasing}");
+        }
+    }
+
+    #[test]
     fn invalid_bucket_names_are_refused() {
+        for dots in [".", "..", ".bucket", "..."] {
+            assert!(validate_bucket_name(dots, true).is_err(), "{dots}");
+        }
+        assert!(resolve_target("h", "/../k", &[]).is_err());
         assert!(resolve_target("h", "/a%2Fb/k", &[]).is_err());
         assert!(validate_bucket_name("ab", false).is_err());
         assert!(validate_bucket_name("Upper", false).is_err());

@@ -73,10 +73,61 @@ impl S3Op {
     pub fn carries_object_data(self) -> bool {
         matches!(self, S3Op::PutObject | S3Op::UploadPart)
     }
+
+    /// Whether the operation is sent with `method`.
+    pub fn admits(self, method: &Method) -> bool {
+        match self {
+            S3Op::ListBuckets
+            | S3Op::ListObjects
+            | S3Op::ListObjectsV2
+            | S3Op::ListObjectVersions
+            | S3Op::ListMultipartUploads
+            | S3Op::GetObject
+            | S3Op::ListParts
+            | S3Op::GetObjectAttributes => method == Method::GET,
+            S3Op::HeadBucket | S3Op::HeadObject => method == Method::HEAD,
+            S3Op::CreateBucket | S3Op::PutObject | S3Op::CopyObject | S3Op::UploadPart | S3Op::UploadPartCopy => {
+                method == Method::PUT
+            }
+            S3Op::DeleteBucket | S3Op::DeleteObject | S3Op::AbortMultipartUpload => method == Method::DELETE,
+            S3Op::DeleteObjects | S3Op::CreateMultipartUpload | S3Op::CompleteMultipartUpload => method == Method::POST,
+            S3Op::BucketConfig => matches!(*method, Method::GET | Method::PUT | Method::DELETE),
+            S3Op::ObjectConfig => matches!(*method, Method::GET | Method::PUT | Method::DELETE | Method::POST),
+        }
+    }
 }
 
-/// Object sub-resources that are configuration, passed through unchanged.
-const OBJECT_CONFIG_SUBRESOURCES: [&str; 5] = ["tagging", "acl", "retention", "legal-hold", "restore"];
+/// Sub-resources of bucket configuration the proxy knows (`?policy`, `?versioning` ...), with the parameters some
+/// of them take. A bucket request naming anything else is not forwarded.
+pub const BUCKET_SUBRESOURCES: &[&str] = &[
+    "accelerate",
+    "acl",
+    "analytics",
+    "cors",
+    "encryption",
+    "intelligent-tiering",
+    "inventory",
+    "lifecycle",
+    "location",
+    "logging",
+    "metadataConfiguration",
+    "metadataTable",
+    "metrics",
+    "notification",
+    "object-lock",
+    "ownershipControls",
+    "policy",
+    "policyStatus",
+    "publicAccessBlock",
+    "replication",
+    "requestPayment",
+    "tagging",
+    "versioning",
+    "website",
+];
+
+/// Object sub-resources that are configuration (tagging, ACL, retention, legal hold, restore).
+pub const OBJECT_SUBRESOURCES: &[&str] = &["tagging", "acl", "retention", "legal-hold", "restore"];
 
 /// Classifies a request. `query` holds the decoded query parameters.
 pub fn classify(
@@ -98,17 +149,23 @@ pub fn classify(
         };
     };
     if target.key.is_none() {
+        // Bucket configuration is recognised by its sub-resource; a request naming none the proxy knows is not
+        // forwarded (the store would see another operation once the unknown parameter is left out).
+        let config = BUCKET_SUBRESOURCES.iter().any(|s| has(s));
+        let unknown = || ProxyError::NotImplemented("This bucket sub-resource is not supported by the gateway.");
         let op = match *method {
             Method::GET if has("uploads") => S3Op::ListMultipartUploads,
             Method::GET if has("versions") => S3Op::ListObjectVersions,
+            Method::GET if config => S3Op::BucketConfig,
             Method::GET if get("list-type") == Some("2") => S3Op::ListObjectsV2,
-            Method::GET if query.iter().all(|(k, _)| is_list_param(k)) => S3Op::ListObjects,
-            Method::GET => S3Op::BucketConfig,
+            Method::GET => S3Op::ListObjects,
             Method::HEAD => S3Op::HeadBucket,
-            Method::PUT if query.is_empty() => S3Op::CreateBucket,
-            Method::PUT => S3Op::BucketConfig,
-            Method::DELETE if query.is_empty() => S3Op::DeleteBucket,
-            Method::DELETE => S3Op::BucketConfig,
+            Method::PUT if config => S3Op::BucketConfig,
+            Method::PUT if query.iter().all(|(k, _)| k == "x-id") => S3Op::CreateBucket,
+            Method::PUT => return Err(unknown()),
+            Method::DELETE if config => S3Op::BucketConfig,
+            Method::DELETE if query.iter().all(|(k, _)| k == "x-id") => S3Op::DeleteBucket,
+            Method::DELETE => return Err(unknown()),
             Method::POST if has("delete") => S3Op::DeleteObjects,
             Method::POST => {
                 let form = headers
@@ -133,7 +190,7 @@ pub fn classify(
     if has("torrent") {
         return Err(ProxyError::NotImplemented("GetObjectTorrent is not supported."));
     }
-    let config = OBJECT_CONFIG_SUBRESOURCES.iter().any(|s| has(s));
+    let config = OBJECT_SUBRESOURCES.iter().any(|s| has(s));
     let op = match *method {
         Method::GET if has("uploadId") => S3Op::ListParts,
         Method::GET if has("attributes") => S3Op::GetObjectAttributes,
@@ -159,10 +216,6 @@ pub fn classify(
         _ => return Err(ProxyError::MethodNotAllowed),
     };
     Ok(op)
-}
-
-fn is_list_param(k: &str) -> bool {
-    matches!(k, "prefix" | "delimiter" | "marker" | "max-keys" | "encoding-type" | "x-id")
 }
 
 #[cfg(test)]

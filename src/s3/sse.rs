@@ -159,9 +159,9 @@ pub fn copy_source_customer(headers: &HeaderMap) -> Result<Option<Arc<CustomerKe
     CustomerKey::parse(v[0], v[1], v[2]).map(|k| Some(Arc::new(k)))
 }
 
-/// Whether a header is an SSE header of the client's (never forwarded as such: the proxy does the encryption).
-pub fn is_sse_header(name: &str) -> bool {
-    name.starts_with("x-amz-server-side-encryption") || name.starts_with("x-amz-copy-source-server-side-encryption")
+/// Whether the request carries any SSE-C header (for the object itself).
+pub fn has_customer_key(headers: &HeaderMap) -> bool {
+    [&SSE_C_ALGORITHM, &SSE_C_KEY, &SSE_C_KEY_MD5].iter().any(|n| headers.contains_key(*n))
 }
 
 /// An SSE-KMS encryption context: base64 of a JSON object of strings. Keys under `aws:` and `s3crypt:` are

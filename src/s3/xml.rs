@@ -379,6 +379,13 @@ pub fn records(body: &[u8], record: &[&str]) -> Option<(Vec<Record>, Record)> {
     saw_root.then_some((out, top))
 }
 
+/// The keys a DeleteObjects body names (`<Delete><Object><Key>`), exactly as written (not trimmed); `None` if it is
+/// not such a document.
+pub fn delete_keys(body: &[u8]) -> Option<Vec<String>> {
+    let (records, _) = records(body, &["Delete", "Object"])?;
+    Some(records.iter().filter_map(|r| r.iter().find(|(n, _)| n == "Key").map(|(_, v)| v.clone())).collect())
+}
+
 /// The text of field `name` in a record from [`records`].
 pub fn field<'a>(record: &'a [(String, String)], name: &str) -> Option<&'a str> {
     record.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim())

@@ -120,6 +120,7 @@ impl Core {
             body_read_timeout: config.server.body_read_timeout,
             client_rates: config.client_rates.clone(),
             auth_failures_per_address: config.server.auth_failures_per_address,
+            strict_keys: matches!(config.upstream.endpoint, crate::config::UpstreamEndpoint::Embedded { .. }),
         };
         let proxy = Proxy::new(verifier, upstream, settings, Arc::new(crypto));
         Ok((proxy, created_key))

@@ -15,5 +15,7 @@ mod keys;
 mod multipart;
 mod operate;
 mod roundtrip;
+mod secrets;
 mod transport;
+mod traversal;
 mod uploads;

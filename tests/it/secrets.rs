@@ -1,0 +1,329 @@
+//! What reaches the store. A recording forwarder between the proxy and SeaweedFS keeps every request the store is
+//! sent, bodies included, and none may carry a customer (SSE-C) key: not an SSE-C header, not the key's bytes in
+//! any encoding, in the URI, a header or a body. The matrix walks every path that builds a store request: reads
+//! (whole, ranges, suffix ranges), a store that answers 416 or 5xx (the proxy's refetch and size probe), reads by
+//! part number, multipart uploads that seal and that re-encrypt, copies and part copies, a key put in the query,
+//! and the maintenance commands.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use http::Method;
+
+use crate::common::forward::{Forwarder, Intercept, Script, Seen};
+use crate::common::raw::signed;
+use crate::common::{Backend, CLIENT_AK, CLIENT_SK, TestEnv, data};
+
+const MIB: usize = 1024 * 1024;
+
+/// A customer key and the three SSE-C header values for it.
+struct CustomerKey {
+    raw: Vec<u8>,
+    b64: String,
+    md5: String,
+}
+
+impl CustomerKey {
+    fn new(seed: u64) -> CustomerKey {
+        let raw = data(32, seed);
+        let md5 = B64.encode(<md5::Md5 as md5::Digest>::digest(&raw));
+        CustomerKey { b64: B64.encode(&raw), raw, md5 }
+    }
+
+    /// Every form the key could leak in.
+    fn forms(&self) -> Vec<Vec<u8>> {
+        let mut pct = String::new();
+        for b in self.b64.bytes() {
+            match b {
+                b'+' => pct.push_str("%2B"),
+                b'/' => pct.push_str("%2F"),
+                b'=' => pct.push_str("%3D"),
+                c => pct.push(c as char),
+            }
+        }
+        vec![
+            self.raw.clone(),
+            self.b64.clone().into_bytes(),
+            pct.into_bytes(),
+            B64URL.encode(&self.raw).into_bytes(),
+            hex::encode(&self.raw).into_bytes(),
+            self.md5.clone().into_bytes(),
+        ]
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Fails if any recorded request carries an SSE-C header or any form of any of `keys`.
+fn assert_no_customer_key(seen: &[Seen], keys: &[&CustomerKey]) {
+    for s in seen {
+        let what = format!("{} {}", s.method, s.uri);
+        assert!(!s.uri.to_ascii_lowercase().contains("customer"), "{what}: an SSE-C query parameter");
+        for name in s.headers.keys() {
+            assert!(!name.as_str().contains("customer"), "{what}: {name}");
+        }
+        for key in keys {
+            for form in key.forms() {
+                assert!(!contains(s.uri.as_bytes(), &form), "{what}: the key in the URI");
+                for (name, value) in &s.headers {
+                    assert!(!contains(value.as_bytes(), &form), "{what}: the key in {name}");
+                }
+                if let Some(body) = &s.body {
+                    assert!(!contains(body, &form), "{what}: the key in the body");
+                }
+            }
+        }
+    }
+}
+
+/// Answers the first GET of a key ending in `suffix` whose Range starts with `range` with `status` (an empty body:
+/// what some stores give), then forwards.
+fn answer_once(suffix: &'static str, range: &'static str, status: u16) -> Intercept {
+    let done = Arc::new(AtomicBool::new(false));
+    Arc::new(move |req| {
+        let hit = req.method() == Method::GET
+            && req.uri().path().ends_with(suffix)
+            && req.headers().get("range").and_then(|v| v.to_str().ok()).is_some_and(|r| r.starts_with(range));
+        (hit && !done.swap(true, Ordering::SeqCst)).then_some((status, ""))
+    })
+}
+
+fn intercepts(all: Vec<Intercept>) -> Intercept {
+    Arc::new(move |req| all.iter().find_map(|f| f(req)))
+}
+
+macro_rules! sse_c {
+    ($req:expr, $k:expr) => {
+        $req.sse_customer_algorithm("AES256").sse_customer_key(&$k.b64).sse_customer_key_md5(&$k.md5)
+    };
+}
+
+async fn body_of(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+async fn multipart(c: &Client, b: &str, k: &str, key: &CustomerKey, parts: &[Vec<u8>]) {
+    let up = sse_c!(c.create_multipart_upload().bucket(b).key(k), key).send().await.expect("create");
+    let id = up.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let n = i as i32 + 1;
+        let part = sse_c!(c.upload_part().bucket(b).key(k).upload_id(id).part_number(n), key)
+            .body(ByteStream::from(p.clone()))
+            .send()
+            .await
+            .expect("part");
+        done.push(CompletedPart::builder().part_number(n).e_tag(part.e_tag().unwrap()).build());
+    }
+    let parts = CompletedMultipartUpload::builder().set_parts(Some(done)).build();
+    sse_c!(c.complete_multipart_upload().bucket(b).key(k).upload_id(id).multipart_upload(parts), key)
+        .send()
+        .await
+        .expect("complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_request_to_the_store_ever_carries_a_customer_key_whatever_path_built_it() {
+    let (store, ak, sk) = crate::common::seaweedfs();
+    let script = Script {
+        intercept: Some(intercepts(vec![
+            answer_once("/suffix416", "bytes=-", 416),
+            answer_once("/suffix503", "bytes=-", 503),
+            answer_once("/probe416", "bytes=", 416),
+        ])),
+        rewrite: None,
+        record_bodies: true,
+    };
+    let spy = Forwarder::scripted(&store, script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.toml");
+    s3crypt::crypto::keys::keygen(&keyring, Some("k1")).unwrap();
+    let upstream =
+        format!("[upstream]\nendpoint = \"{}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n", spy.url());
+    let direct = crate::common::s3_client(&store, &ak, &sk, None, None);
+    let env = TestEnv::builder(Backend::Custom).custom_upstream(upstream, direct).keyring(&keyring).start().await;
+    let c = env.client();
+    let b = env.bucket.clone();
+    let (k1, k2) = (CustomerKey::new(101), CustomerKey::new(202));
+    let body = data(150_000, 1);
+
+    // Single objects: PUT, GET, HEAD, a range, a suffix range.
+    sse_c!(c.put_object().bucket(&b).key("c/obj"), k1).body(ByteStream::from(body.clone())).send().await.unwrap();
+    assert_eq!(body_of(sse_c!(c.get_object().bucket(&b).key("c/obj"), k1).send().await.unwrap()).await, body);
+    sse_c!(c.head_object().bucket(&b).key("c/obj"), k1).send().await.unwrap();
+    let r = sse_c!(c.get_object().bucket(&b).key("c/obj").range("bytes=70000-70099"), k1).send().await.unwrap();
+    assert_eq!(body_of(r).await, body[70_000..70_100]);
+    let r = sse_c!(c.get_object().bucket(&b).key("c/obj").range("bytes=-100"), k1).send().await.unwrap();
+    assert_eq!(body_of(r).await, body[body.len() - 100..]);
+
+    // The store answers a suffix range with 416 or 503 (the proxy reads the whole object instead), or a range
+    // with a bare 416 (the proxy asks the store for the object's size).
+    for key in ["c/suffix416", "c/suffix503"] {
+        sse_c!(c.put_object().bucket(&b).key(key), k1).body(ByteStream::from(body.clone())).send().await.unwrap();
+        let r = sse_c!(c.get_object().bucket(&b).key(key).range("bytes=-10"), k1).send().await.unwrap();
+        assert_eq!(body_of(r).await, body[body.len() - 10..], "{key}");
+    }
+    sse_c!(c.put_object().bucket(&b).key("c/probe416"), k1).body(ByteStream::from(data(100, 2))).send().await.unwrap();
+    let e = sse_c!(c.get_object().bucket(&b).key("c/probe416").range("bytes=1000-"), k1).send().await.unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
+
+    // Multipart uploads: sealed in place (aligned parts) and re-encrypted (misaligned); reads by part number.
+    let aligned = [data(5 * MIB, 3), data(10, 4)];
+    multipart(&c, &b, "c/mp-aligned", &k1, &aligned).await;
+    let misaligned = [data(5 * MIB + 1, 5), data(100, 6)];
+    multipart(&c, &b, "c/mp-repacked", &k1, &misaligned).await;
+    let p2 = sse_c!(c.get_object().bucket(&b).key("c/mp-aligned").part_number(2), k1).send().await.unwrap();
+    assert_eq!(body_of(p2).await, aligned[1]);
+    sse_c!(c.head_object().bucket(&b).key("c/mp-aligned").part_number(1), k1).send().await.unwrap();
+    let p1 = sse_c!(c.get_object().bucket(&b).key("c/obj").part_number(1), k1).send().await.unwrap();
+    assert_eq!(body_of(p1).await, body);
+    sse_c!(c.head_object().bucket(&b).key("c/obj").part_number(1), k1).send().await.unwrap();
+
+    // Copies: to another customer key, to the keyring, and a part copy into an SSE-C upload.
+    let copy = c
+        .copy_object()
+        .bucket(&b)
+        .key("c/copy-k2")
+        .copy_source(format!("{b}/c/obj"))
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&k1.b64)
+        .copy_source_sse_customer_key_md5(&k1.md5);
+    sse_c!(copy, k2).send().await.expect("SSE-C to SSE-C copy");
+    c.copy_object()
+        .bucket(&b)
+        .key("c/copy-keyring")
+        .copy_source(format!("{b}/c/obj"))
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&k1.b64)
+        .copy_source_sse_customer_key_md5(&k1.md5)
+        .send()
+        .await
+        .expect("SSE-C to keyring copy");
+    let up = sse_c!(c.create_multipart_upload().bucket(&b).key("c/part-copy"), k2).send().await.unwrap();
+    let id = up.upload_id().unwrap();
+    let pc = c
+        .upload_part_copy()
+        .bucket(&b)
+        .key("c/part-copy")
+        .upload_id(id)
+        .part_number(1)
+        .copy_source(format!("{b}/c/obj"))
+        .copy_source_range("bytes=0-99999")
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&k1.b64)
+        .copy_source_sse_customer_key_md5(&k1.md5);
+    let pc = sse_c!(pc, k2).send().await.expect("part copy");
+    let etag = pc.copy_part_result().and_then(|r| r.e_tag()).unwrap().to_owned();
+    let parts =
+        CompletedMultipartUpload::builder().parts(CompletedPart::builder().part_number(1).e_tag(etag).build()).build();
+    sse_c!(c.complete_multipart_upload().bucket(&b).key("c/part-copy").upload_id(id).multipart_upload(parts), k2)
+        .send()
+        .await
+        .expect("complete the part copy");
+    let got = sse_c!(c.get_object().bucket(&b).key("c/part-copy"), k2).send().await.unwrap();
+    assert_eq!(body_of(got).await, body[..100_000]);
+
+    // A header-signed request that also names the key in its query: the parameter is not the store's.
+    let url =
+        format!("{}/{b}/c/obj?x-amz-server-side-encryption-customer-key={}", env.endpoint(), B64URL.encode(&k1.raw));
+    let headers = [
+        ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
+        ("x-amz-server-side-encryption-customer-key", k1.b64.as_str()),
+        ("x-amz-server-side-encryption-customer-key-md5", k1.md5.as_str()),
+    ];
+    let r = env.raw().send(signed(Method::GET, &url, &headers, b"", CLIENT_AK, CLIENT_SK)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+
+    // The maintenance commands over the same bucket (a legacy plaintext object for migrate to encrypt).
+    env.direct.put_object().bucket(&b).key("legacy").body(ByteStream::from_static(b"plain")).send().await.unwrap();
+    let config = dir.path().join("maintenance.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmode = \"dev\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\nplain_http = \"allow\"\n\
+             [[clients]]\naccess_key_id = \"AKIDMAINT\"\nsecret_access_key = \"maint-secret\"\n\
+             [upstream]\nendpoint = \"{}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n\
+             [encryption]\nkeyring_file = {keyring:?}\nlegacy_objects = \"passthrough\"\n",
+            spy.url()
+        ),
+    )
+    .unwrap();
+    s3crypt::crypto::keys::keygen(&keyring, Some("k2")).unwrap();
+    for command in ["rewrap", "migrate"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3crypt"))
+            .args([command, "--config", config.to_str().unwrap(), "--bucket", &b])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for key in ["legacy", "c/copy-keyring"] {
+        let meta = env.direct.head_object().bucket(&b).key(key).send().await.unwrap();
+        let kek = meta.metadata().and_then(|m| m.get("s3crypt-kek")).cloned();
+        assert_eq!(kek.as_deref(), Some("keyring:k2"), "{key} migrated or re-wrapped");
+    }
+
+    // Every path above reached the store, and none of its requests carried a customer key.
+    let seen = spy.seen();
+    let saw = |what: &str, f: &dyn Fn(&Seen) -> bool| assert!(seen.iter().any(f), "no {what} reached the store");
+    let range = |s: &Seen| s.headers.get("range").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    saw("suffix refetch", &|s| s.method == Method::GET && s.uri.ends_with("/c/suffix416") && range(s).is_empty());
+    saw("5xx refetch", &|s| s.method == Method::GET && s.uri.ends_with("/c/suffix503") && range(s).is_empty());
+    saw("size probe", &|s| s.method == Method::HEAD && s.uri.ends_with("/c/probe416"));
+    saw("seal copy", &|s| {
+        s.method == Method::PUT && s.uri.ends_with("/c/mp-aligned") && s.headers.contains_key("x-amz-copy-source")
+    });
+    saw("repacked part", &|s| {
+        s.method == Method::PUT && s.uri.contains("/c/mp-repacked?") && s.uri.contains("partNumber=2")
+    });
+    saw("part-number HEAD", &|s| s.method == Method::HEAD && s.uri.ends_with("/c/mp-aligned"));
+    saw("rewrap copy", &|s| {
+        s.method == Method::PUT && s.uri.ends_with("/legacy") && s.body.as_ref().is_some_and(|b| !b.is_empty())
+    });
+    assert!(seen.iter().all(|s| !s.uri.contains("x-id=")), "the SDK's x-id never reaches the store");
+    assert_no_customer_key(&seen, &[&k1, &k2]);
+    assert!(seen.len() > 60, "the matrix sent {} requests", seen.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_key_for_a_pass_through_bucket_is_refused_not_sent_to_the_store() {
+    let (store, ak, sk) = crate::common::seaweedfs();
+    let spy = Forwarder::scripted(&store, Script { record_bodies: true, ..Script::default() }).await;
+    let plain = crate::common::unique_bucket("plain");
+    let upstream =
+        format!("[upstream]\nendpoint = \"{}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n", spy.url());
+    let direct = crate::common::s3_client(&store, &ak, &sk, None, None);
+    direct.create_bucket().bucket(&plain).send().await.unwrap();
+    let env =
+        TestEnv::builder(Backend::Custom).custom_upstream(upstream, direct).passthrough_bucket(&plain).start().await;
+    let c = env.client();
+    let k = CustomerKey::new(7);
+    let e =
+        sse_c!(c.put_object().bucket(&plain).key("x"), k).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+    assert_eq!(aws_sdk_s3::error::ProvideErrorMetadata::code(&e), Some("InvalidRequest"));
+    let e = sse_c!(c.get_object().bucket(&plain).key("x"), k).send().await.unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+    // A copy out of the pass-through bucket naming a source key is refused too.
+    c.put_object().bucket(&plain).key("src").body(ByteStream::from_static(b"s")).send().await.unwrap();
+    let e = c
+        .copy_object()
+        .bucket(&env.bucket)
+        .key("dst")
+        .copy_source(format!("{plain}/src"))
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&k.b64)
+        .copy_source_sse_customer_key_md5(&k.md5)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+    assert!(!spy.seen().iter().any(|s| s.uri.contains("/x") || s.uri.ends_with("/dst")), "refused before the store");
+    assert_no_customer_key(&spy.seen(), &[&k]);
+}
