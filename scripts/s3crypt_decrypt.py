@@ -29,6 +29,9 @@ TAG_LEN = 16
 FLAG_FINAL = 0x01
 STREAM_KEY_INFO = b"s3crypt/v1 stream key"
 WRAP_AAD_LABEL = b"s3crypt/v1 dek wrap"
+WRAP_V1_LEN = 12 + 32 + 16
+WRAP_V2 = 0x02
+WRAP_V2_KEY_INFO = b"s3crypt/v1 wrap key"
 
 
 class Invalid(Exception):
@@ -69,6 +72,26 @@ def wrap_aad(kek_ref, bucket, key, segment_size, mp=None, ctx=None):
     return aad
 
 
+def open_wrap(kek, wrapped, aad):
+    """A wrapped data key of either layout (docs/FORMAT.md §2): version 1 is nonce (12) || ct || tag under the key
+    itself (60 bytes); version 2 is 0x02 || salt (16) || nonce (12) || ct || tag under HKDF-SHA256(key, salt,
+    "s3crypt/v1 wrap key")."""
+    if len(wrapped) == WRAP_V1_LEN:
+        key, rest = kek, wrapped
+    elif len(wrapped) > 1 + 16 + 12 + 16 and wrapped[0] == WRAP_V2:
+        salt, rest = wrapped[1:17], wrapped[17:]
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=WRAP_V2_KEY_INFO).derive(kek)
+    else:
+        raise Invalid("wrapped data key of the wrong length")
+    try:
+        dek = AESGCM(key).decrypt(rest[:12], rest[12:], aad)
+    except Exception as e:  # InvalidTag
+        raise Invalid("the data key does not unwrap for this bucket and key") from e
+    if len(dek) != 32:
+        raise Invalid("wrapped data key of the wrong length")
+    return dek
+
+
 def unwrap_kms(kms, kek_ref, wrapped, bucket, key, segment_size, mp, bucket_key, ctx):
     """A KMS-protected object's data key (docs/FORMAT.md §2): KMS Decrypt of the bucket key (bucket-key mode) or of
     the data key itself, each under its encryption context."""
@@ -89,10 +112,7 @@ def unwrap_kms(kms, kek_ref, wrapped, bucket, key, segment_size, mp, bucket_key,
         raise Invalid(f"KMS did not unwrap the key: {e}") from e
     if bucket_key is None:
         return plain
-    try:
-        return AESGCM(plain).decrypt(wrapped[:12], wrapped[12:], wrap_aad(kek_ref, bucket, key, segment_size, mp, ctx))
-    except Exception as e:
-        raise Invalid("the data key does not unwrap for this bucket and key") from e
+    return open_wrap(plain, wrapped, wrap_aad(kek_ref, bucket, key, segment_size, mp, ctx))
 
 
 def layout(mp, segment_size):
@@ -123,13 +143,7 @@ def unwrap(keyring, kek_ref, wrapped, bucket, key, segment_size, mp=None):
     scheme, _, kid = kek_ref.partition(":")
     if scheme != "keyring" or kid not in keyring:
         raise Invalid(f"the keyring has no key {kek_ref}")
-    if len(wrapped) != 12 + 32 + 16:
-        raise Invalid("wrapped data key of the wrong length")
-    try:
-        aad = wrap_aad(kek_ref, bucket, key, segment_size, mp)
-        return AESGCM(keyring[kid]).decrypt(wrapped[:12], wrapped[12:], aad)
-    except Exception as e:  # InvalidTag
-        raise Invalid("the data key does not unwrap for this bucket and key") from e
+    return open_wrap(keyring[kid], wrapped, wrap_aad(kek_ref, bucket, key, segment_size, mp))
 
 
 def stream_key(dek, part, salt):

@@ -60,11 +60,28 @@ pub const MULTIPART_OPEN: &str = "open";
 pub const MAX_PARTS: u32 = 10_000;
 /// First field of the AAD of the data-key wrap carried in a multipart upload ID. DO NOT CHANGE.
 pub const UPLOAD_TOKEN_AAD_LABEL: &[u8] = b"s3crypt/v1 upload token";
-/// Prefix of the upload IDs s3crypt hands out: `s3c1.<b64url kek ref>.<b64url token>.<upstream upload id>`.
-/// DO NOT CHANGE.
+/// Prefix of the upload IDs earlier versions handed out: `s3c1.<b64url kek ref>.<b64url token>.<upstream upload id>`
+/// (no longer accepted for parts or Complete: they do not bind the upload's protection). DO NOT CHANGE.
 pub const UPLOAD_ID_PREFIX: &str = "s3c1.";
 /// Key-reference scheme of the local keyring. DO NOT CHANGE.
 pub const KEK_SCHEME_KEYRING: &str = "keyring";
+
+// --- Added with the second wrap layout and upload-ID version (docs/FORMAT.md §2 "Wrapped DEK", §7 "Upload IDs").
+// The object format stays version 1: readers accept both wrap layouts; writers write the second.
+
+/// First byte of a version-2 wrap (a wrap under a per-wrap derived key). DO NOT CHANGE.
+pub const WRAP_V2: u8 = 0x02;
+/// Random salt of a version-2 wrap, from which its one-time key is derived. DO NOT CHANGE.
+pub const WRAP_V2_SALT_LEN: usize = 16;
+/// HKDF-SHA256 `info` of a version-2 wrap's key. DO NOT CHANGE.
+pub const WRAP_V2_KEY_INFO: &[u8] = b"s3crypt/v1 wrap key";
+/// Length of a version-1 wrap of a data key (nonce, 32 bytes, tag): the only length a version-1 wrap has. DO NOT CHANGE.
+pub const WRAP_V1_LEN: usize = WRAP_NONCE_LEN + DEK_LEN + TAG_LEN;
+/// Prefix of the upload IDs s3crypt hands out since upload IDs bind the protection:
+/// `s3c2.<b64url kek ref>.<b64url protection>.<b64url token>.<upstream upload id>`. DO NOT CHANGE.
+pub const UPLOAD_ID_PREFIX_V2: &str = "s3c2.";
+/// First field of the AAD of a version-2 upload token. DO NOT CHANGE.
+pub const UPLOAD_TOKEN_V2_AAD_LABEL: &[u8] = b"s3crypt/v1 upload token v2";
 
 /// The 16-byte header in front of every segment: authenticated as the segment's AAD.
 ///

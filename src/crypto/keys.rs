@@ -13,8 +13,8 @@ use zeroize::Zeroizing;
 
 use super::aead::SegmentCipher;
 use super::format::{
-    DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, UPLOAD_TOKEN_AAD_LABEL, WRAP_AAD_CONTEXT_PREFIX, WRAP_AAD_LABEL,
-    WRAP_NONCE_LEN,
+    DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, TAG_LEN, UPLOAD_TOKEN_AAD_LABEL, UPLOAD_TOKEN_V2_AAD_LABEL,
+    WRAP_AAD_CONTEXT_PREFIX, WRAP_AAD_LABEL, WRAP_NONCE_LEN, WRAP_V1_LEN, WRAP_V2, WRAP_V2_KEY_INFO, WRAP_V2_SALT_LEN,
 };
 use crate::error::ProxyError;
 
@@ -85,12 +85,80 @@ pub fn wrap_aad(
 
 /// Wraps `dek` under a raw 256-bit key (a bucket key or a customer key): the same layout as a KEK wrap.
 pub fn wrap_under(key: &[u8; 32], dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
-    Ok(Kek::new("", *key).wrap_with_nonce(dek, aad, random_bytes()?))
+    seal_wrap(key, dek.expose(), aad)
 }
 
 /// Unwraps what [`wrap_under`] made; `None` for another key or AAD.
 pub fn unwrap_under(key: &[u8; 32], wrapped: &[u8], aad: &[u8]) -> Option<DataKey> {
-    Kek::new("", *key).unwrap(wrapped, aad)
+    open_wrap(key, wrapped, aad).and_then(|p| to_data_key(&p))
+}
+
+fn to_data_key(payload: &[u8]) -> Option<DataKey> {
+    let k: [u8; DEK_LEN] = payload.try_into().ok()?;
+    Some(DataKey::from_bytes(k))
+}
+
+/// The one-time key of a version-2 wrap: `HKDF-SHA256(ikm = key, salt, info = "s3crypt/v1 wrap key")`.
+fn wrap_v2_key(key: &[u8; 32], salt: &[u8; WRAP_V2_SALT_LEN]) -> Zeroizing<[u8; 32]> {
+    use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
+    let prk = Salt::new(HKDF_SHA256, salt).extract(key);
+    let mut out = Zeroizing::new([0u8; 32]);
+    // Expanding 32 bytes from SHA-256 always succeeds.
+    if let Ok(okm) = prk.expand(&[WRAP_V2_KEY_INFO], HKDF_SHA256) {
+        let _ = okm.fill(&mut out[..]);
+    }
+    out
+}
+
+/// Wraps `payload` (a data key, or a wrap of one) under `key`, bound to `aad`, as a version-2 wrap:
+/// `0x02 || salt (16) || nonce (12) || AES-256-GCM(K, nonce, aad, payload) || tag (16)` with `K` derived from `key`
+/// and the random salt, so no two wraps share a GCM key and no count of wraps per key is needed.
+pub fn seal_wrap(key: &[u8; 32], payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
+    Ok(seal_wrap_with(key, payload, aad, random_bytes()?, random_bytes()?))
+}
+
+/// [`seal_wrap`] with a given salt and nonce (known-answer vectors).
+pub fn seal_wrap_with(
+    key: &[u8; 32],
+    payload: &[u8],
+    aad: &[u8],
+    salt: [u8; WRAP_V2_SALT_LEN],
+    nonce: [u8; WRAP_NONCE_LEN],
+) -> Vec<u8> {
+    let cipher = SegmentCipher::new(&wrap_v2_key(key, &salt));
+    let mut buf = Zeroizing::new(payload.to_vec());
+    let tag = cipher.seal(nonce, aad, &mut buf);
+    let mut out = Vec::with_capacity(1 + WRAP_V2_SALT_LEN + WRAP_NONCE_LEN + payload.len() + TAG_LEN);
+    out.push(WRAP_V2);
+    out.extend_from_slice(&salt);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&buf);
+    out.extend_from_slice(&tag);
+    out
+}
+
+/// Opens a wrap of either layout: a version-1 wrap is exactly [`WRAP_V1_LEN`] bytes (`nonce || ct || tag` under
+/// `key` itself), a version-2 wrap starts with `0x02` and is longer. `None` if it was made for another key or AAD,
+/// or altered.
+pub fn open_wrap(key: &[u8; 32], wrapped: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let (cipher, rest) = if wrapped.len() == WRAP_V1_LEN {
+        (SegmentCipher::new(key), wrapped)
+    } else {
+        let rest = wrapped.strip_prefix(&[WRAP_V2])?;
+        if rest.len() < WRAP_V2_SALT_LEN + WRAP_NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (salt, rest) = rest.split_at(WRAP_V2_SALT_LEN);
+        let salt: &[u8; WRAP_V2_SALT_LEN] = salt.try_into().ok()?;
+        (SegmentCipher::new(&wrap_v2_key(key, salt)), rest)
+    };
+    let (nonce, sealed) = rest.split_at(WRAP_NONCE_LEN);
+    let nonce: [u8; WRAP_NONCE_LEN] = nonce.try_into().ok()?;
+    let mut buf = Zeroizing::new(sealed.to_vec());
+    cipher.open(nonce, aad, &mut buf).ok()?;
+    let plain = buf.len() - TAG_LEN;
+    buf.truncate(plain);
+    Some(buf)
 }
 
 fn push_field(aad: &mut Vec<u8>, field: &[u8]) {
@@ -98,8 +166,29 @@ fn push_field(aad: &mut Vec<u8>, field: &[u8]) {
     aad.extend_from_slice(field);
 }
 
-/// The AAD of the DEK wrap inside a multipart upload ID: label, version, segment size, then length-prefixed key
-/// reference, bucket, key and upstream upload ID (so a token works only for its own upload).
+/// The AAD of the token inside a version-2 upload ID: label, segment size, then length-prefixed key reference,
+/// bucket, key, upstream upload ID and protection descriptor, and, for an SSE-C upload, the MD5 of the customer key
+/// (so a token opens only for its own upload, its own protection and the key it was made with).
+pub fn upload_token_v2_aad(
+    kek_ref: &str,
+    id: &ObjectIdentity,
+    segment_size: u32,
+    upstream_upload_id: &str,
+    protection: &str,
+    customer_key_md5: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(160 + id.bucket.len() + id.key.len() + upstream_upload_id.len());
+    aad.extend_from_slice(UPLOAD_TOKEN_V2_AAD_LABEL);
+    aad.extend_from_slice(&segment_size.to_be_bytes());
+    let fields = [kek_ref.as_bytes(), id.bucket.as_bytes(), id.key.as_bytes(), upstream_upload_id.as_bytes()];
+    for field in fields.into_iter().chain([protection.as_bytes()]).chain(customer_key_md5) {
+        push_field(&mut aad, field);
+    }
+    aad
+}
+
+/// The AAD of the DEK wrap inside a version-1 (`s3c1.`) upload ID: label, version, segment size, then
+/// length-prefixed key reference, bucket, key and upstream upload ID. Kept for the known-answer vectors.
 pub fn upload_token_aad(kek_ref: &str, id: &ObjectIdentity, segment_size: u32, upstream_upload_id: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(96 + id.bucket.len() + id.key.len() + upstream_upload_id.len());
     aad.extend_from_slice(UPLOAD_TOKEN_AAD_LABEL);
@@ -137,7 +226,8 @@ impl Kek {
         format!("{KEK_SCHEME_KEYRING}:{}", self.id)
     }
 
-    /// `nonce (12) || AES-256-GCM(KEK, nonce, DEK, aad) (32) || tag (16)`.
+    /// A version-1 wrap, `nonce (12) || AES-256-GCM(KEK, nonce, DEK, aad) (32) || tag (16)`: no longer written,
+    /// kept for the known-answer vectors of the objects written with it.
     pub fn wrap_with_nonce(&self, dek: &DataKey, aad: &[u8], nonce: [u8; WRAP_NONCE_LEN]) -> Vec<u8> {
         let cipher = SegmentCipher::new(&self.key);
         let mut buf = dek.expose().to_vec();
@@ -149,22 +239,25 @@ impl Kek {
         out
     }
 
+    /// Wraps a data key (a version-2 wrap, [`seal_wrap`]).
     pub fn wrap(&self, dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
-        Ok(self.wrap_with_nonce(dek, aad, random_bytes()?))
+        seal_wrap(&self.key, dek.expose(), aad)
     }
 
-    /// Unwraps; `None` if the wrap was made for another key, object or parameters, or was altered.
+    /// Wraps any payload (a version-2 wrap): upload tokens.
+    pub fn wrap_payload(&self, payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
+        seal_wrap(&self.key, payload, aad)
+    }
+
+    /// Opens what [`Kek::wrap_payload`] made.
+    pub fn unwrap_payload(&self, wrapped: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        open_wrap(&self.key, wrapped, aad)
+    }
+
+    /// Unwraps a data key (either layout); `None` if the wrap was made for another key, object or parameters, or was
+    /// altered.
     pub fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Option<DataKey> {
-        if wrapped.len() != WRAP_NONCE_LEN + DEK_LEN + 16 {
-            return None;
-        }
-        let mut nonce = [0u8; WRAP_NONCE_LEN];
-        nonce.copy_from_slice(&wrapped[..WRAP_NONCE_LEN]);
-        let mut buf = Zeroizing::new(wrapped[WRAP_NONCE_LEN..].to_vec());
-        SegmentCipher::new(&self.key).open(nonce, aad, &mut buf).ok()?;
-        let mut k = [0u8; DEK_LEN];
-        k.copy_from_slice(&buf[..DEK_LEN]);
-        Some(DataKey::from_bytes(k))
+        open_wrap(&self.key, wrapped, aad).and_then(|p| to_data_key(&p))
     }
 }
 
@@ -363,6 +456,31 @@ mod tests {
         let mut tampered = w.clone();
         tampered[20] ^= 1;
         assert!(kek.unwrap(&tampered, &aad).is_none());
+    }
+
+    #[test]
+    fn wraps_use_a_one_time_derived_key_and_earlier_wraps_still_open() {
+        let kek = Kek::new("main", [3u8; 32]);
+        let dek = DataKey::generate().unwrap();
+        let aad = wrap_aad(&kek.reference(), &id("b", "k"), 65536, None, None);
+        let (a, b) = (kek.wrap(&dek, &aad).unwrap(), kek.wrap(&dek, &aad).unwrap());
+        assert_eq!((a.len(), a[0]), (1 + 16 + 12 + 32 + 16, WRAP_V2));
+        assert_ne!(a[1..17], b[1..17], "a fresh salt, so a fresh key, per wrap");
+        assert_eq!(kek.unwrap(&a, &aad).unwrap().expose(), dek.expose());
+        let v1 = kek.wrap_with_nonce(&dek, &aad, [9; 12]);
+        assert_eq!(v1.len(), WRAP_V1_LEN);
+        assert_eq!(kek.unwrap(&v1, &aad).unwrap().expose(), dek.expose(), "objects wrapped before still read");
+        // A version-2 wrap is not a version-1 wrap under the raw key, and cannot be cut down to one.
+        assert!(kek.unwrap(&a[1..61], &aad).is_none());
+        for i in [0, 1, 20, 40, 76] {
+            let mut t = a.clone();
+            t[i] ^= 1;
+            assert!(kek.unwrap(&t, &aad).is_none(), "byte {i}");
+        }
+        assert!(kek.unwrap(&a[..a.len() - 1], &aad).is_none());
+        let payload = kek.wrap_payload(&a, &aad).unwrap();
+        assert_eq!(&kek.unwrap_payload(&payload, &aad).unwrap()[..], &a[..]);
+        assert!(kek.unwrap(&payload, &aad).is_none(), "a 77-byte payload is not a data key");
     }
 
     #[test]

@@ -20,8 +20,10 @@ use crate::config::{BucketPolicy, DefaultProtection, EncryptionSettings, LegacyP
 use crate::error::ProxyError;
 use crate::s3::sse::{CustomerKey, SseRequest};
 use envelope::{Envelope, Multipart};
-use format::{DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, KEK_REF_SSE_C, KEK_SCHEME_KMS, UPLOAD_ID_PREFIX};
-use keys::{DataKey, LocalKeyring, ObjectIdentity, unwrap_under, upload_token_aad, wrap_under};
+use format::{
+    DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, KEK_REF_SSE_C, KEK_SCHEME_KMS, UPLOAD_ID_PREFIX, UPLOAD_ID_PREFIX_V2,
+};
+use keys::{DataKey, LocalKeyring, ObjectIdentity, unwrap_under, upload_token_v2_aad, wrap_under};
 use kms::{Context, KmsProvider, bucket_key_context};
 
 /// How a new object is protected: what its data key is wrapped under.
@@ -35,6 +37,104 @@ pub enum Protection {
     Customer(Arc<CustomerKey>),
     /// Not encrypted (a plaintext policy).
     Plaintext,
+}
+
+/// How the object of a multipart upload is protected, as its upload ID binds it (the token's AAD): decided at
+/// CreateMultipartUpload from the proxy's own envelope, never from what the store answers later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadProtection {
+    /// The local keyring (whichever key is current when the object is sealed).
+    Keyring,
+    /// A KMS key: its ARN (as KMS named it), bucket-key mode, and the SHA-256 of the client's encryption context.
+    Kms { arn: String, bucket_key: bool, context_digest: Option<[u8; 32]> },
+    /// The client's SSE-C key (its MD5 is bound too, from the request).
+    Customer,
+}
+
+fn context_digest(context: Option<&str>) -> Option<[u8; 32]> {
+    context.map(|c| <sha2::Sha256 as sha2::Digest>::digest(c.as_bytes()).into())
+}
+
+impl UploadProtection {
+    /// The protection of the new upload whose (open) envelope is `env`.
+    pub fn of(env: &Envelope) -> UploadProtection {
+        if env.kek_ref == KEK_REF_SSE_C {
+            return UploadProtection::Customer;
+        }
+        match kms_key_of(&env.kek_ref) {
+            Some(arn) => UploadProtection::Kms {
+                arn: arn.to_owned(),
+                bucket_key: env.bucket_key.is_some(),
+                context_digest: context_digest(env.context.as_deref()),
+            },
+            None => UploadProtection::Keyring,
+        }
+    }
+
+    /// The descriptor carried in the upload ID and bound by its token: `keyring`, `sse-c`, or
+    /// `kms;<ARN>;<0|1 bucket key>;<hex SHA-256 of the context, or empty>`.
+    pub fn descriptor(&self) -> String {
+        match self {
+            UploadProtection::Keyring => "keyring".to_owned(),
+            UploadProtection::Customer => KEK_REF_SSE_C.to_owned(),
+            UploadProtection::Kms { arn, bucket_key, context_digest } => {
+                format!("kms;{arn};{};{}", u8::from(*bucket_key), context_digest.map(hex::encode).unwrap_or_default())
+            }
+        }
+    }
+
+    /// Reads a descriptor.
+    pub fn parse(d: &str) -> Option<UploadProtection> {
+        match d {
+            "keyring" => Some(UploadProtection::Keyring),
+            KEK_REF_SSE_C => Some(UploadProtection::Customer),
+            other => {
+                let mut f = other.strip_prefix("kms;")?.rsplitn(3, ';');
+                let (digest, bk, arn) = (f.next()?, f.next()?, f.next()?);
+                let bucket_key = match bk {
+                    "0" => false,
+                    "1" => true,
+                    _ => return None,
+                };
+                let context_digest = match digest {
+                    "" => None,
+                    h => Some(hex::decode(h).ok()?.try_into().ok()?),
+                };
+                (!arn.is_empty()).then(|| UploadProtection::Kms { arn: arn.to_owned(), bucket_key, context_digest })
+            }
+        }
+    }
+
+    /// Whether the envelope the store shows for the completed upload says what this protection says (its key
+    /// reference, bucket-key mode and context): necessary, not sufficient (the data key is compared too).
+    fn matches(&self, env: &Envelope) -> bool {
+        match self {
+            UploadProtection::Keyring => env.kek_ref.starts_with("keyring:") && env.bucket_key.is_none(),
+            UploadProtection::Customer => env.kek_ref == KEK_REF_SSE_C && env.bucket_key.is_none(),
+            UploadProtection::Kms { arn, bucket_key, context_digest: digest } => {
+                kms_key_of(&env.kek_ref) == Some(arn.as_str())
+                    && env.bucket_key.is_some() == *bucket_key
+                    && context_digest(env.context.as_deref()) == *digest
+            }
+        }
+    }
+
+    /// The response headers' key reference (`keyring`, `kms:<ARN>`, `sse-c`).
+    pub fn kek_ref(&self, keyring: &LocalKeyring) -> String {
+        match self {
+            UploadProtection::Keyring => keyring.current().reference(),
+            UploadProtection::Customer => KEK_REF_SSE_C.to_owned(),
+            UploadProtection::Kms { arn, .. } => format!("{KEK_SCHEME_KMS}:{arn}"),
+        }
+    }
+}
+
+/// An upload ID opened: the upstream upload, the data key and the protection the token binds.
+#[derive(Debug)]
+pub struct OpenedUpload {
+    pub upstream_id: String,
+    pub dek: Arc<DataKey>,
+    pub protection: UploadProtection,
 }
 
 /// The policy that applies to one object: the longest matching prefix policy, then the bucket's, then the global
@@ -269,21 +369,6 @@ impl Crypto {
         }
     }
 
-    /// The protection an existing object has (to re-wrap it the same way), given the client's SSE-C key if any.
-    pub fn protection_of(&self, env: &Envelope, customer: Option<&Arc<CustomerKey>>) -> Result<Protection, ProxyError> {
-        if env.kek_ref == KEK_REF_SSE_C {
-            return customer.map(|k| Protection::Customer(Arc::clone(k))).ok_or_else(sse_c_required);
-        }
-        if let Some(key) = kms_key_of(&env.kek_ref) {
-            return Ok(Protection::Kms {
-                key_id: key.to_owned(),
-                context: env.context.clone(),
-                bucket_key: env.bucket_key.is_some(),
-            });
-        }
-        Ok(Protection::Keyring)
-    }
-
     /// A fresh data key for a new object and its envelope.
     pub async fn new_object_key(
         &self,
@@ -402,92 +487,147 @@ impl Crypto {
             .ok_or(ProxyError::ObjectIntegrity("the data key does not unwrap for this object"))
     }
 
-    /// `env` with its data key re-wrapped for `id` and `multipart`, the same way it is protected now (keyring
-    /// objects move to the current KEK): how a copy renames an object and how Complete seals one, without
-    /// touching the ciphertext.
-    pub async fn rewrap(
+    /// The protection a completed upload is sealed (or re-encrypted) with, once the envelope the store shows for it
+    /// is authenticated: it must say what the upload's token binds (key reference, bucket-key mode, context, segment
+    /// size, the open state), and its data key must unwrap, for this object, to the token's (compared in constant
+    /// time). Anything else is the store's doing: `ObjectIntegrity`, and nothing is sealed.
+    pub async fn sealing_protection(
         &self,
-        dek: &DataKey,
-        env: &Envelope,
+        open: &Envelope,
         id: &ObjectIdentity,
-        multipart: Option<Multipart>,
+        dek: &DataKey,
+        protection: &UploadProtection,
         customer: Option<&Arc<CustomerKey>>,
-    ) -> Result<Envelope, ProxyError> {
-        let protection = self.protection_of(env, customer)?;
-        self.wrap_for(dek, id, &protection, multipart).await
+    ) -> Result<Protection, ProxyError> {
+        let changed = ProxyError::ObjectIntegrity("the store changed the envelope of the completed upload");
+        if !protection.matches(open)
+            || open.segment_size != self.segment_size
+            || open.multipart != Some(Multipart::Open)
+        {
+            return Err(changed);
+        }
+        let stored = self.open_envelope(open, id, customer).await.map_err(|e| match e {
+            ProxyError::ObjectIntegrity(_) | ProxyError::AccessDenied(_) | ProxyError::UnknownKey(_) => changed.clone(),
+            other => other,
+        })?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&stored.expose()[..], &dek.expose()[..])) {
+            return Err(changed);
+        }
+        Ok(match protection {
+            UploadProtection::Keyring => Protection::Keyring,
+            UploadProtection::Customer => Protection::Customer(Arc::clone(customer.ok_or_else(sse_c_required)?)),
+            UploadProtection::Kms { arn, bucket_key, .. } => {
+                Protection::Kms { key_id: arn.clone(), context: open.context.clone(), bucket_key: *bucket_key }
+            }
+        })
     }
 
-    /// The upload ID handed to the client for the upstream upload `upstream_id` of object `id` with data key
-    /// `dek`: `s3c1.<b64url kek ref>.<b64url wrapped dek>.<upstream id>` (docs/FORMAT.md, "Multipart uploads").
-    /// SSE-C uploads wrap it under the client's key (every part must then bring it); others under the keyring.
+    /// The upload ID handed to the client for the upstream upload `upstream_id` of object `id`, whose data key is
+    /// `dek` and whose open envelope (the proxy's own) is `env`:
+    /// `s3c2.<b64url kek ref>.<b64url protection>.<b64url token>.<upstream id>` (docs/FORMAT.md §7). The token is
+    /// wrapped under the keyring's current key (clients cannot make one), bound to the object, the upstream upload
+    /// and the protection; for SSE-C its payload is the data key wrapped under the client's key, bound to that
+    /// key's MD5 too (every part must bring it).
     pub fn upload_id(
         &self,
         dek: &DataKey,
         id: &ObjectIdentity,
         upstream_id: &str,
+        env: &Envelope,
         customer: Option<&Arc<CustomerKey>>,
     ) -> Result<String, ProxyError> {
-        let (kek_ref, token) = match customer {
-            Some(k) => {
-                let aad = upload_token_aad(KEK_REF_SSE_C, id, self.segment_size, upstream_id);
-                (KEK_REF_SSE_C.to_owned(), wrap_under(k.expose(), dek, &aad)?)
+        let protection = UploadProtection::of(env);
+        let descriptor = protection.descriptor();
+        let kek = self.keyring.current();
+        let kek_ref = kek.reference();
+        let aad = upload_token_v2_aad(&kek_ref, id, self.segment_size, upstream_id, &descriptor, None);
+        let token = match (&protection, customer) {
+            (UploadProtection::Customer, Some(k)) => {
+                let md5 = k.md5();
+                let inner_aad =
+                    upload_token_v2_aad(&kek_ref, id, self.segment_size, upstream_id, &descriptor, Some(&md5));
+                kek.wrap_payload(&wrap_under(k.expose(), dek, &inner_aad)?, &aad)?
             }
-            None => {
-                let kek = self.keyring.current();
-                let kek_ref = kek.reference();
-                let token = kek.wrap(dek, &upload_token_aad(&kek_ref, id, self.segment_size, upstream_id))?;
-                (kek_ref, token)
-            }
+            (UploadProtection::Customer, None) => return Err(sse_c_required()),
+            (_, Some(_)) => return Err(ProxyError::Internal("a customer key for an upload that is not SSE-C".into())),
+            (_, None) => kek.wrap(dek, &aad)?,
         };
-        Ok(format!("{UPLOAD_ID_PREFIX}{}.{}.{upstream_id}", B64URL.encode(kek_ref), B64URL.encode(token)))
+        Ok(format!(
+            "{UPLOAD_ID_PREFIX_V2}{}.{}.{}.{upstream_id}",
+            B64URL.encode(kek_ref),
+            B64URL.encode(descriptor),
+            B64URL.encode(token)
+        ))
     }
 
-    /// Reads an upload ID made by [`Crypto::upload_id`]: the upstream upload ID, the data key and the reference of
-    /// the key that wrapped it.
+    /// Opens an upload ID made by [`Crypto::upload_id`] for object `id`, given the request's SSE-C key if any. A
+    /// token made for another object or upload, altered, or not made by this keyring is `NoSuchUpload`; an SSE-C
+    /// upload opened without its key, or with another, is `InvalidRequest` (as S3 answers).
     pub fn open_upload_id(
         &self,
         upload_id: &str,
         id: &ObjectIdentity,
         customer: Option<&Arc<CustomerKey>>,
-    ) -> Result<(String, Arc<DataKey>, String), ProxyError> {
+    ) -> Result<OpenedUpload, ProxyError> {
         let no_such = || ProxyError::NoSuchUpload;
-        let rest = upload_id.strip_prefix(UPLOAD_ID_PREFIX).ok_or_else(no_such)?;
-        let mut fields = rest.splitn(3, '.');
-        let (Some(kek_ref), Some(token), Some(upstream_id)) = (fields.next(), fields.next(), fields.next()) else {
+        let rest = upload_id.strip_prefix(UPLOAD_ID_PREFIX_V2).ok_or_else(no_such)?;
+        let mut fields = rest.splitn(4, '.');
+        let (Some(kek_ref), Some(descriptor), Some(token), Some(upstream_id)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             return Err(no_such());
         };
-        let kek_ref = B64URL.decode(kek_ref).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(no_such)?;
+        let text = |f: &str| B64URL.decode(f).ok().and_then(|b| String::from_utf8(b).ok());
+        let kek_ref = text(kek_ref).ok_or_else(no_such)?;
+        let descriptor = text(descriptor).ok_or_else(no_such)?;
+        let protection = UploadProtection::parse(&descriptor).ok_or_else(no_such)?;
         let token = B64URL.decode(token).map_err(|_| no_such())?;
         if upstream_id.is_empty() {
             return Err(no_such());
         }
-        let aad = upload_token_aad(&kek_ref, id, self.segment_size, upstream_id);
-        let dek = if kek_ref == KEK_REF_SSE_C {
-            let key = customer.ok_or_else(sse_c_required)?;
-            unwrap_under(key.expose(), &token, &aad).ok_or_else(|| {
-                ProxyError::InvalidRequest(
-                    "The provided encryption parameters did not match the ones used originally.".into(),
-                )
-            })?
-        } else {
-            if customer.is_some() {
+        let kek = self.keyring.by_reference(&kek_ref).ok_or_else(no_such)?;
+        let aad = upload_token_v2_aad(&kek_ref, id, self.segment_size, upstream_id, &descriptor, None);
+        let payload = kek.unwrap_payload(&token, &aad).ok_or_else(no_such)?;
+        let dek = match (&protection, customer) {
+            (UploadProtection::Customer, None) => return Err(sse_c_required()),
+            (UploadProtection::Customer, Some(k)) => {
+                let md5 = k.md5();
+                let inner_aad =
+                    upload_token_v2_aad(&kek_ref, id, self.segment_size, upstream_id, &descriptor, Some(&md5));
+                unwrap_under(k.expose(), &payload, &inner_aad).ok_or_else(|| {
+                    ProxyError::InvalidRequest(
+                        "The provided encryption parameters did not match the ones used originally.".into(),
+                    )
+                })?
+            }
+            (_, Some(_)) => {
                 return Err(ProxyError::InvalidRequest(
                     "The encryption parameters are not applicable to this upload.".into(),
                 ));
             }
-            let kek = self.keyring.by_reference(&kek_ref).ok_or_else(|| ProxyError::UnknownKey(kek_ref.clone()))?;
-            kek.unwrap(&token, &aad).ok_or_else(no_such)?
+            (_, None) => {
+                let k: [u8; 32] = payload.as_slice().try_into().map_err(|_| no_such())?;
+                DataKey::from_bytes(k)
+            }
         };
-        Ok((upstream_id.to_owned(), Arc::new(dek), kek_ref))
+        Ok(OpenedUpload { upstream_id: upstream_id.to_owned(), dek: Arc::new(dek), protection })
     }
 
-    /// The upstream upload ID inside an upload ID (no key needed: Abort and ListParts also accept raw IDs, the
-    /// ones ListMultipartUploads shows).
+    /// The upstream upload ID inside an upload ID of either version (no key needed: Abort and ListParts also accept
+    /// raw IDs, the ones ListMultipartUploads shows).
     pub fn upstream_upload_id(upload_id: &str) -> &str {
+        if let Some(rest) = upload_id.strip_prefix(UPLOAD_ID_PREFIX_V2) {
+            return rest.splitn(4, '.').nth(3).unwrap_or(upload_id);
+        }
         match upload_id.strip_prefix(UPLOAD_ID_PREFIX) {
             Some(rest) => rest.splitn(3, '.').nth(2).unwrap_or(upload_id),
             None => upload_id,
         }
+    }
+
+    /// Whether an upload ID is one of the proxy's (either version), not a store's raw ID.
+    pub fn is_proxy_upload_id(upload_id: &str) -> bool {
+        upload_id.starts_with(UPLOAD_ID_PREFIX_V2) || upload_id.starts_with(UPLOAD_ID_PREFIX)
     }
 }
 
@@ -502,6 +642,7 @@ fn sse_c_required() -> ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn crypto() -> (Crypto, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -510,24 +651,137 @@ mod tests {
         (Crypto::from_keyring(LocalKeyring::load(&path).unwrap(), LegacyPolicy::Reject), dir)
     }
 
+    fn open_env(kek_ref: &str, bucket_key: Option<Vec<u8>>, context: Option<&str>) -> Envelope {
+        Envelope {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            kek_ref: kek_ref.into(),
+            wrapped_dek: vec![0; 77],
+            multipart: Some(Multipart::Open),
+            bucket_key,
+            context: context.map(str::to_owned),
+        }
+    }
+
+    fn customer(seed: u8) -> Arc<CustomerKey> {
+        let mut h = http::HeaderMap::new();
+        let key = [seed; 32];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        let md5 = base64::engine::general_purpose::STANDARD.encode(<md5::Md5 as md5::Digest>::digest(key));
+        h.insert(crate::s3::sse::SSE_C_ALGORITHM, "AES256".parse().unwrap());
+        h.insert(crate::s3::sse::SSE_C_KEY, b64.parse().unwrap());
+        h.insert(crate::s3::sse::SSE_C_KEY_MD5, md5.parse().unwrap());
+        Arc::clone(SseRequest::from_headers(&h).unwrap().customer().unwrap())
+    }
+
     #[test]
     fn an_upload_id_carries_the_data_key_to_any_replica_and_only_for_its_own_upload() {
         let (c, _dir) = crypto();
         let id = ObjectIdentity { bucket: "b".into(), key: "k".into() };
         let dek = DataKey::generate().unwrap();
-        let upload_id = c.upload_id(&dek, &id, "up.stream_id-1.2", None).unwrap();
-        assert!(upload_id.starts_with("s3c1.") && upload_id.ends_with(".up.stream_id-1.2"));
-        let (upstream, got, kek_ref) = c.open_upload_id(&upload_id, &id, None).unwrap();
-        assert_eq!(kek_ref, "keyring:k1");
-        assert_eq!((upstream.as_str(), got.expose()), ("up.stream_id-1.2", dek.expose()));
+        let env = open_env("keyring:k1", None, None);
+        let upload_id = c.upload_id(&dek, &id, "up.stream_id-1.2", &env, None).unwrap();
+        assert!(upload_id.starts_with("s3c2.") && upload_id.ends_with(".up.stream_id-1.2"));
+        let opened = c.open_upload_id(&upload_id, &id, None).unwrap();
+        assert_eq!(opened.protection, UploadProtection::Keyring);
+        assert_eq!((opened.upstream_id.as_str(), opened.dek.expose()), ("up.stream_id-1.2", dek.expose()));
         assert_eq!(Crypto::upstream_upload_id(&upload_id), "up.stream_id-1.2");
+        assert_eq!(Crypto::upstream_upload_id("s3c1.a.b.raw.1"), "raw.1");
         assert_eq!(Crypto::upstream_upload_id("raw-id"), "raw-id");
         let other = ObjectIdentity { bucket: "b".into(), key: "other".into() };
         assert_eq!(c.open_upload_id(&upload_id, &other, None).unwrap_err().code(), "NoSuchUpload");
+        let other_bucket = ObjectIdentity { bucket: "b2".into(), key: "k".into() };
+        assert_eq!(c.open_upload_id(&upload_id, &other_bucket, None).unwrap_err().code(), "NoSuchUpload");
         let swapped = upload_id.replace(".up.stream_id-1.2", ".another-upload");
         assert_eq!(c.open_upload_id(&swapped, &id, None).unwrap_err().code(), "NoSuchUpload");
-        for bad in ["raw-id", "s3c1.", "s3c1.a.b", "s3c1.!!.!!.x"] {
+        for bad in ["raw-id", "s3c2.", "s3c2.a.b.c", "s3c2.!!.!!.!!.x", "s3c1.a2V5.dG9r.up"] {
             assert_eq!(c.open_upload_id(bad, &id, None).unwrap_err().code(), "NoSuchUpload", "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_upload_id_binds_the_protection_and_cannot_be_made_by_a_client() {
+        let (c, _dir) = crypto();
+        let id = ObjectIdentity { bucket: "b".into(), key: "k".into() };
+        let dek = DataKey::generate().unwrap();
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let kms = open_env(&format!("kms:{arn}"), Some(vec![1; 40]), Some("eyJhIjoiYiJ9"));
+        let upload_id = c.upload_id(&dek, &id, "u1", &kms, None).unwrap();
+        let opened = c.open_upload_id(&upload_id, &id, None).unwrap();
+        let UploadProtection::Kms { arn: got, bucket_key: true, context_digest: Some(_) } = &opened.protection else {
+            panic!("{:?}", opened.protection);
+        };
+        assert_eq!(got, arn);
+        // The descriptor in the ID is authenticated: another key, mode or scheme does not open.
+        let fields: Vec<&str> = upload_id.splitn(5, '.').collect();
+        for forged in ["keyring", "sse-c", &format!("kms;{arn}x;1;"), &format!("kms;{arn};0;")] {
+            let id2 = format!("s3c2.{}.{}.{}.u1", fields[1], B64URL.encode(forged), fields[3]);
+            assert!(c.open_upload_id(&id2, &id, None).is_err(), "{forged}");
+        }
+        // SSE-C: the token opens only with the client's key, and a client cannot mint one for an upload of its
+        // choosing (it has no keyring key).
+        let (k1, k2) = (customer(1), customer(2));
+        let sse_c = c.upload_id(&dek, &id, "u2", &open_env("sse-c", None, None), Some(&k1)).unwrap();
+        assert_eq!(c.open_upload_id(&sse_c, &id, Some(&k1)).unwrap().dek.expose(), dek.expose());
+        assert_eq!(c.open_upload_id(&sse_c, &id, Some(&k2)).unwrap_err().code(), "InvalidRequest");
+        assert_eq!(c.open_upload_id(&sse_c, &id, None).unwrap_err().code(), "InvalidRequest");
+        assert_eq!(c.open_upload_id(&upload_id, &id, Some(&k1)).unwrap_err().code(), "InvalidRequest");
+        let descriptor = "sse-c";
+        let aad =
+            keys::upload_token_v2_aad("keyring:k1", &id, DEFAULT_SEGMENT_SIZE, "victim", descriptor, Some(&k2.md5()));
+        let mine = DataKey::generate().unwrap();
+        let inner = wrap_under(k2.expose(), &mine, &aad).unwrap();
+        let token = keys::seal_wrap(k2.expose(), &inner, &aad).unwrap();
+        let minted = format!(
+            "s3c2.{}.{}.{}.victim",
+            B64URL.encode("keyring:k1"),
+            B64URL.encode(descriptor),
+            B64URL.encode(token)
+        );
+        assert!(c.open_upload_id(&minted, &id, Some(&k2)).is_err(), "a client-made token");
+        let v1 = format!("s3c1.{}.{}.victim", B64URL.encode("sse-c"), B64URL.encode(inner));
+        assert_eq!(c.open_upload_id(&v1, &id, Some(&k2)).unwrap_err().code(), "NoSuchUpload", "version 1");
+    }
+
+    #[test]
+    fn upload_protection_descriptors_round_trip_and_check_the_stores_envelope() {
+        let arn = "arn:aws:kms:eu-west-1:1:alias/with;semicolon";
+        for p in [
+            UploadProtection::Keyring,
+            UploadProtection::Customer,
+            UploadProtection::Kms { arn: arn.into(), bucket_key: false, context_digest: None },
+            UploadProtection::Kms { arn: arn.into(), bucket_key: true, context_digest: Some([7; 32]) },
+        ] {
+            assert_eq!(UploadProtection::parse(&p.descriptor()), Some(p.clone()), "{}", p.descriptor());
+        }
+        for bad in ["", "kms", "kms;;0;", "kms;a;2;", "kms;a;0;zz", "Keyring", "keyring:k1"] {
+            assert_eq!(UploadProtection::parse(bad), None, "{bad}");
+        }
+        let kms = UploadProtection::of(&open_env("kms:arn:k", None, Some("e30=")));
+        assert!(kms.matches(&open_env("kms:arn:k", None, Some("e30="))));
+        assert!(!kms.matches(&open_env("kms:arn:other", None, Some("e30="))));
+        assert!(!kms.matches(&open_env("kms:arn:k", None, None)));
+        assert!(!kms.matches(&open_env("kms:arn:k", Some(vec![1]), Some("e30="))));
+        assert!(!kms.matches(&open_env("keyring:k1", None, None)));
+        assert!(!UploadProtection::Customer.matches(&open_env("keyring:k1", None, None)));
+        assert!(!UploadProtection::Keyring.matches(&open_env("sse-c", None, None)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_string_opens_as_an_upload_id_and_no_altered_id_opens(junk in ".{0,300}", at in 0usize..400, bit in 0u8..6) {
+            let (c, _dir) = crypto();
+            let id = ObjectIdentity { bucket: "b".into(), key: "k".into() };
+            proptest::prop_assert!(c.open_upload_id(&junk, &id, None).is_err());
+            let prefixed = format!("s3c2.{junk}");
+            proptest::prop_assert!(c.open_upload_id(&prefixed, &id, None).is_err());
+            let dek = DataKey::generate().unwrap();
+            let good = c.upload_id(&dek, &id, "up-1", &open_env("keyring:k1", None, None), None).unwrap();
+            let mut bytes = good.into_bytes();
+            let i = 5 + at % (bytes.len() - 5);
+            bytes[i] ^= 1 << bit;
+            if let Ok(altered) = String::from_utf8(bytes) {
+                proptest::prop_assert!(c.open_upload_id(&altered, &id, None).is_err(), "{}", altered);
+            }
         }
     }
 }

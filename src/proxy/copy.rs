@@ -254,7 +254,7 @@ impl Proxy {
                 },
             };
             let sink = Sink { dek: upload.as_ref().map(|u| Arc::clone(&u.dek)), part };
-            let sse_info = upload.as_ref().map(|u| SseInfo::from_ref(&u.kek_ref, u.customer.as_ref()));
+            let sse_info = upload.as_ref().map(|u| u.sse_info(&crypto));
             let plain = self.read_source(&source, source_encrypted, range, headers, source_key.as_ref()).await?;
             let (etag, version) = self.write_streamed(target, query, HeaderMap::new(), None, plain, sink).await?;
             let body = xml::document(

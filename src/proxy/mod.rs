@@ -306,10 +306,7 @@ impl Proxy {
         // An upload created under a plaintext policy has the store's own ID, and passes through.
         let plain_upload = encrypted
             && policy.default == DefaultProtection::Plaintext
-            && auth
-                .query
-                .iter()
-                .any(|(k, v)| k == "uploadId" && !v.starts_with(crate::crypto::format::UPLOAD_ID_PREFIX));
+            && auth.query.iter().any(|(k, v)| k == "uploadId" && !Crypto::is_proxy_upload_id(v));
         if encrypted && !plain_upload {
             match op {
                 S3Op::UploadPart | S3Op::UploadPartCopy | S3Op::CompleteMultipartUpload => {
@@ -354,7 +351,7 @@ impl Proxy {
         let mut extra_set: Vec<(HeaderName, HeaderValue)> = Vec::new();
         let mut extra_remove: Vec<HeaderName> = Vec::new();
         let mut create_key = None;
-        let mut sse_info = open_upload.as_ref().map(|u| SseInfo::from_ref(&u.kek_ref, customer.as_ref()));
+        let mut sse_info = open_upload.as_ref().map(|u| u.sse_info(&crypto));
         let creates = matches!(op, S3Op::PutObject | S3Op::CreateMultipartUpload);
         // The store's own SSE: for an encrypted bucket what the policy asks of it on top (the client's SSE headers
         // asked the proxy); for a pass-through bucket the client's own request, SSE-C excepted (refused above).
@@ -391,7 +388,7 @@ impl Proxy {
                 // upstream with a CRC32 trailer of their ciphertext, without declaring an algorithm for the
                 // upload: stores then do not require (plaintext or ciphertext) checksums at Complete.
                 extra_remove.extend([X_AMZ_CHECKSUM_ALGORITHM, X_AMZ_CHECKSUM_TYPE]);
-                create_key = Some(dek);
+                create_key = Some((dek, env));
                 None
             }
             _other => None,
@@ -519,10 +516,11 @@ impl Proxy {
             S3Op::HeadObject if ok => encrypted::head_response(resp, &read_ctx).await,
             S3Op::CreateMultipartUpload if ok && create_key.is_some() => {
                 let r = response::map_response(resp, op, &auth.client, is_head).await?;
-                let dek = create_key.ok_or_else(|| ProxyError::Internal("no key for the new upload".into()))?;
+                let (dek, env) = create_key.ok_or_else(|| ProxyError::Internal("no key for the new upload".into()))?;
                 let client_alg = parts.headers.get(X_AMZ_CHECKSUM_ALGORITHM).cloned();
                 let mut r =
-                    multipart::create_response(r, &crypto, &dek, &identity, client_alg, customer.as_ref()).await?;
+                    multipart::create_response(r, &crypto, &dek, &env, &identity, client_alg, customer.as_ref())
+                        .await?;
                 encrypted::scrub_object_headers(r.headers_mut(), sse_info.as_ref());
                 Ok(r)
             }

@@ -21,13 +21,13 @@ use http_body_util::BodyExt;
 
 use super::encrypted::SseInfo;
 use super::{Proxy, ProxyBody, RequestView};
-use crate::crypto::Crypto;
 use crate::crypto::body::{DecryptBody, EncryptBody, ReadPlan};
 use crate::crypto::envelope::{Envelope, Multipart, USER_METADATA_LIMIT};
 use crate::crypto::format::{MAX_PARTS, META_PREFIX, plaintext_len};
 use crate::crypto::format::{ciphertext_len, segment_count};
 use crate::crypto::keys::{DataKey, ObjectIdentity, random_bytes};
 use crate::crypto::stream::Layout;
+use crate::crypto::{Crypto, UploadProtection};
 use crate::error::{BoxError, ProxyError};
 use crate::s3::Target;
 use crate::s3::headers::{
@@ -64,9 +64,18 @@ pub(super) const KEPT_ON_REPLACE: [HeaderName; 10] = [
 pub struct OpenUpload {
     pub upstream_id: String,
     pub dek: Arc<DataKey>,
-    pub kek_ref: String,
+    /// The protection the upload ID binds (never what the store says).
+    pub protection: UploadProtection,
     /// The client's SSE-C key (SSE-C uploads: every part and the Complete bring it).
     pub customer: Option<Arc<CustomerKey>>,
+}
+
+impl OpenUpload {
+    /// The SSE response headers of a part of this upload.
+    pub fn sse_info(&self, crypto: &Crypto) -> SseInfo {
+        let bucket_key = matches!(self.protection, UploadProtection::Kms { bucket_key: true, .. });
+        SseInfo { bucket_key, ..SseInfo::from_ref(&self.protection.kek_ref(crypto.keyring()), self.customer.as_ref()) }
+    }
 }
 
 fn query_value<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -89,9 +98,14 @@ pub fn open_upload(
     customer: Option<&Arc<CustomerKey>>,
 ) -> Result<OpenUpload, ProxyError> {
     let client_id = query_value(query, "uploadId").ok_or(ProxyError::NoSuchUpload)?;
-    let (upstream_id, dek, kek_ref) = crypto.open_upload_id(client_id, id, customer)?;
-    set_query_value(query, "uploadId", &upstream_id);
-    Ok(OpenUpload { upstream_id, dek, kek_ref, customer: customer.cloned() })
+    let opened = crypto.open_upload_id(client_id, id, customer)?;
+    set_query_value(query, "uploadId", &opened.upstream_id);
+    Ok(OpenUpload {
+        upstream_id: opened.upstream_id,
+        dek: opened.dek,
+        protection: opened.protection,
+        customer: customer.cloned(),
+    })
 }
 
 /// Abort and ListParts need no key: point the upstream query at the upstream upload (raw IDs, as
@@ -123,6 +137,7 @@ pub async fn create_response(
     resp: Response<ProxyBody>,
     crypto: &Crypto,
     dek: &DataKey,
+    env: &Envelope,
     id: &ObjectIdentity,
     client_checksum_algorithm: Option<HeaderValue>,
     customer: Option<&Arc<CustomerKey>>,
@@ -134,7 +149,7 @@ pub async fn create_response(
     let upstream_id = xml::field(&top, "UploadId")
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result without UploadId".into()))?;
-    let upload_id = crypto.upload_id(dek, id, upstream_id, customer)?;
+    let upload_id = crypto.upload_id(dek, id, upstream_id, env, customer)?;
     let out = xml::replace_text(&raw, &["InitiateMultipartUploadResult", "UploadId"], &upload_id)
         .ok_or_else(|| ProxyError::UpstreamProtocol("CreateMultipartUpload result is not XML".into()))?;
     parts.headers.remove(X_AMZ_CHECKSUM_ALGORITHM);
@@ -576,7 +591,9 @@ impl Proxy {
         let s = u64::from(segment);
         let version = version.filter(|v| v != "null");
         let Completed { pin, head_headers, open } = self.head_completed(target, &version, etag).await?;
-        let protection = crypto.protection_of(&open, upload.customer.as_ref())?;
+        let protection = crypto
+            .sealing_protection(&open, identity, &upload.dek, &upload.protection, upload.customer.as_ref())
+            .await?;
         let dek = &upload.dek;
 
         // The new layout: parts of REPACK_PART_SIZE (more if 10000 would not hold the object).
@@ -766,8 +783,11 @@ impl Proxy {
     ) -> Result<Sealed, ProxyError> {
         let version = version.filter(|v| v != "null");
         let Completed { head_headers, open, .. } = self.head_completed(target, &version, etag).await?;
-        let sealed_env =
-            self.inner.crypto.rewrap(&upload.dek, &open, identity, Some(state), upload.customer.as_ref()).await?;
+        let crypto = &self.inner.crypto;
+        let protection = crypto
+            .sealing_protection(&open, identity, &upload.dek, &upload.protection, upload.customer.as_ref())
+            .await?;
+        let sealed_env = crypto.wrap_for(&upload.dek, identity, &protection, Some(state)).await?;
         let cipher_total: u64 = parts_list.iter().map(|p| p.cipher_size).sum();
 
         let headers = replace_headers(&head_headers, &sealed_env)?;

@@ -47,6 +47,11 @@ impl CustomerKey {
         &self.md5_b64
     }
 
+    /// The key's MD5 (16 bytes).
+    pub fn md5(&self) -> [u8; 16] {
+        <md5::Md5 as md5::Digest>::digest(self.key.as_slice()).into()
+    }
+
     /// From the three headers' values: algorithm, base64 key, base64 MD5 of the key.
     fn parse(algorithm: Option<&str>, key: Option<&str>, md5: Option<&str>) -> Result<CustomerKey, ProxyError> {
         let (Some(algorithm), Some(key), Some(md5)) = (algorithm, key, md5) else {

@@ -29,6 +29,20 @@ def test_the_reference_decryptor_unwraps_the_vector_data_key():
         ref.unwrap(keyring, kek_ref, wrapped, v["bucket"], v["key"] + "x", seg)
 
 
+def test_the_reference_decryptor_unwraps_the_second_wrap_layout():
+    v = VECTORS
+    keyring = {v["kek_id"]: bytes.fromhex(v["kek"])}
+    seg, kek_ref, wrapped, mp = ref.envelope(v["wrap_v2"]["metadata"])
+    assert wrapped.hex() == v["wrap_v2"]["wrapped_dek"]
+    assert (len(wrapped), wrapped[0]) == (1 + 16 + 12 + 32 + 16, 2)
+    assert ref.unwrap(keyring, kek_ref, wrapped, v["bucket"], v["key"], seg).hex() == v["dek"]
+    for i in (0, 5, 30, 76):
+        tampered = bytearray(wrapped)
+        tampered[i] ^= 1
+        with pytest.raises(ref.Invalid):
+            ref.unwrap(keyring, kek_ref, bytes(tampered), v["bucket"], v["key"], seg)
+
+
 @pytest.mark.parametrize("stream", [s for s in VECTORS["streams"] if "ciphertext" in s], ids=lambda s: str(s["plaintext_len"]))
 def test_the_reference_decryptor_opens_every_vector(stream):
     dek = bytes.fromhex(VECTORS["dek"])

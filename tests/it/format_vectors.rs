@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use s3crypt::crypto::envelope::{Envelope, Multipart};
 use s3crypt::crypto::format::{DEFAULT_SEGMENT_SIZE, HEADER_LEN, SINGLE_PUT_PART, ciphertext_len};
-use s3crypt::crypto::keys::{DataKey, Kek, ObjectIdentity, upload_token_aad, wrap_aad};
+use s3crypt::crypto::keys::{
+    DataKey, Kek, ObjectIdentity, seal_wrap_with, upload_token_aad, upload_token_v2_aad, wrap_aad,
+};
 use s3crypt::crypto::stream::{Layout, Opener, Sealer};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -96,6 +98,8 @@ fn build() -> Value {
     let token_aad = upload_token_aad(&kek.reference(), &id, segment, "upstream-upload-id.1");
     let token_nonce: [u8; 12] = std::array::from_fn(|i| 0x70 + i as u8);
     let token = kek.wrap_with_nonce(&dek, &token_aad, token_nonce);
+    let wrap_v2 = build_wrap_v2(&dek, &kek_bytes, &kek, &aad, segment);
+    let upload_ids = build_upload_ids(&dek, &kek_bytes, &kek, &id, segment);
     json!({
         "format_version": 1,
         "description": "s3crypt format v1 known-answer vectors; plaintext byte i = (i*7+3) mod 256",
@@ -116,6 +120,80 @@ fn build() -> Value {
             "aad": hex::encode(&token_aad),
             "nonce": hex::encode(token_nonce),
             "token": hex::encode(&token),
+        },
+        "wrap_v2": wrap_v2,
+        "upload_ids_v2": upload_ids,
+    })
+}
+
+/// The same object's data key in a version-2 wrap (what s3crypt writes now): a fixed salt and nonce.
+fn build_wrap_v2(dek: &DataKey, kek_bytes: &[u8; 32], kek: &Kek, aad: &[u8], segment: u32) -> Value {
+    let salt: [u8; 16] = std::array::from_fn(|i| 0x80 + i as u8);
+    let nonce: [u8; 12] = std::array::from_fn(|i| 0x90 + i as u8);
+    let wrapped = seal_wrap_with(kek_bytes, dek.expose(), aad, salt, nonce);
+    assert_eq!(kek.unwrap(&wrapped, aad).unwrap().expose(), dek.expose());
+    let env = Envelope {
+        segment_size: segment,
+        kek_ref: kek.reference(),
+        wrapped_dek: wrapped.clone(),
+        multipart: None,
+        bucket_key: None,
+        context: None,
+    };
+    let metadata: serde_json::Map<String, Value> =
+        env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
+    json!({
+        "salt": hex::encode(salt),
+        "nonce": hex::encode(nonce),
+        "wrapped_dek": hex::encode(&wrapped),
+        "metadata": metadata,
+    })
+}
+
+/// Version-2 upload IDs: a keyring upload and an SSE-C upload (customer key bytes 0xE0..0xFF), fixed salts and
+/// nonces.
+fn build_upload_ids(dek: &DataKey, kek_bytes: &[u8; 32], kek: &Kek, id: &ObjectIdentity, segment: u32) -> Value {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    let upstream = "upstream-upload-id.2";
+    let kek_ref = kek.reference();
+    let id_of = |descriptor: &str, token: &[u8]| {
+        format!("s3c2.{}.{}.{}.{upstream}", B64URL.encode(&kek_ref), B64URL.encode(descriptor), B64URL.encode(token))
+    };
+    let salt: [u8; 16] = std::array::from_fn(|i| 0xA0 + i as u8);
+    let nonce: [u8; 12] = std::array::from_fn(|i| 0xB0 + i as u8);
+    let aad = upload_token_v2_aad(&kek_ref, id, segment, upstream, "keyring", None);
+    let keyring_token = seal_wrap_with(kek_bytes, dek.expose(), &aad, salt, nonce);
+    let customer: [u8; 32] = std::array::from_fn(|i| 0xE0 + i as u8);
+    let md5: [u8; 16] = <md5::Md5 as md5::Digest>::digest(customer).into();
+    let outer_aad = upload_token_v2_aad(&kek_ref, id, segment, upstream, "sse-c", None);
+    let inner_aad = upload_token_v2_aad(&kek_ref, id, segment, upstream, "sse-c", Some(&md5));
+    let inner_salt: [u8; 16] = std::array::from_fn(|i| 0xC0 + i as u8);
+    let inner_nonce: [u8; 12] = std::array::from_fn(|i| 0xD0 + i as u8);
+    let inner = seal_wrap_with(&customer, dek.expose(), &inner_aad, inner_salt, inner_nonce);
+    let sse_c_token = seal_wrap_with(kek_bytes, &inner, &outer_aad, salt, nonce);
+    json!({
+        "upstream_upload_id": upstream,
+        "keyring": {
+            "protection": "keyring",
+            "aad": hex::encode(&aad),
+            "salt": hex::encode(salt),
+            "nonce": hex::encode(nonce),
+            "token": hex::encode(&keyring_token),
+            "upload_id": id_of("keyring", &keyring_token),
+        },
+        "sse_c": {
+            "protection": "sse-c",
+            "customer_key": hex::encode(customer),
+            "aad": hex::encode(&outer_aad),
+            "inner_aad": hex::encode(&inner_aad),
+            "inner_salt": hex::encode(inner_salt),
+            "inner_nonce": hex::encode(inner_nonce),
+            "inner": hex::encode(&inner),
+            "salt": hex::encode(salt),
+            "nonce": hex::encode(nonce),
+            "token": hex::encode(&sse_c_token),
+            "upload_id": id_of("sse-c", &sse_c_token),
         },
     })
 }
@@ -173,6 +251,37 @@ fn the_format_matches_its_known_answer_vectors() {
     let text = std::fs::read_to_string(fixture()).expect("fixture");
     let recorded: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(built, recorded, "the ciphertext format changed: formats are forever (see src/crypto/format.rs)");
+
+    // The recorded upload IDs open through the proxy's own reader (a keyring holding the vector's key).
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("keyring.toml");
+    let kek_hex = recorded["kek"].as_str().unwrap();
+    let kek_b64 = B64.encode(hex::decode(kek_hex).unwrap());
+    std::fs::write(&ring, format!("current = \"kat-key\"\n[keys]\n\"kat-key\" = \"{kek_b64}\"\n")).unwrap();
+    std::fs::set_permissions(&ring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let crypto = s3crypt::crypto::Crypto::from_keyring(
+        s3crypt::crypto::keys::LocalKeyring::load(&ring).unwrap(),
+        s3crypt::config::LegacyPolicy::Reject,
+    );
+    let id = ObjectIdentity {
+        bucket: recorded["bucket"].as_str().unwrap().into(),
+        key: recorded["key"].as_str().unwrap().into(),
+    };
+    let ids = &recorded["upload_ids_v2"];
+    let opened = crypto.open_upload_id(ids["keyring"]["upload_id"].as_str().unwrap(), &id, None).unwrap();
+    assert_eq!(hex::encode(opened.dek.expose()), recorded["dek"].as_str().unwrap());
+    assert_eq!(opened.upstream_id, "upstream-upload-id.2");
+    let customer = hex::decode(ids["sse_c"]["customer_key"].as_str().unwrap()).unwrap();
+    let mut h = http::HeaderMap::new();
+    h.insert("x-amz-server-side-encryption-customer-algorithm", "AES256".parse().unwrap());
+    h.insert("x-amz-server-side-encryption-customer-key", B64.encode(&customer).parse().unwrap());
+    let md5 = B64.encode(<md5::Md5 as md5::Digest>::digest(&customer));
+    h.insert("x-amz-server-side-encryption-customer-key-md5", md5.parse().unwrap());
+    let sse = s3crypt::s3::sse::SseRequest::from_headers(&h).unwrap();
+    let opened = crypto.open_upload_id(ids["sse_c"]["upload_id"].as_str().unwrap(), &id, sse.customer()).unwrap();
+    assert_eq!(hex::encode(opened.dek.expose()), recorded["dek"].as_str().unwrap());
 
     // And the recorded ciphertexts open back to their plaintexts.
     let dek: [u8; 32] = hex::decode(recorded["dek"].as_str().unwrap()).unwrap().try_into().unwrap();

@@ -10,6 +10,7 @@ mod config;
 mod copies;
 mod encryption;
 mod faults;
+mod forged;
 mod format_vectors;
 mod keys;
 mod multipart;

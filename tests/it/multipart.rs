@@ -25,7 +25,7 @@ async fn create(c: &Client, bucket: &str, key: &str) -> String {
         .await
         .expect("create");
     let id = out.upload_id().expect("upload id").to_owned();
-    assert!(id.starts_with("s3c1."), "{id}");
+    assert!(id.starts_with("s3c2."), "{id}");
     id
 }
 
@@ -266,12 +266,12 @@ async fn forged_foreign_and_raw_upload_ids_are_no_such_upload(backend: Backend) 
     let err = upload_part(&c, &env.bucket, "mp/b", &id, 1, vec![1; 10]).await.unwrap_err();
     assert!(err.contains("NoSuchUpload"), "{err}");
     // the upstream ID alone (as ListMultipartUploads shows it) cannot carry parts
-    let raw = id.splitn(4, '.').nth(3).expect("upstream id").to_owned();
+    let raw = id.splitn(5, '.').nth(4).expect("upstream id").to_owned();
     let err = upload_part(&c, &env.bucket, "mp/a", &raw, 1, vec![1; 10]).await.unwrap_err();
     assert!(err.contains("NoSuchUpload"), "{err}");
     // a flipped bit in the token
     let mut forged = id.clone().into_bytes();
-    let token_at = id.match_indices('.').nth(1).unwrap().0 + 5;
+    let token_at = id.match_indices('.').nth(2).unwrap().0 + 5;
     forged[token_at] = if forged[token_at] == b'A' { b'B' } else { b'A' };
     let err = upload_part(&c, &env.bucket, "mp/a", &String::from_utf8(forged).unwrap(), 1, vec![1]).await.unwrap_err();
     assert!(err.contains("NoSuchUpload"), "{err}");
