@@ -387,7 +387,7 @@ fn decrypt_s3ec(
                 .map_err(|e| format!("cannot start the runtime: {e}"))?;
             let key = runtime.block_on(async {
                 let provider = crate::crypto::kms::KmsProvider::new(&settings).await;
-                provider.decrypt_any(&meta.edk, &meta.context).await
+                provider.decrypt_reporting(None, &meta.edk, &meta.context).await.map(|(k, _)| k)
             });
             key.map_err(|e| format!("KMS did not unwrap the data key: {}", e.code()))?
         }

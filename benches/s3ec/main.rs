@@ -86,7 +86,7 @@ async fn main() {
         .expect("s3ec keyring");
     std::fs::set_permissions(&ring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let extra = format!(
-        "[encryption.s3ec]\naes_keyring_file = \"{}\"\nmax_object_size = {}\nmax_buffered = {}\n",
+        "[encryption.s3ec]\nenabled = true\nscope = [\"{BUCKET}\"]\naes_keyring_file = \"{}\"\nmax_object_size = {}\nmax_buffered = {}\n",
         ring.display(),
         128 * MIB,
         512 * MIB

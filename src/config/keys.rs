@@ -71,8 +71,14 @@ fn default_s3ec_buffer_wait() -> Duration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawS3ec {
-    #[serde(default = "default_true")]
+    #[serde(default)]
     pub enabled: bool,
+    /// Where S3EC objects may be read: `bucket` or `bucket/prefix` entries.
+    #[serde(default)]
+    pub scope: Vec<String>,
+    /// The KMS keys (key ARNs) S3EC objects may be wrapped under.
+    #[serde(default)]
+    pub kms_keys: Vec<String>,
     /// Raw AES wrapping keys (the S3EC "AES keyring"), in the keyring file format.
     pub aes_keyring_file: Option<PathBuf>,
     #[serde(default = "default_s3ec_max_object")]
@@ -90,8 +96,13 @@ pub struct RawS3ec {
 /// Resolved `[encryption.s3ec]`.
 #[derive(Debug, Clone)]
 pub struct S3ecSettings {
-    /// Read S3EC objects (else they fall under `legacy_objects` like any object without an envelope).
+    /// Read S3EC objects (else they fall under `legacy_objects` like any object without an envelope). Off by
+    /// default: an S3EC object is bound to no bucket or key, so a store could put one in place of any object.
     pub enabled: bool,
+    /// `(bucket, key prefix)` pairs: only objects there are ever read as S3EC objects.
+    pub scope: Vec<(String, String)>,
+    /// The KMS key ARNs an S3EC object's data key may be wrapped under (checked against the key KMS used).
+    pub kms_keys: HashSet<String>,
     pub aes_keyring_file: Option<PathBuf>,
     /// Largest S3EC object read through the proxy (plaintext bytes).
     pub max_object_size: u64,
@@ -108,7 +119,9 @@ pub struct S3ecSettings {
 impl Default for S3ecSettings {
     fn default() -> S3ecSettings {
         S3ecSettings {
-            enabled: true,
+            enabled: false,
+            scope: Vec::new(),
+            kms_keys: HashSet::new(),
             aes_keyring_file: None,
             max_object_size: DEFAULT_S3EC_MAX_OBJECT,
             max_buffered: DEFAULT_S3EC_MAX_BUFFERED,
@@ -119,8 +132,54 @@ impl Default for S3ecSettings {
     }
 }
 
+impl S3ecSettings {
+    /// Whether the object `key` of `bucket` may be read as an S3EC object.
+    pub fn covers(&self, bucket: &str, key: &str) -> bool {
+        self.enabled && self.scope.iter().any(|(b, prefix)| b == bucket && key.starts_with(prefix.as_str()))
+    }
+}
+
+/// Whether `k` is a KMS key ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`).
+fn is_key_arn(k: &str) -> bool {
+    let f: Vec<&str> = k.splitn(6, ':').collect();
+    f.len() == 6
+        && f[0] == "arn"
+        && f[2] == "kms"
+        && !f[3].is_empty()
+        && !f[4].is_empty()
+        && f[5].strip_prefix("key/").is_some_and(|id| !id.is_empty())
+}
+
 impl RawS3ec {
     fn validate(&self, base: &Path, p: &mut Problems) -> S3ecSettings {
+        let mut scope = Vec::new();
+        for (i, entry) in self.scope.iter().enumerate() {
+            let (bucket, prefix) = entry.split_once('/').unwrap_or((entry.as_str(), ""));
+            if crate::s3::validate_bucket_name(bucket, true).is_err() {
+                p.push(
+                    format!("encryption.s3ec.scope[{i}]"),
+                    format!("{entry:?} does not start with a valid bucket name"),
+                    "\"bucket\" or \"bucket/prefix/\"",
+                );
+            }
+            scope.push((bucket.to_owned(), prefix.to_owned()));
+        }
+        if self.enabled && scope.is_empty() {
+            p.push(
+                "encryption.s3ec.scope",
+                "S3EC reading is on but names no bucket",
+                "list the buckets (or bucket/prefix/) that hold S3 Encryption Client objects: scope = [\"legacy\"]",
+            );
+        }
+        for (i, k) in self.kms_keys.iter().enumerate() {
+            if !is_key_arn(k) {
+                p.push(
+                    format!("encryption.s3ec.kms_keys[{i}]"),
+                    format!("{k:?} is not a KMS key ARN"),
+                    "the key's full ARN, arn:aws:kms:<region>:<account>:key/<id> (aliases can be repointed)",
+                );
+            }
+        }
         let aes_keyring_file = self.aes_keyring_file.as_ref().map(|f| base.join(f));
         if let Some(f) = &aes_keyring_file
             && !f.is_file()
@@ -149,10 +208,18 @@ impl RawS3ec {
                     format!("{b:?} is not a valid bucket name"),
                     "list bucket names",
                 );
+            } else if !scope.iter().any(|(sb, _)| sb == b) {
+                p.push(
+                    format!("encryption.s3ec.list_buckets[{i}]"),
+                    format!("{b:?} is not in encryption.s3ec.scope"),
+                    "add it to scope, or leave it out of list_buckets",
+                );
             }
         }
         S3ecSettings {
             enabled: self.enabled,
+            scope,
+            kms_keys: self.kms_keys.iter().cloned().collect(),
             aes_keyring_file,
             max_object_size: self.max_object_size,
             max_buffered: self.max_buffered,

@@ -46,7 +46,8 @@ struct WriteKey {
 }
 
 /// An unwrapped key and when it was unwrapped.
-type CachedKey = (Arc<DataKey>, Instant);
+/// A data key KMS decrypted, the ARN of the key that decrypted it, and when.
+type CachedKey = (Arc<DataKey>, String, Instant);
 /// The bucket key of one (KMS key, bucket), behind its own async lock.
 type WriteSlot = Arc<tokio::sync::Mutex<Option<WriteKey>>>;
 
@@ -231,12 +232,18 @@ impl KmsProvider {
 
     /// Unwraps `blob` (made under `key_id` with `context`), from the cache when it holds it.
     pub async fn decrypt(&self, key_id: &str, blob: &[u8], context: &Context) -> Result<Arc<DataKey>, ProxyError> {
-        self.decrypt_under(Some(key_id), blob, context).await
+        self.decrypt_under(Some(key_id), blob, context).await.map(|(k, _)| k)
     }
 
-    /// Unwraps a blob whose KMS key only the blob names (objects of the AWS S3 Encryption Client).
-    pub async fn decrypt_any(&self, blob: &[u8], context: &Context) -> Result<Arc<DataKey>, ProxyError> {
-        self.decrypt_under(None, blob, context).await
+    /// Unwraps a blob with `key_id` if given, else with whichever key the blob names (objects of the AWS S3
+    /// Encryption Client); also returns the ARN of the key KMS used, for the caller to check before using the key.
+    pub async fn decrypt_reporting(
+        &self,
+        key_id: Option<&str>,
+        blob: &[u8],
+        context: &Context,
+    ) -> Result<(Arc<DataKey>, String), ProxyError> {
+        self.decrypt_under(key_id, blob, context).await
     }
 
     async fn decrypt_under(
@@ -244,15 +251,15 @@ impl KmsProvider {
         key_id: Option<&str>,
         blob: &[u8],
         context: &Context,
-    ) -> Result<Arc<DataKey>, ProxyError> {
+    ) -> Result<(Arc<DataKey>, String), ProxyError> {
         let id = digest(&[blob, key_id.unwrap_or("").as_bytes(), &canonical(context)]);
         let ttl = self.settings.cache_ttl;
         if let Ok(cache) = self.decrypted.lock()
-            && let Some((k, at)) = cache.get(&id)
+            && let Some((k, arn, at)) = cache.get(&id)
             && at.elapsed() < ttl
         {
             crate::metrics::key_cache("decrypt", true);
-            return Ok(Arc::clone(k));
+            return Ok((Arc::clone(k), arn.clone()));
         }
         crate::metrics::key_cache("decrypt", false);
         self.calls.decrypt.fetch_add(1, Ordering::Relaxed);
@@ -268,18 +275,19 @@ impl KmsProvider {
         crate::metrics::kms_call("Decrypt", out.is_ok(), started.elapsed());
         let out = out.map_err(kms_error)?;
         let key = Arc::new(to_data_key(out.plaintext())?);
+        let arn = out.key_id().or(key_id).unwrap_or("").to_owned();
         if let Ok(mut cache) = self.decrypted.lock() {
             if cache.len() >= self.settings.cache_entries {
-                cache.retain(|_, (_, at)| at.elapsed() < ttl);
+                cache.retain(|_, (_, _, at)| at.elapsed() < ttl);
                 if cache.len() >= self.settings.cache_entries
                     && let Some(victim) = cache.keys().next().copied()
                 {
                     cache.remove(&victim);
                 }
             }
-            cache.insert(id, (Arc::clone(&key), Instant::now()));
+            cache.insert(id, (Arc::clone(&key), arn.clone(), Instant::now()));
         }
-        Ok(key)
+        Ok((key, arn))
     }
 
     /// The bucket key new objects of `bucket` under `key_id` are wrapped with: reused for `cache_ttl` and
@@ -308,7 +316,7 @@ impl KmsProvider {
         // The new bucket key also opens without a KMS call on this replica.
         let id = digest(&[&blob, arn.as_bytes(), &canonical(&bucket_key_context(bucket))]);
         if let Ok(mut cache) = self.decrypted.lock() {
-            cache.insert(id, (Arc::clone(&key), Instant::now()));
+            cache.insert(id, (Arc::clone(&key), arn.clone(), Instant::now()));
         }
         *held = Some(WriteKey {
             key: Arc::clone(&key),

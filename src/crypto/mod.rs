@@ -254,11 +254,26 @@ impl Crypto {
         }
     }
 
-    /// The data key of an S3EC object: KMS Decrypt with its stored encryption context, or the raw AES wrapping key
+    /// The data key of an S3EC object: KMS Decrypt with its stored encryption context under one of
+    /// `encryption.s3ec.kms_keys` (the key KMS used is checked before the data key is), or the raw AES wrapping key
     /// that opens it.
     pub async fn open_s3ec(&self, meta: &s3ec::Metadata) -> Result<Arc<DataKey>, ProxyError> {
         match meta.wrap {
-            s3ec::Wrap::KmsContext => self.kms_provider()?.decrypt_any(&meta.edk, &meta.context).await,
+            s3ec::Wrap::KmsContext => {
+                let allowed = &self.settings.s3ec.kms_keys;
+                if allowed.is_empty() {
+                    return Err(ProxyError::UnknownKey("s3ec:kms".into()));
+                }
+                // One allowed key: KMS itself refuses a blob of any other. Several: KMS says which it used.
+                let only = (allowed.len() == 1).then(|| allowed.iter().next()).flatten().map(String::as_str);
+                let (dek, arn) = self.kms_provider()?.decrypt_reporting(only, &meta.edk, &meta.context).await?;
+                if !allowed.contains(&arn) {
+                    return Err(ProxyError::ObjectIntegrity(
+                        "the S3 Encryption Client object is wrapped under a KMS key outside encryption.s3ec.kms_keys",
+                    ));
+                }
+                Ok(dek)
+            }
             s3ec::Wrap::AesGcm => {
                 let ring = self.s3ec_keys.as_ref().ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))?;
                 meta.unwrap_aes(ring).map(Arc::new).ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))

@@ -277,7 +277,7 @@ impl Proxy {
                 return Err(source_error(head, true).await);
             }
             let legacy = crypto.policy(&source.identity().bucket, &source.identity().key).legacy_objects;
-            let maybe_s3ec = super::s3ec::candidate(&crypto, head.headers());
+            let maybe_s3ec = super::s3ec::candidate(&crypto, &source.identity(), head.headers());
             if !maybe_s3ec && let Some(env) = super::encrypted::envelope_or_policy(head.headers(), legacy)? {
                 let rewrap = Rewrap { protection: &protection, source_key: source_key.as_ref(), replace };
                 return self
@@ -432,7 +432,7 @@ impl Proxy {
             legacy: crypto.policy(&id.bucket, &id.key).legacy_objects,
         };
         // A source written by the AWS S3 Encryption Client is read whole and verified (a copy migrates it).
-        let resp = if super::s3ec::candidate(crypto, resp.headers()) {
+        let resp = if super::s3ec::candidate(crypto, &id, resp.headers()) {
             match self.s3ec_read(resp, S3Op::GetObject, range, &ctx).await? {
                 super::s3ec::S3ecRead::Done(r) => return Ok(r),
                 super::s3ec::S3ecRead::NotS3ec(r) => r,

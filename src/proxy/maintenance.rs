@@ -264,6 +264,9 @@ impl Proxy {
         if s3ec.is_some() && !opts.from_s3ec {
             return Ok(Outcome::Skipped("an S3 Encryption Client object (use --from-s3ec)"));
         }
+        if s3ec.is_some() && !crypto.s3ec().covers(&id.bucket, &id.key) {
+            return Ok(Outcome::Skipped("an S3 Encryption Client object outside encryption.s3ec.scope"));
+        }
         let protection = crypto.protection(&id.bucket, &id.key, &crate::s3::sse::SseRequest::None)?;
         if matches!(protection, Protection::Plaintext) {
             return Ok(Outcome::Skipped("the policy stores it as plaintext"));

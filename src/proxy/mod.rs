@@ -470,7 +470,7 @@ impl Proxy {
         let resp = if ok
             && matches!(op, S3Op::GetObject | S3Op::HeadObject)
             && part_read.is_none()
-            && s3ec::candidate(&crypto, resp.headers())
+            && s3ec::candidate(&crypto, &identity, resp.headers())
         {
             match self.s3ec_read(resp, op, range, &read_ctx).await? {
                 s3ec::S3ecRead::Done(r) => return Ok(r),

@@ -52,10 +52,11 @@ pub enum S3ecRead {
     NotS3ec(Response<UpstreamIncoming>),
 }
 
-/// Whether a successful GET/HEAD of an object without an s3crypt envelope may be an S3EC object.
-pub fn candidate(crypto: &Crypto, headers: &HeaderMap) -> bool {
+/// Whether a successful GET/HEAD of the object `id` without an s3crypt envelope may be an S3EC object: S3EC reading
+/// is on and `id` lies in its scope.
+pub fn candidate(crypto: &Crypto, id: &ObjectIdentity, headers: &HeaderMap) -> bool {
     let s = crypto.s3ec();
-    s.enabled
+    s.covers(&id.bucket, &id.key)
         && matches!(Envelope::from_headers(headers), Ok(None))
         && (s3ec::has_content_metadata(headers) || s.instruction_files)
 }

@@ -72,7 +72,8 @@ class Store:
     def __init__(self):
         self.raw = moto_s3()
         self.kms = kms_client()
-        self.key_id = self.kms.create_key(Description="s3ec e2e")["KeyMetadata"]["KeyId"]
+        created = self.kms.create_key(Description="s3ec e2e")["KeyMetadata"]
+        self.key_id, self.key_arn = created["KeyId"], created["Arn"]
         self.objects = {}
         try:
             self.raw.create_bucket(Bucket=BUCKET)
@@ -132,9 +133,9 @@ def store():
     return s
 
 
-def start_proxy(work, s3ec_settings, encryption_extra=""):
+def start_proxy(work, s3ec_settings, encryption_extra="", s3ec_on=None):
     """s3crypt in front of moto (S3 and KMS) with the S3EC AES keys in `work`/s3ec-aes.toml and `s3ec_settings`
-    (TOML lines of [encryption.s3ec])."""
+    (TOML lines of [encryption.s3ec]); `s3ec_on` = (scope entries, KMS key ARNs) turns S3EC reading on."""
     ring = work / "s3ec-aes.toml"
     ring.write_text(f'current = "app"\n[keys]\nold = "{b64(bytes(32))}"\napp = "{b64(AES_KEY)}"\n')
     ring.chmod(0o600)
@@ -154,15 +155,22 @@ secret_access_key = "testing"
 [encryption.s3ec]
 aes_keyring_file = "s3ec-aes.toml"
 {s3ec_settings}
+{scoped(*s3ec_on) if s3ec_on else ""}
 """
     return Proxy(work, https_only_config(upstream), expected_listeners=1)
+
+
+def scoped(scope, kms_keys):
+    """The [encryption.s3ec] lines that turn S3EC reading on for `scope` and `kms_keys`."""
+    return f"enabled = true\nscope = {json.dumps(scope)}\nkms_keys = {json.dumps(kms_keys)}"
 
 
 @pytest.fixture(scope="module")
 def proxy_s3ec(store, tmp_path_factory):
     work = tmp_path_factory.mktemp("proxy-s3ec")
     settings = f'instruction_files = true\nmax_object_size = {MAX_OBJECT}\nlist_buckets = ["{BUCKET}"]'
-    p = start_proxy(work, settings, encryption_extra='legacy_objects = "passthrough"')
+    p = start_proxy(work, settings, encryption_extra='legacy_objects = "passthrough"',
+                    s3ec_on=([BUCKET], [store.key_arn]))
     yield p
     assert p.stop() == 0, "".join(p.log)
 
@@ -329,7 +337,8 @@ def test_s3crypt_decrypt_reads_s3ec_objects_offline(store, proxy_s3ec, tmp_path)
 def test_s3ec_reads_beyond_the_buffer_budget_wait_then_get_slow_down_and_are_served_once_room_frees(store, tmp_path):
     """Two 12 MiB S3EC objects do not fit a 20 MiB budget at once: while the first response is held (its body not
     read), the second read waits `buffer_wait` and gets 503 SlowDown; once the first is read, reads are served."""
-    p = start_proxy(tmp_path, f'max_object_size = {13 * MIB}\nmax_buffered = {20 * MIB}\nbuffer_wait = "300ms"')
+    p = start_proxy(tmp_path, f'max_object_size = {13 * MIB}\nmax_buffered = {20 * MIB}\nbuffer_wait = "300ms"',
+                    s3ec_on=([BUCKET], [store.key_arn]))
     held = None
     try:
         s3 = make_client(p)
@@ -346,3 +355,36 @@ def test_s3ec_reads_beyond_the_buffer_budget_wait_then_get_slow_down_and_are_ser
         if held is not None:
             held["Body"].close()
         assert p.stop() == 0, "".join(p.log)
+
+
+def test_s3ec_reads_are_off_by_default_and_scoped_to_their_buckets_and_kms_keys(store, tmp_path):
+    """An S3EC object is bound to no bucket or key: a store could put one in place of any object. So S3EC reading is
+    off unless configured, reads only where `scope` says, and only data keys wrapped under `kms_keys`."""
+    # An s3crypt object the store replaces with an S3EC object of its own making, under a KMS key the proxy's
+    # principal can use but that is not in kms_keys.
+    rogue = store.kms.create_key(Description="the store's own key")["KeyMetadata"]
+    forger = S3EncryptionClient(moto_s3(), S3EncryptionClientConfig(keyring=KmsKeyring(
+        kms_client=store.kms, kms_key_id=rogue["KeyId"])))
+    for sub, settings, s3ec_on in [("off", "", None),
+                                   ("scoped", "", ([f"{BUCKET}/elsewhere/"], [store.key_arn])),
+                                   ("keys", "", ([BUCKET], [store.key_arn]))]:
+        work = tmp_path / sub
+        work.mkdir()
+        p = start_proxy(work, settings, s3ec_on=s3ec_on)
+        try:
+            s3 = make_client(p)
+            key = f"swapped/{sub}"
+            s3.put_object(Bucket=BUCKET, Key=key, Body=b"the real object")
+            forger.put_object(Bucket=BUCKET, Key=key, Body=b"the store's forgery")
+            with pytest.raises(ClientError) as e:
+                s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            status = e.value.response["ResponseMetadata"]["HTTPStatusCode"]
+            assert status in (403, 502), (sub, e.value.response)
+            # Objects the S3 Encryption Client wrote under an allowed key read where S3EC reading is on and scoped.
+            if sub == "keys":
+                assert s3.get_object(Bucket=BUCKET, Key="v3-kms-1k")["Body"].read() == store.objects["v3-kms-1k"]
+            else:
+                with pytest.raises(ClientError):
+                    s3.get_object(Bucket=BUCKET, Key="v3-kms-1k")["Body"].read()
+        finally:
+            assert p.stop() == 0, "".join(p.log)

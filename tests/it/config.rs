@@ -27,9 +27,11 @@ access_key_id = "ok-key"
 [upstream]
 endpoint = "s3.example.com"
 [encryption.s3ec]
+enabled = true
+kms_keys = ["alias/app"]
 aes_keyring_file = "missing-s3ec-keys.toml"
 max_object_size = 0
-list_buckets = ["Not A Bucket"]
+list_buckets = ["Not A Bucket", "unscoped"]
 "#,
     )
     .unwrap();
@@ -50,6 +52,9 @@ list_buckets = ["Not A Bucket"]
         "encryption.s3ec.aes_keyring_file",
         "encryption.s3ec.max_object_size",
         "encryption.s3ec.list_buckets[0]",
+        "encryption.s3ec.list_buckets[1]",
+        "encryption.s3ec.scope",
+        "encryption.s3ec.kms_keys[0]",
     ] {
         assert!(text.contains(key), "{key} missing from:\n{text}");
     }
