@@ -375,6 +375,7 @@ fn decrypt_s3ec(
                 credentials: None,
                 default_key: None,
                 allowed_keys: Vec::new(),
+                readable_keys: Vec::new(),
                 bucket_key: false,
                 bucket_key_uses: 1,
                 cache_ttl: std::time::Duration::from_secs(1),

@@ -140,7 +140,7 @@ impl S3ecSettings {
 }
 
 /// Whether `k` is a KMS key ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`).
-fn is_key_arn(k: &str) -> bool {
+pub fn is_key_arn(k: &str) -> bool {
     let f: Vec<&str> = k.splitn(6, ':').collect();
     f.len() == 6
         && f[0] == "arn"
@@ -249,6 +249,9 @@ pub struct RawKms {
     /// KMS keys clients may name with SSE-KMS headers (besides the default key); "*" allows any.
     #[serde(default)]
     pub allowed_keys: Vec<String>,
+    /// Further KMS keys objects may be read under (retired keys whose objects remain).
+    #[serde(default)]
+    pub readable_keys: Vec<String>,
     /// S3-Bucket-Key-style intermediate keys: one KMS call per bucket key, not per object.
     #[serde(default = "default_true")]
     pub bucket_key: bool,
@@ -271,9 +274,25 @@ pub struct RawPolicy {
     pub default: Option<String>,
     pub allowed_kms_keys: Option<Vec<String>>,
     pub require_sse: Option<bool>,
+    /// The kinds of SSE a client may ask for with headers ("sse-s3", "sse-kms", "sse-c"); others are refused.
+    pub allowed_sse: Option<Vec<SseKind>>,
     pub bucket_key: Option<bool>,
     pub legacy_objects: Option<LegacyPolicy>,
     pub upstream_sse: Option<UpstreamSse>,
+}
+
+/// A kind of server-side encryption a client can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SseKind {
+    /// `x-amz-server-side-encryption: AES256`.
+    #[serde(rename = "sse-s3")]
+    S3,
+    /// `x-amz-server-side-encryption: aws:kms`.
+    #[serde(rename = "sse-kms")]
+    Kms,
+    /// The `x-amz-server-side-encryption-customer-*` headers.
+    #[serde(rename = "sse-c")]
+    Customer,
 }
 
 /// What the store is asked for on top (its own server-side encryption of the ciphertext), for upstream bucket
@@ -326,6 +345,7 @@ pub struct KmsSettings {
     pub credentials: Option<(String, SecretString)>,
     pub default_key: Option<String>,
     pub allowed_keys: Vec<String>,
+    pub readable_keys: Vec<String>,
     pub bucket_key: bool,
     pub bucket_key_uses: u64,
     pub cache_ttl: Duration,
@@ -342,6 +362,7 @@ pub struct BucketPolicy {
     pub default: Option<DefaultProtection>,
     pub allowed_kms_keys: Option<Vec<String>>,
     pub require_sse: Option<bool>,
+    pub allowed_sse: Option<Vec<SseKind>>,
     pub bucket_key: Option<bool>,
     pub legacy_objects: Option<LegacyPolicy>,
     pub upstream_sse: Option<UpstreamSse>,
@@ -434,6 +455,7 @@ impl RawEncryption {
                 default: d,
                 allowed_kms_keys: r.allowed_kms_keys.clone(),
                 require_sse: r.require_sse,
+                allowed_sse: r.allowed_sse.clone(),
                 bucket_key: r.bucket_key,
                 legacy_objects: r.legacy_objects,
                 upstream_sse: r.upstream_sse,
@@ -539,6 +561,7 @@ impl RawKms {
             credentials,
             default_key: self.default_key.clone(),
             allowed_keys: self.allowed_keys.clone(),
+            readable_keys: self.readable_keys.clone(),
             bucket_key: self.bucket_key,
             bucket_key_uses: self.bucket_key_uses,
             cache_ttl: self.cache_ttl,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 mod keys;
 pub use keys::{
     BucketPolicy, DEFAULT_KMS_TIMEOUT, DefaultProtection, EncryptionSettings, KmsSettings, RawEncryption, RawKms,
-    RawPolicy, RawS3ec, S3ecSettings, UpstreamSse,
+    RawPolicy, RawS3ec, S3ecSettings, SseKind, UpstreamSse, is_key_arn,
 };
 
 use crate::util::secret::{SecretString, read_secret_file};

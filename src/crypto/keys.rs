@@ -401,23 +401,37 @@ pub fn install_keyring(from: &Path, to: &Path) -> Result<String, String> {
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp");
+    // A fresh, unpredictable name created exclusively (O_CREAT|O_EXCL: never an existing file, never through a
+    // symbolic link), mode 600 from the start, then renamed over the target.
+    let suffix: [u8; 8] = random_bytes().map_err(|e| e.to_string())?;
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{}.tmp", hex::encode(suffix)));
+    let tmp = path.with_file_name(name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(data).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.sync_all().map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let written = (|| {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(data)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: {e}", tmp.display()));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
 }
 
 #[cfg(test)]
@@ -499,6 +513,26 @@ mod tests {
         assert!(ring.by_reference("kms:first").is_none());
         assert!(keygen(&p, Some("first")).is_err(), "ids are unique");
         assert!(!format!("{ring:?}").contains('='), "no key material in Debug: {ring:?}");
+    }
+
+    #[test]
+    fn keygen_never_writes_through_a_planted_temporary_file_or_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keyring.toml");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("keyring.tmp")).unwrap();
+        std::fs::write(dir.path().join("keyring.toml.tmp"), "planted").unwrap();
+        keygen(&p, Some("a")).unwrap();
+        keygen(&p, Some("b")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 4, "no temporary file left behind: {left:?}");
+        assert_eq!(LocalKeyring::load(&p).unwrap().current().id(), "b");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct KmsProvider {
     settings: KmsSettings,
     /// Unwrapped keys by (blob, key, context) digest.
     decrypted: Mutex<HashMap<[u8; 32], CachedKey>>,
+    /// Key names (aliases, key IDs) resolved to key ARNs by DescribeKey, and when.
+    resolved: Mutex<HashMap<String, (String, Instant)>>,
     /// Bucket keys for writes, by (KMS key as configured or requested, bucket). One async lock per slot, so that
     /// concurrent writes to a cold bucket draw one bucket key, not one each.
     write_keys: Mutex<HashMap<(String, String), WriteSlot>>,
@@ -174,6 +176,7 @@ impl KmsProvider {
             client: aws_sdk_kms::Client::new(&conf),
             settings: settings.clone(),
             decrypted: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
             write_keys: Mutex::new(HashMap::new()),
             calls: KmsCalls::default(),
         }
@@ -185,6 +188,37 @@ impl KmsProvider {
 
     pub fn calls(&self) -> &KmsCalls {
         &self.calls
+    }
+
+    /// The ARN of the key `key` names: a key ARN is itself; an alias (`alias/x`, an alias ARN) or a key ID is
+    /// resolved by DescribeKey, cached for `cache_ttl` (an alias can be repointed).
+    pub async fn resolve(&self, key: &str) -> Result<String, ProxyError> {
+        if crate::config::is_key_arn(key) {
+            return Ok(key.to_owned());
+        }
+        let ttl = self.settings.cache_ttl;
+        if let Ok(cache) = self.resolved.lock()
+            && let Some((arn, at)) = cache.get(key)
+            && at.elapsed() < ttl
+        {
+            return Ok(arn.clone());
+        }
+        let started = Instant::now();
+        let out = self.client.describe_key().key_id(key).send().await;
+        crate::metrics::kms_call("DescribeKey", out.is_ok(), started.elapsed());
+        let out = out.map_err(kms_error)?;
+        let arn = out
+            .key_metadata()
+            .map(|m| m.arn().unwrap_or(m.key_id()).to_owned())
+            .filter(|a| crate::config::is_key_arn(a))
+            .ok_or(ProxyError::Kms { code: "KMS.NotFoundException", status: 400 })?;
+        if let Ok(mut cache) = self.resolved.lock() {
+            if cache.len() >= self.settings.cache_entries {
+                cache.clear();
+            }
+            cache.insert(key.to_owned(), (arn.clone(), Instant::now()));
+        }
+        Ok(arn)
     }
 
     /// A fresh data key under `key_id` bound to `context`: (plaintext, blob, the key's ARN).

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
-use crate::config::{BucketPolicy, DefaultProtection, EncryptionSettings, LegacyPolicy, UpstreamSse};
+use crate::config::{BucketPolicy, DefaultProtection, EncryptionSettings, LegacyPolicy, SseKind, UpstreamSse};
 use crate::error::ProxyError;
 use crate::s3::sse::{CustomerKey, SseRequest};
 use envelope::{Envelope, Multipart};
@@ -144,6 +144,8 @@ pub struct EffectivePolicy {
     pub default: DefaultProtection,
     pub allowed_kms_keys: Option<Vec<String>>,
     pub require_sse: bool,
+    /// The SSE kinds a client may ask for (`None`: any).
+    pub allowed_sse: Option<Vec<SseKind>>,
     pub bucket_key: Option<bool>,
     pub legacy_objects: LegacyPolicy,
     pub upstream_sse: Option<UpstreamSse>,
@@ -303,6 +305,7 @@ impl Crypto {
             default,
             allowed_kms_keys: matching.iter().find_map(|p| p.allowed_kms_keys.clone()),
             require_sse: matching.iter().find_map(|p| p.require_sse).unwrap_or(false),
+            allowed_sse: matching.iter().find_map(|p| p.allowed_sse.clone()),
             bucket_key: matching.iter().find_map(|p| p.bucket_key),
             legacy_objects: legacy,
             upstream_sse: matching.iter().find_map(|p| p.upstream_sse),
@@ -323,20 +326,34 @@ impl Crypto {
         self.kms.as_ref().ok_or(ProxyError::Kms { code: "KMS.NotFoundException", status: 400 })
     }
 
-    /// What a write of `bucket`/`key` is protected with, from the client's SSE headers and the policy.
-    pub fn protection(&self, bucket: &str, key: &str, sse: &SseRequest) -> Result<Protection, ProxyError> {
+    /// What a write of `bucket`/`key` is protected with, from the client's SSE headers and the policy. A KMS key is
+    /// resolved to its ARN (aliases by DescribeKey) and allowed only if that ARN is the default key's or an allowed
+    /// key's: what is compared is the key, not its name.
+    pub async fn protection(&self, bucket: &str, key: &str, sse: &SseRequest) -> Result<Protection, ProxyError> {
         let policy = self.policy(bucket, key);
-        let kms_default = |named: Option<&String>| -> Result<String, ProxyError> {
-            named
-                .cloned()
-                .or_else(|| self.kms.as_ref().and_then(|k| k.settings().default_key.clone()))
-                .ok_or(ProxyError::Kms { code: "KMS.NotFoundException", status: 400 })
+        let asked = match sse {
+            SseRequest::None => None,
+            SseRequest::S3 => Some(SseKind::S3),
+            SseRequest::Kms { .. } => Some(SseKind::Kms),
+            SseRequest::Customer(_) => Some(SseKind::Customer),
         };
+        if let (Some(kind), Some(allowed)) = (asked, &policy.allowed_sse)
+            && !allowed.contains(&kind)
+        {
+            return Err(ProxyError::AccessDenied("Access Denied: this kind of encryption is not allowed here"));
+        }
+        let not_found = || ProxyError::Kms { code: "KMS.NotFoundException", status: 400 };
         let bucket_key_default = |requested: Option<bool>| {
             requested
                 .or(policy.bucket_key)
                 .unwrap_or_else(|| self.kms.as_ref().is_some_and(|k| k.settings().bucket_key))
         };
+        let policy_key = match &policy.default {
+            DefaultProtection::Kms(Some(k)) => Some(k.clone()),
+            DefaultProtection::Kms(None) | DefaultProtection::Keyring | DefaultProtection::Plaintext => None,
+        };
+        let default_key =
+            || policy_key.clone().or_else(|| self.kms.as_ref().and_then(|k| k.settings().default_key.clone()));
         match sse {
             SseRequest::None => {
                 if policy.require_sse {
@@ -347,40 +364,89 @@ impl Crypto {
                 Ok(match &policy.default {
                     DefaultProtection::Keyring => Protection::Keyring,
                     DefaultProtection::Plaintext => Protection::Plaintext,
-                    DefaultProtection::Kms(k) => Protection::Kms {
-                        key_id: kms_default(k.as_ref())?,
-                        context: None,
-                        bucket_key: bucket_key_default(None),
-                    },
+                    DefaultProtection::Kms(_) => {
+                        let named = default_key().ok_or_else(not_found)?;
+                        Protection::Kms {
+                            key_id: self.kms_provider()?.resolve(&named).await?,
+                            context: None,
+                            bucket_key: bucket_key_default(None),
+                        }
+                    }
                 })
             }
             SseRequest::S3 => Ok(Protection::Keyring),
             SseRequest::Customer(k) => Ok(Protection::Customer(Arc::clone(k))),
             SseRequest::Kms { key_id, context, bucket_key } => {
                 let kms = self.kms_provider()?;
-                let policy_key = match &policy.default {
-                    DefaultProtection::Kms(Some(k)) => Some(k.clone()),
-                    DefaultProtection::Kms(None) | DefaultProtection::Keyring | DefaultProtection::Plaintext => None,
-                };
-                let default_key = policy_key.clone().or_else(|| kms.settings().default_key.clone());
-                let key = match key_id {
-                    Some(k) => k.clone(),
-                    None => {
-                        default_key.clone().ok_or(ProxyError::Kms { code: "KMS.NotFoundException", status: 400 })?
-                    }
-                };
+                let default = default_key();
+                let named = key_id.clone().or_else(|| default.clone()).ok_or_else(not_found)?;
+                let arn = kms.resolve(&named).await?;
                 let allowed = policy.allowed_kms_keys.as_ref().unwrap_or(&kms.settings().allowed_keys);
-                let permitted = Some(&key) == default_key.as_ref()
-                    || allowed.iter().any(|a| a == "*" || *a == key || key.ends_with(&format!("/{a}")));
+                let mut permitted = allowed.iter().any(|a| a == "*");
+                for candidate in default.iter().chain(allowed.iter()) {
+                    if permitted {
+                        break;
+                    }
+                    // A configured name KMS does not know matches nothing.
+                    permitted = kms.resolve(candidate).await.is_ok_and(|a| a == arn);
+                }
                 if !permitted {
                     return Err(ProxyError::AccessDenied("Access Denied: this KMS key is not allowed here"));
                 }
                 Ok(Protection::Kms {
-                    key_id: key,
+                    key_id: arn,
                     context: context.clone(),
                     bucket_key: bucket_key_default(*bucket_key),
                 })
             }
+        }
+    }
+
+    /// Every KMS key name the configuration mentions (default keys, allowed keys, readable keys, policies').
+    fn configured_kms_keys(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        if let Some(k) = &self.settings.kms {
+            out.extend(k.default_key.as_deref());
+            out.extend(k.allowed_keys.iter().map(String::as_str));
+            out.extend(k.readable_keys.iter().map(String::as_str));
+        }
+        if let DefaultProtection::Kms(Some(k)) = &self.settings.default {
+            out.push(k);
+        }
+        for p in &self.settings.policies {
+            if let Some(DefaultProtection::Kms(Some(k))) = &p.default {
+                out.push(k);
+            }
+            out.extend(p.allowed_kms_keys.iter().flatten().map(String::as_str));
+        }
+        out
+    }
+
+    /// Refuses to use a KMS key an envelope read from the store names unless the configuration names it (as a
+    /// default, allowed or readable key; `"*"` allows any): a store cannot make the proxy unwrap under a key of its
+    /// choosing.
+    async fn check_readable_kms_key(&self, arn: &str) -> Result<(), ProxyError> {
+        let kms = self.kms_provider()?;
+        let names = self.configured_kms_keys();
+        if names.contains(&"*") || names.contains(&arn) {
+            return Ok(());
+        }
+        for name in names {
+            if kms.resolve(name).await.is_ok_and(|a| a == arn) {
+                return Ok(());
+            }
+        }
+        Err(ProxyError::UnknownKey(format!("{KEK_SCHEME_KMS}:{arn}")))
+    }
+
+    /// Resolves a KMS protection's key to its ARN (a protection the operator names, e.g. `rewrap --to`).
+    pub async fn resolve_protection(&self, p: Protection) -> Result<Protection, ProxyError> {
+        match p {
+            Protection::Kms { key_id, context, bucket_key } => {
+                let arn = self.kms_provider()?.resolve(&key_id).await?;
+                Ok(Protection::Kms { key_id: arn, context, bucket_key })
+            }
+            other => Ok(other),
         }
     }
 
@@ -397,6 +463,7 @@ impl Crypto {
             let mp = multipart.map(|m| m.encode());
             let ctx = object_context(mp.as_deref(), context.as_deref(), id, self.segment_size);
             let (dek, blob, arn) = kms.generate(key_id, &ctx).await?;
+            same_key(key_id, &arn)?;
             let env = Envelope {
                 segment_size: self.segment_size,
                 kek_ref: format!("{KEK_SCHEME_KMS}:{arn}"),
@@ -443,6 +510,7 @@ impl Crypto {
                 env.context = context.clone();
                 if *bucket_key {
                     let bk = kms.write_bucket_key(key_id, &id.bucket).await?;
+                    same_key(key_id, &bk.arn)?;
                     env.kek_ref = format!("{KEK_SCHEME_KMS}:{}", bk.arn);
                     env.bucket_key = Some(bk.blob);
                     env.wrapped_dek = wrap_under(bk.key.expose(), dek, &env.wrap_aad(id))?;
@@ -450,6 +518,7 @@ impl Crypto {
                     let mp = env.multipart.map(|m| m.encode());
                     let ctx = object_context(mp.as_deref(), context.as_deref(), id, self.segment_size);
                     let (blob, arn) = kms.encrypt(key_id, dek, &ctx).await?;
+                    same_key(key_id, &arn)?;
                     env.kek_ref = format!("{KEK_SCHEME_KMS}:{arn}");
                     env.wrapped_dek = blob;
                 }
@@ -481,6 +550,7 @@ impl Crypto {
                 .ok_or(ProxyError::AccessDenied("Access Denied"));
         }
         if let Some(key) = kms_key_of(&env.kek_ref) {
+            self.check_readable_kms_key(key).await?;
             let kms = self.kms_provider()?;
             return match &env.bucket_key {
                 Some(bk) => {
@@ -643,6 +713,16 @@ impl Crypto {
     /// Whether an upload ID is one of the proxy's (either version), not a store's raw ID.
     pub fn is_proxy_upload_id(upload_id: &str) -> bool {
         upload_id.starts_with(UPLOAD_ID_PREFIX_V2) || upload_id.starts_with(UPLOAD_ID_PREFIX)
+    }
+}
+
+/// A KMS call made under `asked` (a key ARN, resolved beforehand) must report that key: the ARN stored in the
+/// envelope is the one that was checked against the allowed keys.
+fn same_key(asked: &str, used: &str) -> Result<(), ProxyError> {
+    if asked == used {
+        Ok(())
+    } else {
+        Err(ProxyError::Internal(format!("KMS used the key {used} where {asked} was asked for")))
     }
 }
 

@@ -125,8 +125,11 @@ impl Layout {
         match *self {
             Layout::Single | Layout::Part(_) | Layout::Unsealed => true,
             Layout::Multipart { parts, per_part } => {
-                let before_last = u64::from(parts - 1) * per_part;
-                parts >= 1 && per_part >= 1 && total > before_last && total <= before_last + per_part
+                // The layout comes from the store: no arithmetic on it may overflow.
+                let Some(before_last) = u64::from(parts.saturating_sub(1)).checked_mul(per_part) else {
+                    return false;
+                };
+                parts >= 1 && per_part >= 1 && total > before_last && total - before_last <= per_part
             }
         }
     }

@@ -266,7 +266,7 @@ impl Proxy {
         }
         let replace = replaces_metadata(headers)?;
         let protection = if dest_encrypted {
-            crypto.protection(&dest_identity.bucket, &dest_identity.key, sse)?
+            crypto.protection(&dest_identity.bucket, &dest_identity.key, sse).await?
         } else {
             Protection::Plaintext
         };

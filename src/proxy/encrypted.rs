@@ -101,18 +101,26 @@ impl ClientRange {
         }
     }
 
-    /// The upstream Range covering the segments this range needs (without knowing the object's size).
+    /// The upstream Range covering the segments this range needs (without knowing the object's size). The client's
+    /// numbers may be anything up to 2^64 − 1, stores take offsets up to 2^63 − 1: a start past that asks for
+    /// `bytes=<2^63 − 1>-` (the store answers 416), an end past it reads to the end, a suffix longer than any object
+    /// reads it whole.
     pub fn upstream_range(self, segment: u32) -> Option<String> {
+        const MAX_OFFSET: u64 = i64::MAX as u64;
         let s = u64::from(segment);
         let full = s + SEGMENT_OVERHEAD;
+        let start_of = |a: u64| (a / s).saturating_mul(full).min(MAX_OFFSET);
         match self {
             ClientRange::Whole => None,
-            ClientRange::From(a, None) => Some(format!("bytes={}-", segment_offset(a / s, segment))),
-            ClientRange::From(a, Some(b)) => {
-                Some(format!("bytes={}-{}", segment_offset(a / s, segment), (b / s + 1) * full - 1))
-            }
+            ClientRange::From(a, None) => Some(format!("bytes={}-", start_of(a))),
+            ClientRange::From(a, Some(b)) => match (b / s + 1).checked_mul(full).filter(|e| *e <= MAX_OFFSET) {
+                Some(end) => Some(format!("bytes={}-{}", start_of(a), end - 1)),
+                None => Some(format!("bytes={}-", start_of(a))),
+            },
             // The last n plaintext bytes lie within the last ceil(n/S) + 1 segments.
-            ClientRange::Suffix(n) => Some(format!("bytes=-{}", (n.div_ceil(s) + 1) * full)),
+            ClientRange::Suffix(n) => {
+                (n.div_ceil(s) + 1).checked_mul(full).filter(|c| *c <= MAX_OFFSET).map(|c| format!("bytes=-{c}"))
+            }
         }
     }
 }
@@ -470,6 +478,17 @@ mod tests {
         );
         assert_eq!(ClientRange::From(70_000, None).upstream_range(s).unwrap(), format!("bytes={full}-"));
         assert_eq!(ClientRange::Suffix(10).upstream_range(s).unwrap(), format!("bytes=-{}", 2 * full));
+        // Client numbers up to 2^64 - 1 never overflow.
+        assert_eq!(ClientRange::From(0, Some(u64::MAX)).upstream_range(s).unwrap(), "bytes=0-");
+        assert_eq!(ClientRange::From(u64::MAX, None).upstream_range(s).unwrap(), format!("bytes={}-", i64::MAX));
+        assert_eq!(
+            ClientRange::From(u64::MAX - 1, Some(u64::MAX)).upstream_range(s).unwrap(),
+            format!("bytes={}-", i64::MAX)
+        );
+        assert_eq!(ClientRange::Suffix(u64::MAX).upstream_range(s), None);
+        assert_eq!(ClientRange::Suffix(u64::MAX).resolve(100).unwrap(), Some((0, 99)));
+        assert_eq!(ClientRange::From(0, Some(u64::MAX)).resolve(100).unwrap(), Some((0, 99)));
+        assert!(ClientRange::From(u64::MAX, None).resolve(100).is_err());
     }
 
     #[test]

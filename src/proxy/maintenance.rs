@@ -128,7 +128,10 @@ impl Proxy {
 
     /// Re-wraps the data keys of a bucket's objects under the target key (metadata-only server-side copies).
     pub async fn rewrap_bucket(&self, opts: &BulkOptions, report: &Arc<BulkReport>) -> Result<(), String> {
-        let target = opts.to.as_deref().map(parse_target).transpose()?;
+        let target = match opts.to.as_deref().map(parse_target).transpose()? {
+            Some(p) => Some(self.inner.crypto.resolve_protection(p).await.map_err(|e| format!("--to: {e}"))?),
+            None => None,
+        };
         self.bulk(opts, report, Job::Rewrap, target).await
     }
 
@@ -211,7 +214,7 @@ impl Proxy {
         }
         let protection = match target {
             Some(p) => p.clone(),
-            None => match crypto.protection(&id.bucket, &id.key, &crate::s3::sse::SseRequest::None)? {
+            None => match crypto.protection(&id.bucket, &id.key, &crate::s3::sse::SseRequest::None).await? {
                 Protection::Plaintext => return Ok(Outcome::Skipped("the policy stores it as plaintext")),
                 p => p,
             },
@@ -267,7 +270,7 @@ impl Proxy {
         if s3ec.is_some() && !crypto.s3ec().covers(&id.bucket, &id.key) {
             return Ok(Outcome::Skipped("an S3 Encryption Client object outside encryption.s3ec.scope"));
         }
-        let protection = crypto.protection(&id.bucket, &id.key, &crate::s3::sse::SseRequest::None)?;
+        let protection = crypto.protection(&id.bucket, &id.key, &crate::s3::sse::SseRequest::None).await?;
         if matches!(protection, Protection::Plaintext) {
             return Ok(Outcome::Skipped("the policy stores it as plaintext"));
         }
@@ -372,9 +375,8 @@ fn object_target(id: &ObjectIdentity) -> Target {
 fn already_under(crypto: &Crypto, env: &Envelope, protection: &Protection) -> bool {
     match protection {
         Protection::Keyring => env.kek_ref == crypto.keyring().current().reference(),
-        Protection::Kms { key_id, .. } => {
-            env.kek_ref.strip_prefix("kms:").is_some_and(|k| k == key_id || k.ends_with(&format!("/{key_id}")))
-        }
+        // Resolved to its ARN beforehand: compared exactly.
+        Protection::Kms { key_id, .. } => env.kek_ref.strip_prefix("kms:") == Some(key_id.as_str()),
         Protection::Customer(_) | Protection::Plaintext => false,
     }
 }

@@ -362,7 +362,7 @@ impl Proxy {
         };
         let protection = match (encrypted, op) {
             (true, S3Op::PutObject | S3Op::CreateMultipartUpload) => {
-                Some(crypto.protection(&identity.bucket, &identity.key, &sse)?)
+                Some(crypto.protection(&identity.bucket, &identity.key, &sse).await?)
             }
             _other => None,
         };
@@ -584,6 +584,14 @@ struct Encrypting {
 
 /// Largest non-object body (XML: CompleteMultipartUpload, DeleteObjects, bucket configuration) buffered.
 const MAX_SMALL_BODY: usize = 8 * 1024 * 1024;
+/// Largest object body taken (S3's largest object, 5 TiB): anything the client declares beyond it is
+/// `EntityTooLarge` before any size arithmetic.
+const MAX_OBJECT_BODY: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+
+/// A declared object-body length, bounded by [`MAX_OBJECT_BODY`].
+fn bounded(len: u64) -> Result<u64, ProxyError> {
+    if len > MAX_OBJECT_BODY { Err(ProxyError::EntityTooLarge) } else { Ok(len) }
+}
 
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     match headers.get(CONTENT_LENGTH) {
@@ -628,7 +636,7 @@ fn object_data(
                 Checks::new().from_headers(headers)?.finish()?;
                 return Ok((empty_upstream_body(), 0));
             }
-            let len = length.ok_or(ProxyError::MissingContentLength)?;
+            let len = bounded(length.ok_or(ProxyError::MissingContentLength)?)?;
             let checks = Checks::new().sha256(*expected).from_headers(headers)?;
             Ok((CheckedBody::new(body, checks).boxed_unsync(), len))
         }
@@ -637,7 +645,7 @@ fn object_data(
                 Checks::new().from_headers(headers)?.finish()?;
                 return Ok((empty_upstream_body(), 0));
             }
-            let len = length.ok_or(ProxyError::MissingContentLength)?;
+            let len = bounded(length.ok_or(ProxyError::MissingContentLength)?)?;
             Ok((CheckedBody::new(body, Checks::new().from_headers(headers)?).boxed_unsync(), len))
         }
         PayloadMode::StreamingUnsignedTrailer | PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
@@ -663,7 +671,7 @@ fn object_data(
                     "x-amz-trailer and an x-amz-checksum- header cannot both be given".into(),
                 ));
             }
-            let len = spec.decoded_length;
+            let len = bounded(spec.decoded_length)?;
             let decoded = AwsChunkedBody::new(body, spec);
             if checks.is_empty() {
                 Ok((decoded.boxed_unsync(), len))

@@ -654,3 +654,147 @@ async fn rewrap_rotates_a_thousand_objects_by_metadata_only_resumably_and_migrat
     let h = rc.head_object().bucket(&b).key("legacy/0").send().await.unwrap();
     assert_eq!(h.content_type(), Some("text/x-legacy"), "content headers kept");
 }
+
+/// A KMS client on the test KMS (moto).
+fn kms_admin() -> aws_sdk_kms::Client {
+    let conf = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new("us-east-1"))
+        .endpoint_url(kms_endpoint())
+        .credentials_provider(aws_sdk_kms::config::Credentials::new("testing", "testing", None, None, "test"))
+        .build();
+    aws_sdk_kms::Client::from_conf(conf)
+}
+
+async fn put_kms(c: &Client, b: &str, k: &str, key_id: &str) -> Result<String, (u16, Option<String>)> {
+    c.put_object()
+        .bucket(b)
+        .key(k)
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(key_id)
+        .body(ByteStream::from_static(b"k"))
+        .send()
+        .await
+        .map(|o| o.ssekms_key_id().unwrap_or_default().to_owned())
+        .map_err(|e| (status(&e), code(&e)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_kms_key_is_allowed_by_the_key_it_resolves_to_not_by_the_end_of_its_name() {
+    let default = create_kms_key().await;
+    let allowed = create_kms_key().await;
+    let uuid = allowed.rsplit('/').next().unwrap().to_owned();
+    let alias = format!("alias/{}", unique_bucket("allowed"));
+    kms_admin().create_alias().alias_name(&alias).target_key_id(&uuid).send().await.unwrap();
+    // Allowed by key ID and by alias; the same key ID in another account's ARN is another key.
+    let other_account = allowed.replace(":123456789012:", ":999999999999:");
+    let env = TestEnv::builder(Backend::SeaweedFs)
+        .kms(&kms_endpoint(), &default, &format!("allowed_keys = [{uuid:?}]\nbucket_key = false\n"))
+        .start()
+        .await;
+    let c = env.client();
+    let b = &env.bucket;
+    assert_eq!(put_kms(&c, b, "by-arn", &allowed).await, Ok(allowed.clone()));
+    assert_eq!(put_kms(&c, b, "by-id", &uuid).await, Ok(allowed.clone()));
+    assert_eq!(put_kms(&c, b, "by-alias", &alias).await, Ok(allowed.clone()), "the alias resolves to the allowed key");
+    let e = put_kms(&c, b, "cross-account", &other_account).await.unwrap_err();
+    assert_eq!(e, (403, Some("AccessDenied".to_owned())), "another account's key with the same ID");
+    let stranger_alias = format!("alias/{}", unique_bucket("stranger"));
+    let stranger = create_kms_key().await;
+    kms_admin().create_alias().alias_name(&stranger_alias).target_key_id(&stranger).send().await.unwrap();
+    let e = put_kms(&c, b, "stranger", &stranger_alias).await.unwrap_err();
+    assert_eq!(e, (403, Some("AccessDenied".to_owned())));
+    let stored = env.stored_keys().await;
+    assert!(!stored.iter().any(|k| k == "cross-account" || k == "stranger"), "{stored:?}");
+
+    // A key allowed as written, for which KMS answers with another key's ARN (moto maps every account's ARN to
+    // its own key): the envelope would name a key that was never checked, so nothing is written.
+    let quirky = TestEnv::builder(Backend::SeaweedFs)
+        .kms(&kms_endpoint(), &default, &format!("allowed_keys = [{other_account:?}]\nbucket_key = false\n"))
+        .start()
+        .await;
+    let e = put_kms(&quirky.client(), &quirky.bucket, "mismatch", &other_account).await.unwrap_err();
+    assert_eq!(e.0, 500, "{e:?}");
+    assert!(quirky.stored_keys().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_under_a_kms_key_the_configuration_does_not_name_is_not_read() {
+    // The store serves an object whose envelope names a KMS key of its choosing (here written by a second proxy that
+    // has that key): the first proxy's principal could decrypt it, but the key is not one it was configured with.
+    let mine = create_kms_key().await;
+    let theirs = create_kms_key().await;
+    let bucket = unique_bucket("kmsread");
+    let a = TestEnv::builder(Backend::SeaweedFs).bucket(&bucket).kms(&kms_endpoint(), &mine, "").start().await;
+    let forger = TestEnv::builder(Backend::SeaweedFs).bucket(&bucket).kms(&kms_endpoint(), &theirs, "").start().await;
+    put_kms(&a.client(), &bucket, "honest", &mine).await.unwrap();
+    put_kms(&forger.client(), &bucket, "forged", &theirs).await.unwrap();
+    let c = a.client();
+    assert_eq!(get(&c, &bucket, "honest").await, b"k");
+    let e = c.get_object().bucket(&bucket).key("forged").send().await.unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (400, Some("KMS.NotFoundException")));
+    // Listed as readable (a retired key), it reads.
+    let b = TestEnv::builder(Backend::SeaweedFs)
+        .bucket(&bucket)
+        .kms(&kms_endpoint(), &mine, &format!("readable_keys = [{theirs:?}]\n"))
+        .start()
+        .await;
+    assert_eq!(get(&b.client(), &bucket, "forged").await, b"k");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_can_allow_only_some_kinds_of_encryption_and_reserved_metadata_is_refused_under_any_policy() {
+    let key = create_kms_key().await;
+    let bucket = unique_bucket("forcekms");
+    let env = TestEnv::builder(Backend::SeaweedFs)
+        .bucket(&bucket)
+        .kms(&kms_endpoint(), &key, "")
+        .encryption(&format!(
+            "[[encryption.policy]]\nbucket = {bucket:?}\ndefault = \"kms\"\nallowed_sse = [\"sse-kms\"]\n\
+             [[encryption.policy]]\nbucket = {bucket:?}\nprefix = \"public/\"\ndefault = \"plaintext\"\n"
+        ))
+        .start()
+        .await;
+    let c = env.client();
+    let e = c
+        .put_object()
+        .bucket(&bucket)
+        .key("s3")
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (403, Some("AccessDenied")), "SSE-S3 is not allowed here");
+    let (k, md5) = customer_key(5);
+    let e = c
+        .put_object()
+        .bucket(&bucket)
+        .key("c")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k)
+        .sse_customer_key_md5(&md5)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((status(&e), code(&e).as_deref()), (403, Some("AccessDenied")), "SSE-C is not allowed here");
+    let none = c.put_object().bucket(&bucket).key("none").body(ByteStream::from_static(b"x")).send().await.unwrap();
+    assert_eq!(none.ssekms_key_id(), Some(key.as_str()), "no header: the KMS default");
+    assert_eq!(put_kms(&c, &bucket, "kms", &key).await, Ok(key.clone()));
+    // Reserved metadata is refused on every write to an encrypted bucket, under a plaintext policy too.
+    for k in ["public/readme", "secret"] {
+        let e = c
+            .put_object()
+            .bucket(&bucket)
+            .key(k)
+            .metadata("s3crypt-kek", "keyring:forged")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!((status(&e), code(&e).as_deref()), (400, Some("InvalidArgument")), "{k}");
+    }
+    let stored = env.stored_keys().await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+}

@@ -141,6 +141,15 @@ async fn multipart_objects_read_back_exactly_with_plaintext_sizes_everywhere(bac
         assert!(attrs.checksum().is_none(), "no ciphertext checksums");
     }
 
+    // an empty last part reads as empty, not as the whole object
+    let empty_last = vec![data(5 * MIB, 7), Vec::new()];
+    upload(&c, &env.bucket, "mp/empty-last", &empty_last).await.expect("upload with an empty last part");
+    let p2 = c.get_object().bucket(&env.bucket).key("mp/empty-last").part_number(2).send().await.unwrap();
+    assert_eq!((p2.content_length(), p2.parts_count()), (Some(0), Some(2)));
+    assert!(p2.body.collect().await.unwrap().into_bytes().is_empty(), "an empty part has no bytes");
+    let p1 = c.get_object().bucket(&env.bucket).key("mp/empty-last").part_number(1).send().await.unwrap();
+    assert_eq!(p1.body.collect().await.unwrap().into_bytes().to_vec(), empty_last[0]);
+
     // a single-PUT object has one part
     c.put_object().bucket(&env.bucket).key("single").body(ByteStream::from(vec![7u8; 10])).send().await.unwrap();
     let p1 = c.get_object().bucket(&env.bucket).key("single").part_number(1).send().await.unwrap();
