@@ -391,7 +391,7 @@ pub async fn object_attributes_response(
     if parts.status != StatusCode::OK {
         return Ok(Response::from_parts(parts, body));
     }
-    let raw = read_xml(body).await?;
+    let raw = crate::store::read_xml(body, crate::store::Xml::Result).await?;
     let out =
         crate::s3::xml::rewrite_object_attributes(&raw, &|c| plaintext_len(c, segment, true).unwrap_or(c), &|c| {
             plaintext_len(c, segment, false).unwrap_or(c)
@@ -406,22 +406,6 @@ pub async fn object_attributes_response(
     Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
 }
 
-/// Reads an upstream XML document (at most 64 MiB).
-pub(super) async fn read_xml(mut body: ProxyBody) -> Result<Vec<u8>, ProxyError> {
-    const MAX_XML: usize = 64 * 1024 * 1024;
-    let mut collected = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ProxyError::UpstreamProtocol(format!("XML body: {e}")))?;
-        if let Ok(d) = frame.into_data() {
-            collected.extend_from_slice(&d);
-            if collected.len() > MAX_XML {
-                return Err(ProxyError::UpstreamProtocol("XML response larger than 64 MiB".into()));
-            }
-        }
-    }
-    Ok(collected)
-}
-
 /// A listing of an encrypted bucket → plaintext sizes (from ciphertext sizes alone), ciphertext checksums dropped.
 /// Keys under `plaintext_prefixes` (policies that store plaintext) keep their listed size.
 pub async fn listing_response(
@@ -433,7 +417,7 @@ pub async fn listing_response(
     if parts.status != StatusCode::OK {
         return Ok(Response::from_parts(parts, body));
     }
-    let collected = read_xml(body).await?;
+    let collected = crate::store::read_xml(body, crate::store::Xml::Result).await?;
     let size = |key: &str, c: u64| {
         if plaintext_prefixes.iter().any(|p| key.starts_with(p.as_str())) {
             c

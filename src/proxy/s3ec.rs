@@ -297,7 +297,7 @@ impl Proxy {
         if parts.status != StatusCode::OK {
             return Ok(Response::from_parts(parts, body));
         }
-        let collected = super::encrypted::read_xml(body).await?;
+        let collected = crate::store::read_xml(body, crate::store::Xml::Result).await?;
         let (records, _) = crate::s3::xml::records(&collected, &["ListBucketResult", "Contents"])
             .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
         let listed: Vec<String> = records

@@ -53,6 +53,11 @@ fn open_stream(dek: DataKey, part: u16, ct: &[u8], segment: u32) -> Vec<u8> {
     out
 }
 
+/// An envelope as the metadata map the vectors record.
+fn metadata_of(env: &Envelope) -> serde_json::Map<String, Value> {
+    env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect()
+}
+
 fn build() -> Value {
     let segment = DEFAULT_SEGMENT_SIZE;
     let dek_bytes: [u8; 32] = std::array::from_fn(|i| i as u8);
@@ -71,8 +76,7 @@ fn build() -> Value {
         bucket_key: None,
         context: None,
     };
-    let metadata: serde_json::Map<String, Value> =
-        env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
+    let metadata = metadata_of(&env);
     let s = segment as usize;
     let mut streams = Vec::new();
     for (n, len) in [0usize, 1, 100, s - 1, s, s + 1, 3 * s + 7].into_iter().enumerate() {
@@ -140,8 +144,7 @@ fn build_wrap_v2(dek: &DataKey, kek_bytes: &[u8; 32], kek: &Kek, aad: &[u8], seg
         bucket_key: None,
         context: None,
     };
-    let metadata: serde_json::Map<String, Value> =
-        env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
+    let metadata = metadata_of(&env);
     json!({
         "salt": hex::encode(salt),
         "nonce": hex::encode(nonce),
@@ -216,8 +219,7 @@ fn build_multipart(dek: &DataKey, kek: &Kek, id: &ObjectIdentity) -> Value {
         bucket_key: None,
         context: None,
     };
-    let metadata: serde_json::Map<String, Value> =
-        env.to_headers().into_iter().map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
+    let metadata = metadata_of(&env);
     let mut ct = Vec::new();
     let mut cipher_lens = Vec::new();
     for (i, len) in parts.iter().enumerate() {

@@ -655,17 +655,6 @@ async fn rewrap_rotates_a_thousand_objects_by_metadata_only_resumably_and_migrat
     assert_eq!(h.content_type(), Some("text/x-legacy"), "content headers kept");
 }
 
-/// A KMS client on the test KMS (moto).
-fn kms_admin() -> aws_sdk_kms::Client {
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-        .region(aws_sdk_kms::config::Region::new("us-east-1"))
-        .endpoint_url(kms_endpoint())
-        .credentials_provider(aws_sdk_kms::config::Credentials::new("testing", "testing", None, None, "test"))
-        .build();
-    aws_sdk_kms::Client::from_conf(conf)
-}
-
 async fn put_kms(c: &Client, b: &str, k: &str, key_id: &str) -> Result<String, (u16, Option<String>)> {
     c.put_object()
         .bucket(b)
@@ -685,7 +674,7 @@ async fn a_named_kms_key_is_allowed_by_the_key_it_resolves_to_not_by_the_end_of_
     let allowed = create_kms_key().await;
     let uuid = allowed.rsplit('/').next().unwrap().to_owned();
     let alias = format!("alias/{}", unique_bucket("allowed"));
-    kms_admin().create_alias().alias_name(&alias).target_key_id(&uuid).send().await.unwrap();
+    crate::common::kms_client().create_alias().alias_name(&alias).target_key_id(&uuid).send().await.unwrap();
     // Allowed by key ID and by alias; the same key ID in another account's ARN is another key.
     let other_account = allowed.replace(":123456789012:", ":999999999999:");
     let env = TestEnv::builder(Backend::SeaweedFs)
@@ -701,7 +690,13 @@ async fn a_named_kms_key_is_allowed_by_the_key_it_resolves_to_not_by_the_end_of_
     assert_eq!(e, (403, Some("AccessDenied".to_owned())), "another account's key with the same ID");
     let stranger_alias = format!("alias/{}", unique_bucket("stranger"));
     let stranger = create_kms_key().await;
-    kms_admin().create_alias().alias_name(&stranger_alias).target_key_id(&stranger).send().await.unwrap();
+    crate::common::kms_client()
+        .create_alias()
+        .alias_name(&stranger_alias)
+        .target_key_id(&stranger)
+        .send()
+        .await
+        .unwrap();
     let e = put_kms(&c, b, "stranger", &stranger_alias).await.unwrap_err();
     assert_eq!(e, (403, Some("AccessDenied".to_owned())));
     let stored = env.stored_keys().await;

@@ -434,15 +434,20 @@ pub fn kms_endpoint() -> String {
     })
 }
 
-/// Creates a symmetric KMS key in the test KMS; returns its ARN.
-pub async fn create_kms_key() -> String {
+/// A KMS client on the test KMS (moto).
+pub fn kms_client() -> aws_sdk_kms::Client {
     let conf = aws_sdk_kms::Config::builder()
         .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
         .region(aws_sdk_kms::config::Region::new("us-east-1"))
         .endpoint_url(kms_endpoint())
         .credentials_provider(aws_sdk_kms::config::Credentials::new("testing", "testing", None, None, "test"))
         .build();
-    let out = aws_sdk_kms::Client::from_conf(conf).create_key().send().await.expect("create KMS key");
+    aws_sdk_kms::Client::from_conf(conf)
+}
+
+/// Creates a symmetric KMS key in the test KMS; returns its ARN.
+pub async fn create_kms_key() -> String {
+    let out = kms_client().create_key().send().await.expect("create KMS key");
     out.key_metadata().and_then(|m| m.arn()).expect("key ARN").to_owned()
 }
 
