@@ -10,8 +10,6 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use crate::s3::xml;
-
 /// Who caused a failure: decides the log level and the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -115,8 +113,8 @@ pub enum ProxyError {
     InvalidRange { size: u64 },
     #[error("multipart object not sealed")]
     UnsealedObject,
-    #[error("KMS refused: {code}")]
-    Kms { code: &'static str, status: u16 },
+    #[error("KMS refused: {0:?}")]
+    Kms(KmsCode),
     #[error("KMS unavailable: {0}")]
     KmsUnavailable(String),
     #[error("invalid encryption algorithm")]
@@ -152,6 +150,82 @@ pub enum ProxyError {
     Internal(String),
 }
 
+/// Writes `<Error><Code/><Message/><Resource/><RequestId/>[extra]</Error>` as S3 does.
+fn error_document(
+    code: &str,
+    message: &str,
+    resource: &str,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> Bytes {
+    let mut s = String::with_capacity(256);
+    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
+    crate::util::push_xml_element(&mut s, "Code", code);
+    crate::util::push_xml_element(&mut s, "Message", message);
+    crate::util::push_xml_element(&mut s, "Resource", resource);
+    crate::util::push_xml_element(&mut s, "RequestId", request_id);
+    for (name, value) in extra {
+        crate::util::push_xml_element(&mut s, name, value);
+    }
+    s.push_str("</Error>");
+    Bytes::from(s)
+}
+
+/// A row of the error table: the S3 code, HTTP status, side and client message of one error.
+#[derive(Debug, Clone)]
+pub struct Kind<'a> {
+    pub code: &'a str,
+    pub status: StatusCode,
+    pub side: Side,
+    pub message: Cow<'a, str>,
+}
+
+fn kind<'a>(code: &'a str, status: StatusCode, side: Side, message: Cow<'a, str>) -> Kind<'a> {
+    Kind { code, status, side, message }
+}
+
+/// What KMS refused, as the client is told (KMS's own error codes, prefixed `KMS.` as S3 does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsCode {
+    /// The key does not exist, or is not one the gateway may use.
+    NotFound,
+    Disabled,
+    InvalidState,
+    /// Any other refusal of the client's request.
+    RequestFailed,
+    /// KMS failed without saying why.
+    Failed,
+}
+
+impl KmsCode {
+    pub fn code(self) -> &'static str {
+        match self {
+            KmsCode::NotFound => "KMS.NotFoundException",
+            KmsCode::Disabled => "KMS.DisabledException",
+            KmsCode::InvalidState => "KMS.KMSInvalidStateException",
+            KmsCode::RequestFailed | KmsCode::Failed => "KMS.RequestFailed",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            KmsCode::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            KmsCode::NotFound | KmsCode::Disabled | KmsCode::InvalidState | KmsCode::RequestFailed => {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            KmsCode::NotFound => "The KMS key does not exist or is not available to the gateway.",
+            KmsCode::Disabled => "The KMS key is disabled.",
+            KmsCode::InvalidState => "The KMS key is not in a state that allows this request.",
+            KmsCode::RequestFailed | KmsCode::Failed => "The key management service refused the request.",
+        }
+    }
+}
+
 /// What S3 returns with SignatureDoesNotMatch, to help client authors debug their signer.
 #[derive(Debug, Clone)]
 pub struct SignatureMismatch {
@@ -162,282 +236,287 @@ pub struct SignatureMismatch {
 }
 
 impl ProxyError {
+    /// A body that goes on after the length it declared.
+    pub fn body_too_long() -> Self {
+        ProxyError::IncompleteBody("body longer than its declared length")
+    }
+}
+
+impl ProxyError {
+    /// The one table: each kind of error's S3 code, HTTP status, the side that caused it, and the message the client
+    /// sees (never internal detail; the `Display` text, for logs, may carry it).
+    pub fn kind(&self) -> Kind<'_> {
+        use Side::{Client, Internal, Upstream};
+        use StatusCode as S;
+        let said = |m: &'static str| -> Cow<'_, str> { Cow::Borrowed(m) };
+        match self {
+            ProxyError::AccessDenied(m) => kind("AccessDenied", S::FORBIDDEN, Client, said(m)),
+            ProxyError::HeadersNotSigned(_) => kind(
+                "AccessDenied",
+                S::FORBIDDEN,
+                Client,
+                said("There were headers present in the request which were not signed"),
+            ),
+            ProxyError::RequestExpired { .. } => {
+                kind("AccessDenied", S::FORBIDDEN, Client, said("Request has expired"))
+            }
+            ProxyError::InsecureTransport => kind(
+                "InsecureTransport",
+                S::FORBIDDEN,
+                Client,
+                said("Requests to this endpoint must use HTTPS; plain HTTP is refused by policy."),
+            ),
+            ProxyError::InvalidAccessKeyId { .. } => kind(
+                "InvalidAccessKeyId",
+                S::FORBIDDEN,
+                Client,
+                said("The AWS Access Key Id you provided does not exist in our records."),
+            ),
+            ProxyError::SignatureDoesNotMatch(_) => kind(
+                "SignatureDoesNotMatch",
+                S::FORBIDDEN,
+                Client,
+                said(
+                    "The request signature we calculated does not match the signature you provided. Check your key \
+                     and signing method.",
+                ),
+            ),
+            ProxyError::RequestTimeTooSkewed { .. } => kind(
+                "RequestTimeTooSkewed",
+                S::FORBIDDEN,
+                Client,
+                said("The difference between the request time and the current time is too large."),
+            ),
+            ProxyError::AuthorizationHeaderMalformed { message, .. } => {
+                kind("AuthorizationHeaderMalformed", S::BAD_REQUEST, Client, Cow::Borrowed(message))
+            }
+            ProxyError::AuthorizationQueryParametersError(m) => {
+                kind("AuthorizationQueryParametersError", S::BAD_REQUEST, Client, Cow::Borrowed(m))
+            }
+            ProxyError::InvalidToken => kind(
+                "InvalidToken",
+                S::BAD_REQUEST,
+                Client,
+                said("The provided token is malformed or otherwise invalid."),
+            ),
+            ProxyError::InvalidRequest(m) => kind("InvalidRequest", S::BAD_REQUEST, Client, Cow::Borrowed(m)),
+            ProxyError::InvalidArgument(m) => kind("InvalidArgument", S::BAD_REQUEST, Client, Cow::Borrowed(m)),
+            ProxyError::InvalidBucketName => {
+                kind("InvalidBucketName", S::BAD_REQUEST, Client, said("The specified bucket is not valid."))
+            }
+            ProxyError::InvalidUri => {
+                kind("InvalidURI", S::BAD_REQUEST, Client, said("Couldn't parse the specified URI."))
+            }
+            ProxyError::MethodNotAllowed => kind(
+                "MethodNotAllowed",
+                S::METHOD_NOT_ALLOWED,
+                Client,
+                said("The specified method is not allowed against this resource."),
+            ),
+            ProxyError::NotImplemented(m) => kind("NotImplemented", S::NOT_IMPLEMENTED, Client, said(m)),
+            ProxyError::MissingContentLength => kind(
+                "MissingContentLength",
+                S::LENGTH_REQUIRED,
+                Client,
+                said("You must provide the Content-Length HTTP header."),
+            ),
+            ProxyError::ContentSha256Mismatch { .. } => kind(
+                "XAmzContentSHA256Mismatch",
+                S::BAD_REQUEST,
+                Client,
+                said("The provided 'x-amz-content-sha256' header does not match what was computed."),
+            ),
+            ProxyError::IncompleteBody(_) | ProxyError::ClientBody(_) => kind(
+                "IncompleteBody",
+                S::BAD_REQUEST,
+                Client,
+                said("You did not provide the number of bytes specified by the Content-Length HTTP header."),
+            ),
+            ProxyError::MalformedChunkedBody(_) => {
+                kind("IncompleteBody", S::BAD_REQUEST, Client, said("The aws-chunked request body is malformed."))
+            }
+            ProxyError::InvalidChunkSize(_) => kind(
+                "InvalidChunkSizeError",
+                S::BAD_REQUEST,
+                Client,
+                said(
+                    "Only the last chunk is allowed to have a size less than 8192 bytes, and no chunk may exceed the \
+                     maximum chunk size.",
+                ),
+            ),
+            ProxyError::MalformedTrailer(m) => kind("MalformedTrailerError", S::BAD_REQUEST, Client, Cow::Borrowed(m)),
+            ProxyError::BadDigest { algorithm } => kind(
+                "BadDigest",
+                S::BAD_REQUEST,
+                Client,
+                format!("The {algorithm} you specified did not match the calculated checksum.").into(),
+            ),
+            ProxyError::InvalidDigest => {
+                kind("InvalidDigest", S::BAD_REQUEST, Client, said("The Content-MD5 you specified was invalid."))
+            }
+            ProxyError::EntityTooLarge => kind(
+                "EntityTooLarge",
+                S::BAD_REQUEST,
+                Client,
+                said("Your proposed upload exceeds the maximum allowed size."),
+            ),
+            ProxyError::RequestTimeout => kind(
+                "RequestTimeout",
+                S::BAD_REQUEST,
+                Client,
+                said("Your socket connection to the server was not read from or written to within the timeout period."),
+            ),
+            ProxyError::SlowDown => {
+                kind("SlowDown", S::SERVICE_UNAVAILABLE, Client, said("Please reduce your request rate."))
+            }
+            ProxyError::ObjectIntegrity(_) => kind(
+                "ObjectIntegrityError",
+                S::BAD_GATEWAY,
+                Upstream,
+                said(
+                    "The stored object failed authentication: it was altered, truncated or moved at the storage \
+                     service, and is not returned.",
+                ),
+            ),
+            ProxyError::UnknownKey(_) => kind(
+                "KMS.NotFoundException",
+                S::BAD_REQUEST,
+                Internal,
+                said("The key that encrypted this object is not available to the gateway."),
+            ),
+            ProxyError::PlaintextObject => kind(
+                "InvalidObjectState",
+                S::FORBIDDEN,
+                Client,
+                said("The object is not encrypted by the gateway, and reading unencrypted objects is disabled."),
+            ),
+            ProxyError::S3ecTooLarge { limit } => kind(
+                "InvalidObjectState",
+                S::FORBIDDEN,
+                Client,
+                format!(
+                    "This object was written by the AWS S3 Encryption Client; it is authenticated as a whole, and it \
+                     is larger than the gateway reads in one piece ({limit} bytes). Re-encrypt it with `s3crypt \
+                     migrate --from-s3ec`."
+                )
+                .into(),
+            ),
+            ProxyError::MetadataTooLarge { .. } => kind(
+                "MetadataTooLarge",
+                S::BAD_REQUEST,
+                Client,
+                said("Your metadata headers exceed the maximum allowed metadata size."),
+            ),
+            ProxyError::InvalidRange { .. } => {
+                kind("InvalidRange", S::RANGE_NOT_SATISFIABLE, Client, said("The requested range is not satisfiable"))
+            }
+            ProxyError::UnsealedObject => kind(
+                "InvalidObjectState",
+                S::FORBIDDEN,
+                Client,
+                said(
+                    "This multipart object was completed at the storage service but the gateway could not seal it, \
+                     so its layout is not authenticated and it is not returned. Complete the upload again or \
+                     re-upload the object.",
+                ),
+            ),
+            ProxyError::Kms(c) => {
+                let side = if c.status().is_server_error() { Upstream } else { Client };
+                kind(c.code(), c.status(), side, said(c.message()))
+            }
+            ProxyError::KmsUnavailable(_) => kind(
+                "ServiceUnavailable",
+                S::SERVICE_UNAVAILABLE,
+                Upstream,
+                said("The key management service is unavailable. Please retry."),
+            ),
+            ProxyError::InvalidEncryptionAlgorithm => kind(
+                "InvalidEncryptionAlgorithmError",
+                S::BAD_REQUEST,
+                Client,
+                said("The encryption request you specified is not valid. The valid value is AES256."),
+            ),
+            ProxyError::NoSuchUpload => kind(
+                "NoSuchUpload",
+                S::NOT_FOUND,
+                Client,
+                said(
+                    "The specified multipart upload does not exist. The upload ID might be invalid, or the multipart \
+                     upload might have been aborted or completed.",
+                ),
+            ),
+            ProxyError::InvalidPart(m) => kind("InvalidPart", S::BAD_REQUEST, Client, Cow::Borrowed(m)),
+            ProxyError::InvalidPartOrder => kind(
+                "InvalidPartOrder",
+                S::BAD_REQUEST,
+                Client,
+                said("The list of parts was not in ascending order. Parts must be ordered by part number."),
+            ),
+            ProxyError::InvalidPartNumber => kind(
+                "InvalidPartNumber",
+                S::RANGE_NOT_SATISFIABLE,
+                Client,
+                said("The requested partnumber is not satisfiable"),
+            ),
+            ProxyError::MalformedXml(_) => kind(
+                "MalformedXML",
+                S::BAD_REQUEST,
+                Client,
+                said("The XML you provided was not well-formed or did not validate against our published schema."),
+            ),
+            ProxyError::UpstreamUnavailable(_) => kind(
+                "ServiceUnavailable",
+                S::SERVICE_UNAVAILABLE,
+                Upstream,
+                said("The storage service is unavailable. Please retry."),
+            ),
+            ProxyError::UpstreamTimeout => kind(
+                "GatewayTimeout",
+                S::GATEWAY_TIMEOUT,
+                Upstream,
+                said("The storage service did not answer in time."),
+            ),
+            ProxyError::UpstreamAuth(_) => kind(
+                "BadGateway",
+                S::BAD_GATEWAY,
+                Upstream,
+                said("The gateway could not access the storage service. Contact the gateway operator."),
+            ),
+            ProxyError::UpstreamProtocol(_) => {
+                kind("BadGateway", S::BAD_GATEWAY, Upstream, said("The storage service returned an invalid response."))
+            }
+            // An upstream 4xx answers the client's own request (NoSuchKey, PreconditionFailed ...).
+            ProxyError::Upstream { status, code, message, .. } => {
+                let side = if status.is_client_error() { Client } else { Upstream };
+                kind(code, *status, side, Cow::Borrowed(message))
+            }
+            ProxyError::Internal(_) => kind(
+                "InternalError",
+                S::INTERNAL_SERVER_ERROR,
+                Internal,
+                said("We encountered an internal error. Please try again."),
+            ),
+        }
+    }
+
     /// The S3 error code.
     pub fn code(&self) -> &str {
-        match self {
-            ProxyError::AccessDenied(_) => "AccessDenied",
-            ProxyError::HeadersNotSigned(_) => "AccessDenied",
-            ProxyError::RequestExpired { .. } => "AccessDenied",
-            ProxyError::InsecureTransport => "InsecureTransport",
-            ProxyError::InvalidAccessKeyId { .. } => "InvalidAccessKeyId",
-            ProxyError::SignatureDoesNotMatch(_) => "SignatureDoesNotMatch",
-            ProxyError::RequestTimeTooSkewed { .. } => "RequestTimeTooSkewed",
-            ProxyError::AuthorizationHeaderMalformed { .. } => "AuthorizationHeaderMalformed",
-            ProxyError::AuthorizationQueryParametersError(_) => "AuthorizationQueryParametersError",
-            ProxyError::InvalidToken => "InvalidToken",
-            ProxyError::InvalidRequest(_) => "InvalidRequest",
-            ProxyError::InvalidArgument(_) => "InvalidArgument",
-            ProxyError::InvalidBucketName => "InvalidBucketName",
-            ProxyError::InvalidUri => "InvalidURI",
-            ProxyError::MethodNotAllowed => "MethodNotAllowed",
-            ProxyError::NotImplemented(_) => "NotImplemented",
-            ProxyError::MissingContentLength => "MissingContentLength",
-            ProxyError::ContentSha256Mismatch { .. } => "XAmzContentSHA256Mismatch",
-            ProxyError::IncompleteBody(_) => "IncompleteBody",
-            ProxyError::MalformedChunkedBody(_) => "IncompleteBody",
-            ProxyError::InvalidChunkSize(_) => "InvalidChunkSizeError",
-            ProxyError::MalformedTrailer(_) => "MalformedTrailerError",
-            ProxyError::BadDigest { .. } => "BadDigest",
-            ProxyError::InvalidDigest => "InvalidDigest",
-            ProxyError::EntityTooLarge => "EntityTooLarge",
-            ProxyError::ClientBody(_) => "IncompleteBody",
-            ProxyError::RequestTimeout => "RequestTimeout",
-            ProxyError::SlowDown => "SlowDown",
-            ProxyError::ObjectIntegrity(_) => "ObjectIntegrityError",
-            ProxyError::UnknownKey(_) => "KMS.NotFoundException",
-            ProxyError::PlaintextObject => "InvalidObjectState",
-            ProxyError::S3ecTooLarge { .. } => "InvalidObjectState",
-            ProxyError::MetadataTooLarge { .. } => "MetadataTooLarge",
-            ProxyError::InvalidRange { .. } => "InvalidRange",
-            ProxyError::UnsealedObject => "InvalidObjectState",
-            ProxyError::Kms { code, .. } => code,
-            ProxyError::KmsUnavailable(_) => "ServiceUnavailable",
-            ProxyError::InvalidEncryptionAlgorithm => "InvalidEncryptionAlgorithmError",
-            ProxyError::NoSuchUpload => "NoSuchUpload",
-            ProxyError::InvalidPart(_) => "InvalidPart",
-            ProxyError::InvalidPartOrder => "InvalidPartOrder",
-            ProxyError::InvalidPartNumber => "InvalidPartNumber",
-            ProxyError::MalformedXml(_) => "MalformedXML",
-            ProxyError::UpstreamUnavailable(_) => "ServiceUnavailable",
-            ProxyError::UpstreamTimeout => "GatewayTimeout",
-            ProxyError::UpstreamAuth(_) => "BadGateway",
-            ProxyError::UpstreamProtocol(_) => "BadGateway",
-            ProxyError::Upstream { code, .. } => code,
-            ProxyError::Internal(_) => "InternalError",
-        }
+        self.kind().code
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::AccessDenied(_)
-            | ProxyError::HeadersNotSigned(_)
-            | ProxyError::RequestExpired { .. }
-            | ProxyError::InsecureTransport
-            | ProxyError::InvalidAccessKeyId { .. }
-            | ProxyError::SignatureDoesNotMatch(_)
-            | ProxyError::RequestTimeTooSkewed { .. } => StatusCode::FORBIDDEN,
-            ProxyError::AuthorizationHeaderMalformed { .. }
-            | ProxyError::AuthorizationQueryParametersError(_)
-            | ProxyError::InvalidToken
-            | ProxyError::InvalidRequest(_)
-            | ProxyError::InvalidArgument(_)
-            | ProxyError::InvalidBucketName
-            | ProxyError::InvalidUri
-            | ProxyError::ContentSha256Mismatch { .. }
-            | ProxyError::IncompleteBody(_)
-            | ProxyError::MalformedChunkedBody(_)
-            | ProxyError::InvalidChunkSize(_)
-            | ProxyError::MalformedTrailer(_)
-            | ProxyError::BadDigest { .. }
-            | ProxyError::InvalidDigest
-            | ProxyError::EntityTooLarge
-            | ProxyError::ClientBody(_)
-            | ProxyError::RequestTimeout => StatusCode::BAD_REQUEST,
-            ProxyError::ObjectIntegrity(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::UnknownKey(_) => StatusCode::BAD_REQUEST,
-            ProxyError::PlaintextObject => StatusCode::FORBIDDEN,
-            ProxyError::S3ecTooLarge { .. } => StatusCode::FORBIDDEN,
-            ProxyError::MetadataTooLarge { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::InvalidRange { .. } | ProxyError::InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
-            ProxyError::UnsealedObject => StatusCode::FORBIDDEN,
-            ProxyError::Kms { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-            ProxyError::KmsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::InvalidEncryptionAlgorithm => StatusCode::BAD_REQUEST,
-            ProxyError::NoSuchUpload => StatusCode::NOT_FOUND,
-            ProxyError::InvalidPart(_) | ProxyError::InvalidPartOrder | ProxyError::MalformedXml(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ProxyError::MissingContentLength => StatusCode::LENGTH_REQUIRED,
-            ProxyError::UpstreamUnavailable(_) | ProxyError::SlowDown => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamAuth(_) | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Upstream { status, .. } => *status,
-            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.kind().status
     }
 
     /// Who caused it.
     pub fn side(&self) -> Side {
-        match self {
-            ProxyError::AccessDenied(_)
-            | ProxyError::HeadersNotSigned(_)
-            | ProxyError::RequestExpired { .. }
-            | ProxyError::InsecureTransport
-            | ProxyError::InvalidAccessKeyId { .. }
-            | ProxyError::SignatureDoesNotMatch(_)
-            | ProxyError::RequestTimeTooSkewed { .. }
-            | ProxyError::AuthorizationHeaderMalformed { .. }
-            | ProxyError::AuthorizationQueryParametersError(_)
-            | ProxyError::InvalidToken
-            | ProxyError::InvalidRequest(_)
-            | ProxyError::InvalidArgument(_)
-            | ProxyError::InvalidBucketName
-            | ProxyError::InvalidUri
-            | ProxyError::MethodNotAllowed
-            | ProxyError::NotImplemented(_)
-            | ProxyError::MissingContentLength
-            | ProxyError::ContentSha256Mismatch { .. }
-            | ProxyError::IncompleteBody(_)
-            | ProxyError::MalformedChunkedBody(_)
-            | ProxyError::InvalidChunkSize(_)
-            | ProxyError::MalformedTrailer(_)
-            | ProxyError::BadDigest { .. }
-            | ProxyError::InvalidDigest
-            | ProxyError::EntityTooLarge
-            | ProxyError::ClientBody(_)
-            | ProxyError::RequestTimeout
-            | ProxyError::SlowDown
-            | ProxyError::MetadataTooLarge { .. }
-            | ProxyError::InvalidRange { .. }
-            | ProxyError::PlaintextObject
-            | ProxyError::S3ecTooLarge { .. }
-            | ProxyError::UnsealedObject
-            | ProxyError::NoSuchUpload
-            | ProxyError::InvalidPart(_)
-            | ProxyError::InvalidPartOrder
-            | ProxyError::InvalidPartNumber
-            | ProxyError::MalformedXml(_)
-            | ProxyError::InvalidEncryptionAlgorithm => Side::Client,
-            ProxyError::Kms { status, .. } => {
-                if *status >= 500 {
-                    Side::Upstream
-                } else {
-                    Side::Client
-                }
-            }
-            ProxyError::KmsUnavailable(_) => Side::Upstream,
-            ProxyError::ObjectIntegrity(_) => Side::Upstream,
-            ProxyError::UnknownKey(_) => Side::Internal,
-            ProxyError::UpstreamUnavailable(_)
-            | ProxyError::UpstreamTimeout
-            | ProxyError::UpstreamAuth(_)
-            | ProxyError::UpstreamProtocol(_) => Side::Upstream,
-            // An upstream 4xx answers the client's own request (NoSuchKey, PreconditionFailed ...).
-            ProxyError::Upstream { status, .. } => {
-                if status.is_client_error() {
-                    Side::Client
-                } else {
-                    Side::Upstream
-                }
-            }
-            ProxyError::Internal(_) => Side::Internal,
-        }
+        self.kind().side
     }
 
     /// The message clients see. Never carries internal detail.
     pub fn client_message(&self) -> Cow<'_, str> {
-        match self {
-            ProxyError::AccessDenied(msg) => Cow::Borrowed(msg),
-            ProxyError::HeadersNotSigned(_) => "There were headers present in the request which were not signed".into(),
-            ProxyError::RequestExpired { .. } => "Request has expired".into(),
-            ProxyError::InsecureTransport => {
-                "Requests to this endpoint must use HTTPS; plain HTTP is refused by policy.".into()
-            }
-            ProxyError::InvalidAccessKeyId { .. } => {
-                "The AWS Access Key Id you provided does not exist in our records.".into()
-            }
-            ProxyError::SignatureDoesNotMatch(_) => "The request signature we calculated does not match the \
-                 signature you provided. Check your key and signing method."
-                .into(),
-            ProxyError::RequestTimeTooSkewed { .. } => {
-                "The difference between the request time and the current time is too large.".into()
-            }
-            ProxyError::AuthorizationHeaderMalformed { message, .. } => Cow::Borrowed(message),
-            ProxyError::AuthorizationQueryParametersError(msg) => Cow::Borrowed(msg),
-            ProxyError::InvalidToken => "The provided token is malformed or otherwise invalid.".into(),
-            ProxyError::InvalidRequest(msg) => Cow::Borrowed(msg),
-            ProxyError::InvalidArgument(msg) => Cow::Borrowed(msg),
-            ProxyError::InvalidBucketName => "The specified bucket is not valid.".into(),
-            ProxyError::InvalidUri => "Couldn't parse the specified URI.".into(),
-            ProxyError::MethodNotAllowed => "The specified method is not allowed against this resource.".into(),
-            ProxyError::NotImplemented(msg) => Cow::Borrowed(msg),
-            ProxyError::MissingContentLength => "You must provide the Content-Length HTTP header.".into(),
-            ProxyError::ContentSha256Mismatch { .. } => {
-                "The provided 'x-amz-content-sha256' header does not match what was computed.".into()
-            }
-            ProxyError::IncompleteBody(_) | ProxyError::ClientBody(_) => {
-                "You did not provide the number of bytes specified by the Content-Length HTTP header.".into()
-            }
-            ProxyError::MalformedChunkedBody(_) => "The aws-chunked request body is malformed.".into(),
-            ProxyError::InvalidChunkSize(_) => {
-                "Only the last chunk is allowed to have a size less than 8192 bytes, and no chunk may exceed \
-                 the maximum chunk size."
-                    .into()
-            }
-            ProxyError::MalformedTrailer(msg) => Cow::Borrowed(msg),
-            ProxyError::BadDigest { algorithm } => {
-                format!("The {algorithm} you specified did not match the calculated checksum.").into()
-            }
-            ProxyError::InvalidDigest => "The Content-MD5 you specified was invalid.".into(),
-            ProxyError::EntityTooLarge => "Your proposed upload exceeds the maximum allowed size.".into(),
-            ProxyError::RequestTimeout => "Your socket connection to the server was not read from or written \
-                 to within the timeout period."
-                .into(),
-            ProxyError::SlowDown => "Please reduce your request rate.".into(),
-            ProxyError::ObjectIntegrity(_) => "The stored object failed authentication: it was altered, truncated or \
-                 moved at the storage service, and is not returned."
-                .into(),
-            ProxyError::UnknownKey(_) => "The key that encrypted this object is not available to the gateway.".into(),
-            ProxyError::PlaintextObject => "The object is not encrypted by the gateway, and reading unencrypted \
-                 objects is disabled."
-                .into(),
-            ProxyError::S3ecTooLarge { limit } => format!(
-                "This object was written by the AWS S3 Encryption Client; it is authenticated as a whole, and it is \
-                 larger than the gateway reads in one piece ({limit} bytes). Re-encrypt it with `s3crypt migrate \
-                 --from-s3ec`."
-            )
-            .into(),
-            ProxyError::MetadataTooLarge { .. } => {
-                "Your metadata headers exceed the maximum allowed metadata size.".into()
-            }
-            ProxyError::InvalidRange { .. } => "The requested range is not satisfiable".into(),
-            ProxyError::UnsealedObject => "This multipart object was completed at the storage service but the \
-                 gateway could not seal it, so its layout is not authenticated and it is not returned. Complete the \
-                 upload again or re-upload the object."
-                .into(),
-            ProxyError::NoSuchUpload => "The specified multipart upload does not exist. The upload ID might be \
-                 invalid, or the multipart upload might have been aborted or completed."
-                .into(),
-            ProxyError::InvalidPart(msg) => Cow::Borrowed(msg),
-            ProxyError::Kms { code, .. } => match *code {
-                "KMS.NotFoundException" => "The KMS key does not exist or is not available to the gateway.".into(),
-                "KMS.DisabledException" => "The KMS key is disabled.".into(),
-                "KMS.KMSInvalidStateException" => "The KMS key is not in a state that allows this request.".into(),
-                _other => "The key management service refused the request.".into(),
-            },
-            ProxyError::KmsUnavailable(_) => "The key management service is unavailable. Please retry.".into(),
-            ProxyError::InvalidEncryptionAlgorithm => {
-                "The encryption request you specified is not valid. The valid value is AES256.".into()
-            }
-            ProxyError::InvalidPartOrder => {
-                "The list of parts was not in ascending order. Parts must be ordered by part number.".into()
-            }
-            ProxyError::InvalidPartNumber => "The requested partnumber is not satisfiable".into(),
-            ProxyError::MalformedXml(_) => "The XML you provided was not well-formed or did not validate against \
-                 our published schema."
-                .into(),
-            ProxyError::UpstreamUnavailable(_) => "The storage service is unavailable. Please retry.".into(),
-            ProxyError::UpstreamTimeout => "The storage service did not answer in time.".into(),
-            ProxyError::UpstreamAuth(_) => {
-                "The gateway could not access the storage service. Contact the gateway operator.".into()
-            }
-            ProxyError::UpstreamProtocol(_) => "The storage service returned an invalid response.".into(),
-            ProxyError::Upstream { message, .. } => Cow::Borrowed(message),
-            ProxyError::Internal(_) => "We encountered an internal error. Please try again.".into(),
-        }
+        self.kind().message
     }
 
     /// Code-specific XML elements S3 adds after the standard ones.
@@ -534,7 +613,7 @@ impl ProxyError {
     /// Renders the S3 XML error document.
     pub fn to_xml(&self, resource: &str, request_id: &str) -> Bytes {
         let extra = self.extra_elements(SystemTime::now());
-        xml::error_document(self.code(), &self.client_message(), resource, request_id, &extra)
+        error_document(self.code(), &self.client_message(), resource, request_id, &extra)
     }
 
     /// Finds a `ProxyError` in an error's source chain (a body error surfaced through hyper).
@@ -556,6 +635,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_documents_escape_their_text() {
+        let x = error_document("NoSuchKey", "a < b & c", "/b/k<", "RID", &[("Key", "k".into())]);
+        let s = std::str::from_utf8(&x).unwrap();
+        assert!(s.contains("<Message>a &lt; b &amp; c</Message>"));
+        assert!(s.contains("<Resource>/b/k&lt;</Resource>"));
+        assert!(s.contains("<Key>k</Key>"));
+        assert_eq!(crate::s3::xml::parse_error(&x), Some(("NoSuchKey".into(), "a < b & c".into())));
+    }
 
     #[test]
     fn client_errors_never_show_internal_detail() {

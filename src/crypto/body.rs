@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::format::{HEADER_LEN, SALT_LEN, SEGMENT_OVERHEAD, TAG_LEN, ciphertext_len, segment_offset};
+use super::format::{HEADER_LEN, SALT_LEN, SEGMENT_OVERHEAD, TAG_LEN, ciphertext_len, segment_count, segment_offset};
 use super::keys::DataKey;
 use super::stream::{Layout, Opener, Sealer};
 use crate::error::ProxyError;
@@ -122,7 +122,9 @@ where
                 }
                 if last && !*this.inner_ended {
                     // Everything is here; wait for the inner body's end (its checks) before the final segment.
-                    if let Err(e) = ready!(crate::util::body::poll_end(this.inner.as_mut(), cx)) {
+                    if let Err(e) =
+                        ready!(crate::util::body::poll_end(this.inner.as_mut(), cx, ProxyError::body_too_long))
+                    {
                         *this.state = State::Done;
                         return Poll::Ready(Some(Err(e)));
                     }
@@ -199,6 +201,45 @@ pub struct ReadPlan {
 }
 
 impl ReadPlan {
+    /// The whole object (`cipher_total` bytes, `plain_total` of plaintext), from a response that starts at
+    /// ciphertext offset `start` (0, or a few bytes before it when a store answered a suffix range whole).
+    pub fn whole(segment_size: u32, cipher_total: u64, plain_total: u64, start: u64) -> ReadPlan {
+        ReadPlan {
+            segment_size,
+            cipher_total,
+            first_segment: 0,
+            end_segment: segment_count(plain_total, segment_size),
+            discard: segment_offset(0, segment_size).saturating_sub(start),
+            skip: 0,
+            take: plain_total,
+        }
+    }
+
+    /// Plaintext bytes `a..=b` of an object of `cipher_total` bytes, from a response that starts at ciphertext
+    /// offset `start`, which must not come after the segment holding byte `a`.
+    pub fn range(segment_size: u32, cipher_total: u64, start: u64, a: u64, b: u64) -> Result<ReadPlan, ProxyError> {
+        let s = u64::from(segment_size);
+        let first = a / s;
+        let seg_start = segment_offset(first, segment_size);
+        if start > seg_start {
+            return Err(ProxyError::UpstreamProtocol("upstream range starts after the needed segment".into()));
+        }
+        Ok(ReadPlan {
+            segment_size,
+            cipher_total,
+            first_segment: first,
+            end_segment: b / s + 1,
+            discard: seg_start - start,
+            skip: a - first * s,
+            take: b - a + 1,
+        })
+    }
+
+    /// One stream (a part) of `cipher_size` bytes and `plain` bytes of plaintext, read whole from its start.
+    pub fn stream(segment_size: u32, cipher_size: u64, plain: u64) -> ReadPlan {
+        ReadPlan::whole(segment_size, cipher_size, plain, 0)
+    }
+
     /// Drops the bytes before the range and after it from a decrypted segment; `None` if nothing is left.
     fn trim(&mut self, mut plain: Bytes) -> Option<Bytes> {
         let skip = usize::try_from(self.skip.min(plain.len() as u64)).unwrap_or(0);
@@ -217,16 +258,111 @@ pin_project! {
     pub struct DecryptBody<B> {
         #[pin]
         inner: B,
-        opener: Opener,
-        plan: ReadPlan,
-        next: u64,
+        segments: Segments,
+        // The ciphertext of the current segment gathered across frames.
         buf: Vec<u8>,
+        // What is left of the last frame read from `inner`.
         pending: Bytes,
+        // Plaintext decrypted by `prime`, released first.
         ready: Option<Bytes>,
-        state: State,
-        meter: Meter,
-        // Plaintext was released: a failure now ends a response already under way.
-        released: bool,
+        state: Decrypting,
+    }
+}
+
+/// Where a `DecryptBody` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decrypting {
+    /// Dropping the ciphertext the store sent before the first planned segment.
+    Skipping,
+    /// Reading segments: gathering one, or opening one held whole in `pending`.
+    Reading,
+    /// Every planned segment was released, or the body failed.
+    Done,
+}
+
+/// Source of a segment's ciphertext for `Segments::open`.
+enum Sealed<'a> {
+    /// Gathered across frames: opened in place.
+    Gathered(Vec<u8>),
+    /// Whole in one incoming frame: opened straight out of it.
+    InFrame(&'a [u8]),
+}
+
+/// The segment walk of a read: which segment comes next, how long it is, and opening it.
+struct Segments {
+    opener: Opener,
+    plan: ReadPlan,
+    next: u64,
+    meter: Meter,
+    // Plaintext was released: a failure now ends a response already under way.
+    released: bool,
+}
+
+impl Segments {
+    fn done(&self) -> bool {
+        self.next >= self.plan.end_segment
+    }
+
+    /// The ciphertext length of the next segment (the object's last may be short).
+    fn next_len(&self) -> Result<u64, ProxyError> {
+        let start = segment_offset(self.next, self.plan.segment_size);
+        let full = u64::from(self.plan.segment_size) + SEGMENT_OVERHEAD;
+        let len = full.min(self.plan.cipher_total.saturating_sub(start));
+        if len < SEGMENT_OVERHEAD {
+            return Err(integrity("segment of impossible length"));
+        }
+        Ok(len)
+    }
+
+    /// Takes the next segment's ciphertext from `pending` (gathering it in `buf` when it spans frames) and opens
+    /// it once whole: the plaintext to release, if any.
+    fn feed(&mut self, buf: &mut Vec<u8>, pending: &mut Bytes) -> Result<Option<Bytes>, ProxyError> {
+        let len = usize::try_from(self.next_len()?).unwrap_or(usize::MAX);
+        if buf.is_empty() && pending.len() >= len {
+            let seg = pending.split_to(len);
+            return self.open(Sealed::InFrame(&seg));
+        }
+        let n = (len - buf.len()).min(pending.len());
+        buf.extend_from_slice(&pending.split_to(n));
+        if buf.len() < len {
+            return Ok(None);
+        }
+        let seg = std::mem::replace(buf, Vec::with_capacity(len));
+        self.open(Sealed::Gathered(seg))
+    }
+
+    /// Authenticates and decrypts the next segment: the plaintext the plan returns from it, if any.
+    fn open(&mut self, sealed: Sealed<'_>) -> Result<Option<Bytes>, ProxyError> {
+        let start = segment_offset(self.next, self.plan.segment_size);
+        let len = match &sealed {
+            Sealed::Gathered(v) => v.len(),
+            Sealed::InFrame(s) => s.len(),
+        };
+        let object_last = start + len as u64 >= self.plan.cipher_total;
+        let (opener, g, plain_len) = (&mut self.opener, self.next, len.saturating_sub(SEGMENT_OVERHEAD as usize));
+        let opened = match sealed {
+            Sealed::Gathered(mut seg) => self
+                .meter
+                .time(plain_len, || opener.open(g, object_last, &mut seg))
+                .map(|range| Bytes::from(seg).slice(range)),
+            Sealed::InFrame(seg) => {
+                self.meter.time(plain_len, || opener.open_from(g, object_last, seg)).map(Bytes::from)
+            }
+        };
+        match opened {
+            Ok(plain) => {
+                self.next += 1;
+                let out = self.plan.trim(plain);
+                self.released |= out.is_some();
+                Ok(out)
+            }
+            Err(t) => {
+                if self.released {
+                    crate::metrics::integrity_failure("mid_stream");
+                }
+                Err(integrity(t.as_str()))
+            }
+        }
     }
 }
 
@@ -234,21 +370,23 @@ impl<B> DecryptBody<B> {
     pub fn new(inner: B, dek: Arc<DataKey>, layout: Layout, plan: ReadPlan) -> Self {
         DecryptBody {
             inner,
-            opener: Opener::new(dek, plan.segment_size, layout),
-            next: plan.first_segment,
+            segments: Segments {
+                opener: Opener::new(dek, plan.segment_size, layout),
+                next: plan.first_segment,
+                plan,
+                meter: Meter::default(),
+                released: false,
+            },
             buf: Vec::with_capacity(plan.segment_size as usize + SEGMENT_OVERHEAD as usize),
-            plan,
             pending: Bytes::new(),
             ready: None,
-            state: State::Running,
-            meter: Meter::default(),
-            released: false,
+            state: if plan.discard > 0 { Decrypting::Skipping } else { Decrypting::Reading },
         }
     }
 
     /// Reports this body's decryption time and bytes as metrics, labelled with the S3 operation.
     pub fn metered(mut self, op: &'static str) -> Self {
-        self.meter.labels = Some(("decrypt", op));
+        self.segments.meter.labels = Some(("decrypt", op));
         self
     }
 }
@@ -289,108 +427,63 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let mut this = self.project();
+        if let Some(b) = this.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
         loop {
-            if let Some(b) = this.ready.take() {
-                *this.released = true;
-                return Poll::Ready(Some(Ok(Frame::data(b))));
-            }
-            if matches!(this.state, State::Done) || *this.next >= this.plan.end_segment {
-                *this.state = State::Done;
+            if *this.state == Decrypting::Done {
                 return Poll::Ready(None);
             }
-            // Bytes of the current segment still needed.
-            let start = segment_offset(*this.next, this.plan.segment_size);
-            let full = u64::from(this.plan.segment_size) + SEGMENT_OVERHEAD;
-            let seg_len = full.min(this.plan.cipher_total.saturating_sub(start));
-            if seg_len < SEGMENT_OVERHEAD {
-                *this.state = State::Done;
-                return Poll::Ready(Some(Err(integrity("segment of impossible length"))));
+            if this.segments.done() {
+                *this.state = Decrypting::Done;
+                return Poll::Ready(None);
             }
-            if this.plan.discard == 0 && this.buf.len() as u64 == seg_len {
-                let object_last = start + seg_len >= this.plan.cipher_total;
-                let mut seg = std::mem::take(this.buf);
-                let (opener, g, plain_len) = (&mut *this.opener, *this.next, seg.len().saturating_sub(32));
-                match this.meter.time(plain_len, || opener.open(g, object_last, &mut seg)) {
-                    Ok(range) => {
-                        *this.next += 1;
-                        *this.buf = Vec::with_capacity(full as usize);
-                        if let Some(out) = this.plan.trim(Bytes::from(seg).slice(range)) {
-                            *this.released = true;
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
+            if this.pending.is_empty() {
+                match ready!(this.inner.as_mut().poll_frame(cx)) {
+                    Some(Ok(f)) => {
+                        if let Ok(d) = f.into_data() {
+                            *this.pending = d;
                         }
                         continue;
                     }
-                    Err(t) => {
-                        *this.state = State::Done;
-                        if *this.released {
-                            crate::metrics::integrity_failure("mid_stream");
-                        }
-                        return Poll::Ready(Some(Err(integrity(t.as_str()))));
+                    Some(Err(e)) => {
+                        *this.state = Decrypting::Done;
+                        let e = ProxyError::UpstreamProtocol(format!("reading the object: {e}"));
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => {
+                        *this.state = Decrypting::Done;
+                        return Poll::Ready(Some(Err(integrity("object shorter than its length"))));
                     }
                 }
             }
-            if this.plan.discard == 0 && this.buf.is_empty() && this.pending.len() as u64 >= seg_len {
-                // Fast path: the whole segment is in one incoming frame: decrypt straight out of it.
-                let object_last = start + seg_len >= this.plan.cipher_total;
-                let n = usize::try_from(seg_len).unwrap_or(0);
-                let (opener, g, pending) = (&mut *this.opener, *this.next, &this.pending[..n]);
-                let opened = this.meter.time(n.saturating_sub(32), || opener.open_from(g, object_last, pending));
+            if *this.state == Decrypting::Skipping {
+                let plan = &mut this.segments.plan;
+                let n = usize::try_from(plan.discard.min(this.pending.len() as u64)).unwrap_or(0);
                 this.pending.advance(n);
-                match opened {
-                    Ok(plain) => {
-                        *this.next += 1;
-                        if let Some(out) = this.plan.trim(Bytes::from(plain)) {
-                            *this.released = true;
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
-                        }
-                        continue;
-                    }
-                    Err(t) => {
-                        *this.state = State::Done;
-                        if *this.released {
-                            crate::metrics::integrity_failure("mid_stream");
-                        }
-                        return Poll::Ready(Some(Err(integrity(t.as_str()))));
-                    }
-                }
-            }
-            if !this.pending.is_empty() {
-                if this.plan.discard > 0 {
-                    let n = usize::try_from(this.plan.discard.min(this.pending.len() as u64)).unwrap_or(0);
-                    this.pending.advance(n);
-                    this.plan.discard -= n as u64;
-                } else {
-                    let need = usize::try_from(seg_len).unwrap_or(0) - this.buf.len();
-                    let n = need.min(this.pending.len());
-                    this.buf.extend_from_slice(&this.pending[..n]);
-                    this.pending.advance(n);
+                plan.discard -= n as u64;
+                if plan.discard == 0 {
+                    *this.state = Decrypting::Reading;
                 }
                 continue;
             }
-            match ready!(this.inner.as_mut().poll_frame(cx)) {
-                Some(Ok(f)) => {
-                    if let Ok(d) = f.into_data() {
-                        *this.pending = d;
-                    }
-                }
-                Some(Err(e)) => {
-                    *this.state = State::Done;
-                    return Poll::Ready(Some(Err(ProxyError::UpstreamProtocol(format!("reading the object: {e}")))));
-                }
-                None => {
-                    *this.state = State::Done;
-                    return Poll::Ready(Some(Err(integrity("object shorter than its length"))));
+            match this.segments.feed(this.buf, this.pending) {
+                Ok(Some(plain)) => return Poll::Ready(Some(Ok(Frame::data(plain)))),
+                Ok(None) => continue,
+                Err(e) => {
+                    *this.state = Decrypting::Done;
+                    return Poll::Ready(Some(Err(e)));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ready.is_none() && (matches!(self.state, State::Done) || self.next >= self.plan.end_segment)
+        self.ready.is_none() && (self.state == Decrypting::Done || self.segments.done())
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.plan.take + self.ready.as_ref().map_or(0, |b| b.len() as u64))
+        SizeHint::with_exact(self.segments.plan.take + self.ready.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
 

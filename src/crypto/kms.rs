@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::format::{DEK_LEN, FORMAT_VERSION};
 use super::keys::DataKey;
 use crate::config::KmsSettings;
-use crate::error::ProxyError;
+use crate::error::{KmsCode, ProxyError};
 
 /// An EncryptionContext: sorted, so that its canonical form (for cache keys) is stable.
 pub type Context = BTreeMap<String, String>;
@@ -112,9 +112,9 @@ fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: S
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("");
             match code {
-                "NotFoundException" => ProxyError::Kms { code: "KMS.NotFoundException", status: 400 },
-                "DisabledException" => ProxyError::Kms { code: "KMS.DisabledException", status: 400 },
-                "KMSInvalidStateException" => ProxyError::Kms { code: "KMS.KMSInvalidStateException", status: 400 },
+                "NotFoundException" => ProxyError::Kms(KmsCode::NotFound),
+                "DisabledException" => ProxyError::Kms(KmsCode::Disabled),
+                "KMSInvalidStateException" => ProxyError::Kms(KmsCode::InvalidState),
                 "AccessDeniedException" => ProxyError::AccessDenied("Access Denied"),
                 "InvalidCiphertextException" | "IncorrectKeyException" => {
                     ProxyError::ObjectIntegrity("the data key does not unwrap for this object (KMS)")
@@ -123,9 +123,8 @@ fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: S
                 | "LimitExceededException"
                 | "KMSInternalException"
                 | "DependencyTimeoutException" => ProxyError::KmsUnavailable(format!("KMS {code}")),
-                other => {
-                    ProxyError::Kms { code: "KMS.RequestFailed", status: if other.is_empty() { 500 } else { 400 } }
-                }
+                "" => ProxyError::Kms(KmsCode::Failed),
+                _other => ProxyError::Kms(KmsCode::RequestFailed),
             }
         }
         _other => ProxyError::KmsUnavailable(format!("{e:?}")),
@@ -211,7 +210,7 @@ impl KmsProvider {
             .key_metadata()
             .map(|m| m.arn().unwrap_or(m.key_id()).to_owned())
             .filter(|a| crate::config::is_key_arn(a))
-            .ok_or(ProxyError::Kms { code: "KMS.NotFoundException", status: 400 })?;
+            .ok_or(ProxyError::Kms(KmsCode::NotFound))?;
         if let Ok(mut cache) = self.resolved.lock() {
             if cache.len() >= self.settings.cache_entries {
                 cache.clear();

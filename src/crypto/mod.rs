@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
 use crate::config::{BucketPolicy, DefaultProtection, EncryptionSettings, LegacyPolicy, SseKind, UpstreamSse};
-use crate::error::ProxyError;
+use crate::error::{KmsCode, ProxyError};
 use crate::s3::sse::{CustomerKey, SseRequest};
 use envelope::{Envelope, Multipart};
 use format::{
@@ -323,7 +323,7 @@ impl Crypto {
     }
 
     fn kms_provider(&self) -> Result<&KmsProvider, ProxyError> {
-        self.kms.as_ref().ok_or(ProxyError::Kms { code: "KMS.NotFoundException", status: 400 })
+        self.kms.as_ref().ok_or(ProxyError::Kms(KmsCode::NotFound))
     }
 
     /// What a write of `bucket`/`key` is protected with, from the client's SSE headers and the policy. A KMS key is
@@ -342,7 +342,7 @@ impl Crypto {
         {
             return Err(ProxyError::AccessDenied("Access Denied: this kind of encryption is not allowed here"));
         }
-        let not_found = || ProxyError::Kms { code: "KMS.NotFoundException", status: 400 };
+        let not_found = || ProxyError::Kms(KmsCode::NotFound);
         let bucket_key_default = |requested: Option<bool>| {
             requested
                 .or(policy.bucket_key)

@@ -14,15 +14,15 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::encrypted::SseInfo;
-use super::encrypted::{ClientRange, ObjectResponse};
-use super::multipart::{KEPT_ON_REPLACE, header_value, replace_headers};
+use super::front::{Admitted, RequestCtx};
+use super::multipart::{KEPT_ON_REPLACE, etag_eq, header_value, open_upload, replace_headers, unwrap_upload_id};
+use super::object::{ObjectResponse, ReadCtx, SseInfo, envelope_or_policy, get_response, scrub_object_headers};
+use super::range::ClientRange;
 use super::{Proxy, ProxyBody};
 use crate::crypto::Protection;
-use crate::crypto::body::EncryptBody;
 use crate::crypto::envelope::{Envelope, check_client_metadata};
-use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
-use crate::crypto::keys::{DataKey, ObjectIdentity, random_bytes};
+use crate::crypto::format::SINGLE_PUT_PART;
+use crate::crypto::keys::{DataKey, ObjectIdentity};
 use crate::error::ProxyError;
 use crate::s3::Target;
 use crate::s3::headers::{
@@ -30,11 +30,12 @@ use crate::s3::headers::{
     header_str,
 };
 use crate::s3::op::S3Op;
-use crate::s3::sse::{CustomerKey, SseRequest, copy_source_customer};
+use crate::s3::query::Query;
+use crate::s3::sse::{CustomerKey, copy_source_customer};
 use crate::s3::xml;
-use crate::sigv4::canonical::{percent_decode, uri_encode};
 use crate::store::{StoreBody, StoreRequest, StoreSse, Xml};
 use crate::upstream::UpstreamBody;
+use crate::util::uri::{percent_decode, uri_encode};
 
 const X_AMZ_COPY_SOURCE_VERSION_ID: HeaderName = HeaderName::from_static("x-amz-copy-source-version-id");
 
@@ -114,7 +115,7 @@ fn source_conditions(headers: &HeaderMap) -> HeaderMap {
 fn source_etag_matches(client: &HeaderMap, etag: &str) -> bool {
     match header_str(client, &X_AMZ_COPY_SOURCE_IF_MATCH) {
         None => true,
-        Some(wanted) => wanted.split(',').any(|w| w.trim() == "*" || super::multipart::etag_eq(w, etag)),
+        Some(wanted) => wanted.split(',').any(|w| w.trim() == "*" || etag_eq(w, etag)),
     }
 }
 
@@ -204,11 +205,24 @@ fn described_by(source: &HeaderMap, client: &HeaderMap, replace: bool, out: &mut
     }
 }
 
-/// How a metadata-only copy re-wraps: the destination's protection, the source's SSE-C key, the directive.
+/// How a metadata-only copy re-wraps: the destination's protection; the source, its head and its envelope; the
+/// source's SSE-C key; the metadata directive.
 struct Rewrap<'a> {
     protection: &'a Protection,
+    source: &'a CopySource,
+    source_head: &'a HeaderMap,
+    source_env: &'a Envelope,
     source_key: Option<&'a Arc<CustomerKey>>,
     replace: bool,
+}
+
+/// Where a streamed copy writes: the destination (an object, or a part of the upload `part_of` names), the
+/// headers of the new object, the store's own SSE.
+pub(super) struct Into<'a> {
+    pub target: &'a Target,
+    pub part_of: Option<&'a Query>,
+    pub headers: HeaderMap,
+    pub sse: Option<&'a StoreSse>,
 }
 
 /// How a streamed copy writes: encrypted under `dek` as stream `part`, or as plaintext.
@@ -219,51 +233,69 @@ pub(super) struct Sink {
 
 impl Proxy {
     /// CopyObject or UploadPartCopy with an encrypted bucket on either side.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn copy(
+    pub(super) async fn copy(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { mut ctx, head, body: _ } = r;
+        let source = ctx.copy_source.take().ok_or_else(|| ProxyError::Internal("a copy without a source".into()))?;
+        if ctx.op == S3Op::UploadPartCopy {
+            return self.copy_part(&mut ctx, &head.headers, source).await;
+        }
+        self.copy_object(&ctx, &head.headers, source).await
+    }
+
+    /// UploadPartCopy: the source's plaintext (a range of it) written as a part, encrypted under the destination
+    /// upload's data key when it has one.
+    async fn copy_part(
         &self,
-        op: S3Op,
+        ctx: &mut RequestCtx,
         headers: &HeaderMap,
-        target: &Target,
-        query: &[(String, String)],
         source: CopySource,
-        sse: &SseRequest,
-        upload: Option<super::multipart::OpenUpload>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = Arc::clone(&self.inner.crypto);
-        let source_key = copy_source_customer(headers)?;
-        let dest_encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
-        let source_encrypted = source.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
-        let dest_identity = ObjectIdentity {
-            bucket: target.bucket.clone().unwrap_or_default(),
-            key: target.key.clone().unwrap_or_default(),
+        // An encrypted bucket's upload ID carries the upload's data key; a plaintext upload's is the store's own.
+        let upload = if ctx.encrypted && !ctx.plain_upload() {
+            Some(open_upload(&crypto, &mut ctx.query, &ctx.identity, ctx.sse.customer())?)
+        } else {
+            unwrap_upload_id(&mut ctx.query);
+            None
         };
-        if op == S3Op::UploadPartCopy {
-            let part = super::multipart::part_number(query)?;
-            let range = match header_str(headers, &X_AMZ_COPY_SOURCE_RANGE) {
-                None => ClientRange::Whole,
-                Some(r) => match ClientRange::parse_copy_range(r) {
-                    Some(r) => r,
-                    None => {
-                        return Err(ProxyError::InvalidArgument(
-                            "The x-amz-copy-source-range value must be of the form bytes=first-last where first \
-                             and last are the zero-based offsets of the first and last bytes to copy"
-                                .into(),
-                        ));
-                    }
-                },
-            };
-            let sink = Sink { dek: upload.as_ref().map(|u| Arc::clone(&u.dek)), part };
-            let sse_info = upload.as_ref().map(|u| u.sse_info(&crypto));
-            let plain = self.read_source(&source, source_encrypted, range, headers, source_key.as_ref()).await?;
-            let (etag, version) = self.write_streamed(target, query, HeaderMap::new(), None, plain, sink).await?;
-            let body = xml::document(
-                "CopyPartResult",
-                &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
-                &[],
-            );
-            return Ok(copy_response(body, version, sse_info.as_ref()));
-        }
+        let part = ctx.query.required_part_number()?;
+        let range = match header_str(headers, &X_AMZ_COPY_SOURCE_RANGE) {
+            None => ClientRange::Whole,
+            Some(r) => ClientRange::parse_copy_range(r).ok_or_else(|| {
+                ProxyError::InvalidArgument(
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are \
+                     the zero-based offsets of the first and last bytes to copy"
+                        .into(),
+                )
+            })?,
+        };
+        let source_encrypted = source.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
+        let source_key = copy_source_customer(headers)?;
+        let sink = Sink { dek: upload.as_ref().map(|u| Arc::clone(&u.dek)), part };
+        let sse_info = upload.as_ref().map(|u| u.sse_info(&crypto));
+        let plain = self.read_source(&source, source_encrypted, range, headers, source_key.as_ref()).await?;
+        let into = Into { target: &ctx.target, part_of: Some(&ctx.query), headers: HeaderMap::new(), sse: None };
+        let (etag, version) = self.write_streamed(into, plain, sink).await?;
+        let body = xml::document(
+            "CopyPartResult",
+            &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
+            &[],
+        );
+        Ok(copy_response(body, version, sse_info.as_ref()))
+    }
+
+    /// CopyObject: a metadata-only re-wrap between encrypted objects, or the source's plaintext written anew.
+    async fn copy_object(
+        &self,
+        ctx: &RequestCtx,
+        headers: &HeaderMap,
+        source: CopySource,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let crypto = Arc::clone(&self.inner.crypto);
+        let (target, sse, dest_identity) = (&ctx.target, &ctx.sse, &ctx.identity);
+        let source_key = copy_source_customer(headers)?;
+        let dest_encrypted = ctx.encrypted;
+        let source_encrypted = source.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
         let replace = replaces_metadata(headers)?;
         let protection = if dest_encrypted {
             crypto.protection(&dest_identity.bucket, &dest_identity.key, sse).await?
@@ -278,11 +310,16 @@ impl Proxy {
             }
             let legacy = crypto.policy(&source.identity().bucket, &source.identity().key).legacy_objects;
             let maybe_s3ec = super::s3ec::candidate(&crypto, &source.identity(), head.headers());
-            if !maybe_s3ec && let Some(env) = super::encrypted::envelope_or_policy(head.headers(), legacy)? {
-                let rewrap = Rewrap { protection: &protection, source_key: source_key.as_ref(), replace };
-                return self
-                    .copy_by_rewrap(headers, target, &dest_identity, &source, head.headers(), &env, rewrap)
-                    .await;
+            if !maybe_s3ec && let Some(env) = envelope_or_policy(head.headers(), legacy)? {
+                let rewrap = Rewrap {
+                    protection: &protection,
+                    source: &source,
+                    source_head: head.headers(),
+                    source_env: &env,
+                    source_key: source_key.as_ref(),
+                    replace,
+                };
+                return self.copy_by_rewrap(ctx, headers, rewrap).await;
             }
             // A legacy plaintext source (legacy_objects = "passthrough") or an S3 Encryption Client object: encrypt
             // its plaintext on the way.
@@ -292,7 +329,7 @@ impl Proxy {
         let mut out = destination_headers(headers, S3Op::PutObject);
         described_by(plain.headers(), headers, replace, &mut out);
         let (dek, sse_info, store_sse) = if encrypt_dest {
-            let (dek, env) = crypto.new_object_key(&dest_identity, &protection, None).await?;
+            let (dek, env) = crypto.new_object_key(dest_identity, &protection, None).await?;
             check_client_metadata(&out, env.metadata_len())?;
             for (n, v) in env.to_headers() {
                 out.insert(n, v);
@@ -304,7 +341,8 @@ impl Proxy {
         };
         let source_version = plain.headers().get(X_AMZ_VERSION_ID).cloned();
         let sink = Sink { dek, part: SINGLE_PUT_PART };
-        let (etag, version) = self.write_streamed(target, &[], out, store_sse.as_ref(), plain, sink).await?;
+        let into = Into { target, part_of: None, headers: out, sse: store_sse.as_ref() };
+        let (etag, version) = self.write_streamed(into, plain, sink).await?;
         let body = xml::document(
             "CopyObjectResult",
             &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
@@ -318,19 +356,15 @@ impl Proxy {
     }
 
     /// Encrypted to encrypted: the data key re-wrapped for the destination, the ciphertext copied by the store.
-    #[allow(clippy::too_many_arguments)]
     async fn copy_by_rewrap(
         &self,
+        ctx: &RequestCtx,
         headers: &HeaderMap,
-        target: &Target,
-        dest_identity: &ObjectIdentity,
-        source: &CopySource,
-        head: &HeaderMap,
-        env: &Envelope,
         how: Rewrap<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = &self.inner.crypto;
-        let replace = how.replace;
+        let (target, dest_identity) = (&ctx.target, &ctx.identity);
+        let (source, head, env, replace) = (how.source, how.source_head, how.source_env, how.replace);
         env.layout().map_err(|_| ProxyError::UnsealedObject)?;
         let dek = crypto.open_envelope(env, &source.identity(), how.source_key).await?;
         let new_env = crypto.wrap_for(&dek, dest_identity, how.protection, env.multipart).await?;
@@ -425,7 +459,7 @@ impl Proxy {
             return Ok(Response::from_parts(parts, body));
         }
         let id = source.identity();
-        let ctx = super::encrypted::ReadCtx {
+        let ctx = ReadCtx {
             crypto,
             id: &id,
             customer: source_key,
@@ -440,7 +474,7 @@ impl Proxy {
         } else {
             resp
         };
-        match super::encrypted::get_response(resp, range, &ctx).await? {
+        match get_response(resp, range, &ctx).await? {
             ObjectResponse::Ready(r) => Ok(r),
             ObjectResponse::RefetchPlain => {
                 // A legacy plaintext object: fetch the range as asked.
@@ -463,18 +497,13 @@ impl Proxy {
         }
     }
 
-    /// PUTs `plain` (a decrypted source) to the target (an object, or a part when `query` names an upload), encrypted
-    /// if `sink` has a key. Returns the ETag and version ID.
+    /// PUTs `plain` (a decrypted source) to `into`, encrypted if `sink` has a key. Returns the ETag and version ID.
     pub(super) async fn write_streamed(
         &self,
-        target: &Target,
-        query: &[(String, String)],
-        headers: HeaderMap,
-        sse: Option<&StoreSse>,
+        into: Into<'_>,
         plain: Response<ProxyBody>,
         sink: Sink,
     ) -> Result<(String, Option<String>), ProxyError> {
-        let segment = self.inner.crypto.segment_size;
         let len: u64 = header_str(plain.headers(), &CONTENT_LENGTH)
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| ProxyError::UpstreamProtocol("copy source without Content-Length".into()))?;
@@ -486,24 +515,16 @@ impl Proxy {
                     .unwrap_or_else(|| ProxyError::UpstreamProtocol(format!("reading the copy source: {e}")))
             })
             .boxed_unsync();
-        let (body, len) = match &sink.dek {
-            Some(dek) => {
-                let cipher_len = ciphertext_len(len, segment);
-                if sink.part != SINGLE_PUT_PART && cipher_len > super::multipart::MAX_PART_SIZE {
-                    return Err(ProxyError::EntityTooLarge);
-                }
-                let salt = random_bytes()?;
-                (EncryptBody::new(body, dek, sink.part, salt, segment, len).boxed_unsync(), cipher_len)
-            }
-            None => (body, len),
+        let segment = self.inner.crypto.segment_size;
+        let body = match &sink.dek {
+            Some(dek) => super::body::encrypted_upload(body, len, dek, sink.part, segment, None)?,
+            None => StoreBody::Object { body, len },
         };
-        let part = query.iter().any(|(k, _)| k == "uploadId");
-        let op = if part { S3Op::UploadPart } else { S3Op::PutObject };
-        let put = StoreRequest::new(op, Method::PUT, target)
-            .client_query(query)
-            .headers(headers)
-            .sse(sse)
-            .body(StoreBody::Object { body, len });
+        let put = match into.part_of {
+            Some(query) => StoreRequest::new(S3Op::UploadPart, Method::PUT, into.target).client_query(query),
+            None => StoreRequest::new(S3Op::PutObject, Method::PUT, into.target),
+        };
+        let put = put.headers(into.headers).sse(into.sse).body(body);
         let h = self.store().expect_ok(put).await?;
         let etag = header_str(&h, &http::header::ETAG)
             .map(str::to_owned)
@@ -522,7 +543,7 @@ fn copy_response(body: Bytes, version: Option<String>, sse: Option<&SseInfo>) ->
     if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(X_AMZ_VERSION_ID, v);
     }
-    super::encrypted::scrub_object_headers(h, sse);
+    scrub_object_headers(h, sse);
     resp
 }
 

@@ -113,8 +113,7 @@ impl Proxy {
                 .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
             for r in &records {
                 if let Some(k) = xml::field(r, "Key") {
-                    let key =
-                        String::from_utf8_lossy(&crate::sigv4::canonical::percent_decode(k.as_bytes())).into_owned();
+                    let key = String::from_utf8_lossy(&crate::util::uri::percent_decode(k.as_bytes())).into_owned();
                     out.push(Listed { key });
                 }
             }
@@ -325,7 +324,8 @@ impl Proxy {
         let headers = replace_headers(head, &env)?;
         let sink = super::copy::Sink { dek: Some(Arc::new(dek)), part: crate::crypto::format::SINGLE_PUT_PART };
         let sse = self.upstream_sse(&t);
-        self.write_streamed(&t, &[], headers, sse.as_ref(), plain, sink).await.map(|_| ())
+        let into = super::copy::Into { target: &t, part_of: None, headers, sse: sse.as_ref() };
+        self.write_streamed(into, plain, sink).await.map(|_| ())
     }
 }
 

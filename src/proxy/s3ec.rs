@@ -9,7 +9,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::encrypted::{ClientRange, ReadCtx, parse_content_range, scrub_object_headers};
+use super::object::{ReadCtx, scrub_object_headers, stored_extent};
+use super::range::ClientRange;
 use super::{Proxy, ProxyBody};
 use crate::crypto::envelope::Envelope;
 use crate::crypto::s3ec::{self, Metadata};
@@ -63,21 +64,6 @@ pub fn candidate(crypto: &Crypto, id: &ObjectIdentity, headers: &HeaderMap) -> b
 
 fn integrity(e: s3ec::S3ecError) -> ProxyError {
     ProxyError::ObjectIntegrity(e.0)
-}
-
-/// (first byte, whole object length) of a 200 or 206 response.
-fn stored_extent(status: StatusCode, headers: &HeaderMap) -> Result<(u64, u64), ProxyError> {
-    let header = |n: http::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
-    if status == StatusCode::PARTIAL_CONTENT {
-        return header(http::header::CONTENT_RANGE)
-            .and_then(parse_content_range)
-            .and_then(|(x, t)| x.map(|x| (x, t)))
-            .ok_or_else(|| ProxyError::UpstreamProtocol("206 without a usable Content-Range".into()));
-    }
-    header(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.parse().ok())
-        .map(|t| (0, t))
-        .ok_or_else(|| ProxyError::UpstreamProtocol("object without Content-Length".into()))
 }
 
 /// Reads a body of exactly `len` bytes into memory.
@@ -303,7 +289,7 @@ impl Proxy {
         let listed: Vec<String> = records
             .iter()
             .filter_map(|r| crate::s3::xml::field(r, "Key"))
-            .map(|k| String::from_utf8_lossy(&crate::sigv4::canonical::percent_decode(k.as_bytes())).into_owned())
+            .map(|k| String::from_utf8_lossy(&crate::util::uri::percent_decode(k.as_bytes())).into_owned())
             .collect();
         // An object whose key material is in an instruction file has no metadata of its own: it is an S3EC object
         // if its instruction file is listed on the same page.

@@ -4,11 +4,12 @@
 pub mod checksum;
 pub mod headers;
 pub mod op;
+pub mod query;
 pub mod sse;
 pub mod xml;
 
 use crate::error::ProxyError;
-use crate::sigv4::canonical::{percent_decode, uri_encode_path};
+use crate::util::uri::{percent_decode, uri_encode_path};
 
 /// Where a request points, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

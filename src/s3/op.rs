@@ -5,6 +5,7 @@ use http::{HeaderMap, Method};
 
 use super::Target;
 use super::headers::{X_AMZ_COPY_SOURCE, X_AMZ_WRITE_OFFSET_BYTES};
+use super::query::{PART_NUMBER, Query, UPLOAD_ID};
 use crate::error::ProxyError;
 
 /// The S3 operations the proxy tells apart.
@@ -130,14 +131,9 @@ pub const BUCKET_SUBRESOURCES: &[&str] = &[
 pub const OBJECT_SUBRESOURCES: &[&str] = &["tagging", "acl", "retention", "legal-hold", "restore"];
 
 /// Classifies a request. `query` holds the decoded query parameters.
-pub fn classify(
-    method: &Method,
-    target: &Target,
-    query: &[(String, String)],
-    headers: &HeaderMap,
-) -> Result<S3Op, ProxyError> {
-    let has = |k: &str| query.iter().any(|(n, _)| n == k);
-    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+pub fn classify(method: &Method, target: &Target, query: &Query, headers: &HeaderMap) -> Result<S3Op, ProxyError> {
+    let has = |k: &str| query.has(k);
+    let get = |k: &str| query.get(k);
 
     if headers.contains_key(X_AMZ_WRITE_OFFSET_BYTES) {
         return Err(ProxyError::NotImplemented("Append writes (x-amz-write-offset-bytes) are not supported."));
@@ -161,10 +157,10 @@ pub fn classify(
             Method::GET => S3Op::ListObjects,
             Method::HEAD => S3Op::HeadBucket,
             Method::PUT if config => S3Op::BucketConfig,
-            Method::PUT if query.iter().all(|(k, _)| k == "x-id") => S3Op::CreateBucket,
+            Method::PUT if query.pairs().iter().all(|(k, _)| k == "x-id") => S3Op::CreateBucket,
             Method::PUT => return Err(unknown()),
             Method::DELETE if config => S3Op::BucketConfig,
-            Method::DELETE if query.iter().all(|(k, _)| k == "x-id") => S3Op::DeleteBucket,
+            Method::DELETE if query.pairs().iter().all(|(k, _)| k == "x-id") => S3Op::DeleteBucket,
             Method::DELETE => return Err(unknown()),
             Method::POST if has("delete") => S3Op::DeleteObjects,
             Method::POST => {
@@ -192,13 +188,13 @@ pub fn classify(
     }
     let config = OBJECT_SUBRESOURCES.iter().any(|s| has(s));
     let op = match *method {
-        Method::GET if has("uploadId") => S3Op::ListParts,
+        Method::GET if has(UPLOAD_ID) => S3Op::ListParts,
         Method::GET if has("attributes") => S3Op::GetObjectAttributes,
         Method::GET if config => S3Op::ObjectConfig,
         Method::GET => S3Op::GetObject,
         Method::HEAD => S3Op::HeadObject,
         Method::PUT if config => S3Op::ObjectConfig,
-        Method::PUT if has("partNumber") && has("uploadId") => {
+        Method::PUT if has(PART_NUMBER) && has(UPLOAD_ID) => {
             if headers.contains_key(X_AMZ_COPY_SOURCE) {
                 S3Op::UploadPartCopy
             } else {
@@ -208,9 +204,9 @@ pub fn classify(
         Method::PUT if headers.contains_key(X_AMZ_COPY_SOURCE) => S3Op::CopyObject,
         Method::PUT => S3Op::PutObject,
         Method::POST if has("uploads") => S3Op::CreateMultipartUpload,
-        Method::POST if has("uploadId") => S3Op::CompleteMultipartUpload,
+        Method::POST if has(UPLOAD_ID) => S3Op::CompleteMultipartUpload,
         Method::POST if has("restore") => S3Op::ObjectConfig,
-        Method::DELETE if has("uploadId") => S3Op::AbortMultipartUpload,
+        Method::DELETE if has(UPLOAD_ID) => S3Op::AbortMultipartUpload,
         Method::DELETE if config => S3Op::ObjectConfig,
         Method::DELETE => S3Op::DeleteObject,
         _ => return Err(ProxyError::MethodNotAllowed),
@@ -225,15 +221,15 @@ mod tests {
     fn t(bucket: Option<&str>, key: Option<&str>) -> Target {
         Target { bucket: bucket.map(Into::into), key: key.map(Into::into), virtual_hosted: false }
     }
-    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
+    fn q(pairs: &[(&str, &str)]) -> Query {
+        Query::new(pairs.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect())
     }
 
     #[test]
     fn object_operations_are_told_apart_by_method_query_and_headers() {
         let h = HeaderMap::new();
         let obj = t(Some("b"), Some("k"));
-        assert_eq!(classify(&Method::PUT, &obj, &[], &h).unwrap(), S3Op::PutObject);
+        assert_eq!(classify(&Method::PUT, &obj, &q(&[]), &h).unwrap(), S3Op::PutObject);
         assert_eq!(
             classify(&Method::PUT, &obj, &q(&[("partNumber", "1"), ("uploadId", "u")]), &h).unwrap(),
             S3Op::UploadPart
@@ -241,7 +237,7 @@ mod tests {
         assert_eq!(classify(&Method::POST, &obj, &q(&[("uploads", "")]), &h).unwrap(), S3Op::CreateMultipartUpload);
         let mut copy = HeaderMap::new();
         copy.insert(X_AMZ_COPY_SOURCE, "/a/b".parse().unwrap());
-        assert_eq!(classify(&Method::PUT, &obj, &[], &copy).unwrap(), S3Op::CopyObject);
+        assert_eq!(classify(&Method::PUT, &obj, &q(&[]), &copy).unwrap(), S3Op::CopyObject);
         assert_eq!(classify(&Method::GET, &obj, &q(&[("tagging", "")]), &h).unwrap(), S3Op::ObjectConfig);
     }
 
@@ -252,7 +248,7 @@ mod tests {
         assert_eq!(classify(&Method::GET, &b, &q(&[("list-type", "2")]), &h).unwrap(), S3Op::ListObjectsV2);
         assert_eq!(classify(&Method::GET, &b, &q(&[("prefix", "a")]), &h).unwrap(), S3Op::ListObjects);
         assert_eq!(classify(&Method::GET, &b, &q(&[("versioning", "")]), &h).unwrap(), S3Op::BucketConfig);
-        assert_eq!(classify(&Method::GET, &t(None, None), &[], &h).unwrap(), S3Op::ListBuckets);
+        assert_eq!(classify(&Method::GET, &t(None, None), &q(&[]), &h).unwrap(), S3Op::ListBuckets);
     }
 
     #[test]
@@ -263,6 +259,6 @@ mod tests {
         assert_eq!(e.code(), "NotImplemented");
         let mut a = HeaderMap::new();
         a.insert(X_AMZ_WRITE_OFFSET_BYTES, "0".parse().unwrap());
-        assert_eq!(classify(&Method::PUT, &obj, &[], &a).unwrap_err().code(), "NotImplemented");
+        assert_eq!(classify(&Method::PUT, &obj, &q(&[]), &a).unwrap_err().code(), "NotImplemented");
     }
 }

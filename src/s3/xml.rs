@@ -1,42 +1,11 @@
-//! S3 XML: the error document the proxy writes, reading upstream error documents, and filtering
-//! ListBuckets for clients limited to some buckets. Readers work on byte ranges so that what the proxy does
+//! S3 XML: reading upstream error documents and results, rewriting listings (plaintext sizes), filtering
+//! ListBuckets for clients limited to some buckets, and writing small result documents. Readers work on byte ranges so that what the proxy does
 //! not change is passed on byte for byte.
 
 use bytes::Bytes;
 use quick_xml::Reader;
 use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::Event;
-
-/// Writes `<Error><Code/><Message/><Resource/><RequestId/>[extra]</Error>` as S3 does.
-pub fn error_document(
-    code: &str,
-    message: &str,
-    resource: &str,
-    request_id: &str,
-    extra: &[(&'static str, String)],
-) -> Bytes {
-    let mut s = String::with_capacity(256);
-    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
-    push_element(&mut s, "Code", code);
-    push_element(&mut s, "Message", message);
-    push_element(&mut s, "Resource", resource);
-    push_element(&mut s, "RequestId", request_id);
-    for (name, value) in extra {
-        push_element(&mut s, name, value);
-    }
-    s.push_str("</Error>");
-    Bytes::from(s)
-}
-
-fn push_element(s: &mut String, name: &str, value: &str) {
-    s.push('<');
-    s.push_str(name);
-    s.push('>');
-    s.push_str(&escape(value));
-    s.push_str("</");
-    s.push_str(name);
-    s.push('>');
-}
 
 /// Appends the text of a text or entity event to `out`.
 fn push_text(ev: &Event<'_>, out: &mut String) {
@@ -201,8 +170,7 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(&str, u64) -> u64) -> Option<V
                     drop_start = None;
                 }
                 if let Some(k) = key_text.take() {
-                    entry_key =
-                        String::from_utf8_lossy(&crate::sigv4::canonical::percent_decode(k.as_bytes())).into_owned();
+                    entry_key = String::from_utf8_lossy(&crate::util::uri::percent_decode(k.as_bytes())).into_owned();
                 }
                 if let Some((text_start, text)) = size_text.take() {
                     let text_end = before;
@@ -437,14 +405,14 @@ pub fn document(root: &str, fields: &[(&str, String)], groups: &[(&str, Vec<(&st
     s.push_str(root);
     s.push_str(" xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
     for (name, value) in fields {
-        push_element(&mut s, name, value);
+        crate::util::push_xml_element(&mut s, name, value);
     }
     for (name, children) in groups {
         s.push('<');
         s.push_str(name);
         s.push('>');
         for (n, v) in children {
-            push_element(&mut s, n, v);
+            crate::util::push_xml_element(&mut s, n, v);
         }
         s.push_str("</");
         s.push_str(name);
@@ -459,16 +427,6 @@ pub fn document(root: &str, fields: &[(&str, String)], groups: &[(&str, Vec<(&st
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_documents_escape_their_text() {
-        let x = error_document("NoSuchKey", "a < b & c", "/b/k<", "RID", &[("Key", "k".into())]);
-        let s = std::str::from_utf8(&x).unwrap();
-        assert!(s.contains("<Message>a &lt; b &amp; c</Message>"));
-        assert!(s.contains("<Resource>/b/k&lt;</Resource>"));
-        assert!(s.contains("<Key>k</Key>"));
-        assert_eq!(parse_error(&x), Some(("NoSuchKey".into(), "a < b & c".into())));
-    }
 
     #[test]
     fn non_error_bodies_are_not_parsed_as_errors() {

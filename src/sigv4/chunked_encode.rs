@@ -104,7 +104,9 @@ where
                         // All data sent: wait for the inner body to end cleanly (its end-of-stream checks),
                         // then send the final chunk and the trailer.
                         if !*this.inner_done {
-                            if let Err(e) = ready!(crate::util::body::poll_end(this.inner.as_mut(), cx)) {
+                            if let Err(e) =
+                                ready!(crate::util::body::poll_end(this.inner.as_mut(), cx, ProxyError::body_too_long))
+                            {
                                 *this.state = State::Done;
                                 return Poll::Ready(Some(Err(e)));
                             }

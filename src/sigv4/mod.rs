@@ -21,6 +21,8 @@ use zeroize::Zeroizing;
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// SigV4a, which the proxy refuses.
 pub const ALGORITHM_ECDSA: &str = "AWS4-ECDSA-P256-SHA256";
+/// Longest validity of a presigned URL (7 days), as S3; SigV2 `Expires` too.
+pub const MAX_PRESIGNED_EXPIRY_SECS: u64 = 604_800;
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 pub const STREAMING_UNSIGNED_PAYLOAD_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
 pub const STREAMING_SIGNED_PAYLOAD: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";

@@ -11,9 +11,9 @@ use hmac::{KeyInit, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use subtle::ConstantTimeEq;
 
-use super::canonical::{percent_decode, uri_encode_path};
-use super::verify::MAX_PRESIGNED_EXPIRY_SECS;
+use super::MAX_PRESIGNED_EXPIRY_SECS;
 use crate::error::{ProxyError, SignatureMismatch};
+use crate::util::uri::{percent_decode, uri_encode_path};
 
 pub const P_ACCESS_KEY: &str = "AWSAccessKeyId";
 pub const P_SIGNATURE: &str = "Signature";

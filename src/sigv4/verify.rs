@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
+use super::MAX_PRESIGNED_EXPIRY_SECS;
 use super::canonical::{
     PlusMode, build_canonical_request, canonical_header_value, canonical_query, parse_query, raw_path_is_ambiguous,
-    string_to_sign, uri_encode_path,
+    string_to_sign,
 };
 use super::{
     ALGORITHM, ALGORITHM_ECDSA, STREAMING_ECDSA_PREFIX, STREAMING_SIGNED_PAYLOAD, STREAMING_SIGNED_PAYLOAD_TRAILER,
@@ -19,13 +20,11 @@ use super::{
 use crate::config::ClientCredential;
 use crate::error::{ProxyError, SignatureMismatch};
 use crate::s3::headers::{X_AMZ_CONTENT_SHA256, X_AMZ_DATE, X_AMZ_SECURITY_TOKEN};
-use crate::sigv4::canonical::percent_decode;
 use crate::util::time::{format_amz_date, parse_amz_date};
+use crate::util::uri::{percent_decode, uri_encode_path};
 
 /// Largest clock difference accepted for header auth, and for presigned dates in the future.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
-/// Longest validity of a presigned URL (7 days), as S3.
-pub const MAX_PRESIGNED_EXPIRY_SECS: u64 = 604_800;
 
 const P_ALGORITHM: &str = "X-Amz-Algorithm";
 const P_CREDENTIAL: &str = "X-Amz-Credential";

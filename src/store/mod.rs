@@ -22,6 +22,7 @@ use crate::config::{UploadChecksum, UpstreamSse};
 use crate::error::ProxyError;
 use crate::s3::Target;
 use crate::s3::op::S3Op;
+use crate::s3::query::{Query, VERSION_ID};
 use crate::sigv4::EMPTY_SHA256;
 use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
 use crate::sigv4::sign::OutboundPayload;
@@ -102,15 +103,15 @@ impl StoreRequest {
     /// `versionId`, if a version is named.
     pub fn version(self, version: Option<&str>) -> StoreRequest {
         match version {
-            Some(v) => self.param("versionId", v),
+            Some(v) => self.param(VERSION_ID, v),
             None => self,
         }
     }
 
     /// The client's query parameters that the operation takes (others, like the SDKs' `x-id`, stay behind).
-    pub fn client_query(mut self, query: &[(String, String)]) -> StoreRequest {
+    pub fn client_query(mut self, query: &Query) -> StoreRequest {
         let op = self.op;
-        self.query.extend(query.iter().filter(|(k, _)| allow::query(op, k)).cloned());
+        self.query.extend(query.pairs().iter().filter(|(k, _)| allow::query(op, k)).cloned());
         self
     }
 
@@ -392,7 +393,7 @@ mod tests {
             .param("versionId", "v")
             .header(http::header::RANGE, HeaderValue::from_static("bytes=0-1"));
         assert!(ok.check().is_ok());
-        let q = vec![("x-id".to_owned(), "GetObject".to_owned()), ("versionId".to_owned(), "1".to_owned())];
+        let q = Query::new(vec![("x-id".to_owned(), "GetObject".to_owned()), ("versionId".to_owned(), "1".to_owned())]);
         assert_eq!(StoreRequest::get(&target()).client_query(&q).query, vec![("versionId".to_owned(), "1".to_owned())]);
     }
 }

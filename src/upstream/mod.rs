@@ -27,7 +27,7 @@ pub type UpstreamBody = UnsyncBoxBody<Bytes, ProxyError>;
 
 /// Response bodies from upstream: a store that goes silent mid-body for `upstream.response_timeout` fails the
 /// body with `UpstreamTimeout` (the client's response is aborted, never ended cleanly).
-pub type UpstreamIncoming = crate::util::body::IdleTimeout<Incoming>;
+pub type UpstreamIncoming = crate::util::body::IdleTimeout<Incoming, ProxyError>;
 
 /// Name resolution for the upstream: the system resolver, or a fixed address (`upstream.resolve_to`, like curl's
 /// `--resolve`: for private endpoints and split-horizon DNS; the Host header and TLS name stay the endpoint's).

@@ -6,19 +6,17 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::Body;
 
-use crate::error::ProxyError;
-
 /// Polls `inner` until it ends, after all the data a transform expected has arrived: its end-of-stream checks run
-/// now. More data is an error (the body is longer than declared), as is an error of `inner`.
-pub fn poll_end<B>(mut inner: Pin<&mut B>, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>>
+/// now. More data is an error (the body is longer than declared: `too_long`), as is an error of `inner`.
+pub fn poll_end<B, E>(mut inner: Pin<&mut B>, cx: &mut Context<'_>, too_long: impl FnOnce() -> E) -> Poll<Result<(), E>>
 where
-    B: Body<Data = Bytes, Error = ProxyError>,
+    B: Body<Data = Bytes, Error = E>,
 {
     loop {
         match ready!(inner.as_mut().poll_frame(cx)) {
             Some(Ok(f)) => {
                 if f.data_ref().is_some_and(|d| !d.is_empty()) {
-                    return Poll::Ready(Err(ProxyError::IncompleteBody("body longer than its declared length")));
+                    return Poll::Ready(Err(too_long()));
                 }
             }
             Some(Err(e)) => return Poll::Ready(Err(e)),
@@ -32,13 +30,13 @@ pin_project_lite::pin_project! {
     /// slowloris upload (`RequestTimeout`), a store that stops mid-response (`UpstreamTimeout`). Only the time
     /// spent waiting counts: while the consumer is not asking (backpressure from the other side) the clock is
     /// stopped, and it restarts when the consumer asks again.
-    pub struct IdleTimeout<B> {
+    pub struct IdleTimeout<B, E> {
         #[pin]
         inner: B,
         // Boxed so the body stays `Unpin` when `B` is (callers `.frame().await` it).
         deadline: Pin<Box<tokio::time::Sleep>>,
         idle: std::time::Duration,
-        error: ProxyError,
+        error: E,
         state: IdleState,
     }
 }
@@ -51,25 +49,23 @@ enum IdleState {
     Done,
 }
 
-impl<B> IdleTimeout<B> {
+impl<B, E> IdleTimeout<B, E> {
     /// `error` is what the body fails with at the deadline.
-    pub fn new(inner: B, idle: std::time::Duration, error: ProxyError) -> Self {
+    pub fn new(inner: B, idle: std::time::Duration, error: E) -> Self {
         IdleTimeout { inner, deadline: Box::pin(tokio::time::sleep(idle)), idle, error, state: IdleState::Ready }
     }
 }
 
-impl<B> Body for IdleTimeout<B>
+impl<B, E> Body for IdleTimeout<B, E>
 where
     B: Body<Data = Bytes>,
-    B::Error: Into<ProxyError>,
+    B::Error: Into<E>,
+    E: Clone,
 {
     type Data = Bytes;
-    type Error = ProxyError;
+    type Error = E;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, E>>> {
         let mut this = self.project();
         if matches!(this.state, IdleState::Done) {
             return Poll::Ready(None);

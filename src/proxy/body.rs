@@ -1,0 +1,257 @@
+//! Request bodies on their way to the store. Object data (PutObject, UploadPart) is decoded (aws-chunked), checked
+//! (signed hash, Content-MD5, checksums, trailers) and, for an encrypted object, encrypted as it streams; the store
+//! client frames it. Small bodies (XML) are read whole and verified before anything is sent. One constructor makes
+//! the encrypted upload of a stream, for uploads, copies and re-encryption alike.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Empty, Limited};
+
+use super::ClientBody;
+use crate::crypto::body::EncryptBody;
+use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
+use crate::crypto::keys::{DataKey, random_bytes};
+use crate::error::ProxyError;
+use crate::s3::checksum::ChecksumAlgorithm;
+use crate::s3::op::S3Op;
+use crate::sigv4::EMPTY_SHA256;
+use crate::sigv4::chunked::{AwsChunkedBody, ChunkChain, ChunkedSpec, VerifiedChecksum};
+use crate::sigv4::payload::{CheckedBody, Checks};
+use crate::sigv4::verify::{ChunkSigningContext, PayloadMode};
+use crate::store::StoreBody;
+use crate::upstream::UpstreamBody;
+
+/// Largest part S3 stores (ciphertext, here).
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// The encrypted upload of `len` plaintext bytes of `plain` under `dek` as stream `part` (0 for a single PUT), for
+/// the store client to frame; a part whose ciphertext would pass S3's part limit is `EntityTooLarge`. `metered`
+/// names the operation whose encryption time is reported.
+pub(super) fn encrypted_upload(
+    plain: UpstreamBody,
+    len: u64,
+    dek: &DataKey,
+    part: u16,
+    segment: u32,
+    metered: Option<&'static str>,
+) -> Result<StoreBody, ProxyError> {
+    let cipher_len = ciphertext_len(len, segment);
+    if part != SINGLE_PUT_PART && cipher_len > MAX_PART_SIZE {
+        return Err(ProxyError::EntityTooLarge);
+    }
+    let body = EncryptBody::new(plain, dek, part, random_bytes()?, segment, len);
+    let body = match metered {
+        Some(op) => body.metered(op).boxed_unsync(),
+        None => body.boxed_unsync(),
+    };
+    Ok(StoreBody::Object { body, len: cipher_len })
+}
+
+/// What an object upload carries besides its body.
+pub(super) struct Upload {
+    /// Encryption of the body (PutObject, UploadPart on an encrypted bucket).
+    pub encrypting: Option<Encrypting>,
+    /// Signed chunks: the chain's seed.
+    pub chunk_signing: Option<ChunkSigningContext>,
+    /// Receives the trailer checksum once verified, to echo it.
+    pub verified: VerifiedChecksum,
+}
+
+impl Upload {
+    /// A body sent as it is (nothing to encrypt), its checksum verified into `verified`.
+    pub fn plain(chunk_signing: Option<ChunkSigningContext>, verified: VerifiedChecksum) -> Upload {
+        Upload { encrypting: None, chunk_signing, verified }
+    }
+}
+
+/// How an upload body is encrypted: the data key and the stream's part number (0 for PutObject).
+pub(super) struct Encrypting {
+    pub dek: Arc<DataKey>,
+    pub part: u16,
+    pub segment_size: u32,
+}
+
+/// Largest non-object body (XML: CompleteMultipartUpload, DeleteObjects, bucket configuration) buffered.
+const MAX_SMALL_BODY: usize = 8 * 1024 * 1024;
+/// Largest object body taken (S3's largest object, 5 TiB): anything the client declares beyond it is
+/// `EntityTooLarge` before any size arithmetic.
+const MAX_OBJECT_BODY: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+
+/// A declared object-body length, bounded by [`MAX_OBJECT_BODY`].
+fn bounded(len: u64) -> Result<u64, ProxyError> {
+    if len > MAX_OBJECT_BODY { Err(ProxyError::EntityTooLarge) } else { Ok(len) }
+}
+
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    match headers.get(CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or(ProxyError::InvalidArgument("Content-Length is not a number".into())),
+    }
+}
+
+pub(super) fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || declared_length(headers).ok().flatten().is_some_and(|n| n > 0)
+}
+
+fn empty_upstream_body() -> UpstreamBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The plaintext object data of a PutObject / UploadPart, decoded and checked, and its length.
+fn object_data(
+    payload: &PayloadMode,
+    chunk_signing: Option<ChunkSigningContext>,
+    verified: VerifiedChecksum,
+    headers: &HeaderMap,
+    body: ClientBody,
+) -> Result<(UpstreamBody, u64), ProxyError> {
+    let length = declared_length(headers)?;
+    let body_present = headers.contains_key(http::header::TRANSFER_ENCODING) || length.is_some_and(|n| n > 0);
+    match payload {
+        PayloadMode::Sha256(expected) => {
+            if !body_present {
+                if *expected != EMPTY_SHA256 {
+                    return Err(ProxyError::ContentSha256Mismatch {
+                        client: hex::encode(expected),
+                        computed: hex::encode(EMPTY_SHA256),
+                    });
+                }
+                Checks::new().from_headers(headers)?.finish()?;
+                return Ok((empty_upstream_body(), 0));
+            }
+            let len = bounded(length.ok_or(ProxyError::MissingContentLength)?)?;
+            let checks = Checks::new().sha256(*expected).from_headers(headers)?;
+            Ok((CheckedBody::new(body, checks).boxed_unsync(), len))
+        }
+        PayloadMode::Unsigned => {
+            if !body_present {
+                Checks::new().from_headers(headers)?.finish()?;
+                return Ok((empty_upstream_body(), 0));
+            }
+            let len = bounded(length.ok_or(ProxyError::MissingContentLength)?)?;
+            Ok((CheckedBody::new(body, Checks::new().from_headers(headers)?).boxed_unsync(), len))
+        }
+        PayloadMode::StreamingUnsignedTrailer | PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
+            let mut spec = ChunkedSpec::from_headers(headers)?;
+            spec.verified = Some(verified);
+            let signed_trailer = *payload == PayloadMode::StreamingSignedTrailer;
+            if *payload != PayloadMode::StreamingUnsignedTrailer {
+                let ctx = chunk_signing.ok_or(ProxyError::InvalidRequest(
+                    "Signed aws-chunked payloads need Authorization-header SigV4".into(),
+                ))?;
+                spec.signed = Some(ChunkChain { ctx, signed_trailer });
+            }
+            if *payload == PayloadMode::StreamingSigned && spec.trailer.is_some() {
+                return Err(ProxyError::InvalidRequest(
+                    "x-amz-trailer needs STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER".into(),
+                ));
+            }
+            let checks = Checks::new().from_headers(headers)?;
+            if spec.trailer.is_some()
+                && headers.keys().any(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some())
+            {
+                return Err(ProxyError::InvalidRequest(
+                    "x-amz-trailer and an x-amz-checksum- header cannot both be given".into(),
+                ));
+            }
+            let len = bounded(spec.decoded_length)?;
+            let decoded = AwsChunkedBody::new(body, spec);
+            if checks.is_empty() {
+                Ok((decoded.boxed_unsync(), len))
+            } else {
+                Ok((CheckedBody::new(decoded, checks).boxed_unsync(), len))
+            }
+        }
+    }
+}
+
+/// Chooses the body transform from the operation and the signed payload mode: object data decoded, checked and
+/// (on an encrypted bucket) encrypted, for the store client to frame; a small body read whole and verified.
+pub(super) async fn prepare_body(
+    op: S3Op,
+    payload: &PayloadMode,
+    headers: &HeaderMap,
+    body: ClientBody,
+    upload: Upload,
+) -> Result<StoreBody, ProxyError> {
+    if op.carries_object_data() {
+        let (data, len) = object_data(payload, upload.chunk_signing, upload.verified, headers, body)?;
+        return match upload.encrypting {
+            Some(enc) => encrypted_upload(data, len, &enc.dek, enc.part, enc.segment_size, Some(op.as_str())),
+            None => Ok(StoreBody::Object { body: data, len }),
+        };
+    }
+    if payload.is_aws_chunked() {
+        return Err(ProxyError::InvalidRequest(
+            "aws-chunked payloads are only allowed on PutObject and UploadPart".into(),
+        ));
+    }
+    if !has_body(headers) {
+        if let PayloadMode::Sha256(expected) = payload
+            && *expected != EMPTY_SHA256
+        {
+            return Err(ProxyError::ContentSha256Mismatch {
+                client: hex::encode(expected),
+                computed: hex::encode(EMPTY_SHA256),
+            });
+        }
+        return Ok(StoreBody::Empty);
+    }
+    // A small non-object body (XML): read it whole, check it, forward it with its own hash. Nothing reaches the
+    // upstream before the body is complete and verified.
+    Ok(StoreBody::Bytes(read_small_body(payload, headers, body).await?))
+}
+
+/// Reads a small non-object body (XML, at most `MAX_SMALL_BODY`) whole, verifying its signed hash and any
+/// Content-MD5 / checksum header.
+pub(super) async fn read_small_body(
+    payload: &PayloadMode,
+    headers: &HeaderMap,
+    body: ClientBody,
+) -> Result<Bytes, ProxyError> {
+    if declared_length(headers)?.is_none() {
+        return Err(ProxyError::MissingContentLength);
+    }
+    let mut checks = Checks::new().from_headers(headers)?;
+    if let PayloadMode::Sha256(expected) = payload {
+        checks = checks.sha256(*expected);
+    }
+    let limited = Limited::new(CheckedBody::new(body, checks), MAX_SMALL_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(match e.downcast::<ProxyError>() {
+            Ok(pe) => *pe,
+            Err(_too_large) => ProxyError::EntityTooLarge,
+        }),
+    }
+}
+
+/// Echoes the plaintext checksum the proxy verified (a header or a trailer), as S3 does on PutObject and
+/// UploadPart; the store's own checksum (of ciphertext, or of what the proxy sent) was removed before.
+pub(super) fn echo_verified_checksum(out: &mut HeaderMap, request: &HeaderMap, verified: &VerifiedChecksum) {
+    let from_header =
+        request.iter().find_map(|(n, v)| ChecksumAlgorithm::from_header_name(n.as_str()).map(|alg| (alg, v.clone())));
+    let found = from_header.or_else(|| {
+        let g = verified.lock().ok()?;
+        let (alg, value) = g.as_ref()?;
+        HeaderValue::from_str(value).ok().map(|v| (*alg, v))
+    });
+    let stale: Vec<HeaderName> =
+        out.keys().filter(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()).cloned().collect();
+    for n in stale {
+        out.remove(n);
+    }
+    if let Some((alg, value)) = found {
+        out.insert(HeaderName::from_static(alg.header_name()), value);
+        out.insert(HeaderName::from_static("x-amz-checksum-type"), HeaderValue::from_static("FULL_OBJECT"));
+    }
+}

@@ -1,0 +1,48 @@
+//! Requests the proxy passes on as they are: everything on a passthrough bucket, and on an encrypted bucket what
+//! needs no encryption (bucket operations, deletes, configuration, uploads under a plaintext policy). The store
+//! client still decides what of the client's request reaches the store; responses lose what belongs to the store.
+
+use http::Response;
+
+use super::body::{Upload, echo_verified_checksum, prepare_body};
+use super::front::Admitted;
+use super::{Proxy, ProxyBody};
+use crate::error::ProxyError;
+use crate::s3::op::S3Op;
+use crate::sigv4::chunked::VerifiedChecksum;
+use crate::store::{StoreBody, StoreRequest};
+
+impl Proxy {
+    pub(super) async fn forward(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { mut ctx, head, body } = r;
+        let verified = VerifiedChecksum::default();
+        let upload = Upload::plain(ctx.chunk_signing.take(), verified.clone());
+        let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, upload).await?;
+        if ctx.op == S3Op::DeleteObjects
+            && let StoreBody::Bytes(xml) = &store_body
+        {
+            // No key in the body may name something outside the bucket at the store.
+            let keys = crate::s3::xml::delete_keys(xml).ok_or(ProxyError::MalformedXml("Delete body"))?;
+            for key in &keys {
+                crate::s3::check_key(key, self.inner.settings.strict_keys)?;
+            }
+        }
+        let request = StoreRequest::new(ctx.op, head.method.clone(), &ctx.target)
+            .client_query(&ctx.query)
+            .client_headers(&head.headers)
+            .sse(ctx.store_sse(&head.headers).as_ref())
+            .body(store_body);
+        let resp = self.store().send(request).await?;
+        let is_head = head.method == http::Method::HEAD;
+        let mut r = super::response::map_response(resp, ctx.op, &ctx.client, is_head).await?;
+        if ctx.op.carries_object_data() {
+            if ctx.encrypted {
+                super::object::scrub_object_headers(r.headers_mut(), None);
+            }
+            echo_verified_checksum(r.headers_mut(), &head.headers, &verified);
+        } else if ctx.encrypted {
+            crate::crypto::envelope::strip_reserved(r.headers_mut());
+        }
+        Ok(r)
+    }
+}

@@ -1,0 +1,347 @@
+//! The front door: everything decided about a request before any handler runs, in one pass, into one context
+//! (pingora's `CTX`). Transport policy, addressing, SigV4 (from the head, before the body is touched), rate limits,
+//! authorisation, classification, the keys it names, SSE, the protection policy. Nothing here talks to the store.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use hyper::body::Incoming;
+
+use super::copy::CopySource;
+use super::{ClientBody, ConnInfo, Proxy, RequestView};
+use crate::config::{ClientCredential, PlainHttpPolicy};
+use crate::crypto::keys::ObjectIdentity;
+use crate::crypto::{Crypto, EffectivePolicy};
+use crate::error::ProxyError;
+use crate::s3::op::{S3Op, classify};
+use crate::s3::query::Query;
+use crate::s3::sse::{CustomerKey, SseRequest, copy_source_customer, has_customer_key};
+use crate::s3::{Target, check_key, resolve_target, validate_bucket_name};
+use crate::sigv4::verify::{ChunkSigningContext, PayloadMode, RequestHead};
+use crate::store::StoreSse;
+
+/// What the front door established about one request.
+pub(super) struct RequestCtx {
+    /// For documents a handler renders itself (a slow Complete's error).
+    pub request_id: String,
+    pub resource: String,
+    pub op: S3Op,
+    pub target: Target,
+    /// The bucket and key (empty when absent): what data keys are bound to.
+    pub identity: ObjectIdentity,
+    pub query: Query,
+    pub client: Arc<ClientCredential>,
+    /// How the body is signed, and the chain seed of signed chunks.
+    pub payload: PayloadMode,
+    pub chunk_signing: Option<ChunkSigningContext>,
+    /// The bucket is encrypted (not a passthrough bucket).
+    pub encrypted: bool,
+    pub policy: EffectivePolicy,
+    /// The client's SSE request (encrypted buckets; `None` elsewhere).
+    pub sse: SseRequest,
+    /// `x-amz-copy-source`, for copies.
+    pub copy_source: Option<CopySource>,
+}
+
+impl RequestCtx {
+    /// The client's SSE-C key, if it sent one.
+    pub fn customer(&self) -> Option<&Arc<CustomerKey>> {
+        self.sse.customer()
+    }
+
+    /// The store's own SSE for a request that creates an object: what the policy asks of it on top for an
+    /// encrypted bucket (the client's SSE headers asked the proxy), the client's own request for a passthrough
+    /// bucket (SSE-C excepted: refused at the door).
+    pub fn store_sse(&self, headers: &HeaderMap) -> Option<StoreSse> {
+        if !matches!(self.op, S3Op::PutObject | S3Op::CreateMultipartUpload | S3Op::CopyObject) {
+            return None;
+        }
+        if self.encrypted { self.policy.upstream_sse.map(StoreSse::Own) } else { StoreSse::from_client(headers) }
+    }
+
+    /// An upload created under a plaintext policy: it has the store's own upload ID, and passes through.
+    pub fn plain_upload(&self) -> bool {
+        self.encrypted
+            && self.policy.default == crate::config::DefaultProtection::Plaintext
+            && self.query.upload_id().is_some_and(|id| !Crypto::is_proxy_upload_id(id))
+    }
+
+    /// A copy with an encrypted bucket on either side (the proxy's own copy; others are forwarded).
+    pub fn copies_encrypted(&self, crypto: &Crypto) -> bool {
+        self.copy_source
+            .as_ref()
+            .is_some_and(|s| self.encrypted || s.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b)))
+    }
+}
+
+/// A request past the front door: its context, its head (headers include a presigned URL's signed values) and
+/// its body.
+pub(super) struct Admitted {
+    pub ctx: RequestCtx,
+    pub head: http::request::Parts,
+    pub body: ClientBody,
+}
+
+impl Proxy {
+    /// Admits a request, or refuses it with the S3 error S3 would give. `view` learns what the error and audit lines
+    /// need as it becomes known.
+    pub(super) async fn front_door(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        view: &mut RequestView,
+    ) -> Result<Admitted, ProxyError> {
+        let host = request_host(&req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
+        let target = resolve_target(&host, req.uri().path(), &self.inner.settings.base_domains)?;
+        view.resource = target.resource();
+        let mut auth = self.authenticate(&req, &target, conn)?;
+        // A presigned URL's signed header values are headers from here on: every check below (SSE, SSE-C over
+        // plain HTTP, copy source, reserved metadata, classification) sees them, and they go upstream only as
+        // those checks allow.
+        let (mut head, body) = req.into_parts();
+        merge_query_headers(&mut head.headers, std::mem::take(&mut auth.hoisted_headers))?;
+        view.principal = Some(auth.client.access_key_id.clone());
+        if !self.inner.limits.allow(&auth.client.access_key_id, Instant::now()) {
+            return Err(ProxyError::SlowDown);
+        }
+        let query = Query::new(std::mem::take(&mut auth.query));
+        (view.bucket, view.key) = (target.bucket.clone(), target.key.clone());
+        view.version = query.version_id().map(str::to_owned);
+        authorize(&auth.client, &target, &head.headers)?;
+        let op = classify(&head.method, &target, &query, &head.headers)?;
+        view.op = Some(op);
+        let copy_source = match op {
+            S3Op::CopyObject | S3Op::UploadPartCopy => CopySource::from_headers(&head.headers)?,
+            _ => None,
+        };
+        self.check_names(&target, copy_source.as_ref())?;
+        let crypto = &self.inner.crypto;
+        let encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
+        let sse = self.sse_of(&head.headers, encrypted, conn.secure)?;
+        let identity = ObjectIdentity {
+            bucket: target.bucket.clone().unwrap_or_default(),
+            key: target.key.clone().unwrap_or_default(),
+        };
+        let policy = crypto.policy(&identity.bucket, &identity.key);
+        let body = ClientBody::new(body, self.inner.settings.body_read_timeout, ProxyError::RequestTimeout);
+        view.body_unread = false; // from here on the body is consumed by the upstream request or dropped
+        let ctx = RequestCtx {
+            request_id: view.request_id.clone(),
+            resource: view.resource.clone(),
+            op,
+            target,
+            identity,
+            query,
+            client: auth.client,
+            payload: auth.payload,
+            chunk_signing: auth.chunk_signing,
+            encrypted,
+            policy,
+            sse,
+            copy_source,
+        };
+        Ok(Admitted { ctx, head, body })
+    }
+
+    /// SigV4 (or SigV2 presigned) from the head; an address that keeps failing gets SlowDown unverified.
+    fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        target: &Target,
+        conn: &ConnInfo,
+    ) -> Result<crate::sigv4::verify::Authenticated, ProxyError> {
+        let vhost_bucket = target.virtual_hosted.then_some(target.bucket.as_deref()).flatten();
+        let head = RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), vhost_bucket };
+        if let Some(ip) = conn.peer
+            && self.inner.auth_failures.blocked(ip, Instant::now())
+        {
+            return Err(ProxyError::SlowDown);
+        }
+        self.inner.verifier.verify(&head, SystemTime::now()).inspect_err(|_| {
+            if let Some(ip) = conn.peer {
+                self.inner.auth_failures.failed(ip, Instant::now());
+            }
+        })
+    }
+
+    /// No key may name something outside its bucket at the store, as the target or as a copy source.
+    fn check_names(&self, target: &Target, source: Option<&CopySource>) -> Result<(), ProxyError> {
+        let strict = self.inner.settings.strict_keys;
+        if let Some(key) = &target.key {
+            check_key(key, strict)?;
+        }
+        if let Some(source) = source {
+            validate_bucket_name(source.target.bucket.as_deref().unwrap_or(""), true)?;
+            check_key(source.target.key.as_deref().unwrap_or(""), strict)?;
+        }
+        Ok(())
+    }
+
+    /// The client's SSE headers ask the proxy for a protection; they never reach the store as such. A customer key
+    /// is the proxy's to use or to refuse: never the store's, even for a passthrough bucket.
+    fn sse_of(&self, headers: &HeaderMap, encrypted: bool, secure: bool) -> Result<SseRequest, ProxyError> {
+        let crypto = &self.inner.crypto;
+        if encrypted {
+            crate::crypto::envelope::refuse_reserved(headers)?;
+        }
+        let sse = if encrypted { SseRequest::from_headers(headers)? } else { SseRequest::None };
+        if !encrypted && has_customer_key(headers) {
+            return Err(sse_c_not_here());
+        }
+        let source_key = copy_source_customer(headers)?;
+        if let Some(source) = copy_source_bucket(headers)
+            && !crypto.encrypts(&source)
+            && source_key.is_some()
+        {
+            return Err(sse_c_not_here());
+        }
+        if !secure && (sse.customer().is_some() || source_key.is_some()) {
+            return Err(ProxyError::InvalidRequest(
+                "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure \
+                 connection."
+                    .into(),
+            ));
+        }
+        Ok(sse)
+    }
+}
+
+/// Plain HTTP, as the listener says: refused, allowed (`None`), or redirected to the returned https URL (before
+/// anything else is looked at).
+pub(super) fn plain_http<B>(req: &Request<B>, conn: &ConnInfo) -> Result<Option<String>, ProxyError> {
+    if conn.secure {
+        return Ok(None);
+    }
+    match conn.plain_http {
+        PlainHttpPolicy::Refuse => Err(ProxyError::InsecureTransport),
+        PlainHttpPolicy::Redirect => redirect_location(req, conn.redirect_port).map(Some),
+        PlainHttpPolicy::Allow => Ok(None),
+    }
+}
+
+/// SSE-C on a bucket the proxy does not encrypt: the key would have to go to the store, which it never does.
+fn sse_c_not_here() -> ProxyError {
+    ProxyError::InvalidRequest(
+        "Server-side encryption with customer-provided keys is not available for this bucket (the gateway stores it \
+         as plaintext and never sends a customer key to the storage service)."
+            .into(),
+    )
+}
+
+/// The Host header, or the HTTP/2 `:authority`.
+pub(super) fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+/// The bucket named by `x-amz-copy-source` (`[/]bucket/key[?versionId=…]`, URL-encoded).
+fn copy_source_bucket(headers: &HeaderMap) -> Option<String> {
+    let src = headers.get(crate::s3::headers::X_AMZ_COPY_SOURCE)?;
+    let decoded = crate::util::uri::percent_decode(src.as_bytes());
+    let text = String::from_utf8_lossy(&decoded);
+    text.trim_start_matches('/').split('/').next().map(str::to_owned)
+}
+
+/// A client limited to some buckets may only touch those (also as a copy source).
+fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) -> Result<(), ProxyError> {
+    let Some(allowed) = &client.buckets else {
+        return Ok(());
+    };
+    if let Some(b) = &target.bucket
+        && !allowed.contains(b)
+    {
+        return Err(ProxyError::AccessDenied("Access Denied"));
+    }
+    if let Some(bucket) = copy_source_bucket(headers)
+        && !allowed.contains(&bucket)
+    {
+        return Err(ProxyError::AccessDenied("Access Denied"));
+    }
+    Ok(())
+}
+
+/// The https URL of a plain-HTTP request: same host, path and query (the Host validated to a plain name or IP).
+fn redirect_location<B>(req: &Request<B>, port: Option<u16>) -> Result<String, ProxyError> {
+    let host = request_host(req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
+    let name = crate::s3::host_without_port(&host);
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')) {
+        return Err(ProxyError::InvalidArgument("invalid Host header".into()));
+    }
+    let name = if name.contains(':') { format!("[{name}]") } else { name };
+    let authority = match port {
+        Some(443) | None => name,
+        Some(p) => format!("{name}:{p}"),
+    };
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    Ok(format!("https://{authority}{pq}"))
+}
+
+/// Adds the header values a presigned URL carries in its query to the request's headers. A name given twice,
+/// or given as a header with another value, is refused: what goes upstream must be what was signed.
+fn merge_query_headers(headers: &mut HeaderMap, from_query: Vec<(HeaderName, HeaderValue)>) -> Result<(), ProxyError> {
+    for (i, (name, value)) in from_query.iter().enumerate() {
+        if from_query[..i].iter().any(|(n, _)| n == name) {
+            return Err(ProxyError::InvalidArgument(format!("query parameter {name} is given more than once").into()));
+        }
+        if let Some(existing) = headers.get(name)
+            && existing != value
+        {
+            return Err(ProxyError::InvalidArgument(
+                format!("{name} is given as a header and a query parameter with different values").into(),
+            ));
+        }
+    }
+    for (name, value) in from_query {
+        headers.insert(name, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_redirects_keep_host_path_and_query() {
+        let req = Request::builder().uri("/b/k?x=1").header(http::header::HOST, "gw.example:8080").body(()).unwrap();
+        assert_eq!(redirect_location(&req, Some(8443)).unwrap(), "https://gw.example:8443/b/k?x=1");
+        assert_eq!(redirect_location(&req, Some(443)).unwrap(), "https://gw.example/b/k?x=1");
+        let bad = Request::builder().uri("/").header(http::header::HOST, "evil.example/x").body(()).unwrap();
+        assert!(redirect_location(&bad, None).is_err());
+    }
+
+    #[test]
+    fn limited_clients_reach_only_their_buckets_also_as_copy_source() {
+        let client = ClientCredential {
+            access_key_id: "a".into(),
+            secret_access_key: crate::util::secret::SecretString::new("s".into()),
+            buckets: Some(["mine".to_owned()].into_iter().collect()),
+        };
+        let t = |b: &str| Target { bucket: Some(b.into()), key: Some("k".into()), virtual_hosted: false };
+        assert!(authorize(&client, &t("mine"), &HeaderMap::new()).is_ok());
+        assert!(authorize(&client, &t("other"), &HeaderMap::new()).is_err());
+        let mut h = HeaderMap::new();
+        h.insert(crate::s3::headers::X_AMZ_COPY_SOURCE, HeaderValue::from_static("/other/k"));
+        assert!(authorize(&client, &t("mine"), &h).is_err());
+        h.insert(crate::s3::headers::X_AMZ_COPY_SOURCE, HeaderValue::from_static("mine/k%20x"));
+        assert!(authorize(&client, &t("mine"), &h).is_ok());
+    }
+
+    #[test]
+    fn presigned_header_values_join_the_headers_unless_they_conflict() {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-acl", HeaderValue::from_static("private"));
+        let n = |s: &'static str| HeaderName::from_static(s);
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert!(
+            merge_query_headers(&mut h, vec![(n("x-amz-acl"), v("private")), (n("x-amz-tagging"), v("a=b"))]).is_ok()
+        );
+        assert_eq!(h["x-amz-tagging"], "a=b");
+        assert!(merge_query_headers(&mut h, vec![(n("x-amz-acl"), v("public-read"))]).is_err());
+        assert!(merge_query_headers(&mut h, vec![(n("x-amz-meta-a"), v("1")), (n("x-amz-meta-a"), v("1"))]).is_err());
+    }
+}

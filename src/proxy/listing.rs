@@ -1,0 +1,90 @@
+//! Listings and attributes of an encrypted bucket: plaintext sizes (from ciphertext sizes alone; objects of the AWS
+//! S3 Encryption Client by a HEAD each where configured), and no ciphertext checksums.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+
+use super::body::{Upload, prepare_body};
+use super::front::Admitted;
+use super::{Proxy, ProxyBody};
+use crate::crypto::format::plaintext_len;
+use crate::error::ProxyError;
+use crate::s3::checksum::ChecksumAlgorithm;
+use crate::s3::op::S3Op;
+use crate::store::{StoreRequest, Xml, read_xml};
+
+impl Proxy {
+    /// ListObjects, ListObjectsV2, ListObjectVersions and GetObjectAttributes on an encrypted bucket.
+    pub(super) async fn listing(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { mut ctx, head, body } = r;
+        let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
+        let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, upload).await?;
+        let request = StoreRequest::new(ctx.op, head.method.clone(), &ctx.target)
+            .client_query(&ctx.query)
+            .client_headers(&head.headers)
+            .body(store_body);
+        let resp = self.store().send(request).await?;
+        let ok = resp.status().is_success();
+        let r = super::response::map_response(resp, ctx.op, &ctx.client, false).await?;
+        let crypto = &self.inner.crypto;
+        let bucket = &ctx.identity.bucket;
+        match ctx.op {
+            S3Op::GetObjectAttributes if ok => object_attributes_response(r, crypto.segment_size).await,
+            S3Op::ListObjects | S3Op::ListObjectsV2
+                if crypto.s3ec().enabled && crypto.s3ec().list_buckets.contains(bucket) =>
+            {
+                self.s3ec_listing(r, bucket, &crypto.plaintext_prefixes(bucket)).await
+            }
+            _ => listing_response(r, crypto.segment_size, &crypto.plaintext_prefixes(bucket)).await,
+        }
+    }
+}
+
+/// GetObjectAttributes of an encrypted bucket's object: plaintext sizes, no ciphertext checksums.
+pub async fn object_attributes_response(
+    resp: Response<ProxyBody>,
+    segment: u32,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    if parts.status != StatusCode::OK {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let raw = read_xml(body, Xml::Result).await?;
+    let out =
+        crate::s3::xml::rewrite_object_attributes(&raw, &|c| plaintext_len(c, segment, true).unwrap_or(c), &|c| {
+            plaintext_len(c, segment, false).unwrap_or(c)
+        })
+        .ok_or_else(|| ProxyError::UpstreamProtocol("GetObjectAttributes result is not XML".into()))?;
+    let drop: Vec<HeaderName> =
+        parts.headers.keys().filter(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()).cloned().collect();
+    for n in drop {
+        parts.headers.remove(n);
+    }
+    parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
+}
+
+/// A listing of an encrypted bucket → plaintext sizes (from ciphertext sizes alone), ciphertext checksums dropped.
+/// Keys under `plaintext_prefixes` (policies that store plaintext) keep their listed size.
+pub async fn listing_response(
+    resp: Response<ProxyBody>,
+    segment: u32,
+    plaintext_prefixes: &[String],
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    if parts.status != StatusCode::OK {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let collected = read_xml(body, Xml::Result).await?;
+    let size = |key: &str, c: u64| {
+        if plaintext_prefixes.iter().any(|p| key.starts_with(p.as_str())) {
+            c
+        } else {
+            plaintext_len(c, segment, true).unwrap_or(c)
+        }
+    };
+    let rewritten = crate::s3::xml::rewrite_listing(&collected, &size)
+        .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
+    parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+    Ok(Response::from_parts(parts, super::full_body(Bytes::from(rewritten))))
+}

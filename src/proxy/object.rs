@@ -1,0 +1,244 @@
+//! What an encrypted bucket's object looks like to the client: the SSE headers the proxy answers with, the headers
+//! that describe ciphertext removed, and GET and HEAD responses decrypted and authenticated (plaintext sizes, the
+//! envelope hidden).
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::ProxyBody;
+use super::range::{ClientRange, parse_content_range};
+use crate::config::LegacyPolicy;
+use crate::crypto::Crypto;
+use crate::crypto::body::{DecryptBody, ReadPlan};
+use crate::crypto::envelope::{Envelope, strip_reserved};
+use crate::crypto::format::plaintext_len;
+use crate::crypto::keys::ObjectIdentity;
+use crate::error::{BoxError, ProxyError};
+use crate::s3::checksum::ChecksumAlgorithm;
+use crate::s3::sse::{CustomerKey, SSE, SSE_KMS_KEY_ID};
+use crate::upstream::UpstreamIncoming;
+
+const SSE_PREFIX: &str = "x-amz-server-side-encryption";
+pub const X_AMZ_CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
+const X_AMZ_CHECKSUM_TYPE: HeaderName = HeaderName::from_static("x-amz-checksum-type");
+
+/// What the SSE response headers say about an object: how the proxy protected it.
+#[derive(Debug, Clone)]
+pub struct SseInfo {
+    pub kek_ref: String,
+    pub bucket_key: bool,
+    pub context: Option<String>,
+    /// SSE-C: the MD5 of the client's key (base64), as S3 returns it.
+    pub customer_md5: Option<String>,
+}
+
+impl SseInfo {
+    pub fn of(env: &Envelope, customer: Option<&Arc<CustomerKey>>) -> SseInfo {
+        SseInfo {
+            kek_ref: env.kek_ref.clone(),
+            bucket_key: env.bucket_key.is_some(),
+            context: env.context.clone(),
+            customer_md5: customer.map(|k| k.md5_b64().to_owned()),
+        }
+    }
+
+    /// Only a key reference known (an UploadPart: the upload ID carries no more).
+    pub fn from_ref(kek_ref: &str, customer: Option<&Arc<CustomerKey>>) -> SseInfo {
+        SseInfo {
+            kek_ref: kek_ref.to_owned(),
+            bucket_key: false,
+            context: None,
+            customer_md5: customer.map(|k| k.md5_b64().to_owned()),
+        }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        use crate::s3::sse::{SSE_BUCKET_KEY, SSE_C_ALGORITHM, SSE_C_KEY_MD5, SSE_CONTEXT};
+        if self.kek_ref == crate::crypto::format::KEK_REF_SSE_C {
+            headers.insert(SSE_C_ALGORITHM, HeaderValue::from_static("AES256"));
+            if let Some(v) = self.customer_md5.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
+                headers.insert(SSE_C_KEY_MD5, v);
+            }
+            return;
+        }
+        headers.insert(SSE, HeaderValue::from_static("aws:kms"));
+        let key_id = self.kek_ref.strip_prefix("kms:").unwrap_or(&self.kek_ref);
+        if let Ok(v) = HeaderValue::from_str(key_id) {
+            headers.insert(SSE_KMS_KEY_ID, v);
+        }
+        if self.bucket_key {
+            headers.insert(SSE_BUCKET_KEY, HeaderValue::from_static("true"));
+        }
+        if let Some(v) = self.context.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            headers.insert(SSE_CONTEXT, v);
+        }
+    }
+}
+
+/// What reading an object of an encrypted bucket needs besides the response.
+pub struct ReadCtx<'a> {
+    pub crypto: &'a Crypto,
+    pub id: &'a ObjectIdentity,
+    pub customer: Option<&'a Arc<CustomerKey>>,
+    pub legacy: LegacyPolicy,
+}
+
+/// Drops what describes the stored ciphertext or the store's own encryption, and adds the gateway's SSE headers.
+pub fn scrub_object_headers(headers: &mut HeaderMap, sse: Option<&SseInfo>) {
+    super::response::scrub_upstream_headers(headers);
+    strip_reserved(headers);
+    let drop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            ChecksumAlgorithm::from_header_name(n.as_str()).is_some()
+                || **n == X_AMZ_CHECKSUM_TYPE
+                || n.as_str().starts_with(SSE_PREFIX)
+                || *n == crate::s3::headers::CONTENT_MD5
+        })
+        .cloned()
+        .collect();
+    for n in drop {
+        headers.remove(n);
+    }
+    if let Some(s) = sse {
+        s.apply(headers);
+    }
+}
+
+/// What a GET / HEAD of an encrypted bucket's object turned into.
+pub enum ObjectResponse {
+    Ready(Response<ProxyBody>),
+    /// A plaintext object under `legacy_objects = "passthrough"` whose upstream request was altered for
+    /// decryption (its Range): it must be fetched again as the client asked.
+    RefetchPlain,
+}
+
+fn not_applicable() -> ProxyError {
+    ProxyError::InvalidRequest("The encryption parameters are not applicable to this object.".into())
+}
+
+fn plain_response(resp: Response<UpstreamIncoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    super::response::scrub_upstream_headers(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+}
+
+/// (first byte, whole object length) of a stored object's 200 or 206 response.
+pub(super) fn stored_extent(status: StatusCode, headers: &HeaderMap) -> Result<(u64, u64), ProxyError> {
+    let header = |n: http::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    if status == StatusCode::PARTIAL_CONTENT {
+        return header(http::header::CONTENT_RANGE)
+            .and_then(parse_content_range)
+            .and_then(|(x, t)| x.map(|x| (x, t)))
+            .ok_or_else(|| ProxyError::UpstreamProtocol("206 without a usable Content-Range".into()));
+    }
+    header(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse().ok())
+        .map(|t| (0, t))
+        .ok_or_else(|| ProxyError::UpstreamProtocol("object without Content-Length".into()))
+}
+
+/// The envelope, or what the legacy policy says about an object without one.
+pub fn envelope_or_policy(headers: &HeaderMap, legacy: LegacyPolicy) -> Result<Option<Envelope>, ProxyError> {
+    match Envelope::from_headers(headers) {
+        Ok(Some(e)) => Ok(Some(e)),
+        Ok(None) => match legacy {
+            LegacyPolicy::Reject => Err(ProxyError::PlaintextObject),
+            LegacyPolicy::Passthrough => Ok(None),
+        },
+        Err(e) => Err(ProxyError::ObjectIntegrity(e.0)),
+    }
+}
+
+/// A successful upstream GET (200 / 206) of an encrypted bucket's object → the client's plaintext response.
+pub async fn get_response(
+    resp: Response<UpstreamIncoming>,
+    range: ClientRange,
+    ctx: &ReadCtx<'_>,
+) -> Result<ObjectResponse, ProxyError> {
+    let Some(env) = envelope_or_policy(resp.headers(), ctx.legacy)? else {
+        if ctx.customer.is_some() {
+            return Err(not_applicable());
+        }
+        return Ok(if range == ClientRange::Whole {
+            ObjectResponse::Ready(plain_response(resp))
+        } else {
+            ObjectResponse::RefetchPlain
+        });
+    };
+    let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
+    let dek = ctx.crypto.open_envelope(&env, ctx.id, ctx.customer).await?;
+    let (mut parts, body) = resp.into_parts();
+    let seg = env.segment_size;
+    let (start, cipher_total) = stored_extent(parts.status, &parts.headers)?;
+    if !layout.admits(cipher_total, seg) {
+        return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
+    }
+    let plain_total = plaintext_len(cipher_total, seg, true).unwrap_or(0);
+    let wanted = range.resolve(plain_total)?;
+    let plan = match wanted {
+        None => ReadPlan::whole(seg, cipher_total, plain_total, start),
+        Some((a, b)) => ReadPlan::range(seg, cipher_total, start, a, b)?,
+    };
+    let mut decrypted = DecryptBody::new(body, dek, layout, plan).metered("GetObject");
+    decrypted.prime().await?;
+    scrub_object_headers(&mut parts.headers, Some(&SseInfo::of(&env, ctx.customer)));
+    parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plan.take));
+    match wanted {
+        None => {
+            parts.status = StatusCode::OK;
+            parts.headers.remove(http::header::CONTENT_RANGE);
+        }
+        Some((a, b)) => {
+            parts.status = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{plain_total}")) {
+                parts.headers.insert(http::header::CONTENT_RANGE, v);
+            }
+        }
+    }
+    let body: ProxyBody = decrypted.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    Ok(ObjectResponse::Ready(Response::from_parts(parts, body)))
+}
+
+/// An upstream 416 for a ciphertext range → the client's 416 with the plaintext size.
+pub fn range_not_satisfiable(headers: &HeaderMap, segment: u32) -> Option<ProxyError> {
+    let (_, total) =
+        headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range)?;
+    Some(ProxyError::InvalidRange { size: plaintext_len(total, segment, true).unwrap_or(0) })
+}
+
+/// A successful upstream HEAD of an encrypted bucket's object → plaintext length, envelope hidden. Only SSE-C
+/// objects are unwrapped (to check the client's key, as S3 does); others are not (no KMS call on HEAD).
+pub async fn head_response(
+    resp: Response<UpstreamIncoming>,
+    ctx: &ReadCtx<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(env) = envelope_or_policy(resp.headers(), ctx.legacy)? else {
+        if ctx.customer.is_some() {
+            return Err(not_applicable());
+        }
+        return Ok(plain_response(resp));
+    };
+    if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer.is_some() {
+        ctx.crypto.open_envelope(&env, ctx.id, ctx.customer).await?;
+    }
+    let (mut parts, _body) = resp.into_parts();
+    let cipher_total: u64 = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ProxyError::UpstreamProtocol("HEAD without Content-Length".into()))?;
+    let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
+    if !layout.admits(cipher_total, env.segment_size) {
+        return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
+    }
+    let plain = plaintext_len(cipher_total, env.segment_size, true).unwrap_or(0);
+    scrub_object_headers(&mut parts.headers, Some(&SseInfo::of(&env, ctx.customer)));
+    parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain));
+    parts.headers.remove(http::header::CONTENT_RANGE);
+    parts.status = StatusCode::OK;
+    Ok(Response::from_parts(parts, super::empty_body()))
+}
