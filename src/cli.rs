@@ -390,7 +390,7 @@ fn decrypt_s3ec(
                 let provider = crate::crypto::kms::KmsProvider::new(&settings).await;
                 provider.decrypt_reporting(None, &meta.edk, &meta.context).await.map(|(k, _)| k)
             });
-            key.map_err(|e| format!("KMS did not unwrap the data key: {}", e.code()))?
+            key.map_err(|e| format!("KMS did not unwrap the data key: {}", crate::error::ProxyError::from(e).code()))?
         }
     };
     let mut buf = Vec::new();

@@ -1,14 +1,21 @@
 //! The one error type at the request boundary, and its S3 rendering.
 //!
-//! Every failure a request can meet ends up as a [`ProxyError`]. Each variant is mapped exhaustively (no
-//! wildcard arms) to the S3 error code, the HTTP status and the [`Side`] that caused it. Clients only ever
-//! see [`ProxyError::client_message`]; the `Display` text (which may carry internal detail) is for logs.
+//! Every failure a request can meet ends up as a [`ProxyError`]: the gateway's own kinds, or the small error of the
+//! module that found it (`s3::error::{RequestError, BodyError}`, `sigv4::error::AuthError`,
+//! `crypto::error::CryptoError`), converted here. [`ProxyError::kind`] is the one table: each kind maps once,
+//! exhaustively (no wildcard arms), to its S3 code, HTTP status, the [`Side`] that caused it, the message clients
+//! see and the elements and headers S3 adds. The `Display` text (which may carry internal detail) is for logs.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::crypto::error::{CryptoError, KmsCode};
+use crate::s3::error::{BodyError, RequestError};
+use crate::sigv4::chunked::ChunkedError;
+use crate::sigv4::error::{AuthError, SignError};
 
 /// Who caused a failure: decides the log level and the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,91 +41,31 @@ impl Side {
 /// Every way a request can fail.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
-    // --- authentication and authorisation -------------------------------------------------------------
-    #[error("access denied: {0}")]
-    AccessDenied(&'static str),
-    #[error("headers present but not signed: {0:?}")]
-    HeadersNotSigned(Vec<String>),
-    #[error("presigned request has expired")]
-    RequestExpired { expires_secs: u64, expired_at: SystemTime },
+    // --- found by the modules that read requests, bodies and objects ------------------------------------
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+
+    // --- the gateway's policy ---------------------------------------------------------------------------
     #[error("plain HTTP refused on this listener")]
     InsecureTransport,
-    #[error("unknown access key id")]
-    InvalidAccessKeyId { access_key_id: String },
-    #[error("signature does not match")]
-    SignatureDoesNotMatch(Box<SignatureMismatch>),
-    #[error("request time too skewed")]
-    RequestTimeTooSkewed { request_time: SystemTime },
-    #[error("malformed authorization header: {message}")]
-    AuthorizationHeaderMalformed { message: Cow<'static, str>, region: Option<String> },
-    #[error("bad presigned URL parameters: {0}")]
-    AuthorizationQueryParametersError(Cow<'static, str>),
-    #[error("security tokens are not accepted")]
-    InvalidToken,
-
-    // --- malformed or unsupported requests --------------------------------------------------------------
-    #[error("invalid request: {0}")]
-    InvalidRequest(Cow<'static, str>),
-    #[error("invalid argument: {0}")]
-    InvalidArgument(Cow<'static, str>),
-    #[error("invalid bucket name")]
-    InvalidBucketName,
-    #[error("invalid URI")]
-    InvalidUri,
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("not implemented: {0}")]
-    NotImplemented(&'static str),
-    #[error("missing content length")]
-    MissingContentLength,
-
-    // --- bodies -----------------------------------------------------------------------------------------
-    #[error("payload hash mismatch")]
-    ContentSha256Mismatch { client: String, computed: String },
-    #[error("incomplete body: {0}")]
-    IncompleteBody(&'static str),
-    #[error("malformed aws-chunked body: {0}")]
-    MalformedChunkedBody(&'static str),
-    #[error("invalid chunk size: {0}")]
-    InvalidChunkSize(&'static str),
-    #[error("malformed trailer: {0}")]
-    MalformedTrailer(Cow<'static, str>),
-    #[error("{algorithm} checksum mismatch")]
-    BadDigest { algorithm: &'static str },
-    #[error("malformed Content-MD5")]
-    InvalidDigest,
-    #[error("request body too large for the operation")]
-    EntityTooLarge,
-    #[error("client body read failed: {0}")]
-    ClientBody(String),
-    #[error("client body read timed out")]
-    RequestTimeout,
     #[error("client over its request rate")]
     SlowDown,
-
-    // --- encryption -------------------------------------------------------------------------------------
-    #[error("stored object failed authentication: {0}")]
-    ObjectIntegrity(&'static str),
-    #[error("the object's key {0} is not available")]
-    UnknownKey(String),
     #[error("object is not encrypted by s3crypt")]
     PlaintextObject,
     /// An object of the AWS S3 Encryption Client larger than `encryption.s3ec.max_object_size`: it would have to be
     /// buffered whole to be authenticated.
     #[error("S3 Encryption Client object too large to authenticate in memory")]
     S3ecTooLarge { limit: u64 },
-    #[error("user metadata too large")]
-    MetadataTooLarge { limit: usize },
     #[error("range not satisfiable")]
     InvalidRange { size: u64 },
     #[error("multipart object not sealed")]
     UnsealedObject,
-    #[error("KMS refused: {0:?}")]
-    Kms(KmsCode),
-    #[error("KMS unavailable: {0}")]
-    KmsUnavailable(String),
-    #[error("invalid encryption algorithm")]
-    InvalidEncryptionAlgorithm,
 
     // --- multipart --------------------------------------------------------------------------------------
     #[error("no such upload")]
@@ -129,8 +76,6 @@ pub enum ProxyError {
     InvalidPartOrder,
     #[error("part number not satisfiable")]
     InvalidPartNumber,
-    #[error("malformed XML: {0}")]
-    MalformedXml(&'static str),
 
     // --- upstream ---------------------------------------------------------------------------------------
     #[error("upstream unavailable: {0}")]
@@ -143,11 +88,41 @@ pub enum ProxyError {
     UpstreamProtocol(String),
     /// An upstream error answered on the client's behalf, scrubbed: code, message and a few safe headers.
     #[error("upstream error {code}")]
-    Upstream { status: StatusCode, code: String, message: String, headers: Vec<(http::HeaderName, HeaderValue)> },
+    Upstream { status: StatusCode, code: String, message: String, headers: Vec<(HeaderName, HeaderValue)> },
 
     // --- internal ---------------------------------------------------------------------------------------
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<ChunkedError> for ProxyError {
+    fn from(e: ChunkedError) -> Self {
+        match e {
+            ChunkedError::Body(e) => e.into(),
+            ChunkedError::Signature(e) => e.into(),
+            ChunkedError::Request(e) => e.into(),
+        }
+    }
+}
+
+/// A transport error of a body being read (see `BodyError`'s).
+impl From<hyper::Error> for ProxyError {
+    fn from(e: hyper::Error) -> Self {
+        BodyError::from(e).into()
+    }
+}
+
+/// The proxy's own signing failed: the request cannot be sent as asked.
+impl From<SignError> for ProxyError {
+    fn from(e: SignError) -> Self {
+        match e {
+            SignError::NoHost => RequestError::InvalidUri.into(),
+            SignError::HeaderNotText(name) => {
+                RequestError::InvalidArgument(format!("header {name} is not valid UTF-8").into()).into()
+            }
+            SignError::Unsignable(what) => ProxyError::Internal(format!("cannot sign: {what}")),
+        }
+    }
 }
 
 /// Writes `<Error><Code/><Message/><Resource/><RequestId/>[extra]</Error>` as S3 does.
@@ -171,219 +146,69 @@ fn error_document(
     Bytes::from(s)
 }
 
-/// A row of the error table: the S3 code, HTTP status, side and client message of one error.
+/// A row of the error table: the S3 code, HTTP status, side and client message of one error, and the elements and
+/// headers S3 adds to it.
 #[derive(Debug, Clone)]
 pub struct Kind<'a> {
     pub code: &'a str,
     pub status: StatusCode,
     pub side: Side,
     pub message: Cow<'a, str>,
+    /// Code-specific XML elements after the standard ones.
+    pub elements: Vec<(&'static str, String)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 fn kind<'a>(code: &'a str, status: StatusCode, side: Side, message: Cow<'a, str>) -> Kind<'a> {
-    Kind { code, status, side, message }
+    Kind { code, status, side, message, elements: Vec::new(), headers: Vec::new() }
 }
 
-/// What KMS refused, as the client is told (KMS's own error codes, prefixed `KMS.` as S3 does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KmsCode {
-    /// The key does not exist, or is not one the gateway may use.
-    NotFound,
-    Disabled,
-    InvalidState,
-    /// Any other refusal of the client's request.
-    RequestFailed,
-    /// KMS failed without saying why.
-    Failed,
-}
-
-impl KmsCode {
-    pub fn code(self) -> &'static str {
-        match self {
-            KmsCode::NotFound => "KMS.NotFoundException",
-            KmsCode::Disabled => "KMS.DisabledException",
-            KmsCode::InvalidState => "KMS.KMSInvalidStateException",
-            KmsCode::RequestFailed | KmsCode::Failed => "KMS.RequestFailed",
-        }
+impl<'a> Kind<'a> {
+    fn element(mut self, name: &'static str, value: String) -> Self {
+        self.elements.push((name, value));
+        self
     }
 
-    pub fn status(self) -> StatusCode {
-        match self {
-            KmsCode::Failed => StatusCode::INTERNAL_SERVER_ERROR,
-            KmsCode::NotFound | KmsCode::Disabled | KmsCode::InvalidState | KmsCode::RequestFailed => {
-                StatusCode::BAD_REQUEST
-            }
-        }
+    fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
-    fn message(self) -> &'static str {
-        match self {
-            KmsCode::NotFound => "The KMS key does not exist or is not available to the gateway.",
-            KmsCode::Disabled => "The KMS key is disabled.",
-            KmsCode::InvalidState => "The KMS key is not in a state that allows this request.",
-            KmsCode::RequestFailed | KmsCode::Failed => "The key management service refused the request.",
-        }
+    /// `Retry-After: 1`, for errors a client should retry soon.
+    fn retry_soon(self) -> Self {
+        self.header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 }
 
-/// What S3 returns with SignatureDoesNotMatch, to help client authors debug their signer.
-#[derive(Debug, Clone)]
-pub struct SignatureMismatch {
-    pub access_key_id: String,
-    pub string_to_sign: String,
-    pub canonical_request: String,
-    pub signature_provided: String,
+use Side::{Client, Internal, Upstream};
+use StatusCode as S;
+
+fn said(m: &str) -> Cow<'_, str> {
+    Cow::Borrowed(m)
+}
+
+fn now() -> String {
+    crate::util::time::iso8601(SystemTime::now())
 }
 
 impl ProxyError {
-    /// A body that goes on after the length it declared.
-    pub fn body_too_long() -> Self {
-        ProxyError::IncompleteBody("body longer than its declared length")
-    }
-}
-
-impl ProxyError {
-    /// The one table: each kind of error's S3 code, HTTP status, the side that caused it, and the message the client
-    /// sees (never internal detail; the `Display` text, for logs, may carry it).
+    /// The one table: each kind of error's S3 code, HTTP status, the side that caused it, the message the client
+    /// sees (never internal detail; the `Display` text, for logs, may carry it), and what S3 adds to it.
     pub fn kind(&self) -> Kind<'_> {
-        use Side::{Client, Internal, Upstream};
-        use StatusCode as S;
-        let said = |m: &'static str| -> Cow<'_, str> { Cow::Borrowed(m) };
         match self {
-            ProxyError::AccessDenied(m) => kind("AccessDenied", S::FORBIDDEN, Client, said(m)),
-            ProxyError::HeadersNotSigned(_) => kind(
-                "AccessDenied",
-                S::FORBIDDEN,
-                Client,
-                said("There were headers present in the request which were not signed"),
-            ),
-            ProxyError::RequestExpired { .. } => {
-                kind("AccessDenied", S::FORBIDDEN, Client, said("Request has expired"))
-            }
+            ProxyError::Request(e) => request_kind(e),
+            ProxyError::Body(e) => body_kind(e),
+            ProxyError::Auth(e) => auth_kind(e),
+            ProxyError::Crypto(e) => crypto_kind(e),
             ProxyError::InsecureTransport => kind(
                 "InsecureTransport",
                 S::FORBIDDEN,
                 Client,
                 said("Requests to this endpoint must use HTTPS; plain HTTP is refused by policy."),
             ),
-            ProxyError::InvalidAccessKeyId { .. } => kind(
-                "InvalidAccessKeyId",
-                S::FORBIDDEN,
-                Client,
-                said("The AWS Access Key Id you provided does not exist in our records."),
-            ),
-            ProxyError::SignatureDoesNotMatch(_) => kind(
-                "SignatureDoesNotMatch",
-                S::FORBIDDEN,
-                Client,
-                said(
-                    "The request signature we calculated does not match the signature you provided. Check your key \
-                     and signing method.",
-                ),
-            ),
-            ProxyError::RequestTimeTooSkewed { .. } => kind(
-                "RequestTimeTooSkewed",
-                S::FORBIDDEN,
-                Client,
-                said("The difference between the request time and the current time is too large."),
-            ),
-            ProxyError::AuthorizationHeaderMalformed { message, .. } => {
-                kind("AuthorizationHeaderMalformed", S::BAD_REQUEST, Client, Cow::Borrowed(message))
-            }
-            ProxyError::AuthorizationQueryParametersError(m) => {
-                kind("AuthorizationQueryParametersError", S::BAD_REQUEST, Client, Cow::Borrowed(m))
-            }
-            ProxyError::InvalidToken => kind(
-                "InvalidToken",
-                S::BAD_REQUEST,
-                Client,
-                said("The provided token is malformed or otherwise invalid."),
-            ),
-            ProxyError::InvalidRequest(m) => kind("InvalidRequest", S::BAD_REQUEST, Client, Cow::Borrowed(m)),
-            ProxyError::InvalidArgument(m) => kind("InvalidArgument", S::BAD_REQUEST, Client, Cow::Borrowed(m)),
-            ProxyError::InvalidBucketName => {
-                kind("InvalidBucketName", S::BAD_REQUEST, Client, said("The specified bucket is not valid."))
-            }
-            ProxyError::InvalidUri => {
-                kind("InvalidURI", S::BAD_REQUEST, Client, said("Couldn't parse the specified URI."))
-            }
-            ProxyError::MethodNotAllowed => kind(
-                "MethodNotAllowed",
-                S::METHOD_NOT_ALLOWED,
-                Client,
-                said("The specified method is not allowed against this resource."),
-            ),
-            ProxyError::NotImplemented(m) => kind("NotImplemented", S::NOT_IMPLEMENTED, Client, said(m)),
-            ProxyError::MissingContentLength => kind(
-                "MissingContentLength",
-                S::LENGTH_REQUIRED,
-                Client,
-                said("You must provide the Content-Length HTTP header."),
-            ),
-            ProxyError::ContentSha256Mismatch { .. } => kind(
-                "XAmzContentSHA256Mismatch",
-                S::BAD_REQUEST,
-                Client,
-                said("The provided 'x-amz-content-sha256' header does not match what was computed."),
-            ),
-            ProxyError::IncompleteBody(_) | ProxyError::ClientBody(_) => kind(
-                "IncompleteBody",
-                S::BAD_REQUEST,
-                Client,
-                said("You did not provide the number of bytes specified by the Content-Length HTTP header."),
-            ),
-            ProxyError::MalformedChunkedBody(_) => {
-                kind("IncompleteBody", S::BAD_REQUEST, Client, said("The aws-chunked request body is malformed."))
-            }
-            ProxyError::InvalidChunkSize(_) => kind(
-                "InvalidChunkSizeError",
-                S::BAD_REQUEST,
-                Client,
-                said(
-                    "Only the last chunk is allowed to have a size less than 8192 bytes, and no chunk may exceed the \
-                     maximum chunk size.",
-                ),
-            ),
-            ProxyError::MalformedTrailer(m) => kind("MalformedTrailerError", S::BAD_REQUEST, Client, Cow::Borrowed(m)),
-            ProxyError::BadDigest { algorithm } => kind(
-                "BadDigest",
-                S::BAD_REQUEST,
-                Client,
-                format!("The {algorithm} you specified did not match the calculated checksum.").into(),
-            ),
-            ProxyError::InvalidDigest => {
-                kind("InvalidDigest", S::BAD_REQUEST, Client, said("The Content-MD5 you specified was invalid."))
-            }
-            ProxyError::EntityTooLarge => kind(
-                "EntityTooLarge",
-                S::BAD_REQUEST,
-                Client,
-                said("Your proposed upload exceeds the maximum allowed size."),
-            ),
-            ProxyError::RequestTimeout => kind(
-                "RequestTimeout",
-                S::BAD_REQUEST,
-                Client,
-                said("Your socket connection to the server was not read from or written to within the timeout period."),
-            ),
             ProxyError::SlowDown => {
-                kind("SlowDown", S::SERVICE_UNAVAILABLE, Client, said("Please reduce your request rate."))
+                kind("SlowDown", S::SERVICE_UNAVAILABLE, Client, said("Please reduce your request rate.")).retry_soon()
             }
-            ProxyError::ObjectIntegrity(_) => kind(
-                "ObjectIntegrityError",
-                S::BAD_GATEWAY,
-                Upstream,
-                said(
-                    "The stored object failed authentication: it was altered, truncated or moved at the storage \
-                     service, and is not returned.",
-                ),
-            ),
-            ProxyError::UnknownKey(_) => kind(
-                "KMS.NotFoundException",
-                S::BAD_REQUEST,
-                Internal,
-                said("The key that encrypted this object is not available to the gateway."),
-            ),
             ProxyError::PlaintextObject => kind(
                 "InvalidObjectState",
                 S::FORBIDDEN,
@@ -401,14 +226,18 @@ impl ProxyError {
                 )
                 .into(),
             ),
-            ProxyError::MetadataTooLarge { .. } => kind(
-                "MetadataTooLarge",
-                S::BAD_REQUEST,
-                Client,
-                said("Your metadata headers exceed the maximum allowed metadata size."),
-            ),
-            ProxyError::InvalidRange { .. } => {
-                kind("InvalidRange", S::RANGE_NOT_SATISFIABLE, Client, said("The requested range is not satisfiable"))
+            ProxyError::InvalidRange { size } => {
+                let k = kind(
+                    "InvalidRange",
+                    S::RANGE_NOT_SATISFIABLE,
+                    Client,
+                    said("The requested range is not satisfiable"),
+                )
+                .element("ActualObjectSize", size.to_string());
+                match HeaderValue::from_str(&format!("bytes */{size}")) {
+                    Ok(v) => k.header(http::header::CONTENT_RANGE, v),
+                    Err(_) => k,
+                }
             }
             ProxyError::UnsealedObject => kind(
                 "InvalidObjectState",
@@ -420,32 +249,8 @@ impl ProxyError {
                      re-upload the object.",
                 ),
             ),
-            ProxyError::Kms(c) => {
-                let side = if c.status().is_server_error() { Upstream } else { Client };
-                kind(c.code(), c.status(), side, said(c.message()))
-            }
-            ProxyError::KmsUnavailable(_) => kind(
-                "ServiceUnavailable",
-                S::SERVICE_UNAVAILABLE,
-                Upstream,
-                said("The key management service is unavailable. Please retry."),
-            ),
-            ProxyError::InvalidEncryptionAlgorithm => kind(
-                "InvalidEncryptionAlgorithmError",
-                S::BAD_REQUEST,
-                Client,
-                said("The encryption request you specified is not valid. The valid value is AES256."),
-            ),
-            ProxyError::NoSuchUpload => kind(
-                "NoSuchUpload",
-                S::NOT_FOUND,
-                Client,
-                said(
-                    "The specified multipart upload does not exist. The upload ID might be invalid, or the multipart \
-                     upload might have been aborted or completed.",
-                ),
-            ),
-            ProxyError::InvalidPart(m) => kind("InvalidPart", S::BAD_REQUEST, Client, Cow::Borrowed(m)),
+            ProxyError::NoSuchUpload => no_such_upload(),
+            ProxyError::InvalidPart(m) => kind("InvalidPart", S::BAD_REQUEST, Client, said(m)),
             ProxyError::InvalidPartOrder => kind(
                 "InvalidPartOrder",
                 S::BAD_REQUEST,
@@ -458,18 +263,13 @@ impl ProxyError {
                 Client,
                 said("The requested partnumber is not satisfiable"),
             ),
-            ProxyError::MalformedXml(_) => kind(
-                "MalformedXML",
-                S::BAD_REQUEST,
-                Client,
-                said("The XML you provided was not well-formed or did not validate against our published schema."),
-            ),
             ProxyError::UpstreamUnavailable(_) => kind(
                 "ServiceUnavailable",
                 S::SERVICE_UNAVAILABLE,
                 Upstream,
                 said("The storage service is unavailable. Please retry."),
-            ),
+            )
+            .retry_soon(),
             ProxyError::UpstreamTimeout => kind(
                 "GatewayTimeout",
                 S::GATEWAY_TIMEOUT,
@@ -482,20 +282,13 @@ impl ProxyError {
                 Upstream,
                 said("The gateway could not access the storage service. Contact the gateway operator."),
             ),
-            ProxyError::UpstreamProtocol(_) => {
-                kind("BadGateway", S::BAD_GATEWAY, Upstream, said("The storage service returned an invalid response."))
-            }
+            ProxyError::UpstreamProtocol(_) => bad_store_answer(),
             // An upstream 4xx answers the client's own request (NoSuchKey, PreconditionFailed ...).
-            ProxyError::Upstream { status, code, message, .. } => {
+            ProxyError::Upstream { status, code, message, headers } => {
                 let side = if status.is_client_error() { Client } else { Upstream };
-                kind(code, *status, side, Cow::Borrowed(message))
+                Kind { headers: headers.clone(), ..kind(code, *status, side, said(message)) }
             }
-            ProxyError::Internal(_) => kind(
-                "InternalError",
-                S::INTERNAL_SERVER_ERROR,
-                Internal,
-                said("We encountered an internal error. Please try again."),
-            ),
+            ProxyError::Internal(_) => internal(),
         }
     }
 
@@ -519,101 +312,15 @@ impl ProxyError {
         self.kind().message
     }
 
-    /// Code-specific XML elements S3 adds after the standard ones.
-    fn extra_elements(&self, now: SystemTime) -> Vec<(&'static str, String)> {
-        match self {
-            ProxyError::HeadersNotSigned(names) => vec![("HeadersNotSigned", names.join(", "))],
-            ProxyError::RequestExpired { expires_secs, expired_at } => vec![
-                ("X-Amz-Expires", expires_secs.to_string()),
-                ("Expires", crate::util::time::iso8601(*expired_at)),
-                ("ServerTime", crate::util::time::iso8601(now)),
-            ],
-            ProxyError::InvalidAccessKeyId { access_key_id } => {
-                vec![("AWSAccessKeyId", access_key_id.clone())]
-            }
-            ProxyError::SignatureDoesNotMatch(m) => vec![
-                ("AWSAccessKeyId", m.access_key_id.clone()),
-                ("StringToSign", m.string_to_sign.clone()),
-                ("SignatureProvided", m.signature_provided.clone()),
-                ("CanonicalRequest", m.canonical_request.clone()),
-            ],
-            ProxyError::RequestTimeTooSkewed { request_time } => vec![
-                ("RequestTime", crate::util::time::iso8601(*request_time)),
-                ("ServerTime", crate::util::time::iso8601(now)),
-                ("MaxAllowedSkewMilliseconds", "900000".to_owned()),
-            ],
-            ProxyError::AuthorizationHeaderMalformed { region, .. } => {
-                region.iter().map(|r| ("Region", r.clone())).collect()
-            }
-            ProxyError::ContentSha256Mismatch { client, computed } => {
-                vec![("ClientComputedContentSHA256", client.clone()), ("S3ComputedContentSHA256", computed.clone())]
-            }
-            ProxyError::MetadataTooLarge { limit } => vec![("MaxSizeAllowed", limit.to_string())],
-            ProxyError::InvalidRange { size } => vec![("ActualObjectSize", size.to_string())],
-            ProxyError::ObjectIntegrity(_)
-            | ProxyError::UnknownKey(_)
-            | ProxyError::PlaintextObject
-            | ProxyError::S3ecTooLarge { .. }
-            | ProxyError::UnsealedObject
-            | ProxyError::NoSuchUpload
-            | ProxyError::InvalidPart(_)
-            | ProxyError::InvalidPartOrder
-            | ProxyError::InvalidPartNumber
-            | ProxyError::MalformedXml(_)
-            | ProxyError::Kms { .. }
-            | ProxyError::KmsUnavailable(_)
-            | ProxyError::InvalidEncryptionAlgorithm => Vec::new(),
-            ProxyError::AccessDenied(_)
-            | ProxyError::InsecureTransport
-            | ProxyError::AuthorizationQueryParametersError(_)
-            | ProxyError::InvalidToken
-            | ProxyError::InvalidRequest(_)
-            | ProxyError::InvalidArgument(_)
-            | ProxyError::InvalidBucketName
-            | ProxyError::InvalidUri
-            | ProxyError::MethodNotAllowed
-            | ProxyError::NotImplemented(_)
-            | ProxyError::MissingContentLength
-            | ProxyError::IncompleteBody(_)
-            | ProxyError::MalformedChunkedBody(_)
-            | ProxyError::InvalidChunkSize(_)
-            | ProxyError::MalformedTrailer(_)
-            | ProxyError::BadDigest { .. }
-            | ProxyError::InvalidDigest
-            | ProxyError::EntityTooLarge
-            | ProxyError::ClientBody(_)
-            | ProxyError::RequestTimeout
-            | ProxyError::SlowDown
-            | ProxyError::UpstreamUnavailable(_)
-            | ProxyError::UpstreamTimeout
-            | ProxyError::UpstreamAuth(_)
-            | ProxyError::UpstreamProtocol(_)
-            | ProxyError::Upstream { .. }
-            | ProxyError::Internal(_) => Vec::new(),
-        }
-    }
-
     /// Extra response headers that go with this error.
-    pub fn extra_headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
-        if let ProxyError::Upstream { headers, .. } = self {
-            return headers.clone();
-        }
-        if let ProxyError::InvalidRange { size } = self
-            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
-        {
-            return vec![(http::header::CONTENT_RANGE, v)];
-        }
-        if matches!(self, ProxyError::UpstreamUnavailable(_) | ProxyError::KmsUnavailable(_) | ProxyError::SlowDown) {
-            vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]
-        } else {
-            Vec::new()
-        }
+    pub fn extra_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        self.kind().headers
     }
 
     /// Renders the S3 XML error document.
     pub fn to_xml(&self, resource: &str, request_id: &str) -> Bytes {
-        let extra = self.extra_elements(SystemTime::now());
-        error_document(self.code(), &self.client_message(), resource, request_id, &extra)
+        let k = self.kind();
+        error_document(k.code, &k.message, resource, request_id, &k.elements)
     }
 
     /// Finds a `ProxyError` in an error's source chain (a body error surfaced through hyper).
@@ -626,6 +333,248 @@ impl ProxyError {
             cur = e.source();
         }
         None
+    }
+}
+
+fn internal() -> Kind<'static> {
+    kind(
+        "InternalError",
+        S::INTERNAL_SERVER_ERROR,
+        Internal,
+        said("We encountered an internal error. Please try again."),
+    )
+}
+
+fn bad_store_answer() -> Kind<'static> {
+    kind("BadGateway", S::BAD_GATEWAY, Upstream, said("The storage service returned an invalid response."))
+}
+
+fn no_such_upload() -> Kind<'static> {
+    kind(
+        "NoSuchUpload",
+        S::NOT_FOUND,
+        Client,
+        said(
+            "The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload \
+             might have been aborted or completed.",
+        ),
+    )
+}
+
+fn request_kind(e: &RequestError) -> Kind<'_> {
+    match e {
+        RequestError::InvalidRequest(m) => kind("InvalidRequest", S::BAD_REQUEST, Client, said(m)),
+        RequestError::InvalidArgument(m) => kind("InvalidArgument", S::BAD_REQUEST, Client, said(m)),
+        RequestError::InvalidBucketName => {
+            kind("InvalidBucketName", S::BAD_REQUEST, Client, said("The specified bucket is not valid."))
+        }
+        RequestError::InvalidUri => {
+            kind("InvalidURI", S::BAD_REQUEST, Client, said("Couldn't parse the specified URI."))
+        }
+        RequestError::MethodNotAllowed => kind(
+            "MethodNotAllowed",
+            S::METHOD_NOT_ALLOWED,
+            Client,
+            said("The specified method is not allowed against this resource."),
+        ),
+        RequestError::NotImplemented(m) => kind("NotImplemented", S::NOT_IMPLEMENTED, Client, said(m)),
+        RequestError::MissingContentLength => kind(
+            "MissingContentLength",
+            S::LENGTH_REQUIRED,
+            Client,
+            said("You must provide the Content-Length HTTP header."),
+        ),
+        RequestError::InvalidDigest => {
+            kind("InvalidDigest", S::BAD_REQUEST, Client, said("The Content-MD5 you specified was invalid."))
+        }
+        RequestError::EntityTooLarge => kind(
+            "EntityTooLarge",
+            S::BAD_REQUEST,
+            Client,
+            said("Your proposed upload exceeds the maximum allowed size."),
+        ),
+        RequestError::MetadataTooLarge { limit } => kind(
+            "MetadataTooLarge",
+            S::BAD_REQUEST,
+            Client,
+            said("Your metadata headers exceed the maximum allowed metadata size."),
+        )
+        .element("MaxSizeAllowed", limit.to_string()),
+        RequestError::InvalidEncryptionAlgorithm => kind(
+            "InvalidEncryptionAlgorithmError",
+            S::BAD_REQUEST,
+            Client,
+            said("The encryption request you specified is not valid. The valid value is AES256."),
+        ),
+        RequestError::MalformedXml(_) => kind(
+            "MalformedXML",
+            S::BAD_REQUEST,
+            Client,
+            said("The XML you provided was not well-formed or did not validate against our published schema."),
+        ),
+    }
+}
+
+fn body_kind(e: &BodyError) -> Kind<'_> {
+    match e {
+        BodyError::ContentSha256Mismatch { client, computed } => kind(
+            "XAmzContentSHA256Mismatch",
+            S::BAD_REQUEST,
+            Client,
+            said("The provided 'x-amz-content-sha256' header does not match what was computed."),
+        )
+        .element("ClientComputedContentSHA256", client.clone())
+        .element("S3ComputedContentSHA256", computed.clone()),
+        BodyError::IncompleteBody(_) | BodyError::ClientBody(_) => kind(
+            "IncompleteBody",
+            S::BAD_REQUEST,
+            Client,
+            said("You did not provide the number of bytes specified by the Content-Length HTTP header."),
+        ),
+        BodyError::MalformedChunkedBody(_) => {
+            kind("IncompleteBody", S::BAD_REQUEST, Client, said("The aws-chunked request body is malformed."))
+        }
+        BodyError::InvalidChunkSize(_) => kind(
+            "InvalidChunkSizeError",
+            S::BAD_REQUEST,
+            Client,
+            said(
+                "Only the last chunk is allowed to have a size less than 8192 bytes, and no chunk may exceed the \
+                 maximum chunk size.",
+            ),
+        ),
+        BodyError::MalformedTrailer(m) => kind("MalformedTrailerError", S::BAD_REQUEST, Client, said(m)),
+        BodyError::BadDigest { algorithm } => kind(
+            "BadDigest",
+            S::BAD_REQUEST,
+            Client,
+            format!("The {algorithm} you specified did not match the calculated checksum.").into(),
+        ),
+        BodyError::RequestTimeout => kind(
+            "RequestTimeout",
+            S::BAD_REQUEST,
+            Client,
+            said("Your socket connection to the server was not read from or written to within the timeout period."),
+        ),
+    }
+}
+
+fn auth_kind(e: &AuthError) -> Kind<'_> {
+    match e {
+        AuthError::AccessDenied(m) => kind("AccessDenied", S::FORBIDDEN, Client, said(m)),
+        AuthError::HeadersNotSigned(names) => kind(
+            "AccessDenied",
+            S::FORBIDDEN,
+            Client,
+            said("There were headers present in the request which were not signed"),
+        )
+        .element("HeadersNotSigned", names.join(", ")),
+        AuthError::RequestExpired { expires_secs, expired_at } => {
+            kind("AccessDenied", S::FORBIDDEN, Client, said("Request has expired"))
+                .element("X-Amz-Expires", expires_secs.to_string())
+                .element("Expires", crate::util::time::iso8601(*expired_at))
+                .element("ServerTime", now())
+        }
+        AuthError::InvalidAccessKeyId { access_key_id } => kind(
+            "InvalidAccessKeyId",
+            S::FORBIDDEN,
+            Client,
+            said("The AWS Access Key Id you provided does not exist in our records."),
+        )
+        .element("AWSAccessKeyId", access_key_id.clone()),
+        AuthError::SignatureDoesNotMatch(m) => kind(
+            "SignatureDoesNotMatch",
+            S::FORBIDDEN,
+            Client,
+            said(
+                "The request signature we calculated does not match the signature you provided. Check your key and \
+                 signing method.",
+            ),
+        )
+        .element("AWSAccessKeyId", m.access_key_id.clone())
+        .element("StringToSign", m.string_to_sign.clone())
+        .element("SignatureProvided", m.signature_provided.clone())
+        .element("CanonicalRequest", m.canonical_request.clone()),
+        AuthError::RequestTimeTooSkewed { request_time } => kind(
+            "RequestTimeTooSkewed",
+            S::FORBIDDEN,
+            Client,
+            said("The difference between the request time and the current time is too large."),
+        )
+        .element("RequestTime", crate::util::time::iso8601(*request_time))
+        .element("ServerTime", now())
+        .element("MaxAllowedSkewMilliseconds", "900000".to_owned()),
+        AuthError::AuthorizationHeaderMalformed { message, region } => {
+            let k = kind("AuthorizationHeaderMalformed", S::BAD_REQUEST, Client, said(message));
+            match region {
+                Some(r) => k.element("Region", r.clone()),
+                None => k,
+            }
+        }
+        AuthError::AuthorizationQueryParametersError(m) => {
+            kind("AuthorizationQueryParametersError", S::BAD_REQUEST, Client, said(m))
+        }
+        AuthError::InvalidToken => {
+            kind("InvalidToken", S::BAD_REQUEST, Client, said("The provided token is malformed or otherwise invalid."))
+        }
+        AuthError::Request(e) => request_kind(e),
+    }
+}
+
+fn crypto_kind(e: &CryptoError) -> Kind<'_> {
+    match e {
+        CryptoError::Integrity(_) => kind(
+            "ObjectIntegrityError",
+            S::BAD_GATEWAY,
+            Upstream,
+            said(
+                "The stored object failed authentication: it was altered, truncated or moved at the storage service, \
+                 and is not returned.",
+            ),
+        ),
+        CryptoError::UnknownKey(_) => kind(
+            "KMS.NotFoundException",
+            S::BAD_REQUEST,
+            Internal,
+            said("The key that encrypted this object is not available to the gateway."),
+        ),
+        CryptoError::NotAllowed(m) => kind("AccessDenied", S::FORBIDDEN, Client, said(m)),
+        CryptoError::Kms(c) => kms_kind(*c),
+        CryptoError::KmsUnavailable(_) => kind(
+            "ServiceUnavailable",
+            S::SERVICE_UNAVAILABLE,
+            Upstream,
+            said("The key management service is unavailable. Please retry."),
+        )
+        .retry_soon(),
+        CryptoError::ForeignUploadId => no_such_upload(),
+        CryptoError::Busy => {
+            kind("SlowDown", S::SERVICE_UNAVAILABLE, Client, said("Please reduce your request rate.")).retry_soon()
+        }
+        CryptoError::Store(_) => bad_store_answer(),
+        CryptoError::Request(e) => request_kind(e),
+        CryptoError::Internal(_) => internal(),
+    }
+}
+
+fn kms_kind(c: KmsCode) -> Kind<'static> {
+    let (code, message) = match c {
+        KmsCode::NotFound => {
+            ("KMS.NotFoundException", "The KMS key does not exist or is not available to the gateway.")
+        }
+        KmsCode::Disabled => ("KMS.DisabledException", "The KMS key is disabled."),
+        KmsCode::InvalidState => {
+            ("KMS.KMSInvalidStateException", "The KMS key is not in a state that allows this request.")
+        }
+        KmsCode::RequestFailed | KmsCode::Failed => {
+            ("KMS.RequestFailed", "The key management service refused the request.")
+        }
+    };
+    match c {
+        KmsCode::Failed => kind(code, S::INTERNAL_SERVER_ERROR, Upstream, said(message)),
+        KmsCode::NotFound | KmsCode::Disabled | KmsCode::InvalidState | KmsCode::RequestFailed => {
+            kind(code, S::BAD_REQUEST, Client, said(message))
+        }
     }
 }
 
@@ -661,7 +610,7 @@ mod tests {
         #[derive(Debug, thiserror::Error)]
         #[error("outer")]
         struct Outer(#[source] ProxyError);
-        let outer = Outer(ProxyError::BadDigest { algorithm: "CRC32" });
+        let outer = Outer(BodyError::BadDigest { algorithm: "CRC32" }.into());
         assert_eq!(ProxyError::find_in(&outer).map(|e| e.code()), Some("BadDigest"));
     }
 }

@@ -1,4 +1,5 @@
-//! Helpers for unit tests: bodies with chosen frame boundaries and scripted errors.
+//! Helpers for unit tests: bodies with chosen frame boundaries and scripted errors, and the S3 code a module's
+//! own error becomes at the boundary.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -21,7 +22,7 @@ impl Body for FramesBody {
     fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         Poll::Ready(self.frames.pop_front().map(|f| match f {
             Some(b) => Ok(Frame::data(b)),
-            None => Err(ProxyError::ClientBody("scripted failure".into())),
+            None => Err(crate::s3::error::BodyError::ClientBody("scripted failure".into()).into()),
         }))
     }
 }
@@ -41,4 +42,15 @@ pub fn failing_body<T: AsRef<[u8]>>(parts: Vec<T>) -> FramesBody {
     let mut b = body_from_iter(parts);
     b.frames.push_back(None);
     b
+}
+
+/// What a module's own error becomes at the request boundary: the S3 code a client would see.
+pub trait AtBoundary {
+    fn code(&self) -> String;
+}
+
+impl<E: Clone + Into<ProxyError>> AtBoundary for E {
+    fn code(&self) -> String {
+        self.clone().into().code().to_owned()
+    }
 }

@@ -10,10 +10,11 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::error::CryptoError;
 use super::format::{HEADER_LEN, SALT_LEN, SEGMENT_OVERHEAD, TAG_LEN, ciphertext_len, segment_count, segment_offset};
 use super::keys::DataKey;
 use super::stream::{Layout, Opener, Sealer};
-use crate::error::ProxyError;
+use crate::s3::error::BodyError;
 
 enum State {
     Running,
@@ -100,12 +101,13 @@ fn new_segment_buf(segment: usize) -> Vec<u8> {
 
 impl<B> Body for EncryptBody<B>
 where
-    B: Body<Data = Bytes, Error = ProxyError>,
+    B: Body<Data = Bytes>,
+    B::Error: From<BodyError>,
 {
     type Data = Bytes;
-    type Error = ProxyError;
+    type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
         loop {
             if matches!(this.state, State::Done) {
@@ -118,12 +120,12 @@ where
             if whole_in_frame || filled == target {
                 if last && (this.pending.len() > target || (filled > 0 && !this.pending.is_empty())) {
                     *this.state = State::Done;
-                    return Poll::Ready(Some(Err(ProxyError::IncompleteBody("body longer than its declared length"))));
+                    return Poll::Ready(Some(Err(BodyError::too_long().into())));
                 }
                 if last && !*this.inner_ended {
                     // Everything is here; wait for the inner body's end (its checks) before the final segment.
                     if let Err(e) =
-                        ready!(crate::util::body::poll_end(this.inner.as_mut(), cx, ProxyError::body_too_long))
+                        ready!(crate::util::body::poll_end(this.inner.as_mut(), cx, || BodyError::too_long().into()))
                     {
                         *this.state = State::Done;
                         return Poll::Ready(Some(Err(e)));
@@ -156,7 +158,9 @@ where
             }
             if *this.inner_ended {
                 *this.state = State::Done;
-                return Poll::Ready(Some(Err(ProxyError::IncompleteBody("body shorter than its declared length"))));
+                return Poll::Ready(Some(Err(
+                    BodyError::IncompleteBody("body shorter than its declared length").into()
+                )));
             }
             match ready!(this.inner.as_mut().poll_frame(cx)) {
                 Some(Ok(f)) => {
@@ -217,12 +221,12 @@ impl ReadPlan {
 
     /// Plaintext bytes `a..=b` of an object of `cipher_total` bytes, from a response that starts at ciphertext
     /// offset `start`, which must not come after the segment holding byte `a`.
-    pub fn range(segment_size: u32, cipher_total: u64, start: u64, a: u64, b: u64) -> Result<ReadPlan, ProxyError> {
+    pub fn range(segment_size: u32, cipher_total: u64, start: u64, a: u64, b: u64) -> Result<ReadPlan, CryptoError> {
         let s = u64::from(segment_size);
         let first = a / s;
         let seg_start = segment_offset(first, segment_size);
         if start > seg_start {
-            return Err(ProxyError::UpstreamProtocol("upstream range starts after the needed segment".into()));
+            return Err(CryptoError::Store("upstream range starts after the needed segment".into()));
         }
         Ok(ReadPlan {
             segment_size,
@@ -304,7 +308,7 @@ impl Segments {
     }
 
     /// The ciphertext length of the next segment (the object's last may be short).
-    fn next_len(&self) -> Result<u64, ProxyError> {
+    fn next_len(&self) -> Result<u64, CryptoError> {
         let start = segment_offset(self.next, self.plan.segment_size);
         let full = u64::from(self.plan.segment_size) + SEGMENT_OVERHEAD;
         let len = full.min(self.plan.cipher_total.saturating_sub(start));
@@ -316,7 +320,7 @@ impl Segments {
 
     /// Takes the next segment's ciphertext from `pending` (gathering it in `buf` when it spans frames) and opens
     /// it once whole: the plaintext to release, if any.
-    fn feed(&mut self, buf: &mut Vec<u8>, pending: &mut Bytes) -> Result<Option<Bytes>, ProxyError> {
+    fn feed(&mut self, buf: &mut Vec<u8>, pending: &mut Bytes) -> Result<Option<Bytes>, CryptoError> {
         let len = usize::try_from(self.next_len()?).unwrap_or(usize::MAX);
         if buf.is_empty() && pending.len() >= len {
             let seg = pending.split_to(len);
@@ -332,7 +336,7 @@ impl Segments {
     }
 
     /// Authenticates and decrypts the next segment: the plaintext the plan returns from it, if any.
-    fn open(&mut self, sealed: Sealed<'_>) -> Result<Option<Bytes>, ProxyError> {
+    fn open(&mut self, sealed: Sealed<'_>) -> Result<Option<Bytes>, CryptoError> {
         let start = segment_offset(self.next, self.plan.segment_size);
         let len = match &sealed {
             Sealed::Gathered(v) => v.len(),
@@ -394,11 +398,11 @@ impl<B> DecryptBody<B> {
 impl<B> DecryptBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: From<CryptoError> + std::fmt::Display,
 {
     /// Decrypts up to the first plaintext output, so that a tampered or undecryptable object is refused with a
     /// proper error response before any header goes out (for objects of one segment: before anything at all).
-    pub async fn prime(&mut self) -> Result<(), ProxyError> {
+    pub async fn prime(&mut self) -> Result<(), B::Error> {
         let first = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await;
         match first {
             Some(Ok(f)) => {
@@ -413,19 +417,19 @@ where
     }
 }
 
-fn integrity(what: &'static str) -> ProxyError {
-    ProxyError::ObjectIntegrity(what)
+fn integrity(what: &'static str) -> CryptoError {
+    CryptoError::Integrity(what)
 }
 
 impl<B> Body for DecryptBody<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: std::fmt::Display,
+    B::Error: From<CryptoError> + std::fmt::Display,
 {
     type Data = Bytes;
-    type Error = ProxyError;
+    type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
         if let Some(b) = this.ready.take() {
             return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -448,12 +452,12 @@ where
                     }
                     Some(Err(e)) => {
                         *this.state = Decrypting::Done;
-                        let e = ProxyError::UpstreamProtocol(format!("reading the object: {e}"));
-                        return Poll::Ready(Some(Err(e)));
+                        let e = CryptoError::Store(format!("reading the object: {e}"));
+                        return Poll::Ready(Some(Err(e.into())));
                     }
                     None => {
                         *this.state = Decrypting::Done;
-                        return Poll::Ready(Some(Err(integrity("object shorter than its length"))));
+                        return Poll::Ready(Some(Err(integrity("object shorter than its length").into())));
                     }
                 }
             }
@@ -472,7 +476,7 @@ where
                 Ok(None) => continue,
                 Err(e) => {
                     *this.state = Decrypting::Done;
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(e.into())));
                 }
             }
         }
@@ -491,6 +495,7 @@ where
 mod tests {
     use super::*;
     use crate::crypto::format::{SINGLE_PUT_PART, plaintext_len};
+    use crate::error::ProxyError;
     use crate::test_util::{body_in_frames, failing_body};
     use http_body_util::BodyExt;
 

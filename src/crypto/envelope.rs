@@ -5,13 +5,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::error::CryptoError;
 use super::format::{
     FORMAT_VERSION, MAX_PARTS, META_BUCKET_KEY, META_CONTEXT, META_DEK, META_KEK, META_MULTIPART, META_PREFIX,
     META_SEGMENT_SIZE, META_VERSION, MULTIPART_OPEN,
 };
 use super::keys::{ObjectIdentity, wrap_aad};
 use super::stream::Layout;
-use crate::error::ProxyError;
+use crate::s3::error::RequestError;
 
 /// S3's limit on user metadata: the sum of the UTF-8 lengths of names (after `x-amz-meta-`) and values.
 pub const USER_METADATA_LIMIT: usize = 2048;
@@ -190,17 +191,18 @@ pub fn strip_reserved(headers: &mut HeaderMap) {
 
 /// Refuses client metadata under the reserved prefix (on any request to an encrypted bucket, whatever its policy:
 /// the gateway reads that prefix as its envelope).
-pub fn refuse_reserved(headers: &HeaderMap) -> Result<(), ProxyError> {
+pub fn refuse_reserved(headers: &HeaderMap) -> Result<(), CryptoError> {
     match headers.keys().find(|n| n.as_str().starts_with(META_PREFIX)) {
-        Some(n) => Err(ProxyError::InvalidArgument(
+        Some(n) => Err(RequestError::InvalidArgument(
             format!("User metadata under x-amz-meta-s3crypt- is reserved by the gateway: {n}").into(),
-        )),
+        )
+        .into()),
         None => Ok(()),
     }
 }
 
 /// Refuses client metadata under the reserved prefix, and metadata that would not fit beside the envelope.
-pub fn check_client_metadata(headers: &HeaderMap, envelope_len: usize) -> Result<(), ProxyError> {
+pub fn check_client_metadata(headers: &HeaderMap, envelope_len: usize) -> Result<(), CryptoError> {
     refuse_reserved(headers)?;
     let mut used = 0usize;
     for (name, value) in headers {
@@ -210,7 +212,7 @@ pub fn check_client_metadata(headers: &HeaderMap, envelope_len: usize) -> Result
         }
     }
     if used + envelope_len > USER_METADATA_LIMIT {
-        return Err(ProxyError::MetadataTooLarge { limit: USER_METADATA_LIMIT - envelope_len });
+        return Err(RequestError::MetadataTooLarge { limit: USER_METADATA_LIMIT - envelope_len }.into());
     }
     Ok(())
 }
@@ -218,6 +220,7 @@ pub fn check_client_metadata(headers: &HeaderMap, envelope_len: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
 
     fn sample() -> Envelope {
         Envelope {

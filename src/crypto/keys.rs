@@ -12,20 +12,20 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::aead::SegmentCipher;
+use super::error::CryptoError;
 use super::format::{
     DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, TAG_LEN, UPLOAD_TOKEN_AAD_LABEL, UPLOAD_TOKEN_V2_AAD_LABEL,
     WRAP_AAD_CONTEXT_PREFIX, WRAP_AAD_LABEL, WRAP_NONCE_LEN, WRAP_V1_LEN, WRAP_V2, WRAP_V2_KEY_INFO, WRAP_V2_SALT_LEN,
 };
-use crate::error::ProxyError;
 
 /// A 256-bit data key. Zeroized on drop; never printed.
 pub struct DataKey(Zeroizing<[u8; DEK_LEN]>);
 
 impl DataKey {
     /// A fresh key from the operating system's RNG.
-    pub fn generate() -> Result<DataKey, ProxyError> {
+    pub fn generate() -> Result<DataKey, CryptoError> {
         let mut k = Zeroizing::new([0u8; DEK_LEN]);
-        getrandom::fill(&mut k[..]).map_err(|e| ProxyError::Internal(format!("OS RNG: {e}")))?;
+        getrandom::fill(&mut k[..]).map_err(|e| CryptoError::Internal(format!("OS RNG: {e}")))?;
         Ok(DataKey(k))
     }
 
@@ -45,9 +45,9 @@ impl fmt::Debug for DataKey {
 }
 
 /// Random bytes from the OS RNG.
-pub fn random_bytes<const N: usize>() -> Result<[u8; N], ProxyError> {
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|e| ProxyError::Internal(format!("OS RNG: {e}")))?;
+    getrandom::fill(&mut b).map_err(|e| CryptoError::Internal(format!("OS RNG: {e}")))?;
     Ok(b)
 }
 
@@ -84,7 +84,7 @@ pub fn wrap_aad(
 }
 
 /// Wraps `dek` under a raw 256-bit key (a bucket key or a customer key): the same layout as a KEK wrap.
-pub fn wrap_under(key: &[u8; 32], dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
+pub fn wrap_under(key: &[u8; 32], dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
     seal_wrap(key, dek.expose(), aad)
 }
 
@@ -113,7 +113,7 @@ fn wrap_v2_key(key: &[u8; 32], salt: &[u8; WRAP_V2_SALT_LEN]) -> Zeroizing<[u8; 
 /// Wraps `payload` (a data key, or a wrap of one) under `key`, bound to `aad`, as a version-2 wrap:
 /// `0x02 || salt (16) || nonce (12) || AES-256-GCM(K, nonce, aad, payload) || tag (16)` with `K` derived from `key`
 /// and the random salt, so no two wraps share a GCM key and no count of wraps per key is needed.
-pub fn seal_wrap(key: &[u8; 32], payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
+pub fn seal_wrap(key: &[u8; 32], payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
     Ok(seal_wrap_with(key, payload, aad, random_bytes()?, random_bytes()?))
 }
 
@@ -240,12 +240,12 @@ impl Kek {
     }
 
     /// Wraps a data key (a version-2 wrap, [`seal_wrap`]).
-    pub fn wrap(&self, dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
+    pub fn wrap(&self, dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         seal_wrap(&self.key, dek.expose(), aad)
     }
 
     /// Wraps any payload (a version-2 wrap): upload tokens.
-    pub fn wrap_payload(&self, payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, ProxyError> {
+    pub fn wrap_payload(&self, payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         seal_wrap(&self.key, payload, aad)
     }
 

@@ -12,10 +12,10 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use sha2::{Digest, Sha256};
 
+use super::error::{CryptoError, KmsCode};
 use super::format::{DEK_LEN, FORMAT_VERSION};
 use super::keys::DataKey;
 use crate::config::KmsSettings;
-use crate::error::{KmsCode, ProxyError};
 
 /// An EncryptionContext: sorted, so that its canonical form (for cache keys) is stable.
 pub type Context = BTreeMap<String, String>;
@@ -107,34 +107,34 @@ fn canonical(context: &Context) -> Vec<u8> {
 }
 
 /// Maps a KMS failure to the S3-style error a client gets.
-fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: SdkError<E, R>) -> ProxyError {
+fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: SdkError<E, R>) -> CryptoError {
     match &e {
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("");
             match code {
-                "NotFoundException" => ProxyError::Kms(KmsCode::NotFound),
-                "DisabledException" => ProxyError::Kms(KmsCode::Disabled),
-                "KMSInvalidStateException" => ProxyError::Kms(KmsCode::InvalidState),
-                "AccessDeniedException" => ProxyError::AccessDenied("Access Denied"),
+                "NotFoundException" => CryptoError::Kms(KmsCode::NotFound),
+                "DisabledException" => CryptoError::Kms(KmsCode::Disabled),
+                "KMSInvalidStateException" => CryptoError::Kms(KmsCode::InvalidState),
+                "AccessDeniedException" => CryptoError::NotAllowed("Access Denied"),
                 "InvalidCiphertextException" | "IncorrectKeyException" => {
-                    ProxyError::ObjectIntegrity("the data key does not unwrap for this object (KMS)")
+                    CryptoError::Integrity("the data key does not unwrap for this object (KMS)")
                 }
                 "ThrottlingException"
                 | "LimitExceededException"
                 | "KMSInternalException"
-                | "DependencyTimeoutException" => ProxyError::KmsUnavailable(format!("KMS {code}")),
-                "" => ProxyError::Kms(KmsCode::Failed),
-                _other => ProxyError::Kms(KmsCode::RequestFailed),
+                | "DependencyTimeoutException" => CryptoError::KmsUnavailable(format!("KMS {code}")),
+                "" => CryptoError::Kms(KmsCode::Failed),
+                _other => CryptoError::Kms(KmsCode::RequestFailed),
             }
         }
-        _other => ProxyError::KmsUnavailable(format!("{e:?}")),
+        _other => CryptoError::KmsUnavailable(format!("{e:?}")),
     }
 }
 
-fn to_data_key(plain: Option<&Blob>) -> Result<DataKey, ProxyError> {
+fn to_data_key(plain: Option<&Blob>) -> Result<DataKey, CryptoError> {
     let bytes = plain.map(Blob::as_ref).unwrap_or_default();
     let arr: [u8; DEK_LEN] =
-        bytes.try_into().map_err(|_| ProxyError::Internal("KMS returned a key of the wrong length".into()))?;
+        bytes.try_into().map_err(|_| CryptoError::Internal("KMS returned a key of the wrong length".into()))?;
     Ok(DataKey::from_bytes(arr))
 }
 
@@ -191,7 +191,7 @@ impl KmsProvider {
 
     /// The ARN of the key `key` names: a key ARN is itself; an alias (`alias/x`, an alias ARN) or a key ID is
     /// resolved by DescribeKey, cached for `cache_ttl` (an alias can be repointed).
-    pub async fn resolve(&self, key: &str) -> Result<String, ProxyError> {
+    pub async fn resolve(&self, key: &str) -> Result<String, CryptoError> {
         if crate::config::is_key_arn(key) {
             return Ok(key.to_owned());
         }
@@ -210,7 +210,7 @@ impl KmsProvider {
             .key_metadata()
             .map(|m| m.arn().unwrap_or(m.key_id()).to_owned())
             .filter(|a| crate::config::is_key_arn(a))
-            .ok_or(ProxyError::Kms(KmsCode::NotFound))?;
+            .ok_or(CryptoError::Kms(KmsCode::NotFound))?;
         if let Ok(mut cache) = self.resolved.lock() {
             if cache.len() >= self.settings.cache_entries {
                 cache.clear();
@@ -221,7 +221,7 @@ impl KmsProvider {
     }
 
     /// A fresh data key under `key_id` bound to `context`: (plaintext, blob, the key's ARN).
-    pub async fn generate(&self, key_id: &str, context: &Context) -> Result<(DataKey, Vec<u8>, String), ProxyError> {
+    pub async fn generate(&self, key_id: &str, context: &Context) -> Result<(DataKey, Vec<u8>, String), CryptoError> {
         self.calls.generate_data_key.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let out = self
@@ -246,7 +246,7 @@ impl KmsProvider {
         key_id: &str,
         dek: &DataKey,
         context: &Context,
-    ) -> Result<(Vec<u8>, String), ProxyError> {
+    ) -> Result<(Vec<u8>, String), CryptoError> {
         self.calls.encrypt.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let out = self
@@ -264,7 +264,7 @@ impl KmsProvider {
     }
 
     /// Unwraps `blob` (made under `key_id` with `context`), from the cache when it holds it.
-    pub async fn decrypt(&self, key_id: &str, blob: &[u8], context: &Context) -> Result<Arc<DataKey>, ProxyError> {
+    pub async fn decrypt(&self, key_id: &str, blob: &[u8], context: &Context) -> Result<Arc<DataKey>, CryptoError> {
         self.decrypt_under(Some(key_id), blob, context).await.map(|(k, _)| k)
     }
 
@@ -275,7 +275,7 @@ impl KmsProvider {
         key_id: Option<&str>,
         blob: &[u8],
         context: &Context,
-    ) -> Result<(Arc<DataKey>, String), ProxyError> {
+    ) -> Result<(Arc<DataKey>, String), CryptoError> {
         self.decrypt_under(key_id, blob, context).await
     }
 
@@ -284,7 +284,7 @@ impl KmsProvider {
         key_id: Option<&str>,
         blob: &[u8],
         context: &Context,
-    ) -> Result<(Arc<DataKey>, String), ProxyError> {
+    ) -> Result<(Arc<DataKey>, String), CryptoError> {
         let id = digest(&[blob, key_id.unwrap_or("").as_bytes(), &canonical(context)]);
         let ttl = self.settings.cache_ttl;
         if let Ok(cache) = self.decrypted.lock()
@@ -325,10 +325,10 @@ impl KmsProvider {
 
     /// The bucket key new objects of `bucket` under `key_id` are wrapped with: reused for `cache_ttl` and
     /// `bucket_key_uses` objects, then drawn afresh (one GenerateDataKey).
-    pub async fn write_bucket_key(&self, key_id: &str, bucket: &str) -> Result<BucketKey, ProxyError> {
+    pub async fn write_bucket_key(&self, key_id: &str, bucket: &str) -> Result<BucketKey, CryptoError> {
         let slot = {
             let mut keys =
-                self.write_keys.lock().map_err(|_| ProxyError::Internal("bucket key cache poisoned".into()))?;
+                self.write_keys.lock().map_err(|_| CryptoError::Internal("bucket key cache poisoned".into()))?;
             if keys.len() >= self.settings.cache_entries {
                 keys.clear();
             }

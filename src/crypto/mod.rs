@@ -5,6 +5,7 @@
 pub mod aead;
 pub mod body;
 pub mod envelope;
+pub mod error;
 pub mod format;
 pub mod keys;
 pub mod kms;
@@ -17,9 +18,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
 use crate::config::{BucketPolicy, DefaultProtection, EncryptionSettings, LegacyPolicy, SseKind, UpstreamSse};
-use crate::error::{KmsCode, ProxyError};
+use crate::s3::error::RequestError;
 use crate::s3::sse::{CustomerKey, SseRequest};
 use envelope::{Envelope, Multipart};
+use error::{CryptoError, KmsCode};
 use format::{
     DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, KEK_REF_SSE_C, KEK_SCHEME_KMS, UPLOAD_ID_PREFIX, UPLOAD_ID_PREFIX_V2,
 };
@@ -248,37 +250,37 @@ impl Crypto {
         &self,
         bytes: u64,
         wait: std::time::Duration,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, ProxyError> {
-        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).map_err(|_| ProxyError::SlowDown)?;
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, CryptoError> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).map_err(|_| CryptoError::Busy)?;
         match tokio::time::timeout(wait, Arc::clone(&self.s3ec_buffer).acquire_many_owned(kib)).await {
             Ok(Ok(p)) => Ok(p),
-            Ok(Err(_)) | Err(_) => Err(ProxyError::SlowDown),
+            Ok(Err(_)) | Err(_) => Err(CryptoError::Busy),
         }
     }
 
     /// The data key of an S3EC object: KMS Decrypt with its stored encryption context under one of
     /// `encryption.s3ec.kms_keys` (the key KMS used is checked before the data key is), or the raw AES wrapping key
     /// that opens it.
-    pub async fn open_s3ec(&self, meta: &s3ec::Metadata) -> Result<Arc<DataKey>, ProxyError> {
+    pub async fn open_s3ec(&self, meta: &s3ec::Metadata) -> Result<Arc<DataKey>, CryptoError> {
         match meta.wrap {
             s3ec::Wrap::KmsContext => {
                 let allowed = &self.settings.s3ec.kms_keys;
                 if allowed.is_empty() {
-                    return Err(ProxyError::UnknownKey("s3ec:kms".into()));
+                    return Err(CryptoError::UnknownKey("s3ec:kms".into()));
                 }
                 // One allowed key: KMS itself refuses a blob of any other. Several: KMS says which it used.
                 let only = (allowed.len() == 1).then(|| allowed.iter().next()).flatten().map(String::as_str);
                 let (dek, arn) = self.kms_provider()?.decrypt_reporting(only, &meta.edk, &meta.context).await?;
                 if !allowed.contains(&arn) {
-                    return Err(ProxyError::ObjectIntegrity(
+                    return Err(CryptoError::Integrity(
                         "the S3 Encryption Client object is wrapped under a KMS key outside encryption.s3ec.kms_keys",
                     ));
                 }
                 Ok(dek)
             }
             s3ec::Wrap::AesGcm => {
-                let ring = self.s3ec_keys.as_ref().ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))?;
-                meta.unwrap_aes(ring).map(Arc::new).ok_or_else(|| ProxyError::UnknownKey("s3ec:aes".into()))
+                let ring = self.s3ec_keys.as_ref().ok_or_else(|| CryptoError::UnknownKey("s3ec:aes".into()))?;
+                meta.unwrap_aes(ring).map(Arc::new).ok_or_else(|| CryptoError::UnknownKey("s3ec:aes".into()))
             }
         }
     }
@@ -322,14 +324,14 @@ impl Crypto {
             .collect()
     }
 
-    fn kms_provider(&self) -> Result<&KmsProvider, ProxyError> {
-        self.kms.as_ref().ok_or(ProxyError::Kms(KmsCode::NotFound))
+    fn kms_provider(&self) -> Result<&KmsProvider, CryptoError> {
+        self.kms.as_ref().ok_or(CryptoError::Kms(KmsCode::NotFound))
     }
 
     /// What a write of `bucket`/`key` is protected with, from the client's SSE headers and the policy. A KMS key is
     /// resolved to its ARN (aliases by DescribeKey) and allowed only if that ARN is the default key's or an allowed
     /// key's: what is compared is the key, not its name.
-    pub async fn protection(&self, bucket: &str, key: &str, sse: &SseRequest) -> Result<Protection, ProxyError> {
+    pub async fn protection(&self, bucket: &str, key: &str, sse: &SseRequest) -> Result<Protection, CryptoError> {
         let policy = self.policy(bucket, key);
         let asked = match sse {
             SseRequest::None => None,
@@ -340,9 +342,9 @@ impl Crypto {
         if let (Some(kind), Some(allowed)) = (asked, &policy.allowed_sse)
             && !allowed.contains(&kind)
         {
-            return Err(ProxyError::AccessDenied("Access Denied: this kind of encryption is not allowed here"));
+            return Err(CryptoError::NotAllowed("Access Denied: this kind of encryption is not allowed here"));
         }
-        let not_found = || ProxyError::Kms(KmsCode::NotFound);
+        let not_found = || CryptoError::Kms(KmsCode::NotFound);
         let bucket_key_default = |requested: Option<bool>| {
             requested
                 .or(policy.bucket_key)
@@ -357,7 +359,7 @@ impl Crypto {
         match sse {
             SseRequest::None => {
                 if policy.require_sse {
-                    return Err(ProxyError::AccessDenied(
+                    return Err(CryptoError::NotAllowed(
                         "Access Denied: this bucket requires server-side encryption headers on uploads",
                     ));
                 }
@@ -391,7 +393,7 @@ impl Crypto {
                     permitted = kms.resolve(candidate).await.is_ok_and(|a| a == arn);
                 }
                 if !permitted {
-                    return Err(ProxyError::AccessDenied("Access Denied: this KMS key is not allowed here"));
+                    return Err(CryptoError::NotAllowed("Access Denied: this KMS key is not allowed here"));
                 }
                 Ok(Protection::Kms {
                     key_id: arn,
@@ -425,7 +427,7 @@ impl Crypto {
     /// Refuses to use a KMS key an envelope read from the store names unless the configuration names it (as a
     /// default, allowed or readable key; `"*"` allows any): a store cannot make the proxy unwrap under a key of its
     /// choosing.
-    async fn check_readable_kms_key(&self, arn: &str) -> Result<(), ProxyError> {
+    async fn check_readable_kms_key(&self, arn: &str) -> Result<(), CryptoError> {
         let kms = self.kms_provider()?;
         let names = self.configured_kms_keys();
         if names.contains(&"*") || names.contains(&arn) {
@@ -436,11 +438,11 @@ impl Crypto {
                 return Ok(());
             }
         }
-        Err(ProxyError::UnknownKey(format!("{KEK_SCHEME_KMS}:{arn}")))
+        Err(CryptoError::UnknownKey(format!("{KEK_SCHEME_KMS}:{arn}")))
     }
 
     /// Resolves a KMS protection's key to its ARN (a protection the operator names, e.g. `rewrap --to`).
-    pub async fn resolve_protection(&self, p: Protection) -> Result<Protection, ProxyError> {
+    pub async fn resolve_protection(&self, p: Protection) -> Result<Protection, CryptoError> {
         match p {
             Protection::Kms { key_id, context, bucket_key } => {
                 let arn = self.kms_provider()?.resolve(&key_id).await?;
@@ -456,7 +458,7 @@ impl Crypto {
         id: &ObjectIdentity,
         protection: &Protection,
         multipart: Option<Multipart>,
-    ) -> Result<(DataKey, Envelope), ProxyError> {
+    ) -> Result<(DataKey, Envelope), CryptoError> {
         if let Protection::Kms { key_id, context, bucket_key: false } = protection {
             // Direct KMS mode: the data key comes from KMS (one GenerateDataKey), bound to the object.
             let kms = self.kms_provider()?;
@@ -486,7 +488,7 @@ impl Crypto {
         id: &ObjectIdentity,
         protection: &Protection,
         multipart: Option<Multipart>,
-    ) -> Result<Envelope, ProxyError> {
+    ) -> Result<Envelope, CryptoError> {
         let mut env = Envelope {
             segment_size: self.segment_size,
             kek_ref: String::new(),
@@ -524,7 +526,7 @@ impl Crypto {
                 }
             }
             Protection::Plaintext => {
-                return Err(ProxyError::Internal("no envelope for a plaintext object".into()));
+                return Err(CryptoError::Internal("no envelope for a plaintext object".into()));
             }
         }
         Ok(env)
@@ -536,18 +538,19 @@ impl Crypto {
         env: &Envelope,
         id: &ObjectIdentity,
         customer: Option<&Arc<CustomerKey>>,
-    ) -> Result<Arc<DataKey>, ProxyError> {
+    ) -> Result<Arc<DataKey>, CryptoError> {
         let sse_c = env.kek_ref == KEK_REF_SSE_C;
         if customer.is_some() && !sse_c {
-            return Err(ProxyError::InvalidRequest(
+            return Err(RequestError::InvalidRequest(
                 "The encryption parameters are not applicable to this object.".into(),
-            ));
+            )
+            .into());
         }
         if sse_c {
             let key = customer.ok_or_else(sse_c_required)?;
             return unwrap_under(key.expose(), &env.wrapped_dek, &env.wrap_aad(id))
                 .map(Arc::new)
-                .ok_or(ProxyError::AccessDenied("Access Denied"));
+                .ok_or(CryptoError::NotAllowed("Access Denied"));
         }
         if let Some(key) = kms_key_of(&env.kek_ref) {
             self.check_readable_kms_key(key).await?;
@@ -557,7 +560,7 @@ impl Crypto {
                     let bucket_key = kms.decrypt(key, bk, &bucket_key_context(&id.bucket)).await?;
                     unwrap_under(bucket_key.expose(), &env.wrapped_dek, &env.wrap_aad(id))
                         .map(Arc::new)
-                        .ok_or(ProxyError::ObjectIntegrity("the data key does not unwrap for this object"))
+                        .ok_or(CryptoError::Integrity("the data key does not unwrap for this object"))
                 }
                 None => {
                     let mp = env.multipart.map(|m| m.encode());
@@ -566,10 +569,11 @@ impl Crypto {
                 }
             };
         }
-        let kek = self.keyring.by_reference(&env.kek_ref).ok_or_else(|| ProxyError::UnknownKey(env.kek_ref.clone()))?;
+        let kek =
+            self.keyring.by_reference(&env.kek_ref).ok_or_else(|| CryptoError::UnknownKey(env.kek_ref.clone()))?;
         kek.unwrap(&env.wrapped_dek, &env.wrap_aad(id))
             .map(Arc::new)
-            .ok_or(ProxyError::ObjectIntegrity("the data key does not unwrap for this object"))
+            .ok_or(CryptoError::Integrity("the data key does not unwrap for this object"))
     }
 
     /// The protection a completed upload is sealed (or re-encrypted) with, once the envelope the store shows for it
@@ -583,8 +587,8 @@ impl Crypto {
         dek: &DataKey,
         protection: &UploadProtection,
         customer: Option<&Arc<CustomerKey>>,
-    ) -> Result<Protection, ProxyError> {
-        let changed = ProxyError::ObjectIntegrity("the store changed the envelope of the completed upload");
+    ) -> Result<Protection, CryptoError> {
+        let changed = CryptoError::Integrity("the store changed the envelope of the completed upload");
         if !protection.matches(open)
             || open.segment_size != self.segment_size
             || open.multipart != Some(Multipart::Open)
@@ -592,7 +596,7 @@ impl Crypto {
             return Err(changed);
         }
         let stored = self.open_envelope(open, id, customer).await.map_err(|e| match e {
-            ProxyError::ObjectIntegrity(_) | ProxyError::AccessDenied(_) | ProxyError::UnknownKey(_) => changed.clone(),
+            CryptoError::Integrity(_) | CryptoError::NotAllowed(_) | CryptoError::UnknownKey(_) => changed.clone(),
             other => other,
         })?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&stored.expose()[..], &dek.expose()[..])) {
@@ -620,7 +624,7 @@ impl Crypto {
         upstream_id: &str,
         env: &Envelope,
         customer: Option<&Arc<CustomerKey>>,
-    ) -> Result<String, ProxyError> {
+    ) -> Result<String, CryptoError> {
         let protection = UploadProtection::of(env);
         let descriptor = protection.descriptor();
         let kek = self.keyring.current();
@@ -634,7 +638,7 @@ impl Crypto {
                 kek.wrap_payload(&wrap_under(k.expose(), dek, &inner_aad)?, &aad)?
             }
             (UploadProtection::Customer, None) => return Err(sse_c_required()),
-            (_, Some(_)) => return Err(ProxyError::Internal("a customer key for an upload that is not SSE-C".into())),
+            (_, Some(_)) => return Err(CryptoError::Internal("a customer key for an upload that is not SSE-C".into())),
             (_, None) => kek.wrap(dek, &aad)?,
         };
         Ok(format!(
@@ -653,8 +657,8 @@ impl Crypto {
         upload_id: &str,
         id: &ObjectIdentity,
         customer: Option<&Arc<CustomerKey>>,
-    ) -> Result<OpenedUpload, ProxyError> {
-        let no_such = || ProxyError::NoSuchUpload;
+    ) -> Result<OpenedUpload, CryptoError> {
+        let no_such = || CryptoError::ForeignUploadId;
         let rest = upload_id.strip_prefix(UPLOAD_ID_PREFIX_V2).ok_or_else(no_such)?;
         let mut fields = rest.splitn(4, '.');
         let (Some(kek_ref), Some(descriptor), Some(token), Some(upstream_id)) =
@@ -680,15 +684,16 @@ impl Crypto {
                 let inner_aad =
                     upload_token_v2_aad(&kek_ref, id, self.segment_size, upstream_id, &descriptor, Some(&md5));
                 unwrap_under(k.expose(), &payload, &inner_aad).ok_or_else(|| {
-                    ProxyError::InvalidRequest(
+                    RequestError::InvalidRequest(
                         "The provided encryption parameters did not match the ones used originally.".into(),
                     )
                 })?
             }
             (_, Some(_)) => {
-                return Err(ProxyError::InvalidRequest(
+                return Err(RequestError::InvalidRequest(
                     "The encryption parameters are not applicable to this upload.".into(),
-                ));
+                )
+                .into());
             }
             (_, None) => {
                 let k: [u8; 32] = payload.as_slice().try_into().map_err(|_| no_such())?;
@@ -718,25 +723,27 @@ impl Crypto {
 
 /// A KMS call made under `asked` (a key ARN, resolved beforehand) must report that key: the ARN stored in the
 /// envelope is the one that was checked against the allowed keys.
-fn same_key(asked: &str, used: &str) -> Result<(), ProxyError> {
+fn same_key(asked: &str, used: &str) -> Result<(), CryptoError> {
     if asked == used {
         Ok(())
     } else {
-        Err(ProxyError::Internal(format!("KMS used the key {used} where {asked} was asked for")))
+        Err(CryptoError::Internal(format!("KMS used the key {used} where {asked} was asked for")))
     }
 }
 
-fn sse_c_required() -> ProxyError {
-    ProxyError::InvalidRequest(
+fn sse_c_required() -> CryptoError {
+    RequestError::InvalidRequest(
         "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to \
          retrieve the object."
             .into(),
     )
+    .into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
     use base64::Engine;
 
     fn crypto() -> (Crypto, tempfile::TempDir) {

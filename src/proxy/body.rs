@@ -16,6 +16,8 @@ use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
 use crate::crypto::keys::{DataKey, random_bytes};
 use crate::error::ProxyError;
 use crate::s3::checksum::ChecksumAlgorithm;
+use crate::s3::error::BodyError;
+use crate::s3::error::RequestError;
 use crate::s3::op::S3Op;
 use crate::sigv4::EMPTY_SHA256;
 use crate::sigv4::chunked::{AwsChunkedBody, ChunkChain, ChunkedSpec, VerifiedChecksum};
@@ -40,7 +42,7 @@ pub(super) fn encrypted_upload(
 ) -> Result<StoreBody, ProxyError> {
     let cipher_len = ciphertext_len(len, segment);
     if part != SINGLE_PUT_PART && cipher_len > MAX_PART_SIZE {
-        return Err(ProxyError::EntityTooLarge);
+        return Err(RequestError::EntityTooLarge.into());
     }
     let body = EncryptBody::new(plain, dek, part, random_bytes()?, segment, len);
     let body = match metered {
@@ -82,7 +84,7 @@ const MAX_OBJECT_BODY: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
 /// A declared object-body length, bounded by [`MAX_OBJECT_BODY`].
 fn bounded(len: u64) -> Result<u64, ProxyError> {
-    if len > MAX_OBJECT_BODY { Err(ProxyError::EntityTooLarge) } else { Ok(len) }
+    if len > MAX_OBJECT_BODY { Err(RequestError::EntityTooLarge.into()) } else { Ok(len) }
 }
 
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
@@ -93,7 +95,7 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
-            .ok_or(ProxyError::InvalidArgument("Content-Length is not a number".into())),
+            .ok_or(RequestError::InvalidArgument("Content-Length is not a number".into()).into()),
     }
 }
 
@@ -120,15 +122,16 @@ fn object_data(
         PayloadMode::Sha256(expected) => {
             if !body_present {
                 if *expected != EMPTY_SHA256 {
-                    return Err(ProxyError::ContentSha256Mismatch {
+                    return Err(BodyError::ContentSha256Mismatch {
                         client: hex::encode(expected),
                         computed: hex::encode(EMPTY_SHA256),
-                    });
+                    }
+                    .into());
                 }
                 Checks::new().from_headers(headers)?.finish()?;
                 return Ok((empty_upstream_body(), 0));
             }
-            let len = bounded(length.ok_or(ProxyError::MissingContentLength)?)?;
+            let len = bounded(length.ok_or(RequestError::MissingContentLength)?)?;
             let checks = Checks::new().sha256(*expected).from_headers(headers)?;
             Ok((CheckedBody::new(body, checks).boxed_unsync(), len))
         }
@@ -137,7 +140,7 @@ fn object_data(
                 Checks::new().from_headers(headers)?.finish()?;
                 return Ok((empty_upstream_body(), 0));
             }
-            let len = bounded(length.ok_or(ProxyError::MissingContentLength)?)?;
+            let len = bounded(length.ok_or(RequestError::MissingContentLength)?)?;
             Ok((CheckedBody::new(body, Checks::new().from_headers(headers)?).boxed_unsync(), len))
         }
         PayloadMode::StreamingUnsignedTrailer | PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
@@ -145,23 +148,25 @@ fn object_data(
             spec.verified = Some(verified);
             let signed_trailer = *payload == PayloadMode::StreamingSignedTrailer;
             if *payload != PayloadMode::StreamingUnsignedTrailer {
-                let ctx = chunk_signing.ok_or(ProxyError::InvalidRequest(
+                let ctx = chunk_signing.ok_or(RequestError::InvalidRequest(
                     "Signed aws-chunked payloads need Authorization-header SigV4".into(),
                 ))?;
                 spec.signed = Some(ChunkChain { ctx, signed_trailer });
             }
             if *payload == PayloadMode::StreamingSigned && spec.trailer.is_some() {
-                return Err(ProxyError::InvalidRequest(
+                return Err(RequestError::InvalidRequest(
                     "x-amz-trailer needs STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER".into(),
-                ));
+                )
+                .into());
             }
             let checks = Checks::new().from_headers(headers)?;
             if spec.trailer.is_some()
                 && headers.keys().any(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some())
             {
-                return Err(ProxyError::InvalidRequest(
+                return Err(RequestError::InvalidRequest(
                     "x-amz-trailer and an x-amz-checksum- header cannot both be given".into(),
-                ));
+                )
+                .into());
             }
             let len = bounded(spec.decoded_length)?;
             let decoded = AwsChunkedBody::new(body, spec);
@@ -191,18 +196,20 @@ pub(super) async fn prepare_body(
         };
     }
     if payload.is_aws_chunked() {
-        return Err(ProxyError::InvalidRequest(
+        return Err(RequestError::InvalidRequest(
             "aws-chunked payloads are only allowed on PutObject and UploadPart".into(),
-        ));
+        )
+        .into());
     }
     if !has_body(headers) {
         if let PayloadMode::Sha256(expected) = payload
             && *expected != EMPTY_SHA256
         {
-            return Err(ProxyError::ContentSha256Mismatch {
+            return Err(BodyError::ContentSha256Mismatch {
                 client: hex::encode(expected),
                 computed: hex::encode(EMPTY_SHA256),
-            });
+            }
+            .into());
         }
         return Ok(StoreBody::Empty);
     }
@@ -219,7 +226,7 @@ pub(super) async fn read_small_body(
     body: ClientBody,
 ) -> Result<Bytes, ProxyError> {
     if declared_length(headers)?.is_none() {
-        return Err(ProxyError::MissingContentLength);
+        return Err(RequestError::MissingContentLength.into());
     }
     let mut checks = Checks::new().from_headers(headers)?;
     if let PayloadMode::Sha256(expected) = payload {
@@ -230,7 +237,7 @@ pub(super) async fn read_small_body(
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => Err(match e.downcast::<ProxyError>() {
             Ok(pe) => *pe,
-            Err(_too_large) => ProxyError::EntityTooLarge,
+            Err(_too_large) => RequestError::EntityTooLarge.into(),
         }),
     }
 }

@@ -25,6 +25,7 @@ use crate::crypto::format::SINGLE_PUT_PART;
 use crate::crypto::keys::{DataKey, ObjectIdentity};
 use crate::error::ProxyError;
 use crate::s3::Target;
+use crate::s3::error::RequestError;
 use crate::s3::headers::{
     X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE, X_AMZ_METADATA_DIRECTIVE, X_AMZ_VERSION_ID,
     header_str,
@@ -50,7 +51,7 @@ impl CopySource {
     /// Parses `[/]bucket/key[?versionId=…]` (bucket and key URL-encoded).
     pub fn from_headers(headers: &HeaderMap) -> Result<Option<CopySource>, ProxyError> {
         let Some(v) = header_str(headers, &X_AMZ_COPY_SOURCE) else { return Ok(None) };
-        let bad = || ProxyError::InvalidArgument("Invalid copy source: expected bucket/key[?versionId=id]".into());
+        let bad = || RequestError::InvalidArgument("Invalid copy source: expected bucket/key[?versionId=id]".into());
         let (path, version) = match v.split_once('?') {
             Some((p, q)) => {
                 let version = q.strip_prefix("versionId=").ok_or_else(bad)?;
@@ -62,7 +63,7 @@ impl CopySource {
         let decoded = String::from_utf8(percent_decode(path.as_bytes())).map_err(|_| bad())?;
         let (bucket, key) = decoded.trim_start_matches('/').split_once('/').ok_or_else(bad)?;
         if bucket.is_empty() || key.is_empty() {
-            return Err(bad());
+            return Err(bad().into());
         }
         Ok(Some(CopySource {
             target: Target { bucket: Some(bucket.to_owned()), key: Some(key.to_owned()), virtual_hosted: false },
@@ -148,7 +149,7 @@ fn replaces_metadata(headers: &HeaderMap) -> Result<bool, ProxyError> {
     match header_str(headers, &X_AMZ_METADATA_DIRECTIVE).map(str::trim) {
         None | Some("COPY") => Ok(false),
         Some("REPLACE") => Ok(true),
-        Some(_) => Err(ProxyError::InvalidArgument("Unknown metadata directive.".into())),
+        Some(_) => Err(RequestError::InvalidArgument("Unknown metadata directive.".into()).into()),
     }
 }
 
@@ -262,7 +263,7 @@ impl Proxy {
         let range = match header_str(headers, &X_AMZ_COPY_SOURCE_RANGE) {
             None => ClientRange::Whole,
             Some(r) => ClientRange::parse_copy_range(r).ok_or_else(|| {
-                ProxyError::InvalidArgument(
+                RequestError::InvalidArgument(
                     "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are \
                      the zero-based offsets of the first and last bytes to copy"
                         .into(),

@@ -8,6 +8,7 @@ use super::body::{Upload, echo_verified_checksum, prepare_body};
 use super::front::Admitted;
 use super::{Proxy, ProxyBody};
 use crate::error::ProxyError;
+use crate::s3::error::RequestError;
 use crate::s3::op::S3Op;
 use crate::sigv4::chunked::VerifiedChecksum;
 use crate::store::{StoreBody, StoreRequest};
@@ -22,7 +23,7 @@ impl Proxy {
             && let StoreBody::Bytes(xml) = &store_body
         {
             // No key in the body may name something outside the bucket at the store.
-            let keys = crate::s3::xml::delete_keys(xml).ok_or(ProxyError::MalformedXml("Delete body"))?;
+            let keys = crate::s3::xml::delete_keys(xml).ok_or(RequestError::MalformedXml("Delete body"))?;
             for key in &keys {
                 crate::s3::check_key(key, self.inner.settings.strict_keys)?;
             }

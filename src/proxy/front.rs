@@ -14,10 +14,12 @@ use crate::config::{ClientCredential, PlainHttpPolicy};
 use crate::crypto::keys::ObjectIdentity;
 use crate::crypto::{Crypto, EffectivePolicy};
 use crate::error::ProxyError;
+use crate::s3::error::{BodyError, RequestError};
 use crate::s3::op::{S3Op, classify};
 use crate::s3::query::Query;
 use crate::s3::sse::{CustomerKey, SseRequest, copy_source_customer, has_customer_key};
 use crate::s3::{Target, check_key, resolve_target, validate_bucket_name};
+use crate::sigv4::error::AuthError;
 use crate::sigv4::verify::{ChunkSigningContext, PayloadMode, RequestHead};
 use crate::store::StoreSse;
 
@@ -92,7 +94,7 @@ impl Proxy {
         conn: &ConnInfo,
         view: &mut RequestView,
     ) -> Result<Admitted, ProxyError> {
-        let host = request_host(&req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
+        let host = request_host(&req).ok_or(RequestError::InvalidArgument("missing Host header".into()))?;
         let target = resolve_target(&host, req.uri().path(), &self.inner.settings.base_domains)?;
         view.resource = target.resource();
         let mut auth = self.authenticate(&req, &target, conn)?;
@@ -124,7 +126,7 @@ impl Proxy {
             key: target.key.clone().unwrap_or_default(),
         };
         let policy = crypto.policy(&identity.bucket, &identity.key);
-        let body = ClientBody::new(body, self.inner.settings.body_read_timeout, ProxyError::RequestTimeout);
+        let body = ClientBody::new(body, self.inner.settings.body_read_timeout, BodyError::RequestTimeout.into());
         view.body_unread = false; // from here on the body is consumed by the upstream request or dropped
         let ctx = RequestCtx {
             request_id: view.request_id.clone(),
@@ -158,7 +160,7 @@ impl Proxy {
         {
             return Err(ProxyError::SlowDown);
         }
-        self.inner.verifier.verify(&head, SystemTime::now()).inspect_err(|_| {
+        self.inner.verifier.verify(&head, SystemTime::now()).map_err(ProxyError::from).inspect_err(|_| {
             if let Some(ip) = conn.peer {
                 self.inner.auth_failures.failed(ip, Instant::now());
             }
@@ -197,11 +199,12 @@ impl Proxy {
             return Err(sse_c_not_here());
         }
         if !secure && (sse.customer().is_some() || source_key.is_some()) {
-            return Err(ProxyError::InvalidRequest(
+            return Err(RequestError::InvalidRequest(
                 "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure \
                  connection."
                     .into(),
-            ));
+            )
+            .into());
         }
         Ok(sse)
     }
@@ -222,11 +225,12 @@ pub(super) fn plain_http<B>(req: &Request<B>, conn: &ConnInfo) -> Result<Option<
 
 /// SSE-C on a bucket the proxy does not encrypt: the key would have to go to the store, which it never does.
 fn sse_c_not_here() -> ProxyError {
-    ProxyError::InvalidRequest(
+    RequestError::InvalidRequest(
         "Server-side encryption with customer-provided keys is not available for this bucket (the gateway stores it \
          as plaintext and never sends a customer key to the storage service)."
             .into(),
     )
+    .into()
 }
 
 /// The Host header, or the HTTP/2 `:authority`.
@@ -254,22 +258,22 @@ fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) ->
     if let Some(b) = &target.bucket
         && !allowed.contains(b)
     {
-        return Err(ProxyError::AccessDenied("Access Denied"));
+        return Err(AuthError::AccessDenied("Access Denied").into());
     }
     if let Some(bucket) = copy_source_bucket(headers)
         && !allowed.contains(&bucket)
     {
-        return Err(ProxyError::AccessDenied("Access Denied"));
+        return Err(AuthError::AccessDenied("Access Denied").into());
     }
     Ok(())
 }
 
 /// The https URL of a plain-HTTP request: same host, path and query (the Host validated to a plain name or IP).
 fn redirect_location<B>(req: &Request<B>, port: Option<u16>) -> Result<String, ProxyError> {
-    let host = request_host(req).ok_or(ProxyError::InvalidArgument("missing Host header".into()))?;
+    let host = request_host(req).ok_or(RequestError::InvalidArgument("missing Host header".into()))?;
     let name = crate::s3::host_without_port(&host);
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')) {
-        return Err(ProxyError::InvalidArgument("invalid Host header".into()));
+        return Err(RequestError::InvalidArgument("invalid Host header".into()).into());
     }
     let name = if name.contains(':') { format!("[{name}]") } else { name };
     let authority = match port {
@@ -285,14 +289,18 @@ fn redirect_location<B>(req: &Request<B>, port: Option<u16>) -> Result<String, P
 fn merge_query_headers(headers: &mut HeaderMap, from_query: Vec<(HeaderName, HeaderValue)>) -> Result<(), ProxyError> {
     for (i, (name, value)) in from_query.iter().enumerate() {
         if from_query[..i].iter().any(|(n, _)| n == name) {
-            return Err(ProxyError::InvalidArgument(format!("query parameter {name} is given more than once").into()));
+            return Err(RequestError::InvalidArgument(
+                format!("query parameter {name} is given more than once").into(),
+            )
+            .into());
         }
         if let Some(existing) = headers.get(name)
             && existing != value
         {
-            return Err(ProxyError::InvalidArgument(
+            return Err(RequestError::InvalidArgument(
                 format!("{name} is given as a header and a query parameter with different values").into(),
-            ));
+            )
+            .into());
         }
     }
     for (name, value) in from_query {

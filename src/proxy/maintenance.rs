@@ -11,6 +11,7 @@ use http::{HeaderMap, Method};
 use super::Proxy;
 use super::multipart::replace_headers;
 use crate::crypto::envelope::Envelope;
+use crate::crypto::error::CryptoError;
 use crate::crypto::format::{KEK_REF_SSE_C, MULTIPART_OPEN};
 use crate::crypto::keys::ObjectIdentity;
 use crate::crypto::s3ec;
@@ -202,7 +203,7 @@ impl Proxy {
     ) -> Result<Outcome, Failed> {
         let crypto = &self.inner.crypto;
         let head = self.head_object(id).await?;
-        let Some(env) = Envelope::from_headers(&head).map_err(|e| ProxyError::ObjectIntegrity(e.0))? else {
+        let Some(env) = Envelope::from_headers(&head).map_err(|e| CryptoError::Integrity(e.0))? else {
             return Ok(Outcome::Skipped("plaintext (use migrate)"));
         };
         if env.kek_ref == KEK_REF_SSE_C {
@@ -251,7 +252,7 @@ impl Proxy {
     async fn migrate_one(&self, id: &ObjectIdentity, opts: &BulkOptions, gate: &Gate<'_>) -> Result<Outcome, Failed> {
         let crypto = &self.inner.crypto;
         let head = self.head_object(id).await?;
-        if Envelope::from_headers(&head).map_err(|e| ProxyError::ObjectIntegrity(e.0))?.is_some() {
+        if Envelope::from_headers(&head).map_err(|e| CryptoError::Integrity(e.0))?.is_some() {
             return Ok(Outcome::Already);
         }
         if id.key.ends_with(super::s3ec::INSTRUCTION_SUFFIX) && crypto.s3ec().instruction_files {
@@ -342,9 +343,9 @@ enum Outcome {
 /// A failure for one object.
 struct Failed(ProxyError);
 
-impl From<ProxyError> for Failed {
-    fn from(e: ProxyError) -> Failed {
-        Failed(e)
+impl<E: Into<ProxyError>> From<E> for Failed {
+    fn from(e: E) -> Failed {
+        Failed(e.into())
     }
 }
 

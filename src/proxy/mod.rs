@@ -36,10 +36,12 @@ use tracing::Instrument;
 
 use crate::config::{PlainHttpPolicy, UploadChecksum};
 use crate::crypto::Crypto;
+use crate::crypto::error::CryptoError;
 use crate::error::{BoxError, ProxyError, Side};
 use crate::s3::Target;
 use crate::s3::headers::{X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2, X_AMZ_REQUEST_ID};
 use crate::s3::op::S3Op;
+use crate::sigv4::error::AuthError;
 use crate::sigv4::verify::Verifier;
 use crate::store::{Store, StoreRequest};
 use crate::upstream::Upstream;
@@ -313,17 +315,17 @@ fn audit(view: &RequestView, resp: &Response<ProxyBody>, started: Instant) {
 /// The error metrics: refused authentication by reason, stored objects that failed authentication.
 fn count_error(e: &ProxyError) {
     let reason = match e {
-        ProxyError::AccessDenied(_) => "AccessDenied",
-        ProxyError::HeadersNotSigned(_) => "HeadersNotSigned",
-        ProxyError::RequestExpired { .. } => "RequestExpired",
+        ProxyError::Auth(AuthError::AccessDenied(_)) => "AccessDenied",
+        ProxyError::Auth(AuthError::HeadersNotSigned(_)) => "HeadersNotSigned",
+        ProxyError::Auth(AuthError::RequestExpired { .. }) => "RequestExpired",
         ProxyError::InsecureTransport => "InsecureTransport",
-        ProxyError::InvalidAccessKeyId { .. } => "InvalidAccessKeyId",
-        ProxyError::SignatureDoesNotMatch(_) => "SignatureDoesNotMatch",
-        ProxyError::RequestTimeTooSkewed { .. } => "RequestTimeTooSkewed",
-        ProxyError::AuthorizationHeaderMalformed { .. } => "AuthorizationHeaderMalformed",
-        ProxyError::AuthorizationQueryParametersError(_) => "AuthorizationQueryParametersError",
-        ProxyError::InvalidToken => "InvalidToken",
-        ProxyError::ObjectIntegrity(_) => {
+        ProxyError::Auth(AuthError::InvalidAccessKeyId { .. }) => "InvalidAccessKeyId",
+        ProxyError::Auth(AuthError::SignatureDoesNotMatch(_)) => "SignatureDoesNotMatch",
+        ProxyError::Auth(AuthError::RequestTimeTooSkewed { .. }) => "RequestTimeTooSkewed",
+        ProxyError::Auth(AuthError::AuthorizationHeaderMalformed { .. }) => "AuthorizationHeaderMalformed",
+        ProxyError::Auth(AuthError::AuthorizationQueryParametersError(_)) => "AuthorizationQueryParametersError",
+        ProxyError::Auth(AuthError::InvalidToken) => "InvalidToken",
+        ProxyError::Crypto(CryptoError::Integrity(_)) => {
             crate::metrics::integrity_failure("refused");
             return;
         }

@@ -13,10 +13,12 @@ use crate::config::LegacyPolicy;
 use crate::crypto::Crypto;
 use crate::crypto::body::{DecryptBody, ReadPlan};
 use crate::crypto::envelope::{Envelope, strip_reserved};
+use crate::crypto::error::CryptoError;
 use crate::crypto::format::plaintext_len;
 use crate::crypto::keys::ObjectIdentity;
 use crate::error::{BoxError, ProxyError};
 use crate::s3::checksum::ChecksumAlgorithm;
+use crate::s3::error::RequestError;
 use crate::s3::sse::{CustomerKey, SSE, SSE_KMS_KEY_ID};
 use crate::upstream::UpstreamIncoming;
 
@@ -116,7 +118,7 @@ pub enum ObjectResponse {
 }
 
 fn not_applicable() -> ProxyError {
-    ProxyError::InvalidRequest("The encryption parameters are not applicable to this object.".into())
+    RequestError::InvalidRequest("The encryption parameters are not applicable to this object.".into()).into()
 }
 
 fn plain_response(resp: Response<UpstreamIncoming>) -> Response<ProxyBody> {
@@ -148,7 +150,7 @@ pub fn envelope_or_policy(headers: &HeaderMap, legacy: LegacyPolicy) -> Result<O
             LegacyPolicy::Reject => Err(ProxyError::PlaintextObject),
             LegacyPolicy::Passthrough => Ok(None),
         },
-        Err(e) => Err(ProxyError::ObjectIntegrity(e.0)),
+        Err(e) => Err(CryptoError::Integrity(e.0).into()),
     }
 }
 
@@ -174,7 +176,7 @@ pub async fn get_response(
     let seg = env.segment_size;
     let (start, cipher_total) = stored_extent(parts.status, &parts.headers)?;
     if !layout.admits(cipher_total, seg) {
-        return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
+        return Err(CryptoError::Integrity("the stored object has an impossible length").into());
     }
     let plain_total = plaintext_len(cipher_total, seg, true).unwrap_or(0);
     let wanted = range.resolve(plain_total)?;
@@ -233,7 +235,7 @@ pub async fn head_response(
         .ok_or_else(|| ProxyError::UpstreamProtocol("HEAD without Content-Length".into()))?;
     let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
     if !layout.admits(cipher_total, env.segment_size) {
-        return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
+        return Err(CryptoError::Integrity("the stored object has an impossible length").into());
     }
     let plain = plaintext_len(cipher_total, env.segment_size, true).unwrap_or(0);
     scrub_object_headers(&mut parts.headers, Some(&SseInfo::of(&env, ctx.customer)));

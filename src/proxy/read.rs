@@ -12,6 +12,7 @@ use super::range::ClientRange;
 use super::{Proxy, ProxyBody};
 use crate::error::ProxyError;
 use crate::s3::Target;
+use crate::s3::error::RequestError;
 use crate::s3::headers::X_AMZ_MP_PARTS_COUNT;
 use crate::s3::op::S3Op;
 use crate::s3::query::{PART_NUMBER, Query};
@@ -123,9 +124,10 @@ impl Proxy {
             return Ok(Err(resp));
         }
         if by_part && crate::crypto::s3ec::has_content_metadata(resp.headers()) {
-            return Err(ProxyError::NotImplemented(
+            return Err(RequestError::NotImplemented(
                 "Reading a part of an object written by the AWS S3 Encryption Client is not supported; read a range.",
-            ));
+            )
+            .into());
         }
         if by_part || !super::s3ec::candidate(read.crypto, read.id, resp.headers()) {
             return Ok(Err(resp));

@@ -13,10 +13,12 @@ use super::object::{ReadCtx, scrub_object_headers, stored_extent};
 use super::range::ClientRange;
 use super::{Proxy, ProxyBody};
 use crate::crypto::envelope::Envelope;
+use crate::crypto::error::CryptoError;
 use crate::crypto::s3ec::{self, Metadata};
 use crate::crypto::{Crypto, keys::ObjectIdentity};
 use crate::error::{BoxError, ProxyError};
 use crate::s3::Target;
+use crate::s3::error::RequestError;
 use crate::s3::op::S3Op;
 use crate::store::StoreRequest;
 use crate::upstream::UpstreamIncoming;
@@ -63,7 +65,7 @@ pub fn candidate(crypto: &Crypto, id: &ObjectIdentity, headers: &HeaderMap) -> b
 }
 
 fn integrity(e: s3ec::S3ecError) -> ProxyError {
-    ProxyError::ObjectIntegrity(e.0)
+    CryptoError::Integrity(e.0).into()
 }
 
 /// Reads a body of exactly `len` bytes into memory.
@@ -73,14 +75,14 @@ async fn read_exact(body: UpstreamIncoming, len: usize) -> Result<Vec<u8>, Proxy
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match e.downcast::<ProxyError>() {
             Ok(p) => *p,
-            Err(_too_long) => ProxyError::ObjectIntegrity("the stored object is longer than it said"),
+            Err(_too_long) => CryptoError::Integrity("the stored object is longer than it said").into(),
         })?;
         if let Ok(d) = frame.into_data() {
             buf.extend_from_slice(&d);
         }
     }
     if buf.len() != len {
-        return Err(ProxyError::ObjectIntegrity("the stored object is shorter than it said"));
+        return Err(CryptoError::Integrity("the stored object is shorter than it said").into());
     }
     Ok(buf)
 }
@@ -166,7 +168,7 @@ impl Proxy {
         let bytes = Limited::new(body, MAX_INSTRUCTION_FILE)
             .collect()
             .await
-            .map_err(|_| ProxyError::ObjectIntegrity("the S3EC instruction file is unreadable or too large"))?
+            .map_err(|_| CryptoError::Integrity("the S3EC instruction file is unreadable or too large"))?
             .to_bytes();
         Ok(Some(bytes))
     }
@@ -185,14 +187,15 @@ impl Proxy {
                 if map.is_empty() {
                     return Ok(None);
                 }
-                return Err(ProxyError::ObjectIntegrity(
+                return Err(CryptoError::Integrity(
                     "the S3EC object keeps its key in an instruction file, and instruction files are not read",
-                ));
+                )
+                .into());
             }
             match self.instruction_file(id).await? {
                 Some(file) => map = s3ec::merge_instruction_file(&map, &file).map_err(integrity)?,
                 None if map.is_empty() => return Ok(None),
-                None => return Err(ProxyError::ObjectIntegrity("the S3EC instruction file is missing")),
+                None => return Err(CryptoError::Integrity("the S3EC instruction file is missing").into()),
             }
         }
         Metadata::parse(&map).map_err(integrity)
@@ -211,9 +214,10 @@ impl Proxy {
             return Ok(S3ecRead::NotS3ec(resp));
         };
         if ctx.customer.is_some() {
-            return Err(ProxyError::InvalidRequest(
+            return Err(RequestError::InvalidRequest(
                 "The encryption parameters are not applicable to this object.".into(),
-            ));
+            )
+            .into());
         }
         let (mut parts, body) = resp.into_parts();
         let (start, cipher_total) = stored_extent(parts.status, &parts.headers)?;

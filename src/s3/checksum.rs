@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use crc_fast::{CrcAlgorithm, Digest as Crc};
 use sha2::Digest;
 
-use crate::error::ProxyError;
+use crate::s3::error::RequestError;
 
 /// A checksum algorithm S3 accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +63,10 @@ impl ChecksumAlgorithm {
     }
 
     /// Decodes a base64 checksum value, checking its length.
-    pub fn decode_value(self, value: &str) -> Result<Vec<u8>, ProxyError> {
+    pub fn decode_value(self, value: &str) -> Result<Vec<u8>, RequestError> {
         match B64.decode(value.trim()) {
             Ok(v) if v.len() == self.digest_len() => Ok(v),
-            _other => Err(ProxyError::InvalidRequest(
+            _other => Err(RequestError::InvalidRequest(
                 format!("Value for {} trailing header is invalid.", self.header_name()).into(),
             )),
         }
@@ -129,6 +129,7 @@ pub fn encode_value(digest: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
 
     fn b64(alg: ChecksumAlgorithm, data: &[u8]) -> String {
         let mut c = Checksummer::new(alg);

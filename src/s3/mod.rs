@@ -2,14 +2,15 @@
 //! operation classification, and the header names the proxy reads or strips.
 
 pub mod checksum;
+pub mod error;
 pub mod headers;
 pub mod op;
 pub mod query;
 pub mod sse;
 pub mod xml;
 
-use crate::error::ProxyError;
 use crate::util::uri::{percent_decode, uri_encode_path};
+use error::RequestError;
 
 /// Where a request points, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +64,7 @@ pub fn host_without_port(host: &str) -> String {
 }
 
 /// Resolves the bucket and key from the Host header and the raw (still encoded) request path.
-pub fn resolve_target(host: &str, raw_path: &str, base_domains: &[String]) -> Result<Target, ProxyError> {
+pub fn resolve_target(host: &str, raw_path: &str, base_domains: &[String]) -> Result<Target, RequestError> {
     let host = host_without_port(host);
     let vhost_bucket = base_domains.iter().find_map(|base| {
         host.strip_suffix(base.as_str())
@@ -71,7 +72,7 @@ pub fn resolve_target(host: &str, raw_path: &str, base_domains: &[String]) -> Re
             .filter(|b| !b.is_empty())
             .map(str::to_owned)
     });
-    let path = raw_path.strip_prefix('/').ok_or(ProxyError::InvalidUri)?;
+    let path = raw_path.strip_prefix('/').ok_or(RequestError::InvalidUri)?;
     if let Some(bucket) = vhost_bucket {
         validate_bucket_name(&bucket, false)?;
         let key = decode_utf8(path)?;
@@ -97,17 +98,17 @@ pub fn resolve_target(host: &str, raw_path: &str, base_domains: &[String]) -> Re
 /// takes them as plain names, a file-system store resolves them). With `strict` (the embedded store, whose keys are
 /// file paths), also empty segments (`a//b`, a leading `/`), which name the same file as another key. A trailing `/`
 /// (a "folder" key) stays allowed.
-pub fn check_key(key: &str, strict: bool) -> Result<(), ProxyError> {
+pub fn check_key(key: &str, strict: bool) -> Result<(), RequestError> {
     let segments: Vec<&str> = key.split('/').collect();
     let last = segments.len() - 1;
     for (i, s) in segments.iter().enumerate() {
         if *s == "." || *s == ".." {
-            return Err(ProxyError::InvalidArgument(
+            return Err(RequestError::InvalidArgument(
                 "Object keys with \".\" or \"..\" path segments are not supported by the gateway.".into(),
             ));
         }
         if strict && s.is_empty() && i != last {
-            return Err(ProxyError::InvalidArgument(
+            return Err(RequestError::InvalidArgument(
                 "Object keys with empty path segments (\"//\" or a leading \"/\") are not supported by this store."
                     .into(),
             ));
@@ -116,15 +117,15 @@ pub fn check_key(key: &str, strict: bool) -> Result<(), ProxyError> {
     Ok(())
 }
 
-fn decode_utf8(raw: &str) -> Result<String, ProxyError> {
-    String::from_utf8(percent_decode(raw.as_bytes())).map_err(|_| ProxyError::InvalidUri)
+fn decode_utf8(raw: &str) -> Result<String, RequestError> {
+    String::from_utf8(percent_decode(raw.as_bytes())).map_err(|_| RequestError::InvalidUri)
 }
 
 /// Bucket name rules. `legacy` (path style) also allows the old uppercase / underscore names. A name never starts
 /// with `.` (so never `.` or `..`, which a file-system store resolves as a path).
-pub fn validate_bucket_name(name: &str, legacy: bool) -> Result<(), ProxyError> {
+pub fn validate_bucket_name(name: &str, legacy: bool) -> Result<(), RequestError> {
     if name.starts_with('.') {
-        return Err(ProxyError::InvalidBucketName);
+        return Err(RequestError::InvalidBucketName);
     }
     let len_ok = (3..=63).contains(&name.len()) || (legacy && (1..=255).contains(&name.len()));
     let chars_ok = name.bytes().all(|c| {
@@ -134,12 +135,13 @@ pub fn validate_bucket_name(name: &str, legacy: bool) -> Result<(), ProxyError> 
             || c == b'-'
             || (legacy && (c.is_ascii_uppercase() || c == b'_'))
     });
-    if len_ok && chars_ok { Ok(()) } else { Err(ProxyError::InvalidBucketName) }
+    if len_ok && chars_ok { Ok(()) } else { Err(RequestError::InvalidBucketName) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
 
     #[test]
     fn path_style_requests_name_bucket_then_key() {

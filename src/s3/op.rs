@@ -6,7 +6,7 @@ use http::{HeaderMap, Method};
 use super::Target;
 use super::headers::{X_AMZ_COPY_SOURCE, X_AMZ_WRITE_OFFSET_BYTES};
 use super::query::{PART_NUMBER, Query, UPLOAD_ID};
-use crate::error::ProxyError;
+use crate::s3::error::RequestError;
 
 /// The S3 operations the proxy tells apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,24 +131,24 @@ pub const BUCKET_SUBRESOURCES: &[&str] = &[
 pub const OBJECT_SUBRESOURCES: &[&str] = &["tagging", "acl", "retention", "legal-hold", "restore"];
 
 /// Classifies a request. `query` holds the decoded query parameters.
-pub fn classify(method: &Method, target: &Target, query: &Query, headers: &HeaderMap) -> Result<S3Op, ProxyError> {
+pub fn classify(method: &Method, target: &Target, query: &Query, headers: &HeaderMap) -> Result<S3Op, RequestError> {
     let has = |k: &str| query.has(k);
     let get = |k: &str| query.get(k);
 
     if headers.contains_key(X_AMZ_WRITE_OFFSET_BYTES) {
-        return Err(ProxyError::NotImplemented("Append writes (x-amz-write-offset-bytes) are not supported."));
+        return Err(RequestError::NotImplemented("Append writes (x-amz-write-offset-bytes) are not supported."));
     }
     let Some(_bucket) = &target.bucket else {
         return match *method {
             Method::GET => Ok(S3Op::ListBuckets),
-            _ => Err(ProxyError::MethodNotAllowed),
+            _ => Err(RequestError::MethodNotAllowed),
         };
     };
     if target.key.is_none() {
         // Bucket configuration is recognised by its sub-resource; a request naming none the proxy knows is not
         // forwarded (the store would see another operation once the unknown parameter is left out).
         let config = BUCKET_SUBRESOURCES.iter().any(|s| has(s));
-        let unknown = || ProxyError::NotImplemented("This bucket sub-resource is not supported by the gateway.");
+        let unknown = || RequestError::NotImplemented("This bucket sub-resource is not supported by the gateway.");
         let op = match *method {
             Method::GET if has("uploads") => S3Op::ListMultipartUploads,
             Method::GET if has("versions") => S3Op::ListObjectVersions,
@@ -169,22 +169,22 @@ pub fn classify(method: &Method, target: &Target, query: &Query, headers: &Heade
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
                 return Err(if form {
-                    ProxyError::NotImplemented("Browser POST uploads (POST policy) are not supported.")
+                    RequestError::NotImplemented("Browser POST uploads (POST policy) are not supported.")
                 } else {
-                    ProxyError::MethodNotAllowed
+                    RequestError::MethodNotAllowed
                 });
             }
-            _ => return Err(ProxyError::MethodNotAllowed),
+            _ => return Err(RequestError::MethodNotAllowed),
         };
         return Ok(op);
     }
     if has("select") || has("select-type") {
-        return Err(ProxyError::NotImplemented(
+        return Err(RequestError::NotImplemented(
             "SelectObjectContent is not supported: the store only holds ciphertext.",
         ));
     }
     if has("torrent") {
-        return Err(ProxyError::NotImplemented("GetObjectTorrent is not supported."));
+        return Err(RequestError::NotImplemented("GetObjectTorrent is not supported."));
     }
     let config = OBJECT_SUBRESOURCES.iter().any(|s| has(s));
     let op = match *method {
@@ -209,7 +209,7 @@ pub fn classify(method: &Method, target: &Target, query: &Query, headers: &Heade
         Method::DELETE if has(UPLOAD_ID) => S3Op::AbortMultipartUpload,
         Method::DELETE if config => S3Op::ObjectConfig,
         Method::DELETE => S3Op::DeleteObject,
-        _ => return Err(ProxyError::MethodNotAllowed),
+        _ => return Err(RequestError::MethodNotAllowed),
     };
     Ok(op)
 }
@@ -217,6 +217,7 @@ pub fn classify(method: &Method, target: &Target, query: &Query, headers: &Heade
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
 
     fn t(bucket: Option<&str>, key: Option<&str>) -> Target {
         Target { bucket: bucket.map(Into::into), key: key.map(Into::into), virtual_hosted: false }

@@ -1,7 +1,7 @@
 //! A request's query parameters, parsed once: typed accessors for the ones the proxy acts on, and the pairs as they
 //! came (decoded), for classification and for the store client to filter through its allow-lists.
 
-use crate::error::ProxyError;
+use crate::s3::error::RequestError;
 
 /// `uploadId`: the multipart upload a request belongs to.
 pub const UPLOAD_ID: &str = "uploadId";
@@ -47,20 +47,23 @@ impl Query {
     }
 
     /// `partNumber`, 1..=10000, if given; anything else is S3's `InvalidArgument`.
-    pub fn part_number(&self) -> Result<Option<u16>, ProxyError> {
+    pub fn part_number(&self) -> Result<Option<u16>, RequestError> {
         let Some(v) = self.get(PART_NUMBER) else { return Ok(None) };
         v.parse::<u32>()
             .ok()
             .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
             .and_then(|n| u16::try_from(n).ok())
             .map(Some)
-            .ok_or(ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into()))
+            .ok_or(RequestError::InvalidArgument(
+                "Part number must be an integer between 1 and 10000, inclusive".into(),
+            ))
     }
 
     /// `partNumber`, required (an UploadPart).
-    pub fn required_part_number(&self) -> Result<u16, ProxyError> {
-        self.part_number()?
-            .ok_or(ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into()))
+    pub fn required_part_number(&self) -> Result<u16, RequestError> {
+        self.part_number()?.ok_or(RequestError::InvalidArgument(
+            "Part number must be an integer between 1 and 10000, inclusive".into(),
+        ))
     }
 
     /// Points `uploadId` at another upload (the store's own ID behind the client's).
@@ -81,6 +84,7 @@ impl Query {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
 
     fn q(pairs: &[(&str, &str)]) -> Query {
         Query::new(pairs.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect())

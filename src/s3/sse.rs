@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName};
 use zeroize::Zeroizing;
 
 use super::headers::header_str;
-use crate::error::ProxyError;
+use crate::s3::error::RequestError;
 
 pub const SSE: HeaderName = HeaderName::from_static("x-amz-server-side-encryption");
 pub const SSE_KMS_KEY_ID: HeaderName = HeaderName::from_static("x-amz-server-side-encryption-aws-kms-key-id");
@@ -53,24 +53,24 @@ impl CustomerKey {
     }
 
     /// From the three headers' values: algorithm, base64 key, base64 MD5 of the key.
-    fn parse(algorithm: Option<&str>, key: Option<&str>, md5: Option<&str>) -> Result<CustomerKey, ProxyError> {
+    fn parse(algorithm: Option<&str>, key: Option<&str>, md5: Option<&str>) -> Result<CustomerKey, RequestError> {
         let (Some(algorithm), Some(key), Some(md5)) = (algorithm, key, md5) else {
-            return Err(ProxyError::InvalidArgument(
+            return Err(RequestError::InvalidArgument(
                 "Requests specifying Server Side Encryption with Customer provided keys must provide the algorithm, \
                  the key and the key's MD5."
                     .into(),
             ));
         };
         if algorithm.trim() != "AES256" {
-            return Err(ProxyError::InvalidEncryptionAlgorithm);
+            return Err(RequestError::InvalidEncryptionAlgorithm);
         }
         let raw = Zeroizing::new(B64.decode(key.trim()).unwrap_or_default());
         let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| {
-            ProxyError::InvalidArgument("The secret key was invalid for the specified algorithm.".into())
+            RequestError::InvalidArgument("The secret key was invalid for the specified algorithm.".into())
         })?;
         let computed = B64.encode(<md5::Md5 as md5::Digest>::digest(bytes));
         if computed != md5.trim() {
-            return Err(ProxyError::InvalidArgument(
+            return Err(RequestError::InvalidArgument(
                 "The calculated MD5 hash of the key did not match the hash that was provided.".into(),
             ));
         }
@@ -93,13 +93,13 @@ pub enum SseRequest {
 
 impl SseRequest {
     /// Parses the SSE headers of a request.
-    pub fn from_headers(headers: &HeaderMap) -> Result<SseRequest, ProxyError> {
+    pub fn from_headers(headers: &HeaderMap) -> Result<SseRequest, RequestError> {
         let customer = [&SSE_C_ALGORITHM, &SSE_C_KEY, &SSE_C_KEY_MD5].iter().any(|n| headers.contains_key(*n));
         let sse = header_str(headers, &SSE).map(str::trim);
         let kms_extras = [&SSE_KMS_KEY_ID, &SSE_CONTEXT].iter().any(|n| headers.contains_key(*n));
         if customer {
             if sse.is_some() || kms_extras {
-                return Err(ProxyError::InvalidArgument(
+                return Err(RequestError::InvalidArgument(
                     "Server Side Encryption with Customer provided key is incompatible with the encryption method \
                      specified"
                         .into(),
@@ -113,7 +113,7 @@ impl SseRequest {
             return Ok(SseRequest::Customer(Arc::new(key)));
         }
         match sse {
-            None if kms_extras => Err(ProxyError::InvalidArgument(
+            None if kms_extras => Err(RequestError::InvalidArgument(
                 "x-amz-server-side-encryption-aws-kms-key-id and -context need x-amz-server-side-encryption: aws:kms"
                     .into(),
             )),
@@ -129,7 +129,7 @@ impl SseRequest {
                     Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
                     Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
                     Some(_) => {
-                        return Err(ProxyError::InvalidArgument(
+                        return Err(RequestError::InvalidArgument(
                             "x-amz-server-side-encryption-bucket-key-enabled must be true or false".into(),
                         ));
                     }
@@ -139,9 +139,9 @@ impl SseRequest {
                 Ok(SseRequest::Kms { key_id, context, bucket_key })
             }
             Some("aws:kms:dsse") => {
-                Err(ProxyError::NotImplemented("Dual-layer SSE-KMS (aws:kms:dsse) is not supported by the gateway."))
+                Err(RequestError::NotImplemented("Dual-layer SSE-KMS (aws:kms:dsse) is not supported by the gateway."))
             }
-            Some(_) => Err(ProxyError::InvalidArgument(
+            Some(_) => Err(RequestError::InvalidArgument(
                 "The server-side encryption must be AES256 or aws:kms (x-amz-server-side-encryption).".into(),
             )),
         }
@@ -156,7 +156,7 @@ impl SseRequest {
 }
 
 /// The SSE-C key of a copy source (`x-amz-copy-source-server-side-encryption-customer-*`), if given.
-pub fn copy_source_customer(headers: &HeaderMap) -> Result<Option<Arc<CustomerKey>>, ProxyError> {
+pub fn copy_source_customer(headers: &HeaderMap) -> Result<Option<Arc<CustomerKey>>, RequestError> {
     let v: Vec<Option<&str>> = COPY_SSE_C.iter().map(|n| headers.get(*n).and_then(|v| v.to_str().ok())).collect();
     if v.iter().all(Option::is_none) {
         return Ok(None);
@@ -171,12 +171,12 @@ pub fn has_customer_key(headers: &HeaderMap) -> bool {
 
 /// An SSE-KMS encryption context: base64 of a JSON object of strings. Keys under `aws:` and `s3crypt:` are
 /// reserved.
-pub fn parse_context(b64: &str) -> Result<std::collections::BTreeMap<String, String>, ProxyError> {
-    let bad = || ProxyError::InvalidArgument("The encryption context is not base64-encoded JSON of strings.".into());
+pub fn parse_context(b64: &str) -> Result<std::collections::BTreeMap<String, String>, RequestError> {
+    let bad = || RequestError::InvalidArgument("The encryption context is not base64-encoded JSON of strings.".into());
     let json = B64.decode(b64.trim()).map_err(|_| bad())?;
     let map: std::collections::BTreeMap<String, String> = serde_json::from_slice(&json).map_err(|_| bad())?;
     if map.keys().any(|k| k.starts_with("aws:") || k.starts_with("s3crypt:")) {
-        return Err(ProxyError::InvalidArgument(
+        return Err(RequestError::InvalidArgument(
             "Encryption context keys under aws: and s3crypt: are reserved.".into(),
         ));
     }
@@ -186,6 +186,7 @@ pub fn parse_context(b64: &str) -> Result<std::collections::BTreeMap<String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
     use http::HeaderValue;
 
     fn customer_headers(key: &[u8], md5_of: &[u8]) -> HeaderMap {

@@ -15,10 +15,11 @@ use pin_project_lite::pin_project;
 
 use sha2::{Digest, Sha256};
 
+use super::error::{AuthError, SignatureMismatch};
 use super::verify::ChunkSigningContext;
 use super::{EMPTY_SHA256, Signature};
-use crate::error::{ProxyError, SignatureMismatch};
 use crate::s3::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::s3::error::{BodyError, RequestError};
 
 /// Longest chunk-size line accepted (`<hex>[;ext]\r\n`).
 pub const MAX_CHUNK_HEADER: usize = 4096;
@@ -57,19 +58,31 @@ pub const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 /// The smallest chunk S3 accepts before the last one, for signed chunks.
 pub const MIN_SIGNED_CHUNK: u64 = 8192;
 
+/// Why an aws-chunked body is refused: its framing, length or checksum (`Body`), a chunk or trailer signature that
+/// does not continue the chain (`Signature`), or an unreadable trailer checksum value (`Request`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChunkedError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Signature(#[from] AuthError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
 impl ChunkedSpec {
     /// Reads the spec from request headers; errors are the ones S3 answers.
-    pub fn from_headers(headers: &http::HeaderMap) -> Result<ChunkedSpec, ProxyError> {
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<ChunkedSpec, RequestError> {
         use crate::s3::headers::{X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_TRAILER, header_str};
         let decoded_length = header_str(headers, &X_AMZ_DECODED_CONTENT_LENGTH)
-            .ok_or(ProxyError::MissingContentLength)?
+            .ok_or(RequestError::MissingContentLength)?
             .trim()
             .parse::<u64>()
-            .map_err(|_| ProxyError::InvalidArgument("x-amz-decoded-content-length is not a number".into()))?;
+            .map_err(|_| RequestError::InvalidArgument("x-amz-decoded-content-length is not a number".into()))?;
         let trailer = match header_str(headers, &X_AMZ_TRAILER) {
             None => None,
             Some(name) => Some(ChecksumAlgorithm::from_header_name(name.trim()).ok_or_else(|| {
-                ProxyError::InvalidRequest("The value specified in the x-amz-trailer header is not supported".into())
+                RequestError::InvalidRequest("The value specified in the x-amz-trailer header is not supported".into())
             })?),
         };
         Ok(ChunkedSpec { decoded_length, trailer, signed: None, verified: None })
@@ -118,7 +131,7 @@ pin_project! {
         framing: Framing,
         input: Bytes,
         held: Option<Bytes>,
-        failed: Option<ProxyError>,
+        failed: Option<ChunkedError>,
         drained: u64,
     }
 }
@@ -152,13 +165,13 @@ impl<B> AwsChunkedBody<B> {
 
 /// Takes bytes from `input` up to and including the next `\n` into `line`. Returns true when the line is
 /// complete.
-fn take_line(input: &mut Bytes, line: &mut BytesMut, max: usize) -> Result<bool, ProxyError> {
+fn take_line(input: &mut Bytes, line: &mut BytesMut, max: usize) -> Result<bool, BodyError> {
     match input.iter().position(|b| *b == b'\n') {
         Some(pos) => {
             line.extend_from_slice(&input[..=pos]);
             input.advance(pos + 1);
             if line.len() > max {
-                return Err(ProxyError::MalformedChunkedBody("line too long"));
+                return Err(BodyError::MalformedChunkedBody("line too long"));
             }
             Ok(true)
         }
@@ -166,7 +179,7 @@ fn take_line(input: &mut Bytes, line: &mut BytesMut, max: usize) -> Result<bool,
             line.extend_from_slice(input);
             input.clear();
             if line.len() > max {
-                return Err(ProxyError::MalformedChunkedBody("line too long"));
+                return Err(BodyError::MalformedChunkedBody("line too long"));
             }
             Ok(false)
         }
@@ -174,8 +187,8 @@ fn take_line(input: &mut Bytes, line: &mut BytesMut, max: usize) -> Result<bool,
 }
 
 /// `<hex size>[;chunk-signature=<64 hex>]\r\n` → the size and the signature, if any.
-fn parse_chunk_header(line: &[u8]) -> Result<(u64, Option<Signature>), ProxyError> {
-    let line = line.strip_suffix(b"\r\n").ok_or(ProxyError::MalformedChunkedBody("chunk header without CRLF"))?;
+fn parse_chunk_header(line: &[u8]) -> Result<(u64, Option<Signature>), BodyError> {
+    let line = line.strip_suffix(b"\r\n").ok_or(BodyError::MalformedChunkedBody("chunk header without CRLF"))?;
     let (size_part, ext) = match line.iter().position(|b| *b == b';') {
         Some(p) => (&line[..p], Some(&line[p + 1..])),
         None => (line, None),
@@ -187,36 +200,37 @@ fn parse_chunk_header(line: &[u8]) -> Result<(u64, Option<Signature>), ProxyErro
                 .strip_prefix(b"chunk-signature=")
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(Signature::from_hex);
-            Some(sig.ok_or(ProxyError::MalformedChunkedBody("malformed chunk-signature"))?)
+            Some(sig.ok_or(BodyError::MalformedChunkedBody("malformed chunk-signature"))?)
         }
     };
     Ok((parse_chunk_size(size_part)?, signature))
 }
 
-fn parse_chunk_size(size_part: &[u8]) -> Result<u64, ProxyError> {
+fn parse_chunk_size(size_part: &[u8]) -> Result<u64, BodyError> {
     if size_part.is_empty() || size_part.len() > 16 || !size_part.iter().all(u8::is_ascii_hexdigit) {
-        return Err(ProxyError::MalformedChunkedBody("chunk size is not hexadecimal"));
+        return Err(BodyError::MalformedChunkedBody("chunk size is not hexadecimal"));
     }
-    let text = std::str::from_utf8(size_part).map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
-    let size = u64::from_str_radix(text, 16).map_err(|_| ProxyError::MalformedChunkedBody("chunk size"))?;
+    let text = std::str::from_utf8(size_part).map_err(|_| BodyError::MalformedChunkedBody("chunk size"))?;
+    let size = u64::from_str_radix(text, 16).map_err(|_| BodyError::MalformedChunkedBody("chunk size"))?;
     if size > MAX_CHUNK_SIZE {
-        return Err(ProxyError::InvalidChunkSize("chunk larger than 16 MiB"));
+        return Err(BodyError::InvalidChunkSize("chunk larger than 16 MiB"));
     }
     Ok(size)
 }
 
-fn chunk_mismatch(sts: String, provided: &Signature) -> ProxyError {
-    ProxyError::SignatureDoesNotMatch(Box::new(SignatureMismatch {
+fn chunk_mismatch(sts: String, provided: &Signature) -> ChunkedError {
+    AuthError::SignatureDoesNotMatch(Box::new(SignatureMismatch {
         access_key_id: String::new(),
         string_to_sign: sts,
         canonical_request: String::new(),
         signature_provided: provided.to_hex(),
     }))
+    .into()
 }
 
 impl Framing {
     /// Advances the framing over buffered input; returns decoded data when some is available.
-    fn step(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, ProxyError> {
+    fn step(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, ChunkedError> {
         loop {
             if input.is_empty() {
                 return Ok(None);
@@ -240,7 +254,7 @@ impl Framing {
                     }
                     self.decoded += n as u64;
                     if self.decoded > self.spec.decoded_length {
-                        return Err(ProxyError::IncompleteBody("more data than x-amz-decoded-content-length"));
+                        return Err(BodyError::IncompleteBody("more data than x-amz-decoded-content-length").into());
                     }
                     if let Some(c) = self.checksum.as_mut() {
                         c.update(&data);
@@ -255,7 +269,7 @@ impl Framing {
                     self.line.extend_from_slice(&input.split_to(n));
                     if self.line.len() == 2 {
                         if &self.line[..] != b"\r\n" {
-                            return Err(ProxyError::MalformedChunkedBody("chunk data not followed by CRLF"));
+                            return Err(BodyError::MalformedChunkedBody("chunk data not followed by CRLF").into());
                         }
                         self.line.clear();
                         self.end_chunk()?;
@@ -267,7 +281,7 @@ impl Framing {
                     let complete = take_line(input, &mut self.line, MAX_TRAILER_BYTES)?;
                     self.trailer_bytes += before - input.len();
                     if self.trailer_bytes > MAX_TRAILER_BYTES {
-                        return Err(ProxyError::MalformedTrailer("trailer block too large".into()));
+                        return Err(BodyError::MalformedTrailer("trailer block too large".into()).into());
                     }
                     if !complete {
                         return Ok(None);
@@ -276,18 +290,18 @@ impl Framing {
                     self.trailer_line(&this_line)?;
                 }
                 Phase::Finished | Phase::Done => {
-                    return Err(ProxyError::MalformedChunkedBody("data after the final chunk"));
+                    return Err(BodyError::MalformedChunkedBody("data after the final chunk").into());
                 }
             }
         }
     }
 
     /// A chunk header was read: check the signature rules and start hashing its data.
-    fn start_chunk(&mut self, size: u64, signature: Option<Signature>) -> Result<(), ProxyError> {
+    fn start_chunk(&mut self, size: u64, signature: Option<Signature>) -> Result<(), ChunkedError> {
         let Some(_) = &self.spec.signed else { return Ok(()) };
-        let signature = signature.ok_or(ProxyError::MalformedChunkedBody("chunk without chunk-signature"))?;
+        let signature = signature.ok_or(BodyError::MalformedChunkedBody("chunk without chunk-signature"))?;
         if size > 0 && self.short_chunk_seen {
-            return Err(ProxyError::InvalidChunkSize("only the last chunk may be smaller than 8192 bytes"));
+            return Err(BodyError::InvalidChunkSize("only the last chunk may be smaller than 8192 bytes").into());
         }
         self.short_chunk_seen = size < MIN_SIGNED_CHUNK;
         self.chunk_signature = Some(signature);
@@ -299,12 +313,13 @@ impl Framing {
     }
 
     /// A chunk's data ended: its signature must continue the chain.
-    fn end_chunk(&mut self) -> Result<(), ProxyError> {
+    fn end_chunk(&mut self) -> Result<(), ChunkedError> {
         let Some(chain) = &self.spec.signed else { return Ok(()) };
         let (Some(provided), Some(hash), Some(prev)) =
             (self.chunk_signature.take(), self.chunk_hash.take(), self.prev_signature.take())
         else {
-            return Err(ProxyError::Internal("chunk signature state".into()));
+            // Every chunk starts with its signature and the chain with the seed: a gap cannot verify.
+            return Err(BodyError::MalformedChunkedBody("chunk signature out of sequence").into());
         };
         let sts = format!(
             "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{}\n{}\n{}",
@@ -322,7 +337,7 @@ impl Framing {
     }
 
     /// The signed trailer: `x-amz-trailer-signature` over the sorted, canonical trailer lines.
-    fn check_trailer_signature(&mut self) -> Result<(), ProxyError> {
+    fn check_trailer_signature(&mut self) -> Result<(), ChunkedError> {
         let Some(chain) = &self.spec.signed else { return Ok(()) };
         if !chain.signed_trailer {
             return Ok(());
@@ -330,8 +345,9 @@ impl Framing {
         let provided = self
             .trailer_signature
             .take()
-            .ok_or_else(|| ProxyError::MalformedTrailer("x-amz-trailer-signature missing".into()))?;
-        let prev = self.prev_signature.take().ok_or_else(|| ProxyError::Internal("trailer chain state".into()))?;
+            .ok_or_else(|| BodyError::MalformedTrailer("x-amz-trailer-signature missing".into()))?;
+        let prev =
+            self.prev_signature.take().ok_or(BodyError::MalformedChunkedBody("trailer signature out of sequence"))?;
         let mut lines = std::mem::take(&mut self.trailer_lines);
         lines.sort();
         let mut canonical = String::new();
@@ -355,7 +371,7 @@ impl Framing {
     }
 
     /// One complete trailer line (with its line ending); an empty line ends the trailer block.
-    fn trailer_line(&mut self, line: &[u8]) -> Result<(), ProxyError> {
+    fn trailer_line(&mut self, line: &[u8]) -> Result<(), ChunkedError> {
         let content = line.strip_suffix(b"\n").unwrap_or(line);
         let content = content.strip_suffix(b"\r").unwrap_or(content);
         if content.is_empty() {
@@ -363,15 +379,15 @@ impl Framing {
             return Ok(());
         }
         let text =
-            std::str::from_utf8(content).map_err(|_| ProxyError::MalformedTrailer("trailer is not text".into()))?;
+            std::str::from_utf8(content).map_err(|_| BodyError::MalformedTrailer("trailer is not text".into()))?;
         let (name, value) =
-            text.split_once(':').ok_or_else(|| ProxyError::MalformedTrailer("trailer line without ':'".into()))?;
+            text.split_once(':').ok_or_else(|| BodyError::MalformedTrailer("trailer line without ':'".into()))?;
         let signed_trailer = self.spec.signed.as_ref().is_some_and(|c| c.signed_trailer);
         if signed_trailer && name.trim().eq_ignore_ascii_case("x-amz-trailer-signature") {
             let sig = Signature::from_hex(value.trim())
-                .ok_or_else(|| ProxyError::MalformedTrailer("malformed x-amz-trailer-signature".into()))?;
+                .ok_or_else(|| BodyError::MalformedTrailer("malformed x-amz-trailer-signature".into()))?;
             if self.trailer_signature.replace(sig).is_some() {
-                return Err(ProxyError::MalformedTrailer("x-amz-trailer-signature given twice".into()));
+                return Err(BodyError::MalformedTrailer("x-amz-trailer-signature given twice".into()).into());
             }
             return Ok(());
         }
@@ -380,25 +396,26 @@ impl Framing {
         }
         let declared = self.spec.trailer.map(ChecksumAlgorithm::header_name);
         if declared.is_none_or(|d| !d.eq_ignore_ascii_case(name.trim())) || self.trailer_value.is_some() {
-            return Err(ProxyError::MalformedTrailer(
+            return Err(BodyError::MalformedTrailer(
                 "The request contained trailing data that was not well-formed or did not conform to our published \
                  schema."
                     .into(),
-            ));
+            )
+            .into());
         }
         self.trailer_value = Some(value.trim().to_owned());
         Ok(())
     }
 
     /// Checks run when the body has ended: framing complete, length, trailer checksum.
-    fn finish(&mut self) -> Result<(), ProxyError> {
+    fn finish(&mut self) -> Result<(), ChunkedError> {
         let finished = matches!(self.phase, Phase::Finished);
         self.phase = Phase::Done;
         if !finished {
-            return Err(ProxyError::IncompleteBody("aws-chunked body ended before its final chunk"));
+            return Err(BodyError::IncompleteBody("aws-chunked body ended before its final chunk").into());
         }
         if self.decoded != self.spec.decoded_length {
-            return Err(ProxyError::IncompleteBody("decoded length differs from x-amz-decoded-content-length"));
+            return Err(BodyError::IncompleteBody("decoded length differs from x-amz-decoded-content-length").into());
         }
         self.check_trailer_signature()?;
         match (self.checksum.take(), self.trailer_value.take()) {
@@ -406,7 +423,7 @@ impl Framing {
                 let alg = c.algorithm();
                 let expected = alg.decode_value(&value)?;
                 if c.finalize() != expected {
-                    return Err(ProxyError::BadDigest { algorithm: alg.display_name() });
+                    return Err(BodyError::BadDigest { algorithm: alg.display_name() }.into());
                 }
                 if let Some(slot) = &self.spec.verified
                     && let Ok(mut g) = slot.lock()
@@ -415,9 +432,10 @@ impl Framing {
                 }
                 Ok(())
             }
-            (Some(_), None) => Err(ProxyError::MalformedTrailer(
+            (Some(_), None) => Err(BodyError::MalformedTrailer(
                 "The x-amz-trailer header names a checksum the body does not carry.".into(),
-            )),
+            )
+            .into()),
             (None, _) => Ok(()),
         }
     }
@@ -426,12 +444,12 @@ impl Framing {
 impl<B> Body for AwsChunkedBody<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: Into<ProxyError>,
+    B::Error: From<ChunkedError>,
 {
     type Data = Bytes;
-    type Error = ProxyError;
+    type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
         loop {
             if matches!(this.framing.phase, Phase::Done) {
@@ -455,7 +473,7 @@ where
                     Poll::Ready(_) => {}
                 }
                 this.framing.phase = Phase::Done;
-                return Poll::Ready(Some(Err(e)));
+                return Poll::Ready(Some(Err(e.into())));
             }
             match this.framing.step(this.input) {
                 Err(e) => {
@@ -481,14 +499,14 @@ where
                 Some(Err(e)) => {
                     this.framing.phase = Phase::Done;
                     this.held.take();
-                    return Poll::Ready(Some(Err(e.into())));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 None => {
                     return match this.framing.finish() {
                         Ok(()) => Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b)))),
                         Err(e) => {
                             this.held.take();
-                            Poll::Ready(Some(Err(e)))
+                            Poll::Ready(Some(Err(e.into())))
                         }
                     };
                 }
@@ -510,6 +528,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ProxyError;
     use crate::test_util::{body_from_iter, body_in_frames, failing_body};
     use http_body_util::BodyExt;
 
@@ -593,6 +612,7 @@ mod signed_tests {
     //! Header: Transferring Payload in Multiple Chunks"), and signed trailers cross-checked with aws-sigv4.
     use super::*;
     use crate::config::ClientCredential;
+    use crate::error::ProxyError;
     use crate::sigv4::verify::{PayloadMode, RequestHead, Verifier};
     use crate::test_util::body_in_frames;
     use crate::util::secret::SecretString;
@@ -756,7 +776,7 @@ mod signed_tests {
             let e = verifier()
                 .verify(&RequestHead { method: &Method::PUT, uri: &uri, headers: &h, vhost_bucket: None }, time)
                 .unwrap_err();
-            let ProxyError::SignatureDoesNotMatch(m) = e else { panic!() };
+            let AuthError::SignatureDoesNotMatch(m) = e else { panic!() };
             let key = crate::sigv4::SigningKey::derive(SECRET, time, "us-east-1");
             key.sign(m.string_to_sign.as_bytes()).to_hex()
         };

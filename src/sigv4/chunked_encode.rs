@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::error::ProxyError;
 use crate::s3::checksum::{ChecksumAlgorithm, Checksummer, encode_value};
+use crate::s3::error::BodyError;
 
 /// Plaintext bytes per upstream aws-chunked chunk.
 pub const UPSTREAM_CHUNK: u64 = 64 * 1024;
@@ -88,12 +88,13 @@ impl<B> AwsChunkedEncoder<B> {
 
 impl<B> Body for AwsChunkedEncoder<B>
 where
-    B: Body<Data = Bytes, Error = ProxyError>,
+    B: Body<Data = Bytes>,
+    B::Error: From<BodyError>,
 {
     type Data = Bytes;
-    type Error = ProxyError;
+    type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
         loop {
             match this.state {
@@ -105,7 +106,8 @@ where
                         // then send the final chunk and the trailer.
                         if !*this.inner_done {
                             if let Err(e) =
-                                ready!(crate::util::body::poll_end(this.inner.as_mut(), cx, ProxyError::body_too_long))
+                                ready!(crate::util::body::poll_end(this.inner.as_mut(), cx, || BodyError::too_long()
+                                    .into()))
                             {
                                 *this.state = State::Done;
                                 return Poll::Ready(Some(Err(e)));
@@ -140,9 +142,8 @@ where
                             }
                             None => {
                                 *this.state = State::Done;
-                                return Poll::Ready(Some(Err(ProxyError::Internal(
-                                    "upstream body shorter than declared".into(),
-                                ))));
+                                let short = BodyError::IncompleteBody("body shorter than its declared length");
+                                return Poll::Ready(Some(Err(short.into())));
                             }
                         }
                     }

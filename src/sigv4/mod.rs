@@ -6,6 +6,7 @@
 pub mod canonical;
 pub mod chunked;
 pub mod chunked_encode;
+pub mod error;
 pub mod payload;
 pub mod sign;
 pub mod v2;

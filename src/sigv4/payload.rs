@@ -15,20 +15,9 @@ use md5::Digest as _;
 use pin_project_lite::pin_project;
 use sha2::Sha256;
 
-use crate::error::ProxyError;
 use crate::s3::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::s3::error::{BodyError, RequestError};
 use crate::s3::headers::X_AMZ_SDK_CHECKSUM_ALGORITHM;
-
-/// Maps a transport error of the client's body.
-pub fn client_body_error(e: hyper::Error) -> ProxyError {
-    if e.is_timeout() { ProxyError::RequestTimeout } else { ProxyError::ClientBody(e.to_string()) }
-}
-
-impl From<hyper::Error> for ProxyError {
-    fn from(e: hyper::Error) -> Self {
-        client_body_error(e)
-    }
-}
 
 /// What a body must match at its end.
 #[derive(Default)]
@@ -51,13 +40,13 @@ impl Checks {
 
     /// `Content-MD5` and one `x-amz-checksum-*` header, if the client sent them. Errors are S3's:
     /// `InvalidDigest` for a malformed MD5, `InvalidRequest` for checksum header problems.
-    pub fn from_headers(mut self, headers: &HeaderMap) -> Result<Checks, ProxyError> {
+    pub fn from_headers(mut self, headers: &HeaderMap) -> Result<Checks, RequestError> {
         if let Some(v) = headers.get(crate::s3::headers::CONTENT_MD5) {
             let mut md5 = [0u8; 16];
             match B64.decode(v.as_bytes()) {
                 Ok(d) if d.len() == 16 => md5.copy_from_slice(&d),
                 _other => {
-                    return Err(ProxyError::InvalidDigest);
+                    return Err(RequestError::InvalidDigest);
                 }
             }
             self.md5 = Some((md5::Md5::new(), md5));
@@ -67,17 +56,17 @@ impl Checks {
             .filter_map(|(name, value)| ChecksumAlgorithm::from_header_name(name.as_str()).map(|alg| (alg, value)));
         if let Some((alg, value)) = found.next() {
             if found.next().is_some() {
-                return Err(ProxyError::InvalidRequest("Expecting a single x-amz-checksum- header".into()));
+                return Err(RequestError::InvalidRequest("Expecting a single x-amz-checksum- header".into()));
             }
             if let Some(declared) = headers.get(X_AMZ_SDK_CHECKSUM_ALGORITHM)
                 && !declared.as_bytes().eq_ignore_ascii_case(alg.display_name().as_bytes())
             {
-                return Err(ProxyError::InvalidRequest(
+                return Err(RequestError::InvalidRequest(
                     "Value for x-amz-sdk-checksum-algorithm header is invalid.".into(),
                 ));
             }
             let text = value.to_str().map_err(|_| {
-                ProxyError::InvalidRequest(format!("Value for {} header is invalid.", alg.header_name()).into())
+                RequestError::InvalidRequest(format!("Value for {} header is invalid.", alg.header_name()).into())
             })?;
             let expected = alg.decode_value(text)?;
             self.checksum = Some((Checksummer::new(alg), expected));
@@ -102,11 +91,11 @@ impl Checks {
     }
 
     /// Runs every check; consumes the running digests.
-    pub fn finish(&mut self) -> Result<(), ProxyError> {
+    pub fn finish(&mut self) -> Result<(), BodyError> {
         if let Some((h, expected)) = self.sha256.take() {
             let computed: [u8; 32] = sha2::Digest::finalize(h).into();
             if computed != expected {
-                return Err(ProxyError::ContentSha256Mismatch {
+                return Err(BodyError::ContentSha256Mismatch {
                     client: hex::encode(expected),
                     computed: hex::encode(computed),
                 });
@@ -115,12 +104,12 @@ impl Checks {
         if let Some((h, expected)) = self.md5.take()
             && h.finalize().as_slice() != expected
         {
-            return Err(ProxyError::BadDigest { algorithm: "Content-MD5" });
+            return Err(BodyError::BadDigest { algorithm: "Content-MD5" });
         }
         if let Some((c, expected)) = self.checksum.take() {
             let alg = c.algorithm();
             if c.finalize() != expected {
-                return Err(ProxyError::BadDigest { algorithm: alg.display_name() });
+                return Err(BodyError::BadDigest { algorithm: alg.display_name() });
             }
         }
         Ok(())
@@ -153,12 +142,12 @@ impl<B> CheckedBody<B> {
 impl<B> Body for CheckedBody<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: Into<ProxyError>,
+    B::Error: From<BodyError>,
 {
     type Data = Bytes;
-    type Error = ProxyError;
+    type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
         loop {
             match this.state {
@@ -177,13 +166,13 @@ where
                     Some(Err(e)) => {
                         *this.state = State::Done;
                         this.held.take();
-                        return Poll::Ready(Some(Err(e.into())));
+                        return Poll::Ready(Some(Err(e)));
                     }
                     None => {
                         *this.state = State::Done;
                         if let Err(e) = this.checks.finish() {
                             this.held.take();
-                            return Poll::Ready(Some(Err(e)));
+                            return Poll::Ready(Some(Err(e.into())));
                         }
                         return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
                     }
@@ -210,6 +199,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
     use crate::test_util::body_from_iter;
     use http_body_util::BodyExt;
     use sha2::Digest;

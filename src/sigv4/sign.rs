@@ -12,8 +12,8 @@ use http::{HeaderName, HeaderValue};
 use super::canonical::{
     PlusMode, build_canonical_request, canonical_header_value, canonical_query, parse_query, string_to_sign,
 };
+use super::error::SignError;
 use super::{STREAMING_UNSIGNED_PAYLOAD_TRAILER, SigningKey, UNSIGNED_PAYLOAD};
-use crate::error::ProxyError;
 use crate::s3::headers::{X_AMZ_CONTENT_SHA256, X_AMZ_DATE};
 use crate::util::secret::SecretString;
 use crate::util::time::format_amz_date;
@@ -85,9 +85,9 @@ impl UpstreamSigner {
         req: &mut http::Request<B>,
         payload: &OutboundPayload,
         now: SystemTime,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<(), SignError> {
         let amz_date = format_amz_date(now);
-        let date = amz_date.get(..8).ok_or_else(|| ProxyError::Internal("clock out of range".into()))?;
+        let date = amz_date.get(..8).ok_or(SignError::Unsignable("the clock is out of range"))?;
         let payload_line = payload.as_str();
         let headers = req.headers_mut();
         headers.remove(AUTHORIZATION);
@@ -96,7 +96,7 @@ impl UpstreamSigner {
         // Signed from the URI if absent, but left for the HTTP client to write (as `aws-sigv4` does).
         let host_from_uri = !req.headers().contains_key(HOST);
         if host_from_uri {
-            let host = default_host(req.uri()).ok_or(ProxyError::InvalidUri)?;
+            let host = default_host(req.uri()).ok_or(SignError::NoHost)?;
             req.headers_mut().insert(HOST, header_value(&host)?);
         }
 
@@ -108,7 +108,7 @@ impl UpstreamSigner {
             let values = req.headers().get_all(*name);
             for v in values.iter() {
                 if std::str::from_utf8(v.as_bytes()).is_err() {
-                    return Err(ProxyError::InvalidArgument(format!("header {name} is not valid UTF-8").into()));
+                    return Err(SignError::HeaderNotText(name.to_string()));
                 }
             }
             block.extend_from_slice(name.as_str().as_bytes());
@@ -138,8 +138,8 @@ impl UpstreamSigner {
     }
 }
 
-fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {
-    HeaderValue::from_str(s).map_err(|_| ProxyError::Internal("unrepresentable signing header".into()))
+fn header_value(s: &str) -> Result<HeaderValue, SignError> {
+    HeaderValue::from_str(s).map_err(|_| SignError::Unsignable("a signing header value"))
 }
 
 /// `host[:port]` of an absolute URI, the default port left out.

@@ -2,6 +2,7 @@
 //! rejection): Authorization-header and presigned-URL forms, S3 canonicalisation, scope, clock skew and
 //! expiry checks, unsigned `x-amz-*` headers refused, constant-time comparison.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,12 +14,13 @@ use super::canonical::{
     PlusMode, build_canonical_request, canonical_header_value, canonical_query, parse_query, raw_path_is_ambiguous,
     string_to_sign,
 };
+use super::error::{AuthError, SignatureMismatch};
 use super::{
     ALGORITHM, ALGORITHM_ECDSA, STREAMING_ECDSA_PREFIX, STREAMING_SIGNED_PAYLOAD, STREAMING_SIGNED_PAYLOAD_TRAILER,
     STREAMING_UNSIGNED_PAYLOAD_TRAILER, Signature, SigningKey, UNSIGNED_PAYLOAD,
 };
 use crate::config::ClientCredential;
-use crate::error::{ProxyError, SignatureMismatch};
+use crate::s3::error::RequestError;
 use crate::s3::headers::{X_AMZ_CONTENT_SHA256, X_AMZ_DATE, X_AMZ_SECURITY_TOKEN};
 use crate::util::time::{format_amz_date, parse_amz_date};
 use crate::util::uri::{percent_decode, uri_encode_path};
@@ -107,6 +109,144 @@ struct Credential<'a> {
     region: &'a str,
 }
 
+/// The `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…` form, parsed (the syntax only;
+/// what it claims is checked by [`Verifier::admit_header`]).
+struct HeaderAuth<'a> {
+    credential: Credential<'a>,
+    /// Still unparsed: its errors come after the scope's, as S3 orders them.
+    signed_headers: &'a str,
+    signature: Signature,
+    amz_date: &'a str,
+    request_time: SystemTime,
+}
+
+impl<'a> HeaderAuth<'a> {
+    /// `params`: the Authorization value after the algorithm.
+    fn parse(params: &'a str, headers: &'a HeaderMap) -> Result<Self, AuthError> {
+        let (mut credential, mut signed_headers, mut signature) = (None, None, None);
+        for part in params.split(',') {
+            let part = part.trim();
+            let (k, v) = part.split_once('=').ok_or_else(|| malformed("malformed Authorization component"))?;
+            let slot = match k {
+                "Credential" => &mut credential,
+                "SignedHeaders" => &mut signed_headers,
+                "Signature" => &mut signature,
+                _ => return Err(malformed("unknown Authorization component")),
+            };
+            if slot.replace(v).is_some() {
+                return Err(malformed("duplicate Authorization component"));
+            }
+        }
+        let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature) else {
+            return Err(malformed("the Authorization header needs Credential, SignedHeaders and Signature"));
+        };
+        let credential = parse_credential(credential).ok_or_else(|| {
+            malformed("the Credential is mal-formed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".")
+        })?;
+        let signature =
+            Signature::from_hex(signature).ok_or_else(|| malformed("the Signature is not 64 hex digits"))?;
+        let no_date = || AuthError::AccessDenied("AWS authentication requires a valid Date or x-amz-date header");
+        let amz_date = header_text(headers, &X_AMZ_DATE)
+            .or_else(|| header_text(headers, &http::header::DATE).filter(|d| parse_amz_date(d).is_some()))
+            .ok_or_else(no_date)?;
+        let request_time = parse_amz_date(amz_date).ok_or_else(no_date)?;
+        Ok(HeaderAuth { credential, signed_headers, signature, amz_date, request_time })
+    }
+}
+
+/// The `X-Amz-*` query parameters of a presigned URL, parsed (the syntax only; what they claim is checked by
+/// [`Verifier::admit_presigned`]).
+struct PresignedAuth<'a> {
+    credential: Credential<'a>,
+    amz_date: &'a str,
+    request_time: SystemTime,
+    expires_secs: u64,
+    signed_headers: &'a str,
+    signature: Signature,
+    /// `X-Amz-Security-Token` was given.
+    token: bool,
+    /// `X-Amz-Content-Sha256`, when the URL signs a body hash.
+    content_sha: Option<&'a str>,
+}
+
+impl<'a> PresignedAuth<'a> {
+    fn parse(literal_query: &'a [(String, String)]) -> Result<Self, AuthError> {
+        let mut found: HashMap<&'static str, &'a str> = HashMap::new();
+        for (k, v) in literal_query {
+            if let Some(p) = AUTH_PARAMS.iter().find(|p| **p == k.as_str())
+                && found.insert(p, v).is_some()
+            {
+                return Err(query_error(format!("{p} must appear only once")));
+            }
+        }
+        let need = |p: &str| {
+            found.get(p).copied().ok_or(query_error(
+                "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, \
+                 X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.",
+            ))
+        };
+        let algorithm = need(P_ALGORITHM)?;
+        if algorithm == ALGORITHM_ECDSA {
+            return Err(sigv4a_refused());
+        }
+        if algorithm != ALGORITHM {
+            return Err(query_error("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\""));
+        }
+        let (credential, amz_date, expires, signed_headers, signature) =
+            (need(P_CREDENTIAL)?, need(P_DATE)?, need(P_EXPIRES)?, need(P_SIGNED_HEADERS)?, need(P_SIGNATURE)?);
+        let credential = parse_credential(credential).ok_or_else(|| {
+            query_error(
+                "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; expecting \
+                 \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".",
+            )
+        })?;
+        let request_time = parse_amz_date(amz_date)
+            .ok_or_else(|| query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""))?;
+        let expires_secs: u64 = expires.parse().map_err(|_| query_error("X-Amz-Expires should be a number"))?;
+        if expires_secs == 0 {
+            return Err(query_error("X-Amz-Expires must be non-negative"));
+        }
+        if expires_secs > MAX_PRESIGNED_EXPIRY_SECS {
+            return Err(query_error("X-Amz-Expires must be less than a week (in seconds) that is 604800"));
+        }
+        let signature =
+            Signature::from_hex(signature).ok_or_else(|| query_error("X-Amz-Signature must be 64 hex digits"))?;
+        Ok(PresignedAuth {
+            credential,
+            amz_date,
+            request_time,
+            expires_secs,
+            signed_headers,
+            signature,
+            token: found.contains_key(P_SECURITY_TOKEN),
+            content_sha: found.get(P_CONTENT_SHA256).copied(),
+        })
+    }
+}
+
+/// What checking a form's claims established: the client, the headers signed, the payload line signed and what it
+/// says about the body.
+struct Admission<'a> {
+    client: &'a Arc<ClientCredential>,
+    signed_headers: Vec<&'a str>,
+    payload_line: &'a str,
+    payload: PayloadMode,
+}
+
+/// What a signature covers and the signature given: one check for both forms.
+struct SignedParts<'a> {
+    signed_headers: &'a [&'a str],
+    /// The last line of the canonical request (a body hash or a payload mode).
+    payload_line: &'a str,
+    /// The query parameter carrying the signature (presigned), left out of the canonical query.
+    exclude: Option<&'static str>,
+    key: &'a SigningKey,
+    amz_date: &'a str,
+    scope: &'a str,
+    provided: &'a Signature,
+    access_key_id: &'a str,
+}
+
 impl Verifier {
     pub fn new(clients: &[ClientCredential], region: &str, allow_sigv2_presigned: bool) -> Verifier {
         Verifier {
@@ -117,7 +257,7 @@ impl Verifier {
     }
 
     /// Verifies a request head at time `now`.
-    pub fn verify(&self, req: &RequestHead<'_>, now: SystemTime) -> Result<Authenticated, ProxyError> {
+    pub fn verify(&self, req: &RequestHead<'_>, now: SystemTime) -> Result<Authenticated, AuthError> {
         let raw_query = req.uri.query().unwrap_or("");
         let literal_query = parse_query(raw_query, PlusMode::Literal);
         let is_presigned = literal_query.iter().any(|(k, _)| k == P_ALGORITHM || k == P_SIGNATURE);
@@ -131,11 +271,11 @@ impl Verifier {
             return self.verify_presigned_v2(req, literal_query, now);
         }
         let Some(auth) = req.headers.get(http::header::AUTHORIZATION) else {
-            return Err(ProxyError::AccessDenied("Anonymous access is not allowed; sign the request with SigV4."));
+            return Err(AuthError::AccessDenied("Anonymous access is not allowed; sign the request with SigV4."));
         };
         let auth = auth.to_str().map_err(|_| malformed("the Authorization header is not ASCII"))?;
         if auth.starts_with(ALGORITHM_ECDSA) {
-            return Err(ProxyError::NotImplemented("AWS4-ECDSA-P256-SHA256 (SigV4a) signing is not supported."));
+            return Err(sigv4a_refused());
         }
         let Some(rest) = auth.strip_prefix(ALGORITHM).filter(|r| r.starts_with(' ')) else {
             return Err(sigv2_refused());
@@ -148,9 +288,9 @@ impl Verifier {
         req: &RequestHead<'_>,
         literal_query: Vec<(String, String)>,
         now: SystemTime,
-    ) -> Result<Authenticated, ProxyError> {
+    ) -> Result<Authenticated, AuthError> {
         if req.headers.contains_key(X_AMZ_SECURITY_TOKEN) {
-            return Err(ProxyError::InvalidToken);
+            return Err(AuthError::InvalidToken);
         }
         let v = super::v2::verify_presigned_v2(
             super::v2::V2Request {
@@ -168,7 +308,7 @@ impl Verifier {
             None => PayloadMode::Unsigned,
         };
         if payload.is_aws_chunked() {
-            return Err(ProxyError::NotImplemented("aws-chunked bodies are not supported on presigned URLs."));
+            return Err(chunked_presigned_refused());
         }
         Ok(Authenticated {
             client: Arc::clone(self.client(&v.access_key_id)?),
@@ -180,13 +320,13 @@ impl Verifier {
         })
     }
 
-    fn client(&self, akid: &str) -> Result<&Arc<ClientCredential>, ProxyError> {
-        self.clients.get(akid).ok_or_else(|| ProxyError::InvalidAccessKeyId { access_key_id: akid.to_owned() })
+    fn client(&self, akid: &str) -> Result<&Arc<ClientCredential>, AuthError> {
+        self.clients.get(akid).ok_or_else(|| AuthError::InvalidAccessKeyId { access_key_id: akid.to_owned() })
     }
 
-    fn check_scope(&self, cred: &Credential<'_>, amz_date: &str) -> Result<(), ProxyError> {
+    fn check_scope(&self, cred: &Credential<'_>, amz_date: &str) -> Result<(), AuthError> {
         if cred.region != self.region {
-            return Err(ProxyError::AuthorizationHeaderMalformed {
+            return Err(AuthError::AuthorizationHeaderMalformed {
                 message: format!(
                     "The authorization header is malformed; the region '{}' is wrong; expecting '{}'",
                     cred.region, self.region
@@ -207,63 +347,22 @@ impl Verifier {
         params: &str,
         literal_query: Vec<(String, String)>,
         now: SystemTime,
-    ) -> Result<Authenticated, ProxyError> {
-        let (mut credential, mut signed_headers, mut signature) = (None, None, None);
-        for part in params.split(',') {
-            let part = part.trim();
-            let (k, v) = part.split_once('=').ok_or_else(|| malformed("malformed Authorization component"))?;
-            let slot = match k {
-                "Credential" => &mut credential,
-                "SignedHeaders" => &mut signed_headers,
-                "Signature" => &mut signature,
-                _ => return Err(malformed("unknown Authorization component")),
-            };
-            if slot.replace(v).is_some() {
-                return Err(malformed("duplicate Authorization component"));
-            }
-        }
-        let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature) else {
-            return Err(malformed("the Authorization header needs Credential, SignedHeaders and Signature"));
+    ) -> Result<Authenticated, AuthError> {
+        let auth = HeaderAuth::parse(params, req.headers)?;
+        let Admission { client, signed_headers, payload_line, payload } = self.admit_header(&auth, req.headers, now)?;
+        let key = SigningKey::derive(client.secret_access_key.expose(), auth.request_time, &self.region);
+        let scope = format!("{}/{}/s3/aws4_request", auth.credential.date, auth.credential.region);
+        let parts = SignedParts {
+            signed_headers: &signed_headers,
+            payload_line,
+            exclude: None,
+            key: &key,
+            amz_date: auth.amz_date,
+            scope: &scope,
+            provided: &auth.signature,
+            access_key_id: auth.credential.access_key_id,
         };
-        let cred = parse_credential(credential).ok_or_else(|| {
-            malformed("the Credential is mal-formed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".")
-        })?;
-        let provided = Signature::from_hex(signature).ok_or_else(|| malformed("the Signature is not 64 hex digits"))?;
-        let amz_date = header_text(req.headers, &X_AMZ_DATE)
-            .or_else(|| header_text(req.headers, &http::header::DATE).filter(|d| parse_amz_date(d).is_some()))
-            .ok_or(ProxyError::AccessDenied("AWS authentication requires a valid Date or x-amz-date header"))?;
-        let request_time = parse_amz_date(amz_date)
-            .ok_or(ProxyError::AccessDenied("AWS authentication requires a valid Date or x-amz-date header"))?;
-        self.check_scope(&cred, amz_date)?;
-        let client = self.client(cred.access_key_id)?;
-        let skew = now.duration_since(request_time).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
-        if skew > MAX_CLOCK_SKEW {
-            return Err(ProxyError::RequestTimeTooSkewed { request_time });
-        }
-        if req.headers.contains_key(X_AMZ_SECURITY_TOKEN) {
-            return Err(ProxyError::InvalidToken);
-        }
-        let signed = parse_signed_headers(signed_headers)?;
-        check_headers_signed(req.headers, &signed)?;
-        let content_sha = header_text(req.headers, &X_AMZ_CONTENT_SHA256).ok_or_else(|| {
-            ProxyError::InvalidRequest("Missing required header for this request: x-amz-content-sha256".into())
-        })?;
-        let payload = parse_payload_mode(content_sha)?;
-
-        let key = SigningKey::derive(client.secret_access_key.expose(), request_time, &self.region);
-        let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
-        let query = self.check_signature(
-            req,
-            &signed,
-            content_sha,
-            literal_query,
-            None,
-            &key,
-            amz_date,
-            &scope,
-            &provided,
-            cred.access_key_id,
-        )?;
+        let query = check_signature(req, literal_query, &parts)?;
         Ok(Authenticated {
             client: Arc::clone(client),
             payload,
@@ -271,12 +370,38 @@ impl Verifier {
             hoisted_headers: Vec::new(),
             chunk_signing: Some(ChunkSigningContext {
                 key,
-                amz_date: amz_date.to_owned(),
+                amz_date: auth.amz_date.to_owned(),
                 scope,
-                seed_signature: provided,
+                seed_signature: auth.signature,
             }),
             presigned: false,
         })
+    }
+
+    /// What header auth claims, checked: scope, client, clock, no token, every `x-amz-*` header signed, a body
+    /// hash given (`x-amz-content-sha256`, the payload line).
+    fn admit_header<'h>(
+        &'h self,
+        auth: &HeaderAuth<'h>,
+        headers: &'h HeaderMap,
+        now: SystemTime,
+    ) -> Result<Admission<'h>, AuthError> {
+        self.check_scope(&auth.credential, auth.amz_date)?;
+        let client = self.client(auth.credential.access_key_id)?;
+        let skew = now.duration_since(auth.request_time).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
+        if skew > MAX_CLOCK_SKEW {
+            return Err(AuthError::RequestTimeTooSkewed { request_time: auth.request_time });
+        }
+        if headers.contains_key(X_AMZ_SECURITY_TOKEN) {
+            return Err(AuthError::InvalidToken);
+        }
+        let signed = parse_signed_headers(auth.signed_headers)?;
+        check_headers_signed(headers, &signed)?;
+        let content_sha = header_text(headers, &X_AMZ_CONTENT_SHA256).ok_or_else(|| {
+            RequestError::InvalidRequest("Missing required header for this request: x-amz-content-sha256".into())
+        })?;
+        let payload = parse_payload_mode(content_sha)?;
+        Ok(Admission { client, signed_headers: signed, payload_line: content_sha, payload })
     }
 
     fn verify_presigned(
@@ -284,211 +409,188 @@ impl Verifier {
         req: &RequestHead<'_>,
         literal_query: Vec<(String, String)>,
         now: SystemTime,
-    ) -> Result<Authenticated, ProxyError> {
-        let mut found: HashMap<&'static str, String> = HashMap::new();
-        for (k, v) in &literal_query {
-            if let Some(p) = AUTH_PARAMS.iter().find(|p| **p == k.as_str())
-                && found.insert(p, v.clone()).is_some()
-            {
-                return Err(ProxyError::AuthorizationQueryParametersError(format!("{p} must appear only once").into()));
-            }
-        }
-        let need = |p: &str| {
-            found.get(p).map(String::as_str).ok_or(ProxyError::AuthorizationQueryParametersError(
-                "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, \
-                 X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."
-                    .into(),
-            ))
-        };
-        let algorithm = need(P_ALGORITHM)?;
-        if algorithm == ALGORITHM_ECDSA {
-            return Err(ProxyError::NotImplemented("AWS4-ECDSA-P256-SHA256 (SigV4a) signing is not supported."));
-        }
-        if algorithm != ALGORITHM {
-            return Err(ProxyError::AuthorizationQueryParametersError(
-                "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"".into(),
-            ));
-        }
-        let (credential, amz_date, expires, signed_headers, signature) =
-            (need(P_CREDENTIAL)?, need(P_DATE)?, need(P_EXPIRES)?, need(P_SIGNED_HEADERS)?, need(P_SIGNATURE)?);
-        let cred = parse_credential(credential).ok_or_else(|| {
-            ProxyError::AuthorizationQueryParametersError(
-                "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; expecting \
-                 \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\"."
-                    .into(),
-            )
-        })?;
-        let request_time = parse_amz_date(amz_date).ok_or_else(|| {
-            ProxyError::AuthorizationQueryParametersError(
-                "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"".into(),
-            )
-        })?;
-        let expires_secs: u64 = expires
-            .parse()
-            .map_err(|_| ProxyError::AuthorizationQueryParametersError("X-Amz-Expires should be a number".into()))?;
-        if expires_secs == 0 {
-            return Err(ProxyError::AuthorizationQueryParametersError("X-Amz-Expires must be non-negative".into()));
-        }
-        if expires_secs > MAX_PRESIGNED_EXPIRY_SECS {
-            return Err(ProxyError::AuthorizationQueryParametersError(
-                "X-Amz-Expires must be less than a week (in seconds) that is 604800".into(),
-            ));
-        }
-        let provided = Signature::from_hex(signature).ok_or_else(|| {
-            ProxyError::AuthorizationQueryParametersError("X-Amz-Signature must be 64 hex digits".into())
-        })?;
-        self.check_scope(&cred, amz_date).map_err(|e| match e {
-            ProxyError::AuthorizationHeaderMalformed { message, .. } => {
-                ProxyError::AuthorizationQueryParametersError(message)
-            }
-            other => other,
-        })?;
-        let client = self.client(cred.access_key_id)?;
-        if request_time > now + MAX_CLOCK_SKEW {
-            return Err(ProxyError::AccessDenied("Request is not valid yet"));
-        }
-        let expired_at = request_time + Duration::from_secs(expires_secs);
-        if now > expired_at {
-            return Err(ProxyError::RequestExpired { expires_secs, expired_at });
-        }
-        if found.contains_key(P_SECURITY_TOKEN) || req.headers.contains_key(X_AMZ_SECURITY_TOKEN) {
-            return Err(ProxyError::InvalidToken);
-        }
-        let signed = parse_signed_headers(signed_headers)?;
-        check_headers_signed(req.headers, &signed)?;
-
-        // The body: presigned URLs sign UNSIGNED-PAYLOAD unless a hash was put in the query; a hex
-        // x-amz-content-sha256 header is still checked against the body.
-        // A hash signed in the query binds the body: an (unsigned) header may not replace it with another value
-        // or with UNSIGNED-PAYLOAD.
-        let payload_line = found.get(P_CONTENT_SHA256).map_or(UNSIGNED_PAYLOAD, String::as_str);
-        let header_hash = header_text(req.headers, &X_AMZ_CONTENT_SHA256);
-        if payload_line != UNSIGNED_PAYLOAD
-            && let Some(h) = header_hash
-            && h != payload_line
-        {
-            return Err(ProxyError::InvalidArgument(
-                "x-amz-content-sha256 is given as a header and a query parameter with different values".into(),
-            ));
-        }
-        let body_hash =
-            if payload_line == UNSIGNED_PAYLOAD { header_hash.unwrap_or(payload_line) } else { payload_line };
-        let payload = parse_payload_mode(body_hash)?;
-        if payload.is_aws_chunked() {
-            return Err(ProxyError::NotImplemented("aws-chunked bodies are not supported on presigned URLs."));
-        }
-
-        let key = SigningKey::derive(client.secret_access_key.expose(), request_time, &self.region);
-        let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
-        let query = self.check_signature(
-            req,
-            &signed,
+    ) -> Result<Authenticated, AuthError> {
+        let auth = PresignedAuth::parse(&literal_query)?;
+        let Admission { client, signed_headers, payload_line, payload } =
+            self.admit_presigned(&auth, req.headers, now)?;
+        let key = SigningKey::derive(client.secret_access_key.expose(), auth.request_time, &self.region);
+        let scope = format!("{}/{}/s3/aws4_request", auth.credential.date, auth.credential.region);
+        let parts = SignedParts {
+            signed_headers: &signed_headers,
             payload_line,
-            literal_query,
-            Some(P_SIGNATURE),
-            &key,
-            amz_date,
-            &scope,
-            &provided,
-            cred.access_key_id,
-        )?;
-        let mut hoisted_headers = Vec::new();
-        let mut rest = Vec::with_capacity(query.len());
-        for (k, v) in query {
-            if AUTH_PARAMS.contains(&k.as_str()) {
-                continue;
-            }
-            let lower = k.to_ascii_lowercase();
-            if lower.starts_with("x-amz-") {
-                let name = HeaderName::from_bytes(lower.as_bytes())
-                    .map_err(|_| ProxyError::InvalidArgument("invalid x-amz-* query parameter".into()))?;
-                let value = HeaderValue::from_str(&v)
-                    .map_err(|_| ProxyError::InvalidArgument("invalid x-amz-* query parameter value".into()))?;
-                if let Some(existing) = req.headers.get(&name)
-                    && existing != value
-                {
-                    return Err(ProxyError::InvalidArgument(
-                        format!("{lower} is given as a header and a query parameter with different values").into(),
-                    ));
-                }
-                hoisted_headers.push((name, value));
-            } else {
-                rest.push((k, v));
-            }
-        }
+            exclude: Some(P_SIGNATURE),
+            key: &key,
+            amz_date: auth.amz_date,
+            scope: &scope,
+            provided: &auth.signature,
+            access_key_id: auth.credential.access_key_id,
+        };
+        let query = check_signature(req, literal_query.clone(), &parts)?;
+        let (query, hoisted_headers) = hoist_headers(query, req.headers)?;
         Ok(Authenticated {
             client: Arc::clone(client),
             payload,
-            query: rest,
+            query,
             hoisted_headers,
             chunk_signing: None,
             presigned: true,
         })
     }
 
-    /// Builds the canonical request and compares signatures, trying the decoded-then-re-encoded path
-    /// first and the raw path second, and a raw `+` in the query as `+` first and as a space second.
-    /// Returns the decoded query in the interpretation that verified.
-    #[allow(clippy::too_many_arguments)]
-    fn check_signature(
-        &self,
-        req: &RequestHead<'_>,
-        signed: &[&str],
-        payload_line: &str,
-        literal_query: Vec<(String, String)>,
-        exclude: Option<&str>,
-        key: &SigningKey,
-        amz_date: &str,
-        scope: &str,
-        provided: &Signature,
-        access_key_id: &str,
-    ) -> Result<Vec<(String, String)>, ProxyError> {
-        let raw_path = req.uri.path();
-        let raw_path = if raw_path.is_empty() { "/" } else { raw_path };
-        let mut paths = vec![{
-            let mut p = String::with_capacity(raw_path.len() + 16);
-            uri_encode_path(&percent_decode(raw_path.as_bytes()), &mut p);
-            p
-        }];
-        if raw_path_is_ambiguous(raw_path) && paths[0] != raw_path {
-            paths.push(raw_path.to_owned());
-        }
-        let raw_query = req.uri.query().unwrap_or("");
-        let mut queries = vec![literal_query];
-        if raw_query.contains('+') {
-            queries.push(parse_query(raw_query, PlusMode::Space));
-        }
-        let headers_block = canonical_headers(req, signed);
-        let mut first_attempt = None;
-        for query in &queries {
-            let cq = canonical_query(query, exclude);
-            for path in &paths {
-                let creq = build_canonical_request(req.method, path, &cq, &headers_block, signed, payload_line);
-                let sts = string_to_sign(amz_date, scope, &creq);
-                if key.sign(sts.as_bytes()).ct_eq(provided) {
-                    return Ok(query.clone());
-                }
-                first_attempt.get_or_insert((creq, sts));
+    /// What a presigned URL claims, checked: scope, client, validity window, no token, every `x-amz-*` header
+    /// signed, and the body: presigned URLs sign UNSIGNED-PAYLOAD unless a hash was put in the query; a hex
+    /// `x-amz-content-sha256` header is still checked against the body, but a hash signed in the query binds the
+    /// body: an (unsigned) header may not replace it with another value or with UNSIGNED-PAYLOAD.
+    fn admit_presigned<'q>(
+        &'q self,
+        auth: &PresignedAuth<'q>,
+        headers: &'q HeaderMap,
+        now: SystemTime,
+    ) -> Result<Admission<'q>, AuthError> {
+        self.check_scope(&auth.credential, auth.amz_date).map_err(|e| match e {
+            AuthError::AuthorizationHeaderMalformed { message, .. } => {
+                AuthError::AuthorizationQueryParametersError(message)
             }
+            other => other,
+        })?;
+        let client = self.client(auth.credential.access_key_id)?;
+        if auth.request_time > now + MAX_CLOCK_SKEW {
+            return Err(AuthError::AccessDenied("Request is not valid yet"));
         }
-        let (canonical_request, string_to_sign) = first_attempt.unwrap_or_default();
-        Err(ProxyError::SignatureDoesNotMatch(Box::new(SignatureMismatch {
-            access_key_id: access_key_id.to_owned(),
-            string_to_sign,
-            canonical_request,
-            signature_provided: provided.to_hex(),
-        })))
+        let expired_at = auth.request_time + Duration::from_secs(auth.expires_secs);
+        if now > expired_at {
+            return Err(AuthError::RequestExpired { expires_secs: auth.expires_secs, expired_at });
+        }
+        if auth.token || headers.contains_key(X_AMZ_SECURITY_TOKEN) {
+            return Err(AuthError::InvalidToken);
+        }
+        let signed = parse_signed_headers(auth.signed_headers)?;
+        check_headers_signed(headers, &signed)?;
+        let payload_line = auth.content_sha.unwrap_or(UNSIGNED_PAYLOAD);
+        let header_hash = header_text(headers, &X_AMZ_CONTENT_SHA256);
+        if payload_line != UNSIGNED_PAYLOAD
+            && let Some(h) = header_hash
+            && h != payload_line
+        {
+            return Err(RequestError::InvalidArgument(
+                "x-amz-content-sha256 is given as a header and a query parameter with different values".into(),
+            )
+            .into());
+        }
+        let body_hash =
+            if payload_line == UNSIGNED_PAYLOAD { header_hash.unwrap_or(payload_line) } else { payload_line };
+        let payload = parse_payload_mode(body_hash)?;
+        if payload.is_aws_chunked() {
+            return Err(chunked_presigned_refused());
+        }
+        Ok(Admission { client, signed_headers: signed, payload_line, payload })
     }
 }
 
-fn sigv2_refused() -> ProxyError {
-    ProxyError::InvalidRequest(
-        "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.".into(),
-    )
+/// Builds the canonical request and compares signatures, trying the decoded-then-re-encoded path first and the raw
+/// path second, and a raw `+` in the query as `+` first and as a space second. Returns the decoded query in the
+/// interpretation that verified.
+fn check_signature(
+    req: &RequestHead<'_>,
+    literal_query: Vec<(String, String)>,
+    parts: &SignedParts<'_>,
+) -> Result<Vec<(String, String)>, AuthError> {
+    let raw_path = req.uri.path();
+    let raw_path = if raw_path.is_empty() { "/" } else { raw_path };
+    let mut paths = vec![{
+        let mut p = String::with_capacity(raw_path.len() + 16);
+        uri_encode_path(&percent_decode(raw_path.as_bytes()), &mut p);
+        p
+    }];
+    if raw_path_is_ambiguous(raw_path) && paths[0] != raw_path {
+        paths.push(raw_path.to_owned());
+    }
+    let raw_query = req.uri.query().unwrap_or("");
+    let mut queries = vec![literal_query];
+    if raw_query.contains('+') {
+        queries.push(parse_query(raw_query, PlusMode::Space));
+    }
+    let signed = parts.signed_headers;
+    let headers_block = canonical_headers(req, signed);
+    let mut first_attempt = None;
+    for query in &mut queries {
+        let cq = canonical_query(query, parts.exclude);
+        for path in &paths {
+            let creq = build_canonical_request(req.method, path, &cq, &headers_block, signed, parts.payload_line);
+            let sts = string_to_sign(parts.amz_date, parts.scope, &creq);
+            if parts.key.sign(sts.as_bytes()).ct_eq(parts.provided) {
+                return Ok(std::mem::take(query));
+            }
+            first_attempt.get_or_insert((creq, sts));
+        }
+    }
+    let (canonical_request, string_to_sign) = first_attempt.unwrap_or_default();
+    Err(AuthError::SignatureDoesNotMatch(Box::new(SignatureMismatch {
+        access_key_id: parts.access_key_id.to_owned(),
+        string_to_sign,
+        canonical_request,
+        signature_provided: parts.provided.to_hex(),
+    })))
 }
 
-fn malformed(msg: &'static str) -> ProxyError {
-    ProxyError::AuthorizationHeaderMalformed { message: msg.into(), region: None }
+/// Splits a verified presigned query: the auth parameters dropped, `x-amz-*` parameters returned as headers (to be
+/// sent upstream as such; one that contradicts a header present is refused), the rest kept as the query.
+fn hoist_headers(
+    query: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Result<(Vec<(String, String)>, Hoisted), AuthError> {
+    let mut hoisted = Vec::new();
+    let mut rest = Vec::with_capacity(query.len());
+    for (k, v) in query {
+        if AUTH_PARAMS.contains(&k.as_str()) {
+            continue;
+        }
+        let lower = k.to_ascii_lowercase();
+        if !lower.starts_with("x-amz-") {
+            rest.push((k, v));
+            continue;
+        }
+        let name = HeaderName::from_bytes(lower.as_bytes())
+            .map_err(|_| RequestError::InvalidArgument("invalid x-amz-* query parameter".into()))?;
+        let value = HeaderValue::from_str(&v)
+            .map_err(|_| RequestError::InvalidArgument("invalid x-amz-* query parameter value".into()))?;
+        if let Some(existing) = headers.get(&name)
+            && existing != value
+        {
+            return Err(RequestError::InvalidArgument(
+                format!("{lower} is given as a header and a query parameter with different values").into(),
+            )
+            .into());
+        }
+        hoisted.push((name, value));
+    }
+    Ok((rest, hoisted))
+}
+
+/// `x-amz-*` parameters of a presigned URL, as headers.
+type Hoisted = Vec<(HeaderName, HeaderValue)>;
+
+fn query_error(msg: impl Into<Cow<'static, str>>) -> AuthError {
+    AuthError::AuthorizationQueryParametersError(msg.into())
+}
+
+fn sigv4a_refused() -> AuthError {
+    RequestError::NotImplemented("AWS4-ECDSA-P256-SHA256 (SigV4a) signing is not supported.").into()
+}
+
+fn chunked_presigned_refused() -> AuthError {
+    RequestError::NotImplemented("aws-chunked bodies are not supported on presigned URLs.").into()
+}
+
+fn sigv2_refused() -> AuthError {
+    RequestError::InvalidRequest(
+        "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.".into(),
+    )
+    .into()
+}
+
+fn malformed(msg: &'static str) -> AuthError {
+    AuthError::AuthorizationHeaderMalformed { message: msg.into(), region: None }
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
@@ -512,20 +614,20 @@ fn parse_credential(s: &str) -> Option<Credential<'_>> {
     Some(Credential { access_key_id, date, region })
 }
 
-fn parse_signed_headers(s: &str) -> Result<Vec<&str>, ProxyError> {
+fn parse_signed_headers(s: &str) -> Result<Vec<&str>, AuthError> {
     let list: Vec<&str> = s.split(';').collect();
     if list.iter().any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase())) {
         return Err(malformed("SignedHeaders must be a ';'-separated list of lowercase header names"));
     }
     if !list.contains(&"host") {
-        return Err(ProxyError::HeadersNotSigned(vec!["host".to_owned()]));
+        return Err(AuthError::HeadersNotSigned(vec!["host".to_owned()]));
     }
     Ok(list)
 }
 
 /// Every `x-amz-*` header present must be signed (an unsigned one could have been injected on the way and
 /// would then be re-signed by the proxy). `x-amz-content-sha256` is tolerated: its value is signed anyway.
-fn check_headers_signed(headers: &HeaderMap, signed: &[&str]) -> Result<(), ProxyError> {
+fn check_headers_signed(headers: &HeaderMap, signed: &[&str]) -> Result<(), AuthError> {
     let mut unsigned: Vec<String> = headers
         .keys()
         .map(HeaderName::as_str)
@@ -537,23 +639,23 @@ fn check_headers_signed(headers: &HeaderMap, signed: &[&str]) -> Result<(), Prox
     } else {
         unsigned.sort();
         unsigned.dedup();
-        Err(ProxyError::HeadersNotSigned(unsigned))
+        Err(AuthError::HeadersNotSigned(unsigned))
     }
 }
 
-fn parse_payload_mode(v: &str) -> Result<PayloadMode, ProxyError> {
+fn parse_payload_mode(v: &str) -> Result<PayloadMode, RequestError> {
     Ok(match v {
         UNSIGNED_PAYLOAD => PayloadMode::Unsigned,
         STREAMING_UNSIGNED_PAYLOAD_TRAILER => PayloadMode::StreamingUnsignedTrailer,
         STREAMING_SIGNED_PAYLOAD => PayloadMode::StreamingSigned,
         STREAMING_SIGNED_PAYLOAD_TRAILER => PayloadMode::StreamingSignedTrailer,
         v if v.starts_with(STREAMING_ECDSA_PREFIX) => {
-            return Err(ProxyError::NotImplemented("SigV4a (ECDSA) streaming payloads are not supported."));
+            return Err(RequestError::NotImplemented("SigV4a (ECDSA) streaming payloads are not supported."));
         }
         v => {
             let mut b = [0u8; 32];
             if v.len() != 64 || hex::decode_to_slice(v, &mut b).is_err() {
-                return Err(ProxyError::InvalidArgument(
+                return Err(RequestError::InvalidArgument(
                     "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, \
                      STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER or a valid \
                      sha256 value."
@@ -593,6 +695,7 @@ pub fn format_date(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::AtBoundary;
     use crate::util::secret::SecretString;
 
     // The examples of the AWS documentation "Signature Calculations for the Authorization Header".
@@ -691,7 +794,7 @@ mod tests {
                 at("20130524T000000Z"),
             )
             .unwrap_err();
-        let ProxyError::SignatureDoesNotMatch(m) = e else { panic!("{e:?}") };
+        let AuthError::SignatureDoesNotMatch(m) = e else { panic!("{e:?}") };
         assert!(m.canonical_request.starts_with("GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\n"));
     }
 
@@ -718,7 +821,7 @@ mod tests {
                 at("20130524T000000Z"),
             )
             .unwrap_err();
-        assert!(matches!(e, ProxyError::HeadersNotSigned(ref v) if v == &["x-amz-acl"]), "{e:?}");
+        assert!(matches!(e, AuthError::HeadersNotSigned(ref v) if v == &["x-amz-acl"]), "{e:?}");
     }
 
     #[test]
@@ -770,7 +873,7 @@ mod tests {
         assert!(a.query.is_empty(), "auth parameters are not forwarded: {:?}", a.query);
         assert_eq!(a.payload, PayloadMode::Unsigned);
         let e = v.verify(&req, at("20130525T000001Z")).unwrap_err();
-        assert!(matches!(e, ProxyError::RequestExpired { .. }), "{e:?}");
+        assert!(matches!(e, AuthError::RequestExpired { .. }), "{e:?}");
         let e = v.verify(&req, at("20130523T234000Z")).unwrap_err();
         assert_eq!(e.code(), "AccessDenied");
     }

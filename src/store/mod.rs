@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use crate::config::{UploadChecksum, UpstreamSse};
 use crate::error::ProxyError;
 use crate::s3::Target;
+use crate::s3::error::RequestError;
 use crate::s3::op::S3Op;
 use crate::s3::query::{Query, VERSION_ID};
 use crate::sigv4::EMPTY_SHA256;
@@ -281,7 +282,7 @@ impl Store {
                 UploadChecksum::None => (body, Some(len), OutboundPayload::Unsigned),
             },
         };
-        headers.insert(HOST, HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidUri)?);
+        headers.insert(HOST, HeaderValue::from_str(&host).map_err(|_| RequestError::InvalidUri)?);
         if let Some(len) = length {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::{Addressing, UpstreamSettings};
 use crate::error::ProxyError;
 use crate::s3::Target;
+use crate::s3::error::RequestError;
 use crate::sigv4::sign::{OutboundPayload, UpstreamSigner};
 
 /// Request bodies sent upstream.
@@ -170,7 +171,7 @@ impl Upstream {
             s.push('?');
             s.push_str(query);
         }
-        let uri = s.parse::<Uri>().map_err(|_| ProxyError::InvalidUri)?;
+        let uri = s.parse::<Uri>().map_err(|_| RequestError::InvalidUri)?;
         Ok((uri, host))
     }
 

@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 
 use super::{MAX_PART_SIZE, OpenUpload, etag_eq, header_value, open_upload, replace_headers};
 use crate::crypto::envelope::{Envelope, Multipart};
+use crate::crypto::error::CryptoError;
 use crate::crypto::format::{MAX_PARTS, plaintext_len};
 use crate::crypto::keys::ObjectIdentity;
 use crate::error::{BoxError, ProxyError};
@@ -24,6 +25,7 @@ use crate::proxy::front::Admitted;
 use crate::proxy::object::{SseInfo, scrub_object_headers};
 use crate::proxy::{Proxy, ProxyBody};
 use crate::s3::Target;
+use crate::s3::error::RequestError;
 use crate::s3::headers::{X_AMZ_MP_OBJECT_SIZE, X_AMZ_VERSION_ID, header_str};
 use crate::s3::op::S3Op;
 use crate::s3::query::UPLOAD_ID;
@@ -41,18 +43,18 @@ pub(super) struct StoredPart {
 /// The parts a CompleteMultipartUpload names, in order: (part number, ETag).
 fn parse_complete_request(body: &[u8]) -> Result<Vec<(u32, String)>, ProxyError> {
     let (records, _) = xml::records(body, &["CompleteMultipartUpload", "Part"])
-        .ok_or(ProxyError::MalformedXml("CompleteMultipartUpload body"))?;
+        .ok_or(RequestError::MalformedXml("CompleteMultipartUpload body"))?;
     let mut parts = Vec::with_capacity(records.len());
     for r in &records {
         let n = xml::field(r, "PartNumber")
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|n| (1..=MAX_PARTS).contains(n))
-            .ok_or(ProxyError::MalformedXml("PartNumber"))?;
-        let etag = xml::field(r, "ETag").ok_or(ProxyError::MalformedXml("ETag"))?;
+            .ok_or(RequestError::MalformedXml("PartNumber"))?;
+        let etag = xml::field(r, "ETag").ok_or(RequestError::MalformedXml("ETag"))?;
         parts.push((n, etag.to_owned()));
     }
     if parts.is_empty() {
-        return Err(ProxyError::MalformedXml("no parts"));
+        return Err(RequestError::MalformedXml("no parts").into());
     }
     if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
         return Err(ProxyError::InvalidPartOrder);
@@ -192,9 +194,10 @@ impl Proxy {
         if let Some(declared) = header_str(&head.headers, &X_AMZ_MP_OBJECT_SIZE)
             && declared.trim().parse::<u64>().ok() != Some(plain_total)
         {
-            return Err(ProxyError::InvalidRequest(
+            return Err(RequestError::InvalidRequest(
                 format!("x-amz-mp-object-size {declared} does not match the parts' total size {plain_total}").into(),
-            ));
+            )
+            .into());
         }
         let mut conditions = HeaderMap::new();
         for name in [http::header::IF_MATCH, http::header::IF_NONE_MATCH] {
@@ -285,8 +288,8 @@ impl Proxy {
             StoreRequest::head(&c.target).version(at.version.as_deref()).header(http::header::IF_MATCH, pin.clone());
         let head_headers = self.store().expect_ok(head).await?;
         let open = Envelope::from_headers(&head_headers)
-            .map_err(|e| ProxyError::ObjectIntegrity(e.0))?
-            .ok_or(ProxyError::ObjectIntegrity("the completed object has no envelope"))?;
+            .map_err(|e| CryptoError::Integrity(e.0))?
+            .ok_or(CryptoError::Integrity("the completed object has no envelope"))?;
         Ok(Completed { pin, head_headers, open })
     }
 

@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::header_value;
 use crate::crypto::envelope::Envelope;
+use crate::crypto::error::CryptoError;
 use crate::crypto::format::plaintext_len;
 use crate::crypto::stream::Layout;
 use crate::error::ProxyError;
@@ -14,6 +15,7 @@ use crate::proxy::object::{ReadCtx, X_AMZ_CHECKSUM_MODE, envelope_or_policy, hea
 use crate::proxy::range::ClientRange;
 use crate::proxy::read::client_read;
 use crate::proxy::{Proxy, ProxyBody};
+use crate::s3::error::RequestError;
 use crate::s3::headers::{X_AMZ_MP_PARTS_COUNT, header_str};
 use crate::s3::op::S3Op;
 use crate::s3::query::PART_NUMBER;
@@ -40,7 +42,7 @@ pub(in crate::proxy) enum Located {
 fn part_extent(env: &Envelope, cipher_total: u64, n: u16) -> Result<(u64, u64, u64, Option<u32>), ProxyError> {
     let layout = env.layout().map_err(|_| ProxyError::UnsealedObject)?;
     if !layout.admits(cipher_total, env.segment_size) {
-        return Err(ProxyError::ObjectIntegrity("the stored object has an impossible length"));
+        return Err(CryptoError::Integrity("the stored object has an impossible length").into());
     }
     let total = plaintext_len(cipher_total, env.segment_size, true).unwrap_or(0);
     match layout {
@@ -67,9 +69,10 @@ impl Proxy {
         n: u16,
     ) -> Result<Located, ProxyError> {
         if headers.contains_key(http::header::RANGE) {
-            return Err(ProxyError::InvalidRequest(
+            return Err(RequestError::InvalidRequest(
                 "Cannot specify both Range header and partNumber query parameter".into(),
-            ));
+            )
+            .into());
         }
         let probe = client_read(headers, &ctx.target, &ctx.query.without(PART_NUMBER), S3Op::HeadObject)
             .without(&http::header::RANGE)

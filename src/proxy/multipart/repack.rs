@@ -15,6 +15,7 @@ use super::complete::{Completed, CompletedAt, Completing, Sealed};
 use super::header_value;
 use crate::crypto::body::{DecryptBody, ReadPlan};
 use crate::crypto::envelope::Multipart;
+use crate::crypto::error::CryptoError;
 use crate::crypto::format::{MAX_PARTS, plaintext_len};
 use crate::crypto::keys::DataKey;
 use crate::crypto::stream::Layout;
@@ -88,7 +89,7 @@ impl Proxy {
         let (mut written, mut offset) = (0u64, 0u64);
         for p in &c.parts {
             let plain = plaintext_len(p.cipher_size, segment, false)
-                .ok_or(ProxyError::ObjectIntegrity("a part has an impossible length"))?;
+                .ok_or(CryptoError::Integrity("a part has an impossible length"))?;
             let range = format!("bytes={offset}-{}", offset + p.cipher_size - 1);
             offset += p.cipher_size;
             let read = StoreRequest::get(&c.target)
@@ -100,7 +101,7 @@ impl Proxy {
                 let (rp, b) = resp.into_parts();
                 return Err(crate::store::reply::error(rp.status, &rp.headers, b, false).await);
             }
-            let part = u16::try_from(p.number).map_err(|_| ProxyError::ObjectIntegrity("part number"))?;
+            let part = u16::try_from(p.number).map_err(|_| CryptoError::Integrity("part number"))?;
             let plan = ReadPlan::stream(segment, p.cipher_size, plain);
             let mut source = DecryptBody::new(resp.into_body(), Arc::clone(&c.upload.dek), Layout::Part(part), plan);
             while let Some(frame) = source.frame().await {
@@ -127,7 +128,7 @@ impl Proxy {
             etags.push(self.start_part(&c.target, dest, 1, 0)?.finish().await?);
         }
         if writer.is_some() || written != c.plain_total {
-            return Err(ProxyError::ObjectIntegrity("the parts are shorter than listed"));
+            return Err(CryptoError::Integrity("the parts are shorter than listed").into());
         }
         Ok(etags)
     }
