@@ -14,17 +14,20 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
+use super::Proxy;
 use super::front::{Admitted, RequestCtx};
-use super::multipart::{KEPT_ON_REPLACE, etag_eq, header_value, open_upload, replace_headers, unwrap_upload_id};
-use super::object::{ObjectResponse, ReadCtx, SseInfo, envelope_or_policy, get_response, scrub_object_headers};
+use super::multipart::{open_upload, unwrap_upload_id};
+use super::object::{
+    KEPT_ON_REPLACE, ObjectResponse, ReadCtx, SseInfo, envelope_or_policy, etag_eq, get_response, header_value,
+    replace_headers, scrub_object_headers,
+};
 use super::range::ClientRange;
-use super::{Proxy, ProxyBody};
+use super::response::ProxyBody;
 use crate::crypto::Protection;
 use crate::crypto::envelope::{Envelope, check_client_metadata};
 use crate::crypto::format::SINGLE_PUT_PART;
 use crate::crypto::keys::{DataKey, ObjectIdentity};
 use crate::error::ProxyError;
-use crate::s3::Target;
 use crate::s3::error::RequestError;
 use crate::s3::headers::{
     X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE, X_AMZ_METADATA_DIRECTIVE, X_AMZ_VERSION_ID,
@@ -34,65 +37,17 @@ use crate::s3::op::S3Op;
 use crate::s3::query::Query;
 use crate::s3::sse::{CustomerKey, copy_source_customer};
 use crate::s3::xml;
+use crate::s3::{CopySource, Target};
 use crate::store::{StoreBody, StoreRequest, StoreSse, Xml};
 use crate::upstream::UpstreamBody;
-use crate::util::uri::{percent_decode, uri_encode};
 
 const X_AMZ_COPY_SOURCE_VERSION_ID: HeaderName = HeaderName::from_static("x-amz-copy-source-version-id");
 
-/// The object `x-amz-copy-source` names.
-#[derive(Debug, Clone)]
-pub struct CopySource {
-    pub target: Target,
-    pub version_id: Option<String>,
-}
-
-impl CopySource {
-    /// Parses `[/]bucket/key[?versionId=…]` (bucket and key URL-encoded).
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<CopySource>, ProxyError> {
-        let Some(v) = header_str(headers, &X_AMZ_COPY_SOURCE) else { return Ok(None) };
-        let bad = || RequestError::InvalidArgument("Invalid copy source: expected bucket/key[?versionId=id]".into());
-        let (path, version) = match v.split_once('?') {
-            Some((p, q)) => {
-                let version = q.strip_prefix("versionId=").ok_or_else(bad)?;
-                let version = String::from_utf8(percent_decode(version.as_bytes())).map_err(|_| bad())?;
-                (p, Some(version).filter(|v| !v.is_empty()))
-            }
-            None => (v, None),
-        };
-        let decoded = String::from_utf8(percent_decode(path.as_bytes())).map_err(|_| bad())?;
-        let (bucket, key) = decoded.trim_start_matches('/').split_once('/').ok_or_else(bad)?;
-        if bucket.is_empty() || key.is_empty() {
-            return Err(bad().into());
-        }
-        Ok(Some(CopySource {
-            target: Target { bucket: Some(bucket.to_owned()), key: Some(key.to_owned()), virtual_hosted: false },
-            version_id: version,
-        }))
-    }
-
-    fn identity(&self) -> ObjectIdentity {
-        ObjectIdentity {
-            bucket: self.target.bucket.clone().unwrap_or_default(),
-            key: self.target.key.clone().unwrap_or_default(),
-        }
-    }
-
-    /// A read (`op`: GetObject or HeadObject) of the source, its version if one is named.
-    fn read(&self, op: S3Op) -> StoreRequest {
-        let req =
-            if op == S3Op::HeadObject { StoreRequest::head(&self.target) } else { StoreRequest::get(&self.target) };
-        req.version(self.version_id.as_deref())
-    }
-
-    /// The `x-amz-copy-source` value for the upstream.
-    fn header(&self) -> Result<HeaderValue, ProxyError> {
-        let mut s = self.target.upstream_path(false);
-        if let Some(v) = &self.version_id {
-            s.push_str("?versionId=");
-            uri_encode(v.as_bytes(), true, &mut s);
-        }
-        header_value(&s)
+/// The store's name for the object a copy reads.
+fn source_identity(source: &CopySource) -> ObjectIdentity {
+    ObjectIdentity {
+        bucket: source.target.bucket.clone().unwrap_or_default(),
+        key: source.target.key.clone().unwrap_or_default(),
     }
 }
 
@@ -305,12 +260,15 @@ impl Proxy {
         };
         let encrypt_dest = !matches!(protection, Protection::Plaintext);
         if encrypt_dest && source_encrypted {
-            let head = self.store().send(source.read(S3Op::HeadObject).headers(source_conditions(headers))).await?;
+            let head = self
+                .store()
+                .send(StoreRequest::read_source(&source, S3Op::HeadObject).headers(source_conditions(headers)))
+                .await?;
             if !head.status().is_success() {
                 return Err(source_error(head, true).await);
             }
-            let legacy = crypto.policy(&source.identity().bucket, &source.identity().key).legacy_objects;
-            let maybe_s3ec = super::s3ec::candidate(&crypto, &source.identity(), head.headers());
+            let legacy = crypto.policy(&source_identity(&source).bucket, &source_identity(&source).key).legacy_objects;
+            let maybe_s3ec = super::s3ec::candidate(&crypto, &source_identity(&source), head.headers());
             if !maybe_s3ec && let Some(env) = envelope_or_policy(head.headers(), legacy)? {
                 let rewrap = Rewrap {
                     protection: &protection,
@@ -367,7 +325,7 @@ impl Proxy {
         let (target, dest_identity) = (&ctx.target, &ctx.identity);
         let (source, head, env, replace) = (how.source, how.source_head, how.source_env, how.replace);
         env.layout().map_err(|_| ProxyError::UnsealedObject)?;
-        let dek = crypto.open_envelope(env, &source.identity(), how.source_key).await?;
+        let dek = crypto.open_envelope(env, &source_identity(source), how.source_key).await?;
         let new_env = crypto.wrap_for(&dek, dest_identity, how.protection, env.multipart).await?;
         let dest_customer = match how.protection {
             Protection::Customer(k) => Some(k),
@@ -407,7 +365,7 @@ impl Proxy {
                 out.insert(HeaderName::from_static(name), v.clone());
             }
         }
-        out.insert(X_AMZ_COPY_SOURCE, source.header()?);
+        out.insert(X_AMZ_COPY_SOURCE, header_value(&source.upstream_value())?);
         out.insert(X_AMZ_COPY_SOURCE_IF_MATCH, etag);
         out.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
         let copy = StoreRequest::new(S3Op::CopyObject, Method::PUT, target)
@@ -442,7 +400,7 @@ impl Proxy {
         if let Some(r) = &upstream_range {
             h.insert(http::header::RANGE, header_value(r)?);
         }
-        let resp = self.store().send(source.read(S3Op::GetObject).headers(h.clone())).await?;
+        let resp = self.store().send(StoreRequest::read_source(source, S3Op::GetObject).headers(h.clone())).await?;
         if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
             return Err(ProxyError::InvalidRange { size: 0 });
         }
@@ -459,7 +417,7 @@ impl Proxy {
             let body: ProxyBody = body.map_err(|e| -> crate::error::BoxError { Box::new(e) }).boxed_unsync();
             return Ok(Response::from_parts(parts, body));
         }
-        let id = source.identity();
+        let id = source_identity(source);
         let ctx = ReadCtx {
             crypto,
             id: &id,
@@ -484,7 +442,7 @@ impl Proxy {
                 } else {
                     h.remove(http::header::RANGE);
                 }
-                let resp = self.store().send(source.read(S3Op::GetObject).headers(h)).await?;
+                let resp = self.store().send(StoreRequest::read_source(source, S3Op::GetObject).headers(h)).await?;
                 if !resp.status().is_success() {
                     return Err(source_error(resp, false).await);
                 }
@@ -537,7 +495,7 @@ impl Proxy {
 /// A copy's 200 response: its XML document, version ID and the destination's SSE headers.
 fn copy_response(body: Bytes, version: Option<String>, sse: Option<&SseInfo>) -> Response<ProxyBody> {
     let len = body.len();
-    let mut resp = Response::new(super::full_body(body));
+    let mut resp = Response::new(super::response::full_body(body));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
@@ -551,26 +509,6 @@ fn copy_response(body: Bytes, version: Option<String>, sse: Option<&SseInfo>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn src(v: &'static str) -> Result<Option<CopySource>, ProxyError> {
-        let mut h = HeaderMap::new();
-        h.insert(X_AMZ_COPY_SOURCE, HeaderValue::from_static(v));
-        CopySource::from_headers(&h)
-    }
-
-    #[test]
-    fn copy_sources_parse_with_encoded_keys_and_version_ids() {
-        let s = src("/b/dir/a%20b%3Fc.txt?versionId=v%2B1").unwrap().unwrap();
-        assert_eq!(s.target.bucket.as_deref(), Some("b"));
-        assert_eq!(s.target.key.as_deref(), Some("dir/a b?c.txt"));
-        assert_eq!(s.version_id.as_deref(), Some("v+1"));
-        assert_eq!(s.header().unwrap(), "/b/dir/a%20b%3Fc.txt?versionId=v%2B1");
-        let s = src("b/k").unwrap().unwrap();
-        assert_eq!((s.target.key.as_deref(), s.version_id), (Some("k"), None));
-        for bad in ["/b", "b/", "/b/k?other=1", "//k"] {
-            assert!(src(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn copy_conditions_and_destination_headers_are_split_correctly() {

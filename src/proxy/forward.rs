@@ -4,9 +4,10 @@
 
 use http::Response;
 
+use super::Proxy;
 use super::body::{Upload, echo_verified_checksum, prepare_body};
 use super::front::Admitted;
-use super::{Proxy, ProxyBody};
+use super::response::ProxyBody;
 use crate::error::ProxyError;
 use crate::s3::error::RequestError;
 use crate::s3::op::S3Op;

@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use hyper::body::Incoming;
 
-use super::copy::CopySource;
 use super::{ClientBody, ConnInfo, Proxy, RequestView};
 use crate::config::{ClientCredential, PlainHttpPolicy};
 use crate::crypto::keys::ObjectIdentity;
@@ -18,7 +17,7 @@ use crate::s3::error::{BodyError, RequestError};
 use crate::s3::op::{S3Op, classify};
 use crate::s3::query::Query;
 use crate::s3::sse::{CustomerKey, SseRequest, copy_source_customer, has_customer_key};
-use crate::s3::{Target, check_key, resolve_target, validate_bucket_name};
+use crate::s3::{CopySource, Target, check_key, resolve_target, validate_bucket_name};
 use crate::sigv4::error::AuthError;
 use crate::sigv4::verify::{ChunkSigningContext, PayloadMode, RequestHead};
 use crate::store::StoreSse;

@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
+use super::Proxy;
 use super::body::{Upload, prepare_body};
 use super::front::Admitted;
-use super::{Proxy, ProxyBody};
+use super::response::ProxyBody;
 use crate::crypto::format::plaintext_len;
 use crate::error::ProxyError;
 use crate::s3::checksum::ChecksumAlgorithm;
@@ -61,7 +62,7 @@ pub async fn object_attributes_response(
         parts.headers.remove(n);
     }
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
+    Ok(Response::from_parts(parts, super::response::full_body(Bytes::from(out))))
 }
 
 /// A listing of an encrypted bucket → plaintext sizes (from ciphertext sizes alone), ciphertext checksums dropped.
@@ -86,5 +87,5 @@ pub async fn listing_response(
     let rewritten = crate::s3::xml::rewrite_listing(&collected, &size)
         .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
-    Ok(Response::from_parts(parts, super::full_body(Bytes::from(rewritten))))
+    Ok(Response::from_parts(parts, super::response::full_body(Bytes::from(rewritten))))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method};
 
 use super::Proxy;
-use super::multipart::replace_headers;
+use super::object::replace_headers;
 use crate::crypto::envelope::Envelope;
 use crate::crypto::error::CryptoError;
 use crate::crypto::format::{KEK_REF_SSE_C, MULTIPART_OPEN};

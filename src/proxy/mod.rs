@@ -26,18 +26,15 @@ mod write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::config::{PlainHttpPolicy, UploadChecksum};
 use crate::crypto::Crypto;
 use crate::crypto::error::CryptoError;
-use crate::error::{BoxError, ProxyError, Side};
+use crate::error::{ProxyError, Side};
 use crate::s3::Target;
 use crate::s3::headers::{X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2, X_AMZ_REQUEST_ID};
 use crate::s3::op::S3Op;
@@ -46,9 +43,9 @@ use crate::sigv4::verify::Verifier;
 use crate::store::{Store, StoreRequest};
 use crate::upstream::Upstream;
 use front::Admitted;
+use response::{empty_body, full_body};
 
-/// Response bodies sent to clients.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub use response::ProxyBody;
 
 /// How the connection a request arrived on was made.
 #[derive(Debug, Clone)]
@@ -101,14 +98,6 @@ pub struct ProxySettings {
 
 /// A client's request body, with its idle deadline.
 pub(crate) type ClientBody = crate::util::body::IdleTimeout<Incoming, ProxyError>;
-
-pub(crate) fn full_body(b: Bytes) -> ProxyBody {
-    Full::new(b).map_err(|never| match never {}).boxed_unsync()
-}
-
-pub(crate) fn empty_body() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
 
 /// Everything the error rendering and the audit line need to know about a request, learnt as the front door goes.
 struct RequestView {

@@ -2,16 +2,16 @@
 //! in one store request, decrypted and authenticated on the way out; objects of the AWS S3 Encryption Client and
 //! legacy plaintext objects where the configuration reads them.
 
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use super::Proxy;
 use super::body::{Upload, prepare_body};
 use super::front::{Admitted, RequestCtx};
 use super::multipart::{Located, PartRead};
 use super::object::{ObjectResponse, ReadCtx, X_AMZ_CHECKSUM_MODE};
 use super::range::ClientRange;
-use super::{Proxy, ProxyBody};
+use super::response::ProxyBody;
 use crate::error::ProxyError;
-use crate::s3::Target;
 use crate::s3::error::RequestError;
 use crate::s3::headers::X_AMZ_MP_PARTS_COUNT;
 use crate::s3::op::S3Op;
@@ -57,7 +57,7 @@ impl Proxy {
                 }
                 // A plaintext object read under legacy_objects = "passthrough": fetch it as the client asked.
                 ObjectResponse::RefetchPlain => {
-                    let again = client_read(headers, &ctx.target, &ctx.query, S3Op::GetObject);
+                    let again = StoreRequest::client_read(S3Op::GetObject, &ctx.target, &ctx.query, headers);
                     let resp = self.store().send(again).await?;
                     super::response::map_response(resp, ctx.op, &ctx.client, false).await
                 }
@@ -88,7 +88,9 @@ impl Proxy {
         body: StoreBody,
     ) -> Result<http::Response<UpstreamIncoming>, ProxyError> {
         let whole = || {
-            client_read(headers, &ctx.target, query, ctx.op).without(&http::header::RANGE).without(&X_AMZ_CHECKSUM_MODE)
+            StoreRequest::client_read(ctx.op, &ctx.target, query, headers)
+                .without(&http::header::RANGE)
+                .without(&X_AMZ_CHECKSUM_MODE)
         };
         let mut request = whole().body(body);
         if ctx.op == S3Op::GetObject
@@ -150,7 +152,7 @@ impl Proxy {
         if let Some(e) = super::object::range_not_satisfiable(resp.headers(), segment) {
             return e;
         }
-        let probe = client_read(headers, &ctx.target, &ctx.query.without(PART_NUMBER), S3Op::HeadObject)
+        let probe = StoreRequest::client_read(S3Op::HeadObject, &ctx.target, &ctx.query.without(PART_NUMBER), headers)
             .without(&http::header::RANGE)
             .without(&X_AMZ_CHECKSUM_MODE);
         let size = match self.store().send(probe).await {
@@ -165,11 +167,4 @@ impl Proxy {
         };
         ProxyError::InvalidRange { size }
     }
-}
-
-/// A read of the client's object (`op`: GetObject or HeadObject) with the client's query and the headers it may
-/// forward: the proxy's reads and follow-up requests (a refetch, a size probe, a read by part number).
-pub(super) fn client_read(headers: &HeaderMap, target: &Target, query: &Query, op: S3Op) -> StoreRequest {
-    let method = if op == S3Op::HeadObject { Method::HEAD } else { Method::GET };
-    StoreRequest::new(op, method, target).client_query(query).client_headers(headers)
 }

@@ -1,17 +1,28 @@
-//! The upstream response on its way back: hop-by-hop and upstream-identity headers dropped, errors turned into
+//! Response bodies, and the upstream response on its way back: hop-by-hop and upstream-identity headers dropped, errors turned into
 //! the client's (by the store client's reader), ListBuckets filtered for clients limited to some buckets.
 
 use crate::upstream::UpstreamIncoming;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
 
-use super::{ProxyBody, full_body};
 use crate::config::ClientCredential;
 use crate::error::{BoxError, ProxyError};
 use crate::s3::headers::{X_AMZ_ID_2, X_AMZ_REQUEST_ID, strip_hop_by_hop};
 use crate::s3::op::S3Op;
 use crate::s3::xml;
+
+/// Response bodies sent to clients.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub(crate) fn full_body(b: Bytes) -> ProxyBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub(crate) fn empty_body() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
 
 /// Removes what belongs to the upstream hop: hop-by-hop headers, the store's identity, its clock, and the
 /// aws-chunked coding some stores (SeaweedFS, moto) keep as the object's Content-Encoding.

@@ -9,9 +9,10 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::Proxy;
 use super::object::{ReadCtx, scrub_object_headers, stored_extent};
 use super::range::ClientRange;
-use super::{Proxy, ProxyBody};
+use super::response::ProxyBody;
 use crate::crypto::envelope::Envelope;
 use crate::crypto::error::CryptoError;
 use crate::crypto::s3ec::{self, Metadata};
@@ -228,7 +229,7 @@ impl Proxy {
         if op == S3Op::HeadObject {
             parts.status = StatusCode::OK;
             parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain_total));
-            return Ok(S3ecRead::Done(Response::from_parts(parts, super::empty_body())));
+            return Ok(S3ecRead::Done(Response::from_parts(parts, super::response::empty_body())));
         }
         let wanted = range.resolve(plain_total)?;
         let body = if parts.status == StatusCode::OK && start == 0 {
@@ -333,7 +334,7 @@ impl Proxy {
         let rewritten = crate::s3::xml::rewrite_listing(&collected, &size)
             .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
         parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
-        Ok(Response::from_parts(parts, super::full_body(Bytes::from(rewritten))))
+        Ok(Response::from_parts(parts, super::response::full_body(Bytes::from(rewritten))))
     }
 
     /// GET of the whole object whose (ranged) response carried `headers`, pinned to its ETag.

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use http::Response;
 
+use super::Proxy;
 use super::body::{Encrypting, Upload, echo_verified_checksum, prepare_body};
 use super::front::Admitted;
 use super::object::{SseInfo, scrub_object_headers};
-use super::{Proxy, ProxyBody};
+use super::response::ProxyBody;
 use crate::crypto::Protection;
 use crate::crypto::envelope::check_client_metadata;
 use crate::crypto::format::SINGLE_PUT_PART;

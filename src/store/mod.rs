@@ -20,10 +20,10 @@ use http_body_util::{BodyExt, Empty, Full};
 
 use crate::config::{UploadChecksum, UpstreamSse};
 use crate::error::ProxyError;
-use crate::s3::Target;
 use crate::s3::error::RequestError;
 use crate::s3::op::S3Op;
 use crate::s3::query::{Query, VERSION_ID};
+use crate::s3::{CopySource, Target};
 use crate::sigv4::EMPTY_SHA256;
 use crate::sigv4::chunked_encode::{AwsChunkedEncoder, encoded_length, trailer_header};
 use crate::sigv4::sign::OutboundPayload;
@@ -90,7 +90,21 @@ impl StoreRequest {
         StoreRequest::new(S3Op::GetObject, Method::GET, target)
     }
 
+    /// A read (`op`: GetObject or HeadObject) of the object a copy names, its version if one is named.
+    pub fn read_source(source: &CopySource, op: S3Op) -> StoreRequest {
+        let req =
+            if op == S3Op::HeadObject { StoreRequest::head(&source.target) } else { StoreRequest::get(&source.target) };
+        req.version(source.version_id.as_deref())
+    }
+
     /// HeadObject of `target`.
+    /// A read of the client's object (`op`: GetObject or HeadObject) with the client's query and the headers it
+    /// may forward: the proxy's reads and follow-up requests (a refetch, a size probe, a read by part number).
+    pub fn client_read(op: S3Op, target: &Target, query: &Query, headers: &HeaderMap) -> StoreRequest {
+        let method = if op == S3Op::HeadObject { Method::HEAD } else { Method::GET };
+        StoreRequest::new(op, method, target).client_query(query).client_headers(headers)
+    }
+
     pub fn head(target: &Target) -> StoreRequest {
         StoreRequest::new(S3Op::HeadObject, Method::HEAD, target)
     }

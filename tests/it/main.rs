@@ -13,6 +13,7 @@ mod faults;
 mod forged;
 mod format_vectors;
 mod keys;
+mod layering;
 mod multipart;
 mod operate;
 mod roundtrip;

@@ -15,15 +15,17 @@ use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::{MAX_PART_SIZE, OpenUpload, etag_eq, header_value, open_upload, replace_headers};
+use super::{MAX_PART_SIZE, OpenUpload, open_upload};
 use crate::crypto::envelope::{Envelope, Multipart};
 use crate::crypto::error::CryptoError;
 use crate::crypto::format::{MAX_PARTS, plaintext_len};
 use crate::crypto::keys::ObjectIdentity;
 use crate::error::{BoxError, ProxyError};
+use crate::proxy::Proxy;
 use crate::proxy::front::Admitted;
 use crate::proxy::object::{SseInfo, scrub_object_headers};
-use crate::proxy::{Proxy, ProxyBody};
+use crate::proxy::object::{etag_eq, header_value, replace_headers};
+use crate::proxy::response::ProxyBody;
 use crate::s3::Target;
 use crate::s3::error::RequestError;
 use crate::s3::headers::{X_AMZ_MP_OBJECT_SIZE, X_AMZ_VERSION_ID, header_str};
@@ -354,7 +356,7 @@ impl Proxy {
         if let Ok(joined) = finished {
             let sealed = joined.map_err(|e| ProxyError::Internal(format!("complete task: {e}")))??;
             let (headers, body) = render(sealed);
-            let mut resp = Response::new(crate::proxy::full_body(body.clone()));
+            let mut resp = Response::new(crate::proxy::response::full_body(body.clone()));
             *resp.headers_mut() = headers;
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
             resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));

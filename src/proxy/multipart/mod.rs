@@ -17,15 +17,16 @@ mod repack;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Response, StatusCode};
 
+use super::Proxy;
 use super::body::{Encrypting, Upload, echo_verified_checksum, prepare_body};
 use super::front::Admitted;
 use super::object::{SseInfo, scrub_object_headers};
-use super::{Proxy, ProxyBody};
-use crate::crypto::envelope::{Envelope, Multipart, USER_METADATA_LIMIT, check_client_metadata};
-use crate::crypto::format::{MAX_PARTS, META_PREFIX, plaintext_len};
+use super::response::ProxyBody;
+use crate::crypto::envelope::{Envelope, Multipart, check_client_metadata};
+use crate::crypto::format::{MAX_PARTS, plaintext_len};
 use crate::crypto::keys::{DataKey, ObjectIdentity};
 use crate::crypto::{Crypto, Protection, UploadProtection};
 use crate::error::ProxyError;
@@ -36,22 +37,9 @@ use crate::s3::sse::CustomerKey;
 use crate::s3::xml;
 use crate::sigv4::chunked::VerifiedChecksum;
 use crate::store::{StoreRequest, Xml, read_xml};
-pub(super) use part_read::{Located, PartRead};
 
 pub(super) use super::body::MAX_PART_SIZE;
-/// Headers of an object that a copy with `x-amz-metadata-directive: REPLACE` must restate to keep them.
-pub(super) const KEPT_ON_REPLACE: [HeaderName; 10] = [
-    CONTENT_TYPE,
-    http::header::CONTENT_ENCODING,
-    http::header::CONTENT_DISPOSITION,
-    http::header::CONTENT_LANGUAGE,
-    http::header::CACHE_CONTROL,
-    http::header::EXPIRES,
-    HeaderName::from_static("x-amz-website-redirect-location"),
-    HeaderName::from_static("x-amz-storage-class"),
-    HeaderName::from_static("x-amz-object-lock-mode"),
-    HeaderName::from_static("x-amz-object-lock-retain-until-date"),
-];
+pub(super) use part_read::{Located, PartRead};
 
 /// An upload the client named by an s3crypt upload ID.
 pub struct OpenUpload {
@@ -130,7 +118,7 @@ async fn create_response(
         parts.headers.insert(X_AMZ_CHECKSUM_ALGORITHM, alg);
     }
     parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
-    Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
+    Ok(Response::from_parts(parts, super::response::full_body(Bytes::from(out))))
 }
 
 /// ListParts: plaintext part sizes, the client's upload ID, no ciphertext checksums.
@@ -149,7 +137,7 @@ async fn list_parts_response(
     let out = xml::replace_text(&sized, &["ListPartsResult", "UploadId"], client_id)
         .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
     parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
-    Ok(Response::from_parts(parts, super::full_body(Bytes::from(out))))
+    Ok(Response::from_parts(parts, super::response::full_body(Bytes::from(out))))
 }
 
 impl Proxy {
@@ -231,74 +219,5 @@ impl Proxy {
         }
         crate::crypto::envelope::strip_reserved(r.headers_mut());
         Ok(r)
-    }
-}
-
-/// The headers a REPLACE copy needs to keep the object as it is, but with `envelope`.
-pub(super) fn replace_headers(head: &HeaderMap, envelope: &Envelope) -> Result<HeaderMap, ProxyError> {
-    let mut out = HeaderMap::new();
-    for name in KEPT_ON_REPLACE {
-        if let Some(v) = head.get(&name) {
-            out.insert(name, v.clone());
-        }
-    }
-    crate::store::strip_aws_chunked_encoding(&mut out);
-    if let Some(v) = head.get("x-amz-object-lock-legal-hold") {
-        out.insert(HeaderName::from_static("x-amz-object-lock-legal-hold"), v.clone());
-    }
-    let mut used = 0;
-    for (name, value) in head {
-        let n = name.as_str();
-        if n.starts_with("x-amz-meta-") && !n.starts_with(META_PREFIX) {
-            used += n.len() - "x-amz-meta-".len() + value.len();
-            out.append(name.clone(), value.clone());
-        }
-    }
-    if used + envelope.metadata_len() > USER_METADATA_LIMIT {
-        return Err(ProxyError::Internal("sealed envelope does not fit the metadata budget".into()));
-    }
-    for (n, v) in envelope.to_headers() {
-        out.insert(n, v);
-    }
-    Ok(out)
-}
-
-pub(super) fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {
-    HeaderValue::from_str(s).map_err(|_| ProxyError::Internal("value not usable in a header".into()))
-}
-
-pub(super) fn etag_eq(a: &str, b: &str) -> bool {
-    a.trim().trim_matches('"') == b.trim().trim_matches('"')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const S: u32 = 65_536;
-    const MIB: u64 = 1024 * 1024;
-
-    #[test]
-    fn a_replace_copy_keeps_content_headers_and_user_metadata_but_not_the_old_envelope() {
-        let mut head = HeaderMap::new();
-        head.insert(CONTENT_TYPE, HeaderValue::from_static("text/csv"));
-        head.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("aws-chunked,gzip"));
-        head.insert("x-amz-meta-color", HeaderValue::from_static("blue"));
-        head.insert("x-amz-meta-s3crypt-mp", HeaderValue::from_static("open"));
-        head.insert(http::header::ETAG, HeaderValue::from_static("\"e\""));
-        let env = Envelope {
-            segment_size: S,
-            kek_ref: "keyring:k".into(),
-            wrapped_dek: vec![1; 60],
-            multipart: Some(Multipart::Sealed { parts: 2, part_size: 8 * MIB }),
-            bucket_key: None,
-            context: None,
-        };
-        let out = replace_headers(&head, &env).unwrap();
-        assert_eq!(out[CONTENT_TYPE], "text/csv");
-        assert_eq!(out[http::header::CONTENT_ENCODING], "gzip");
-        assert_eq!(out["x-amz-meta-color"], "blue");
-        assert_eq!(out["x-amz-meta-s3crypt-mp"], "2x8388608");
-        assert!(out.get(http::header::ETAG).is_none());
     }
 }

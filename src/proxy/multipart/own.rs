@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use http::{HeaderMap, HeaderValue, Method};
 
 use super::complete::{Sealed, StoredPart, complete_xml};
-use super::header_value;
 use crate::crypto::format::MAX_PARTS;
 use crate::error::ProxyError;
 use crate::proxy::Proxy;
+use crate::proxy::object::header_value;
 use crate::s3::Target;
 use crate::s3::headers::{
     X_AMZ_COPY_SOURCE, X_AMZ_COPY_SOURCE_IF_MATCH, X_AMZ_COPY_SOURCE_RANGE, X_AMZ_METADATA_DIRECTIVE, X_AMZ_VERSION_ID,

@@ -4,21 +4,22 @@
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::header_value;
 use crate::crypto::envelope::Envelope;
 use crate::crypto::error::CryptoError;
 use crate::crypto::format::plaintext_len;
 use crate::crypto::stream::Layout;
 use crate::error::ProxyError;
+use crate::proxy::Proxy;
 use crate::proxy::front::RequestCtx;
+use crate::proxy::object::header_value;
 use crate::proxy::object::{ReadCtx, X_AMZ_CHECKSUM_MODE, envelope_or_policy, head_response};
 use crate::proxy::range::ClientRange;
-use crate::proxy::read::client_read;
-use crate::proxy::{Proxy, ProxyBody};
+use crate::proxy::response::ProxyBody;
 use crate::s3::error::RequestError;
 use crate::s3::headers::{X_AMZ_MP_PARTS_COUNT, header_str};
 use crate::s3::op::S3Op;
 use crate::s3::query::PART_NUMBER;
+use crate::store::StoreRequest;
 
 /// A GET by part number, turned into a plaintext range.
 pub(in crate::proxy) struct PartRead {
@@ -74,7 +75,7 @@ impl Proxy {
             )
             .into());
         }
-        let probe = client_read(headers, &ctx.target, &ctx.query.without(PART_NUMBER), S3Op::HeadObject)
+        let probe = StoreRequest::client_read(S3Op::HeadObject, &ctx.target, &ctx.query.without(PART_NUMBER), headers)
             .without(&http::header::RANGE)
             .without(&X_AMZ_CHECKSUM_MODE);
         let head = self.store().send(probe).await?;
@@ -89,7 +90,7 @@ impl Proxy {
         };
         let Some(env) = envelope_or_policy(head.headers(), read.legacy)? else {
             // A plaintext object (legacy_objects = "passthrough"): the store answers as asked.
-            let resp = self.store().send(client_read(headers, &ctx.target, &ctx.query, ctx.op)).await?;
+            let resp = self.store().send(StoreRequest::client_read(ctx.op, &ctx.target, &ctx.query, headers)).await?;
             let is_head = ctx.op == S3Op::HeadObject;
             return Ok(Located::Done(crate::proxy::response::map_response(resp, ctx.op, &ctx.client, is_head).await?));
         };

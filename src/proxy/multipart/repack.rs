@@ -12,7 +12,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use super::complete::{Completed, CompletedAt, Completing, Sealed};
-use super::header_value;
 use crate::crypto::body::{DecryptBody, ReadPlan};
 use crate::crypto::envelope::Multipart;
 use crate::crypto::error::CryptoError;
@@ -22,6 +21,7 @@ use crate::crypto::stream::Layout;
 use crate::error::ProxyError;
 use crate::proxy::Proxy;
 use crate::proxy::object::SseInfo;
+use crate::proxy::object::header_value;
 use crate::s3::Target;
 use crate::s3::headers::{X_AMZ_VERSION_ID, header_str};
 use crate::s3::op::S3Op;
@@ -53,7 +53,7 @@ impl Proxy {
         let state = Multipart::Sealed { parts: parts_out, part_size };
         let (new_dek, env) = crypto.new_object_key(&c.identity, &protection, Some(state)).await?;
         let new_dek = Arc::new(new_dek);
-        let headers = super::replace_headers(&head_headers, &env)?;
+        let headers = crate::proxy::object::replace_headers(&head_headers, &env)?;
         let upload_id = self.create_upstream_upload(&c.target, headers).await?;
         let dest = Destination { upload_id: &upload_id, dek: &new_dek, part_size };
         let etags = match self.pump_parts(c, at, &pin, &dest).await {
