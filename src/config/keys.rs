@@ -2,12 +2,13 @@
 //! Raw serde structs, their validation (every problem reported) and the resolved settings.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{DEFAULT_DEV_KEYRING, LegacyPolicy, Mode, Problems, resolve_secret, valid_duration};
+use super::resolve::{In, Problems};
+use super::{DEFAULT_DEV_KEYRING, LegacyPolicy, Mode, Problem};
 use crate::util::secret::SecretString;
 
 /// Default KMS request deadline.
@@ -150,10 +151,14 @@ pub fn is_key_arn(k: &str) -> bool {
         && f[5].strip_prefix("key/").is_some_and(|id| !id.is_empty())
 }
 
-impl RawS3ec {
-    fn validate(&self, base: &Path, p: &mut Problems) -> S3ecSettings {
+impl TryFrom<In<'_, RawS3ec>> for S3ecSettings {
+    type Error = Vec<Problem>;
+
+    fn try_from(r: In<'_, RawS3ec>) -> Result<S3ecSettings, Vec<Problem>> {
+        let (raw, base) = (r.raw, r.ctx.base);
+        let mut p = Problems::default();
         let mut scope = Vec::new();
-        for (i, entry) in self.scope.iter().enumerate() {
+        for (i, entry) in raw.scope.iter().enumerate() {
             let (bucket, prefix) = entry.split_once('/').unwrap_or((entry.as_str(), ""));
             if crate::s3::validate_bucket_name(bucket, true).is_err() {
                 p.push(
@@ -164,14 +169,14 @@ impl RawS3ec {
             }
             scope.push((bucket.to_owned(), prefix.to_owned()));
         }
-        if self.enabled && scope.is_empty() {
+        if raw.enabled && scope.is_empty() {
             p.push(
                 "encryption.s3ec.scope",
                 "S3EC reading is on but names no bucket",
                 "list the buckets (or bucket/prefix/) that hold S3 Encryption Client objects: scope = [\"legacy\"]",
             );
         }
-        for (i, k) in self.kms_keys.iter().enumerate() {
+        for (i, k) in raw.kms_keys.iter().enumerate() {
             if !is_key_arn(k) {
                 p.push(
                     format!("encryption.s3ec.kms_keys[{i}]"),
@@ -180,7 +185,7 @@ impl RawS3ec {
                 );
             }
         }
-        let aes_keyring_file = self.aes_keyring_file.as_ref().map(|f| base.join(f));
+        let aes_keyring_file = raw.aes_keyring_file.as_ref().map(|f| base.join(f));
         if let Some(f) = &aes_keyring_file
             && !f.is_file()
         {
@@ -190,18 +195,18 @@ impl RawS3ec {
                 "a keyring file (mode 600) holding the S3 Encryption Client's AES wrapping keys",
             );
         }
-        if self.max_object_size == 0 || self.max_object_size > self.max_buffered {
+        if raw.max_object_size == 0 || raw.max_object_size > raw.max_buffered {
             p.push(
                 "encryption.s3ec.max_object_size",
-                format!("{} must be at least 1 and at most max_buffered ({})", self.max_object_size, self.max_buffered),
+                format!("{} must be at least 1 and at most max_buffered ({})", raw.max_object_size, raw.max_buffered),
                 "e.g. max_object_size = 67108864, max_buffered = 268435456",
             );
         }
-        valid_duration("encryption.s3ec.buffer_wait", self.buffer_wait, p);
-        if self.max_buffered > (u64::from(u32::MAX) << 10) {
+        p.duration("encryption.s3ec.buffer_wait", raw.buffer_wait);
+        if raw.max_buffered > (u64::from(u32::MAX) << 10) {
             p.push("encryption.s3ec.max_buffered", "must be below 4 TiB", "use the default (256 MiB)");
         }
-        for (i, b) in self.list_buckets.iter().enumerate() {
+        for (i, b) in raw.list_buckets.iter().enumerate() {
             if crate::s3::validate_bucket_name(b, true).is_err() {
                 p.push(
                     format!("encryption.s3ec.list_buckets[{i}]"),
@@ -216,17 +221,18 @@ impl RawS3ec {
                 );
             }
         }
-        S3ecSettings {
-            enabled: self.enabled,
+        let settings = S3ecSettings {
+            enabled: raw.enabled,
             scope,
-            kms_keys: self.kms_keys.iter().cloned().collect(),
+            kms_keys: raw.kms_keys.iter().cloned().collect(),
             aes_keyring_file,
-            max_object_size: self.max_object_size,
-            max_buffered: self.max_buffered,
-            buffer_wait: self.buffer_wait,
-            instruction_files: self.instruction_files,
-            list_buckets: self.list_buckets.iter().cloned().collect(),
-        }
+            max_object_size: raw.max_object_size,
+            max_buffered: raw.max_buffered,
+            buffer_wait: raw.buffer_wait,
+            instruction_files: raw.instruction_files,
+            list_buckets: raw.list_buckets.iter().cloned().collect(),
+        };
+        p.finish(Some(settings), "encryption.s3ec")
     }
 }
 
@@ -382,15 +388,14 @@ pub struct EncryptionSettings {
     pub s3ec: S3ecSettings,
 }
 
-impl RawEncryption {
-    pub(super) fn validate(
-        &self,
-        base: &Path,
-        mode: Mode,
-        env: &dyn Fn(&str) -> Option<String>,
-        p: &mut Problems,
-    ) -> Option<EncryptionSettings> {
-        let keyring_file = match (&self.keyring_file, mode) {
+impl TryFrom<In<'_, RawEncryption>> for EncryptionSettings {
+    type Error = Vec<Problem>;
+
+    fn try_from(r: In<'_, RawEncryption>) -> Result<EncryptionSettings, Vec<Problem>> {
+        let (raw, base, mode) = (r.raw, r.ctx.base, r.ctx.mode);
+        let mut p = Problems::default();
+        let p = &mut p;
+        let keyring_file = match (&raw.keyring_file, mode) {
             (Some(f), _) => Some(base.join(f)),
             (None, Mode::Dev) => Some(base.join(DEFAULT_DEV_KEYRING)),
             (None, Mode::Production) => {
@@ -412,7 +417,7 @@ impl RawEncryption {
                 "create it with `s3crypt keygen --keyring FILE` (mode 600)",
             );
         }
-        for (i, b) in self.passthrough_buckets.iter().enumerate() {
+        for (i, b) in raw.passthrough_buckets.iter().enumerate() {
             if crate::s3::validate_bucket_name(b, true).is_err() {
                 p.push(
                     format!("encryption.passthrough_buckets[{i}]"),
@@ -421,52 +426,22 @@ impl RawEncryption {
                 );
             }
         }
-        let parse_default = |key: String, v: &str, p: &mut Problems| {
-            let d = DefaultProtection::parse(v);
-            if d.is_none() {
-                p.push(
-                    key,
-                    format!("{v:?} is not a protection"),
-                    "use \"keyring\", \"kms\", \"kms:<key>\" or \"plaintext\"",
-                );
-            }
-            d
-        };
-        let default = match &self.default {
+        let default = match &raw.default {
             None => Some(DefaultProtection::Keyring),
             Some(v) => parse_default("encryption.default".into(), v, p),
         };
-        let kms = self.kms.as_ref().and_then(|k| k.validate(base, env, p));
-        let s3ec = self.s3ec.as_ref().map(|s| s.validate(base, p)).unwrap_or_default();
-        let mut policies = Vec::with_capacity(self.policy.len());
-        let mut seen = HashSet::new();
-        for (i, r) in self.policy.iter().enumerate() {
-            let key = format!("encryption.policy[{i}]");
-            if crate::s3::validate_bucket_name(&r.bucket, true).is_err() {
-                p.push(format!("{key}.bucket"), format!("{:?} is not a valid bucket name", r.bucket), "name a bucket");
-            }
-            if !seen.insert((r.bucket.clone(), r.prefix.clone())) {
-                p.push(key.clone(), "a second policy for the same bucket and prefix", "merge the two entries");
-            }
-            let d = r.default.as_deref().and_then(|v| parse_default(format!("{key}.default"), v, p));
-            policies.push(BucketPolicy {
-                bucket: r.bucket.clone(),
-                prefix: r.prefix.clone(),
-                default: d,
-                allowed_kms_keys: r.allowed_kms_keys.clone(),
-                require_sse: r.require_sse,
-                allowed_sse: r.allowed_sse.clone(),
-                bucket_key: r.bucket_key,
-                legacy_objects: r.legacy_objects,
-                upstream_sse: r.upstream_sse,
-            });
-        }
+        let kms = raw.kms.as_ref().and_then(|k| p.take(KmsSettings::try_from(In::new(k, r.ctx))));
+        let s3ec = match &raw.s3ec {
+            Some(s) => p.take(S3ecSettings::try_from(In::new(s, r.ctx))).unwrap_or_default(),
+            None => S3ecSettings::default(),
+        };
+        let policies = bucket_policies(&raw.policy, p);
         // KMS is needed as soon as anything may use it.
         let wants_kms = matches!(default, Some(DefaultProtection::Kms(_)))
             || policies
                 .iter()
                 .any(|b| matches!(b.default, Some(DefaultProtection::Kms(_))) || b.allowed_kms_keys.is_some());
-        if wants_kms && self.kms.is_none() {
+        if wants_kms && raw.kms.is_none() {
             p.push(
                 "encryption.kms",
                 "a default or policy uses KMS but [encryption.kms] is missing",
@@ -475,68 +450,95 @@ impl RawEncryption {
         }
         let needs_default_key = matches!(default, Some(DefaultProtection::Kms(None)))
             || policies.iter().any(|b| b.default == Some(DefaultProtection::Kms(None)));
-        if needs_default_key && self.kms.as_ref().is_some_and(|k| k.default_key.is_none()) {
+        if needs_default_key && raw.kms.as_ref().is_some_and(|k| k.default_key.is_none()) {
             p.push(
                 "encryption.kms.default_key",
                 "\"kms\" without a key is used but no default key is set",
                 "set default_key, or write \"kms:<key id or ARN>\"",
             );
         }
-        Some(EncryptionSettings {
-            keyring_file: keyring_file?,
+        let settings = keyring_file.zip(default).map(|(keyring_file, default)| EncryptionSettings {
+            keyring_file,
             create_keyring: mode == Mode::Dev,
-            legacy_objects: self.legacy_objects,
-            passthrough_buckets: self.passthrough_buckets.iter().cloned().collect(),
-            default: default?,
+            legacy_objects: raw.legacy_objects,
+            passthrough_buckets: raw.passthrough_buckets.iter().cloned().collect(),
+            default,
             kms,
             policies,
             s3ec,
-        })
+        });
+        std::mem::take(p).finish(settings, "encryption")
     }
 }
 
-impl RawKms {
-    fn validate(&self, base: &Path, env: &dyn Fn(&str) -> Option<String>, p: &mut Problems) -> Option<KmsSettings> {
-        let explicit = self.access_key_id.is_some()
-            || self.access_key_id_env.is_some()
-            || self.secret_access_key.is_some()
-            || self.secret_access_key_env.is_some()
-            || self.secret_access_key_file.is_some();
+fn parse_default(key: String, v: &str, p: &mut Problems) -> Option<DefaultProtection> {
+    let d = DefaultProtection::parse(v);
+    if d.is_none() {
+        p.push(key, format!("{v:?} is not a protection"), "use \"keyring\", \"kms\", \"kms:<key>\" or \"plaintext\"");
+    }
+    d
+}
+
+/// The `[[encryption.policy]]` entries: valid bucket names, one entry per bucket and prefix.
+fn bucket_policies(raw: &[RawPolicy], p: &mut Problems) -> Vec<BucketPolicy> {
+    let mut policies = Vec::with_capacity(raw.len());
+    let mut seen = HashSet::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("encryption.policy[{i}]");
+        if crate::s3::validate_bucket_name(&r.bucket, true).is_err() {
+            p.push(format!("{key}.bucket"), format!("{:?} is not a valid bucket name", r.bucket), "name a bucket");
+        }
+        if !seen.insert((r.bucket.clone(), r.prefix.clone())) {
+            p.push(key.clone(), "a second policy for the same bucket and prefix", "merge the two entries");
+        }
+        let d = r.default.as_deref().and_then(|v| parse_default(format!("{key}.default"), v, p));
+        policies.push(BucketPolicy {
+            bucket: r.bucket.clone(),
+            prefix: r.prefix.clone(),
+            default: d,
+            allowed_kms_keys: r.allowed_kms_keys.clone(),
+            require_sse: r.require_sse,
+            allowed_sse: r.allowed_sse.clone(),
+            bucket_key: r.bucket_key,
+            legacy_objects: r.legacy_objects,
+            upstream_sse: r.upstream_sse,
+        });
+    }
+    policies
+}
+
+impl TryFrom<In<'_, RawKms>> for KmsSettings {
+    type Error = Vec<Problem>;
+
+    fn try_from(r: In<'_, RawKms>) -> Result<KmsSettings, Vec<Problem>> {
+        let raw = r.raw;
+        let mut p = Problems::default();
+        let explicit = raw.access_key_id.is_some()
+            || raw.access_key_id_env.is_some()
+            || raw.secret_access_key.is_some()
+            || raw.secret_access_key_env.is_some()
+            || raw.secret_access_key_file.is_some();
         let mut credentials = None;
         if explicit {
-            let akid = match (&self.access_key_id, &self.access_key_id_env) {
-                (Some(a), None) if !a.is_empty() => Some(a.clone()),
-                (None, Some(name)) => env(name).filter(|v| !v.is_empty()).or_else(|| {
-                    p.push(
-                        "encryption.kms.access_key_id_env",
-                        format!("environment variable {name} is not set or empty"),
-                        format!("export {name}=<access key id>"),
-                    );
-                    None
-                }),
-                _other => {
-                    p.push(
-                        "encryption.kms.access_key_id",
-                        "set exactly one of access_key_id or access_key_id_env (or none: the AWS chain)",
-                        "give the access key id, or remove every KMS credential key",
-                    );
-                    None
-                }
-            };
-            let secret = resolve_secret(
-                "encryption.kms.secret_access_key",
-                &self.secret_access_key,
-                &self.secret_access_key_env,
-                &self.secret_access_key_file,
-                base,
-                env,
-                p,
+            let akid = p.access_key_id(
+                "encryption.kms.access_key_id",
+                (&raw.access_key_id, &raw.access_key_id_env),
+                r.ctx,
+                (
+                    "set exactly one of access_key_id or access_key_id_env (or none: the AWS chain)",
+                    "give the access key id, or remove every KMS credential key",
+                ),
             );
-            if let (Some(a), Some(s)) = (akid, secret) {
-                credentials = Some((a, s));
-            }
+            let secret = p.secret(
+                "encryption.kms.secret_access_key",
+                &raw.secret_access_key,
+                &raw.secret_access_key_env,
+                &raw.secret_access_key_file,
+                r.ctx,
+            );
+            credentials = akid.zip(secret);
         }
-        if let Some(e) = &self.endpoint {
+        if let Some(e) = &raw.endpoint {
             let ok = e.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http") | Some("https")));
             if !ok {
                 p.push(
@@ -546,27 +548,28 @@ impl RawKms {
                 );
             }
         }
-        valid_duration("encryption.kms.timeout", self.timeout, p);
-        valid_duration("encryption.kms.cache_ttl", self.cache_ttl, p);
-        if self.cache_entries == 0 || self.bucket_key_uses == 0 {
+        p.duration("encryption.kms.timeout", raw.timeout);
+        p.duration("encryption.kms.cache_ttl", raw.cache_ttl);
+        if raw.cache_entries == 0 || raw.bucket_key_uses == 0 {
             p.push(
                 "encryption.kms.cache_entries",
                 "cache_entries and bucket_key_uses must be at least 1",
                 "use the defaults",
             );
         }
-        Some(KmsSettings {
-            region: self.region.clone(),
-            endpoint: self.endpoint.clone(),
+        let settings = KmsSettings {
+            region: raw.region.clone(),
+            endpoint: raw.endpoint.clone(),
             credentials,
-            default_key: self.default_key.clone(),
-            allowed_keys: self.allowed_keys.clone(),
-            readable_keys: self.readable_keys.clone(),
-            bucket_key: self.bucket_key,
-            bucket_key_uses: self.bucket_key_uses,
-            cache_ttl: self.cache_ttl,
-            cache_entries: self.cache_entries,
-            timeout: self.timeout,
-        })
+            default_key: raw.default_key.clone(),
+            allowed_keys: raw.allowed_keys.clone(),
+            readable_keys: raw.readable_keys.clone(),
+            bucket_key: raw.bucket_key,
+            bucket_key_uses: raw.bucket_key_uses,
+            cache_ttl: raw.cache_ttl,
+            cache_entries: raw.cache_entries,
+            timeout: raw.timeout,
+        };
+        p.finish(Some(settings), "encryption.kms")
     }
 }

@@ -116,66 +116,75 @@ fn object_data(
     headers: &HeaderMap,
     body: ClientBody,
 ) -> Result<(UpstreamBody, u64), ProxyError> {
+    match payload {
+        PayloadMode::Sha256(expected) => raw_data(Some(expected), headers, body),
+        PayloadMode::Unsigned => raw_data(None, headers, body),
+        PayloadMode::StreamingUnsignedTrailer | PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
+            chunked_data(payload, chunk_signing, verified, headers, body)
+        }
+    }
+}
+
+/// A body sent as is, checked against the signed SHA-256 (`expected`) and the checksum headers.
+fn raw_data(
+    expected: Option<&[u8; 32]>,
+    headers: &HeaderMap,
+    body: ClientBody,
+) -> Result<(UpstreamBody, u64), ProxyError> {
     let length = declared_length(headers)?;
     let body_present = headers.contains_key(http::header::TRANSFER_ENCODING) || length.is_some_and(|n| n > 0);
-    match payload {
-        PayloadMode::Sha256(expected) => {
-            if !body_present {
-                if *expected != EMPTY_SHA256 {
-                    return Err(BodyError::ContentSha256Mismatch {
-                        client: hex::encode(expected),
-                        computed: hex::encode(EMPTY_SHA256),
-                    }
-                    .into());
-                }
-                Checks::new().from_headers(headers)?.finish()?;
-                return Ok((empty_upstream_body(), 0));
-            }
-            let len = bounded(length.ok_or(RequestError::MissingContentLength)?)?;
-            let checks = Checks::new().sha256(*expected).from_headers(headers)?;
-            Ok((CheckedBody::new(body, checks).boxed_unsync(), len))
+    if !body_present {
+        if let Some(expected) = expected
+            && *expected != EMPTY_SHA256
+        {
+            let (client, computed) = (hex::encode(expected), hex::encode(EMPTY_SHA256));
+            return Err(BodyError::ContentSha256Mismatch { client, computed }.into());
         }
-        PayloadMode::Unsigned => {
-            if !body_present {
-                Checks::new().from_headers(headers)?.finish()?;
-                return Ok((empty_upstream_body(), 0));
-            }
-            let len = bounded(length.ok_or(RequestError::MissingContentLength)?)?;
-            Ok((CheckedBody::new(body, Checks::new().from_headers(headers)?).boxed_unsync(), len))
-        }
-        PayloadMode::StreamingUnsignedTrailer | PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
-            let mut spec = ChunkedSpec::from_headers(headers)?;
-            spec.verified = Some(verified);
-            let signed_trailer = *payload == PayloadMode::StreamingSignedTrailer;
-            if *payload != PayloadMode::StreamingUnsignedTrailer {
-                let ctx = chunk_signing.ok_or(RequestError::InvalidRequest(
-                    "Signed aws-chunked payloads need Authorization-header SigV4".into(),
-                ))?;
-                spec.signed = Some(ChunkChain { ctx, signed_trailer });
-            }
-            if *payload == PayloadMode::StreamingSigned && spec.trailer.is_some() {
-                return Err(RequestError::InvalidRequest(
-                    "x-amz-trailer needs STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER".into(),
-                )
-                .into());
-            }
-            let checks = Checks::new().from_headers(headers)?;
-            if spec.trailer.is_some()
-                && headers.keys().any(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some())
-            {
-                return Err(RequestError::InvalidRequest(
-                    "x-amz-trailer and an x-amz-checksum- header cannot both be given".into(),
-                )
-                .into());
-            }
-            let len = bounded(spec.decoded_length)?;
-            let decoded = AwsChunkedBody::new(body, spec);
-            if checks.is_empty() {
-                Ok((decoded.boxed_unsync(), len))
-            } else {
-                Ok((CheckedBody::new(decoded, checks).boxed_unsync(), len))
-            }
-        }
+        Checks::new().from_headers(headers)?.finish()?;
+        return Ok((empty_upstream_body(), 0));
+    }
+    let len = bounded(length.ok_or(RequestError::MissingContentLength)?)?;
+    let checks = match expected {
+        Some(e) => Checks::new().sha256(*e),
+        None => Checks::new(),
+    };
+    Ok((CheckedBody::new(body, checks.from_headers(headers)?).boxed_unsync(), len))
+}
+
+/// An aws-chunked body, decoded (its chunk signatures verified when signed) and checked.
+fn chunked_data(
+    payload: &PayloadMode,
+    chunk_signing: Option<ChunkSigningContext>,
+    verified: VerifiedChecksum,
+    headers: &HeaderMap,
+    body: ClientBody,
+) -> Result<(UpstreamBody, u64), ProxyError> {
+    // The declared length is checked as a number, as for any body.
+    declared_length(headers)?;
+    let mut spec = ChunkedSpec::from_headers(headers)?;
+    spec.verified = Some(verified);
+    let signed_trailer = *payload == PayloadMode::StreamingSignedTrailer;
+    if *payload != PayloadMode::StreamingUnsignedTrailer {
+        let ctx = chunk_signing.ok_or(RequestError::InvalidRequest(
+            "Signed aws-chunked payloads need Authorization-header SigV4".into(),
+        ))?;
+        spec.signed = Some(ChunkChain { ctx, signed_trailer });
+    }
+    if *payload == PayloadMode::StreamingSigned && spec.trailer.is_some() {
+        let e = RequestError::InvalidRequest("x-amz-trailer needs STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER".into());
+        return Err(e.into());
+    }
+    let checks = Checks::new().from_headers(headers)?;
+    if spec.trailer.is_some() && headers.keys().any(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()) {
+        let e = RequestError::InvalidRequest("x-amz-trailer and an x-amz-checksum- header cannot both be given".into());
+        return Err(e.into());
+    }
+    let len = bounded(spec.decoded_length)?;
+    let decoded = AwsChunkedBody::new(body, spec);
+    if checks.is_empty() {
+        Ok((decoded.boxed_unsync(), len))
+    } else {
+        Ok((CheckedBody::new(decoded, checks).boxed_unsync(), len))
     }
 }
 

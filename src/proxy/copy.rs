@@ -51,6 +51,55 @@ fn source_identity(source: &CopySource) -> ObjectIdentity {
     }
 }
 
+/// The store's CopyObject of a re-wrap: the destination's headers with `new_env`, the source pinned to the ETag
+/// its envelope was read from. The client's own If-Match is checked here (some stores ignore If-Match on HEAD);
+/// its other conditions go to the store with the copy.
+fn rewrap_headers(headers: &HeaderMap, how: &Rewrap<'_>, new_env: &Envelope) -> Result<HeaderMap, ProxyError> {
+    let head = how.source_head;
+    let mut out = destination_headers(headers, S3Op::CopyObject);
+    if how.replace {
+        described_by(head, headers, true, &mut out);
+        check_client_metadata(headers, new_env.metadata_len())?;
+        for (n, v) in new_env.to_headers() {
+            out.insert(n, v);
+        }
+    } else {
+        for (n, v) in &replace_headers(head, new_env)? {
+            if n.as_str() == "x-amz-storage-class" && out.contains_key(n) {
+                continue;
+            }
+            out.append(n.clone(), v.clone());
+        }
+    }
+    let etag = head
+        .get(http::header::ETAG)
+        .cloned()
+        .ok_or_else(|| ProxyError::UpstreamProtocol("copy source HEAD without ETag".into()))?;
+    if !source_etag_matches(headers, etag.to_str().unwrap_or("")) {
+        return Err(precondition_failed());
+    }
+    for name in [
+        "x-amz-copy-source-if-none-match",
+        "x-amz-copy-source-if-modified-since",
+        "x-amz-copy-source-if-unmodified-since",
+    ] {
+        if let Some(v) = headers.get(name) {
+            out.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    out.insert(X_AMZ_COPY_SOURCE, header_value(&how.source.upstream_value())?);
+    out.insert(X_AMZ_COPY_SOURCE_IF_MATCH, etag);
+    out.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
+    Ok(out)
+}
+
+/// A plaintext source's answer, as the copy's input.
+fn plain_source(resp: Response<UpstreamIncoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    super::response::scrub_upstream_headers(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(|e| -> crate::error::BoxError { Box::new(e) }).boxed_unsync())
+}
+
 /// The client's `x-amz-copy-source-if-*` conditions as the conditional headers of a read of the source.
 fn source_conditions(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
@@ -189,13 +238,13 @@ pub(super) struct Sink {
 
 impl Proxy {
     /// CopyObject or UploadPartCopy with an encrypted bucket on either side.
-    pub(super) async fn copy(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
-        let Admitted { mut ctx, head, body: _ } = r;
+    pub(super) async fn copy(&self, ctx: &mut RequestCtx, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { head, body: _ } = r;
         let source = ctx.copy_source.take().ok_or_else(|| ProxyError::Internal("a copy without a source".into()))?;
         if ctx.op == S3Op::UploadPartCopy {
-            return self.copy_part(&mut ctx, &head.headers, source).await;
+            return self.copy_part(ctx, &head.headers, source).await;
         }
-        self.copy_object(&ctx, &head.headers, source).await
+        self.copy_object(ctx, &head.headers, source).await
     }
 
     /// UploadPartCopy: the source's plaintext (a range of it) written as a part, encrypted under the destination
@@ -248,37 +297,18 @@ impl Proxy {
         source: CopySource,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = Arc::clone(&self.inner.crypto);
-        let (target, sse, dest_identity) = (&ctx.target, &ctx.sse, &ctx.identity);
         let source_key = copy_source_customer(headers)?;
-        let dest_encrypted = ctx.encrypted;
         let source_encrypted = source.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
         let replace = replaces_metadata(headers)?;
-        let protection = if dest_encrypted {
-            crypto.protection(&dest_identity.bucket, &dest_identity.key, sse).await?
+        let protection = if ctx.encrypted {
+            crypto.protection(&ctx.identity.bucket, &ctx.identity.key, &ctx.sse).await?
         } else {
             Protection::Plaintext
         };
-        let encrypt_dest = !matches!(protection, Protection::Plaintext);
-        if encrypt_dest && source_encrypted {
-            let head = self
-                .store()
-                .send(StoreRequest::read_source(&source, S3Op::HeadObject).headers(source_conditions(headers)))
-                .await?;
-            if !head.status().is_success() {
-                return Err(source_error(head, true).await);
-            }
-            let legacy = crypto.policy(&source_identity(&source).bucket, &source_identity(&source).key).legacy_objects;
-            let maybe_s3ec = super::s3ec::candidate(&crypto, &source_identity(&source), head.headers());
-            if !maybe_s3ec && let Some(env) = envelope_or_policy(head.headers(), legacy)? {
-                let rewrap = Rewrap {
-                    protection: &protection,
-                    source: &source,
-                    source_head: head.headers(),
-                    source_env: &env,
-                    source_key: source_key.as_ref(),
-                    replace,
-                };
-                return self.copy_by_rewrap(ctx, headers, rewrap).await;
+        if source_encrypted && !matches!(protection, Protection::Plaintext) {
+            let how = (&protection, source_key.as_ref(), replace);
+            if let Some(done) = self.try_rewrap(ctx, headers, &source, how).await? {
+                return Ok(done);
             }
             // A legacy plaintext source (legacy_objects = "passthrough") or an S3 Encryption Client object: encrypt
             // its plaintext on the way.
@@ -287,20 +317,9 @@ impl Proxy {
             self.read_source(&source, source_encrypted, ClientRange::Whole, headers, source_key.as_ref()).await?;
         let mut out = destination_headers(headers, S3Op::PutObject);
         described_by(plain.headers(), headers, replace, &mut out);
-        let (dek, sse_info, store_sse) = if encrypt_dest {
-            let (dek, env) = crypto.new_object_key(dest_identity, &protection, None).await?;
-            check_client_metadata(&out, env.metadata_len())?;
-            for (n, v) in env.to_headers() {
-                out.insert(n, v);
-            }
-            (Some(Arc::new(dek)), Some(SseInfo::of(&env, sse.customer())), self.upstream_sse(target))
-        } else {
-            // A pass-through destination: the store's own SSE, as the client asked it.
-            (None, None, StoreSse::from_client(headers))
-        };
+        let (sink, sse_info, store_sse) = self.object_sink(ctx, headers, &protection, &mut out).await?;
         let source_version = plain.headers().get(X_AMZ_VERSION_ID).cloned();
-        let sink = Sink { dek, part: SINGLE_PUT_PART };
-        let into = Into { target, part_of: None, headers: out, sse: store_sse.as_ref() };
+        let into = Into { target: &ctx.target, part_of: None, headers: out, sse: store_sse.as_ref() };
         let (etag, version) = self.write_streamed(into, plain, sink).await?;
         let body = xml::document(
             "CopyObjectResult",
@@ -314,6 +333,52 @@ impl Proxy {
         Ok(resp)
     }
 
+    /// Between encrypted buckets, a copy of an s3crypt object is a re-wrap (`how`: the destination's protection,
+    /// the source's SSE-C key, the metadata directive); `None` when the source is not one (it is then streamed).
+    async fn try_rewrap(
+        &self,
+        ctx: &RequestCtx,
+        headers: &HeaderMap,
+        source: &CopySource,
+        (protection, source_key, replace): (&Protection, Option<&Arc<CustomerKey>>, bool),
+    ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        let crypto = &self.inner.crypto;
+        let read = StoreRequest::read_source(source, S3Op::HeadObject).headers(source_conditions(headers));
+        let head = self.store().send(read).await?;
+        if !head.status().is_success() {
+            return Err(source_error(head, true).await);
+        }
+        let id = source_identity(source);
+        let legacy = crypto.policy(&id.bucket, &id.key).legacy_objects;
+        if super::s3ec::candidate(crypto, &id, head.headers()) {
+            return Ok(None);
+        }
+        let Some(env) = envelope_or_policy(head.headers(), legacy)? else { return Ok(None) };
+        let rewrap = Rewrap { protection, source, source_head: head.headers(), source_env: &env, source_key, replace };
+        self.copy_by_rewrap(ctx, headers, rewrap).await.map(Some)
+    }
+
+    /// What a streamed CopyObject writes with: a fresh data key and envelope (added to `out`) under `protection`,
+    /// or, to a pass-through destination, the store's own SSE as the client asked it.
+    async fn object_sink(
+        &self,
+        ctx: &RequestCtx,
+        headers: &HeaderMap,
+        protection: &Protection,
+        out: &mut HeaderMap,
+    ) -> Result<(Sink, Option<SseInfo>, Option<StoreSse>), ProxyError> {
+        if matches!(protection, Protection::Plaintext) {
+            return Ok((Sink { dek: None, part: SINGLE_PUT_PART }, None, StoreSse::from_client(headers)));
+        }
+        let (dek, env) = self.inner.crypto.new_object_key(&ctx.identity, protection, None).await?;
+        check_client_metadata(out, env.metadata_len())?;
+        for (n, v) in env.to_headers() {
+            out.insert(n, v);
+        }
+        let sink = Sink { dek: Some(Arc::new(dek)), part: SINGLE_PUT_PART };
+        Ok((sink, Some(SseInfo::of(&env, ctx.sse.customer())), self.upstream_sse(&ctx.target)))
+    }
+
     /// Encrypted to encrypted: the data key re-wrapped for the destination, the ciphertext copied by the store.
     async fn copy_by_rewrap(
         &self,
@@ -322,55 +387,17 @@ impl Proxy {
         how: Rewrap<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = &self.inner.crypto;
-        let (target, dest_identity) = (&ctx.target, &ctx.identity);
-        let (source, head, env, replace) = (how.source, how.source_head, how.source_env, how.replace);
-        env.layout().map_err(|_| ProxyError::UnsealedObject)?;
-        let dek = crypto.open_envelope(env, &source_identity(source), how.source_key).await?;
-        let new_env = crypto.wrap_for(&dek, dest_identity, how.protection, env.multipart).await?;
+        how.source_env.layout().map_err(|_| ProxyError::UnsealedObject)?;
+        let dek = crypto.open_envelope(how.source_env, &source_identity(how.source), how.source_key).await?;
+        let new_env = crypto.wrap_for(&dek, &ctx.identity, how.protection, how.source_env.multipart).await?;
         let dest_customer = match how.protection {
             Protection::Customer(k) => Some(k),
             Protection::Keyring | Protection::Kms { .. } | Protection::Plaintext => None,
         };
-        let mut out = destination_headers(headers, S3Op::CopyObject);
-        if replace {
-            described_by(head, headers, true, &mut out);
-            check_client_metadata(headers, new_env.metadata_len())?;
-            for (n, v) in new_env.to_headers() {
-                out.insert(n, v);
-            }
-        } else {
-            let restated = replace_headers(head, &new_env)?;
-            for (n, v) in &restated {
-                if n.as_str() == "x-amz-storage-class" && out.contains_key(n) {
-                    continue;
-                }
-                out.append(n.clone(), v.clone());
-            }
-        }
-        let etag = head
-            .get(http::header::ETAG)
-            .cloned()
-            .ok_or_else(|| ProxyError::UpstreamProtocol("copy source HEAD without ETag".into()))?;
-        // The copy is pinned to the ETag the envelope was read from; the client's own If-Match is checked here
-        // (some stores ignore If-Match on HEAD), its other conditions go to the store with the copy.
-        if !source_etag_matches(headers, etag.to_str().unwrap_or("")) {
-            return Err(precondition_failed());
-        }
-        for name in [
-            "x-amz-copy-source-if-none-match",
-            "x-amz-copy-source-if-modified-since",
-            "x-amz-copy-source-if-unmodified-since",
-        ] {
-            if let Some(v) = headers.get(name) {
-                out.insert(HeaderName::from_static(name), v.clone());
-            }
-        }
-        out.insert(X_AMZ_COPY_SOURCE, header_value(&source.upstream_value())?);
-        out.insert(X_AMZ_COPY_SOURCE_IF_MATCH, etag);
-        out.insert(X_AMZ_METADATA_DIRECTIVE, HeaderValue::from_static("REPLACE"));
-        let copy = StoreRequest::new(S3Op::CopyObject, Method::PUT, target)
+        let out = rewrap_headers(headers, &how, &new_env)?;
+        let copy = StoreRequest::new(S3Op::CopyObject, Method::PUT, &ctx.target)
             .headers(out)
-            .sse(self.upstream_sse(target).as_ref());
+            .sse(self.upstream_sse(&ctx.target).as_ref());
         let (h, body) = self.store().xml(copy, Xml::SlowResult).await?;
         let (_, top) = xml::records(&body, &["CopyObjectResult", "Part"])
             .ok_or_else(|| ProxyError::UpstreamProtocol("CopyObject result is not XML".into()))?;
@@ -394,9 +421,9 @@ impl Proxy {
         client: &HeaderMap,
         source_key: Option<&Arc<CustomerKey>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let crypto = &self.inner.crypto;
         let mut h = source_conditions(client);
-        let upstream_range = if encrypted { range.upstream_range(crypto.segment_size) } else { range.as_header() };
+        let upstream_range =
+            if encrypted { range.upstream_range(self.inner.crypto.segment_size) } else { range.as_header() };
         if let Some(r) = &upstream_range {
             h.insert(http::header::RANGE, header_value(r)?);
         }
@@ -412,28 +439,9 @@ impl Proxy {
             return Err(precondition_failed());
         }
         if !encrypted {
-            let (mut parts, body) = resp.into_parts();
-            super::response::scrub_upstream_headers(&mut parts.headers);
-            let body: ProxyBody = body.map_err(|e| -> crate::error::BoxError { Box::new(e) }).boxed_unsync();
-            return Ok(Response::from_parts(parts, body));
+            return Ok(plain_source(resp));
         }
-        let id = source_identity(source);
-        let ctx = ReadCtx {
-            crypto,
-            id: &id,
-            customer: source_key,
-            legacy: crypto.policy(&id.bucket, &id.key).legacy_objects,
-        };
-        // A source written by the AWS S3 Encryption Client is read whole and verified (a copy migrates it).
-        let resp = if super::s3ec::candidate(crypto, &id, resp.headers()) {
-            match self.s3ec_read(resp, S3Op::GetObject, range, &ctx).await? {
-                super::s3ec::S3ecRead::Done(r) => return Ok(r),
-                super::s3ec::S3ecRead::NotS3ec(r) => r,
-            }
-        } else {
-            resp
-        };
-        match get_response(resp, range, &ctx).await? {
+        match self.decrypt_source(resp, source, range, source_key).await? {
             ObjectResponse::Ready(r) => Ok(r),
             ObjectResponse::RefetchPlain => {
                 // A legacy plaintext object: fetch the range as asked.
@@ -446,14 +454,33 @@ impl Proxy {
                 if !resp.status().is_success() {
                     return Err(source_error(resp, false).await);
                 }
-                let (mut parts, body) = resp.into_parts();
-                super::response::scrub_upstream_headers(&mut parts.headers);
-                Ok(Response::from_parts(
-                    parts,
-                    body.map_err(|e| -> crate::error::BoxError { Box::new(e) }).boxed_unsync(),
-                ))
+                Ok(plain_source(resp))
             }
         }
+    }
+
+    /// An encrypted source's answer, decrypted and verified; a source written by the AWS S3 Encryption Client is
+    /// read whole and verified (a copy migrates it).
+    async fn decrypt_source(
+        &self,
+        resp: Response<UpstreamIncoming>,
+        source: &CopySource,
+        range: ClientRange,
+        source_key: Option<&Arc<CustomerKey>>,
+    ) -> Result<ObjectResponse, ProxyError> {
+        let crypto = &self.inner.crypto;
+        let id = source_identity(source);
+        let legacy = crypto.policy(&id.bucket, &id.key).legacy_objects;
+        let ctx = ReadCtx { crypto, id: &id, customer: source_key, legacy };
+        let resp = if super::s3ec::candidate(crypto, &id, resp.headers()) {
+            match self.s3ec_read(resp, S3Op::GetObject, range, &ctx).await? {
+                super::s3ec::S3ecRead::Done(r) => return Ok(ObjectResponse::Ready(r)),
+                super::s3ec::S3ecRead::NotS3ec(r) => r,
+            }
+        } else {
+            resp
+        };
+        get_response(resp, range, &ctx).await
     }
 
     /// PUTs `plain` (a decrypted source) to `into`, encrypted if `sink` has a key. Returns the ETag and version ID.

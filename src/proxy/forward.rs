@@ -6,7 +6,7 @@ use http::Response;
 
 use super::Proxy;
 use super::body::{Upload, echo_verified_checksum, prepare_body};
-use super::front::Admitted;
+use super::front::{Admitted, RequestCtx};
 use super::response::ProxyBody;
 use crate::error::ProxyError;
 use crate::s3::error::RequestError;
@@ -15,8 +15,8 @@ use crate::sigv4::chunked::VerifiedChecksum;
 use crate::store::{StoreBody, StoreRequest};
 
 impl Proxy {
-    pub(super) async fn forward(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
-        let Admitted { mut ctx, head, body } = r;
+    pub(super) async fn forward(&self, ctx: &mut RequestCtx, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { head, body } = r;
         let verified = VerifiedChecksum::default();
         let upload = Upload::plain(ctx.chunk_signing.take(), verified.clone());
         let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, upload).await?;

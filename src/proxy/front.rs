@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use hyper::body::Incoming;
 
-use super::{ClientBody, ConnInfo, Proxy, RequestView};
+use super::{ClientBody, ConnInfo, Proxy};
 use crate::config::{ClientCredential, PlainHttpPolicy};
 use crate::crypto::keys::ObjectIdentity;
 use crate::crypto::{Crypto, EffectivePolicy};
 use crate::error::ProxyError;
 use crate::s3::error::{BodyError, RequestError};
+use crate::s3::headers::X_AMZ_DECODED_CONTENT_LENGTH;
 use crate::s3::op::{S3Op, classify};
 use crate::s3::query::Query;
 use crate::s3::sse::{CustomerKey, SseRequest, copy_source_customer, has_customer_key};
@@ -22,11 +24,53 @@ use crate::sigv4::error::AuthError;
 use crate::sigv4::verify::{ChunkSigningContext, PayloadMode, RequestHead};
 use crate::store::StoreSse;
 
-/// What the front door established about one request.
-pub(super) struct RequestCtx {
-    /// For documents a handler renders itself (a slow Complete's error).
+/// What the error document and the audit line need to know about a request: known at its arrival (id, resource,
+/// method, declared length) or learnt as the front door goes (principal, operation, object, version). The first part
+/// of the request's context, the only one before the front door admitted it.
+#[derive(Default)]
+pub(super) struct RequestRecord {
     pub request_id: String,
     pub resource: String,
+    pub is_head: bool,
+    pub body_unread: bool,
+    pub op: Option<S3Op>,
+    /// For the audit log: the authenticated access key id, the object, its version, the body length.
+    pub principal: Option<String>,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub version: Option<String>,
+    pub bytes_in: Option<u64>,
+}
+
+impl RequestRecord {
+    pub fn of(req: &Request<Incoming>) -> RequestRecord {
+        let h = req.headers();
+        RequestRecord {
+            request_id: crate::util::new_request_id(),
+            resource: req.uri().path().to_owned(),
+            is_head: req.method() == Method::HEAD,
+            body_unread: super::body::has_body(h),
+            op: None,
+            principal: None,
+            bucket: None,
+            key: None,
+            version: None,
+            bytes_in: h
+                .get(X_AMZ_DECODED_CONTENT_LENGTH)
+                .or_else(|| h.get(CONTENT_LENGTH))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+        }
+    }
+}
+
+/// One request's context (pingora's CTX is the model): its record, from its arrival to its audit line, and what
+/// the front door established when it admitted it. Handlers read it and may refine it (`&mut`); the error document
+/// and the audit line are rendered from its record afterwards.
+pub(super) struct RequestCtx {
+    /// Request id, resource, principal, object...: also for documents a handler renders itself (a slow Complete's
+    /// error).
+    pub record: RequestRecord,
     pub op: S3Op,
     pub target: Target,
     /// The bucket and key (empty when absent): what data keys are bound to.
@@ -76,42 +120,40 @@ impl RequestCtx {
     }
 }
 
-/// A request past the front door: its context, its head (headers include a presigned URL's signed values) and
-/// its body.
+/// A request past the front door: its head (headers include a presigned URL's signed values) and its body.
 pub(super) struct Admitted {
-    pub ctx: RequestCtx,
     pub head: http::request::Parts,
     pub body: ClientBody,
 }
 
 impl Proxy {
-    /// Admits a request, or refuses it with the S3 error S3 would give. `view` learns what the error and audit lines
-    /// need as it becomes known.
+    /// Admits a request, or refuses it with the S3 error S3 would give. `record` learns what the error document and the
+    /// audit line need as it becomes known, and becomes the record of the context.
     pub(super) async fn front_door(
         &self,
         req: Request<Incoming>,
         conn: &ConnInfo,
-        view: &mut RequestView,
-    ) -> Result<Admitted, ProxyError> {
+        record: &mut RequestRecord,
+    ) -> Result<(RequestCtx, Admitted), ProxyError> {
         let host = request_host(&req).ok_or(RequestError::InvalidArgument("missing Host header".into()))?;
         let target = resolve_target(&host, req.uri().path(), &self.inner.settings.base_domains)?;
-        view.resource = target.resource();
+        record.resource = target.resource();
         let mut auth = self.authenticate(&req, &target, conn)?;
         // A presigned URL's signed header values are headers from here on: every check below (SSE, SSE-C over
         // plain HTTP, copy source, reserved metadata, classification) sees them, and they go upstream only as
         // those checks allow.
         let (mut head, body) = req.into_parts();
         merge_query_headers(&mut head.headers, std::mem::take(&mut auth.hoisted_headers))?;
-        view.principal = Some(auth.client.access_key_id.clone());
+        record.principal = Some(auth.client.access_key_id.clone());
         if !self.inner.limits.allow(&auth.client.access_key_id, Instant::now()) {
             return Err(ProxyError::SlowDown);
         }
         let query = Query::new(std::mem::take(&mut auth.query));
-        (view.bucket, view.key) = (target.bucket.clone(), target.key.clone());
-        view.version = query.version_id().map(str::to_owned);
+        (record.bucket, record.key) = (target.bucket.clone(), target.key.clone());
+        record.version = query.version_id().map(str::to_owned);
         authorize(&auth.client, &target, &head.headers)?;
         let op = classify(&head.method, &target, &query, &head.headers)?;
-        view.op = Some(op);
+        record.op = Some(op);
         let copy_source = match op {
             S3Op::CopyObject | S3Op::UploadPartCopy => CopySource::from_headers(&head.headers)?,
             _ => None,
@@ -126,10 +168,9 @@ impl Proxy {
         };
         let policy = crypto.policy(&identity.bucket, &identity.key);
         let body = ClientBody::new(body, self.inner.settings.body_read_timeout, BodyError::RequestTimeout.into());
-        view.body_unread = false; // from here on the body is consumed by the upstream request or dropped
+        record.body_unread = false; // from here on the body is consumed by the upstream request or dropped
         let ctx = RequestCtx {
-            request_id: view.request_id.clone(),
-            resource: view.resource.clone(),
+            record: std::mem::take(record),
             op,
             target,
             identity,
@@ -142,7 +183,7 @@ impl Proxy {
             sse,
             copy_source,
         };
-        Ok(Admitted { ctx, head, body })
+        Ok((ctx, Admitted { head, body }))
     }
 
     /// SigV4 (or SigV2 presigned) from the head; an address that keeps failing gets SlowDown unverified.

@@ -6,7 +6,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::Proxy;
 use super::body::{Upload, prepare_body};
-use super::front::Admitted;
+use super::front::{Admitted, RequestCtx};
 use super::response::ProxyBody;
 use crate::crypto::format::plaintext_len;
 use crate::error::ProxyError;
@@ -16,8 +16,8 @@ use crate::store::{StoreRequest, Xml, read_xml};
 
 impl Proxy {
     /// ListObjects, ListObjectsV2, ListObjectVersions and GetObjectAttributes on an encrypted bucket.
-    pub(super) async fn listing(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
-        let Admitted { mut ctx, head, body } = r;
+    pub(super) async fn listing(&self, ctx: &mut RequestCtx, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { head, body } = r;
         let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
         let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, upload).await?;
         let request = StoreRequest::new(ctx.op, head.method.clone(), &ctx.target)

@@ -26,7 +26,6 @@ mod write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -36,13 +35,13 @@ use crate::crypto::Crypto;
 use crate::crypto::error::CryptoError;
 use crate::error::{ProxyError, Side};
 use crate::s3::Target;
-use crate::s3::headers::{X_AMZ_DECODED_CONTENT_LENGTH, X_AMZ_ID_2, X_AMZ_REQUEST_ID};
+use crate::s3::headers::{X_AMZ_ID_2, X_AMZ_REQUEST_ID};
 use crate::s3::op::S3Op;
 use crate::sigv4::error::AuthError;
 use crate::sigv4::verify::Verifier;
 use crate::store::{Store, StoreRequest};
 use crate::upstream::Upstream;
-use front::Admitted;
+use front::{Admitted, RequestCtx, RequestRecord};
 use response::{empty_body, full_body};
 
 pub use response::ProxyBody;
@@ -99,43 +98,6 @@ pub struct ProxySettings {
 /// A client's request body, with its idle deadline.
 pub(crate) type ClientBody = crate::util::body::IdleTimeout<Incoming, ProxyError>;
 
-/// Everything the error rendering and the audit line need to know about a request, learnt as the front door goes.
-struct RequestView {
-    request_id: String,
-    resource: String,
-    is_head: bool,
-    body_unread: bool,
-    op: Option<S3Op>,
-    /// For the audit log: the authenticated access key id, the object, its version, the body length.
-    principal: Option<String>,
-    bucket: Option<String>,
-    key: Option<String>,
-    version: Option<String>,
-    bytes_in: Option<u64>,
-}
-
-impl RequestView {
-    fn of(req: &Request<Incoming>) -> RequestView {
-        let h = req.headers();
-        RequestView {
-            request_id: crate::util::new_request_id(),
-            resource: req.uri().path().to_owned(),
-            is_head: req.method() == Method::HEAD,
-            body_unread: body::has_body(h),
-            op: None,
-            principal: None,
-            bucket: None,
-            key: None,
-            version: None,
-            bytes_in: h
-                .get(X_AMZ_DECODED_CONTENT_LENGTH)
-                .or_else(|| h.get(CONTENT_LENGTH))
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
-        }
-    }
-}
-
 impl Proxy {
     pub fn new(verifier: Verifier, upstream: Arc<Upstream>, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
         let limits = limit::RateLimits::new(&settings.client_rates);
@@ -166,38 +128,38 @@ impl Proxy {
     /// span (request id, and once known the principal, operation and bucket).
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
         let started = Instant::now();
-        let mut view = RequestView::of(&req);
+        let mut record = RequestRecord::of(&req);
         let method = req.method().clone();
         let span = tracing::info_span!(
             "request",
-            request.id = %view.request_id,
+            request.id = %record.request_id,
             http.method = %method,
             principal = tracing::field::Empty,
             s3.op = tracing::field::Empty,
             s3.bucket = tracing::field::Empty,
         );
-        let result = self.process(req, conn, &mut view).instrument(span.clone()).await;
+        let result = self.process(req, conn, &mut record).instrument(span.clone()).await;
         let _entered = span.enter();
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 log_error(&e);
                 count_error(&e);
-                error_response(&e, &view)
+                error_response(&e, &record)
             }
         };
         crate::metrics::request_done(
-            view.op.map_or("Unknown", S3Op::as_str),
+            record.op.map_or("Unknown", S3Op::as_str),
             resp.status().as_u16(),
             started.elapsed(),
         );
         let h = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&view.request_id) {
+        if let Ok(v) = HeaderValue::from_str(&record.request_id) {
             h.insert(X_AMZ_REQUEST_ID, v.clone());
             h.insert(X_AMZ_ID_2, v);
         }
         h.insert(http::header::SERVER, HeaderValue::from_static("s3crypt"));
-        audit(&view, &resp, started);
+        audit(&record, &resp, started);
         tracing::debug!(
             http.status = resp.status().as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -211,39 +173,41 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         conn: &ConnInfo,
-        view: &mut RequestView,
+        record: &mut RequestRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(location) = front::plain_http(&req, conn)? {
             return redirect(location);
         }
-        let admitted = self.front_door(req, conn, view).await?;
+        let (mut ctx, admitted) = self.front_door(req, conn, record).await?;
         let span = tracing::Span::current();
-        span.record("principal", admitted.ctx.client.access_key_id.as_str());
-        span.record("s3.op", admitted.ctx.op.as_str());
-        if let Some(b) = &admitted.ctx.target.bucket {
+        span.record("principal", ctx.client.access_key_id.as_str());
+        span.record("s3.op", ctx.op.as_str());
+        if let Some(b) = &ctx.target.bucket {
             span.record("s3.bucket", b.as_str());
         }
-        self.dispatch(admitted).await
+        let result = self.dispatch(&mut ctx, admitted).await;
+        // The error document and the audit line are rendered from the context's record.
+        *record = ctx.record;
+        result
     }
 
     /// One handler per operation family (ARCHITECTURE.md says where a new operation goes).
-    async fn dispatch(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
-        let ctx = &r.ctx;
+    async fn dispatch(&self, ctx: &mut RequestCtx, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
         if matches!(ctx.op, S3Op::CopyObject | S3Op::UploadPartCopy) && ctx.copies_encrypted(&self.inner.crypto) {
-            return self.copy(r).await;
+            return self.copy(ctx, r).await;
         }
         if !ctx.encrypted || ctx.plain_upload() {
-            return self.forward(r).await;
+            return self.forward(ctx, r).await;
         }
         match ctx.op {
-            S3Op::PutObject => self.put_object(r).await,
-            S3Op::GetObject | S3Op::HeadObject => self.read_object(r).await,
-            S3Op::CreateMultipartUpload => self.create_upload(r).await,
-            S3Op::UploadPart => self.upload_part(r).await,
-            S3Op::CompleteMultipartUpload => self.complete_upload(r).await,
-            S3Op::AbortMultipartUpload | S3Op::ListParts => self.upload_by_id(r).await,
+            S3Op::PutObject => self.put_object(ctx, r).await,
+            S3Op::GetObject | S3Op::HeadObject => self.read_object(ctx, r).await,
+            S3Op::CreateMultipartUpload => self.create_upload(ctx, r).await,
+            S3Op::UploadPart => self.upload_part(ctx, r).await,
+            S3Op::CompleteMultipartUpload => self.complete_upload(ctx, r).await,
+            S3Op::AbortMultipartUpload | S3Op::ListParts => self.upload_by_id(ctx, r).await,
             S3Op::ListObjects | S3Op::ListObjectsV2 | S3Op::ListObjectVersions | S3Op::GetObjectAttributes => {
-                self.listing(r).await
+                self.listing(ctx, r).await
             }
             S3Op::ListBuckets
             | S3Op::CreateBucket
@@ -255,7 +219,7 @@ impl Proxy {
             | S3Op::CopyObject
             | S3Op::DeleteObject
             | S3Op::UploadPartCopy
-            | S3Op::ObjectConfig => self.forward(r).await,
+            | S3Op::ObjectConfig => self.forward(ctx, r).await,
         }
     }
 }
@@ -272,7 +236,7 @@ fn redirect(location: String) -> Result<Response<ProxyBody>, ProxyError> {
 /// One audit line per request (`crate::util::audit`): who did what to which object, under which key, with
 /// what outcome. Never a secret, a signature, an SSE-C key or object data: the key used is named by its
 /// reference (`keyring:<id>`, a KMS key ARN, or `sse-c`).
-fn audit(view: &RequestView, resp: &Response<ProxyBody>, started: Instant) {
+fn audit(record: &RequestRecord, resp: &Response<ProxyBody>, started: Instant) {
     if !crate::util::audit::enabled() {
         return;
     }
@@ -284,18 +248,18 @@ fn audit(view: &RequestView, resp: &Response<ProxyBody>, started: Instant) {
             (Some(mode), None) => (mode, get("x-amz-server-side-encryption-aws-kms-key-id")),
             (None, None) => ("none", None),
         };
-    let version = view.version.as_deref().or_else(|| get("x-amz-version-id"));
+    let version = record.version.as_deref().or_else(|| get("x-amz-version-id"));
     crate::util::audit::write(&crate::util::audit::Record {
-        request_id: &view.request_id,
-        principal: view.principal.as_deref().unwrap_or("-"),
-        op: view.op.map_or("-", S3Op::as_str),
-        bucket: view.bucket.as_deref().unwrap_or("-"),
-        key: view.key.as_deref().unwrap_or("-"),
+        request_id: &record.request_id,
+        principal: record.principal.as_deref().unwrap_or("-"),
+        op: record.op.map_or("-", S3Op::as_str),
+        bucket: record.bucket.as_deref().unwrap_or("-"),
+        key: record.key.as_deref().unwrap_or("-"),
         version: version.unwrap_or("-"),
         sse,
         key_id: key_id.unwrap_or("-"),
         status: resp.status().as_u16(),
-        bytes_in: view.bytes_in.unwrap_or(0),
+        bytes_in: record.bytes_in.unwrap_or(0),
         bytes_out: get("content-length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
         latency_ms: started.elapsed().as_millis() as u64,
     });
@@ -332,18 +296,18 @@ fn log_error(e: &ProxyError) {
     }
 }
 
-fn error_response(e: &ProxyError, view: &RequestView) -> Response<ProxyBody> {
-    let body = if view.is_head { empty_body() } else { full_body(e.to_xml(&view.resource, &view.request_id)) };
+fn error_response(e: &ProxyError, record: &RequestRecord) -> Response<ProxyBody> {
+    let body = if record.is_head { empty_body() } else { full_body(e.to_xml(&record.resource, &record.request_id)) };
     let mut resp = Response::new(body);
     *resp.status_mut() = e.status();
     let h = resp.headers_mut();
-    if !view.is_head {
+    if !record.is_head {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     }
     for (k, v) in e.extra_headers() {
         h.insert(k, v);
     }
-    if view.body_unread {
+    if record.body_unread {
         // The request body was never read: do not try to reuse the connection.
         h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -20,22 +20,26 @@ use crate::store::{StoreBody, StoreRequest};
 use crate::upstream::UpstreamIncoming;
 
 impl Proxy {
-    pub(super) async fn read_object(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
-        let Admitted { mut ctx, head, body } = r;
+    pub(super) async fn read_object(
+        &self,
+        ctx: &mut RequestCtx,
+        r: Admitted,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { head, body } = r;
         let headers = &head.headers;
         // No body is expected; one that is there is checked (and sent) like any small body.
         let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
         let store_body = prepare_body(ctx.op, &ctx.payload, headers, body, upload).await?;
         let part = match ctx.query.part_number()? {
             None => None,
-            Some(n) => match self.locate_part(&ctx, headers, n).await? {
+            Some(n) => match self.locate_part(ctx, headers, n).await? {
                 Located::Done(resp) => return Ok(resp),
                 Located::Read(p) => Some(p),
             },
         };
         let query = if part.is_some() { ctx.query.without(PART_NUMBER) } else { ctx.query.clone() };
         let range = part.as_ref().map_or_else(|| ClientRange::parse(headers), |p| p.range);
-        let resp = self.fetch_ciphertext(&ctx, headers, &query, range, part.as_ref(), store_body).await?;
+        let resp = self.fetch_ciphertext(ctx, headers, &query, range, part.as_ref(), store_body).await?;
         let read = ReadCtx {
             crypto: &self.inner.crypto,
             id: &ctx.identity,
@@ -63,7 +67,7 @@ impl Proxy {
                 }
             },
             S3Op::GetObject if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
-                Err(self.range_not_satisfiable(&ctx, headers, &resp).await)
+                Err(self.range_not_satisfiable(ctx, headers, &resp).await)
             }
             S3Op::HeadObject if ok => super::object::head_response(resp, &read).await,
             _ => {

@@ -7,7 +7,7 @@ use http::Response;
 
 use super::Proxy;
 use super::body::{Encrypting, Upload, echo_verified_checksum, prepare_body};
-use super::front::Admitted;
+use super::front::{Admitted, RequestCtx};
 use super::object::{SseInfo, scrub_object_headers};
 use super::response::ProxyBody;
 use crate::crypto::Protection;
@@ -18,14 +18,17 @@ use crate::sigv4::chunked::VerifiedChecksum;
 use crate::store::StoreRequest;
 
 impl Proxy {
-    pub(super) async fn put_object(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+    pub(super) async fn put_object(
+        &self,
+        ctx: &mut RequestCtx,
+        r: Admitted,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = Arc::clone(&self.inner.crypto);
-        let ctx = &r.ctx;
         let protection = crypto.protection(&ctx.identity.bucket, &ctx.identity.key, &ctx.sse).await?;
         if matches!(protection, Protection::Plaintext) {
-            return self.forward(r).await;
+            return self.forward(ctx, r).await;
         }
-        let Admitted { mut ctx, head, body } = r;
+        let Admitted { head, body } = r;
         let (dek, env) = crypto.new_object_key(&ctx.identity, &protection, None).await?;
         check_client_metadata(&head.headers, env.metadata_len())?;
         let verified = VerifiedChecksum::default();

@@ -12,12 +12,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use crate::config::{Config, Listener, Mode, Protocol, ServerSettings, UpstreamEndpoint};
 use crate::proxy::{ConnInfo, Proxy};
@@ -256,56 +257,18 @@ impl Server {
         #[cfg(feature = "embedded")]
         let embedded = self.embedded;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (conn_tx, mut conn_rx) = mpsc::channel::<(TcpStream, SocketAddr, usize)>(128);
-        let mut accept_tasks = Vec::new();
         let infos: Vec<ConnInfo> = listeners.iter().map(|(_, i)| i.clone()).collect();
-        for (idx, (tcp, _)) in listeners.into_iter().enumerate() {
-            let tx = conn_tx.clone();
-            let mut stop = stop_rx.clone();
-            accept_tasks.push(tokio::spawn(async move {
-                loop {
-                    let accepted = tokio::select! {
-                        r = tcp.accept() => r,
-                        _ = stop.changed() => break,
-                    };
-                    match accepted {
-                        Ok((stream, peer)) => {
-                            if tx.send((stream, peer, idx)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            }));
-        }
-        drop(conn_tx);
+        let (accept_tasks, mut conn_rx) = spawn_acceptors(listeners, &stop_rx);
         if let Some((_, store)) = &tls {
             tokio::spawn(tls::reload_loop(Arc::clone(store), cert_reload_interval, stop_rx.clone()));
         }
         // The admin listener outlives the drain (readyz says "draining" meanwhile): its own stop signal.
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let admin_task = admin.map(|(tcp, _)| {
-            tokio::spawn(admin::serve(
-                tcp,
-                crate::metrics::install(),
-                Arc::clone(&health),
-                proxy.clone(),
-                admin_stop_rx,
-            ))
+            let metrics = crate::metrics::install();
+            tokio::spawn(admin::serve(tcp, metrics, Arc::clone(&health), proxy.clone(), admin_stop_rx))
         });
-
-        let mut builder = ConnBuilder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(crate::util::HTTP1_MAX_BUF)
-            .max_headers(settings.max_headers);
-        builder.http2().max_header_list_size(MAX_H2_HEADER_LIST);
+        let builder = http_builder(&settings);
         let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
         let acceptor = tls.map(|(a, _)| a);
         let graceful = GracefulShutdown::new();
@@ -326,54 +289,13 @@ impl Server {
                 }
                 _ = &mut shutdown => break,
             };
-            let _ = stream.set_nodelay(true);
             let mut info = infos[idx].clone();
             info.peer = Some(peer.ip());
             let acceptor = if info.secure { acceptor.clone() } else { None };
-            let watcher = graceful.watcher();
-            let builder = builder.clone();
-            let current = Arc::clone(&current);
-            let handshake_timeout = settings.tls_handshake_timeout;
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    // Each request is served by the configuration current when it arrives.
-                    let proxy = current.load_full();
-                    let info = info.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
-                });
-                crate::metrics::connection_opened();
-                let _open = ConnectionGuard(permit);
-                match acceptor {
-                    Some(acceptor) => {
-                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => {
-                                crate::metrics::tls_handshake("ok");
-                                s
-                            }
-                            Ok(Err(e)) => {
-                                crate::metrics::tls_handshake("error");
-                                tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                crate::metrics::tls_handshake("timeout");
-                                tracing::debug!(client.addr = %peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
-                        }
-                    }
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
-                        }
-                    }
-                }
-            });
+            let span = tracing::info_span!("connection", client.addr = %peer, tls = info.secure);
+            let conn = Accepted { stream, info, acceptor, handshake_timeout: settings.tls_handshake_timeout, permit };
+            let serve = serve_connection(conn, builder.clone(), graceful.watcher(), Arc::clone(&current));
+            tokio::spawn(serve.instrument(span));
         }
         // Stop accepting: listeners close, new connections are refused.
         let _ = stop_tx.send(true);
@@ -396,6 +318,124 @@ impl Server {
         if let Some(store) = embedded {
             store.stop().await;
         }
+    }
+}
+
+/// A connection as accepted: its stream, where it came from, the TLS acceptor if its listener is https, and its
+/// slot under `server.max_connections`.
+struct Accepted {
+    stream: TcpStream,
+    info: ConnInfo,
+    acceptor: Option<TlsAcceptor>,
+    handshake_timeout: std::time::Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Accepted connections, with the index of the listener that took each.
+type AcceptedRx = mpsc::Receiver<(TcpStream, SocketAddr, usize)>;
+
+/// One accept loop per listener, until `stop`; connections are handed over on the returned channel.
+fn spawn_acceptors(
+    listeners: Vec<(TcpListener, ConnInfo)>,
+    stop: &watch::Receiver<bool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, AcceptedRx) {
+    let (conn_tx, conn_rx) = mpsc::channel::<(TcpStream, SocketAddr, usize)>(128);
+    let mut tasks = Vec::new();
+    for (idx, (tcp, _)) in listeners.into_iter().enumerate() {
+        let tx = conn_tx.clone();
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    r = tcp.accept() => r,
+                    _ = stop.changed() => break,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        if tx.send((stream, peer, idx)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    (tasks, conn_rx)
+}
+
+/// Runs the tasks hyper spawns (one per HTTP/2 stream) in the span of the connection that spawns them, so that a
+/// request's log lines carry its connection's fields over HTTP/2 as over HTTP/1.1.
+#[derive(Clone, Copy)]
+struct InConnectionSpan;
+
+impl<F> hyper::rt::Executor<F> for InConnectionSpan
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut.in_current_span());
+    }
+}
+
+/// HTTP/1.1 (header-read deadline, bounded buffers and header count) and HTTP/2 for client connections.
+fn http_builder(settings: &ServerSettings) -> ConnBuilder<InConnectionSpan> {
+    let mut builder = ConnBuilder::new(InConnectionSpan);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(crate::util::HTTP1_MAX_BUF)
+        .max_headers(settings.max_headers);
+    builder.http2().max_header_list_size(MAX_H2_HEADER_LIST);
+    builder
+}
+
+/// Serves one connection (after its TLS handshake, within its deadline): each request by the configuration
+/// current when it arrives, until the connection ends or the drain closes it.
+async fn serve_connection(
+    conn: Accepted,
+    builder: ConnBuilder<InConnectionSpan>,
+    watcher: hyper_util::server::graceful::Watcher,
+    current: Arc<arc_swap::ArcSwap<Proxy>>,
+) {
+    let Accepted { stream, info, acceptor, handshake_timeout, permit } = conn;
+    let _ = stream.set_nodelay(true);
+    let svc = service_fn(move |req| {
+        let proxy = current.load_full();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+    });
+    crate::metrics::connection_opened();
+    let _open = ConnectionGuard(permit);
+    let ended = match acceptor {
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    crate::metrics::tls_handshake("ok");
+                    s
+                }
+                Ok(Err(e)) => {
+                    crate::metrics::tls_handshake("error");
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    crate::metrics::tls_handshake("timeout");
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            watcher.watch(builder.serve_connection(TokioIo::new(tls), svc).into_owned()).await
+        }
+        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

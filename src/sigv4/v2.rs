@@ -105,95 +105,130 @@ pub struct V2Request<'a> {
     pub vhost_bucket: Option<&'a str>,
 }
 
+/// The SigV2 presigned parameters, parsed.
+struct V2Auth<'a> {
+    access_key_id: &'a str,
+    signature: &'a str,
+    /// As given: the string to sign carries it so.
+    expires_text: &'a str,
+    expires_at: SystemTime,
+}
+
+impl<'a> V2Auth<'a> {
+    fn parse(query: &'a [(String, String)]) -> Result<Self, AuthError> {
+        let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let missing = || {
+            AuthError::AuthorizationQueryParametersError(
+                "Query-string authentication requires the AWSAccessKeyId, Signature and Expires parameters.".into(),
+            )
+        };
+        for p in [P_ACCESS_KEY, P_SIGNATURE, P_EXPIRES] {
+            if query.iter().filter(|(k, _)| k == p).count() > 1 {
+                return Err(AuthError::AuthorizationQueryParametersError(format!("{p} must appear only once").into()));
+            }
+        }
+        let access_key_id = param(P_ACCESS_KEY).ok_or_else(missing)?;
+        let signature = param(P_SIGNATURE).ok_or_else(missing)?;
+        let expires_text = param(P_EXPIRES).ok_or_else(missing)?;
+        let expires: u64 = expires_text
+            .parse()
+            .map_err(|_| AuthError::AuthorizationQueryParametersError("Expires must be a number of seconds".into()))?;
+        Ok(V2Auth { access_key_id, signature, expires_text, expires_at: UNIX_EPOCH + Duration::from_secs(expires) })
+    }
+
+    /// Not expired, and not valid for more than the 7 days SigV4 allows.
+    fn admit(&self, now: SystemTime) -> Result<(), AuthError> {
+        if now > self.expires_at {
+            return Err(AuthError::RequestExpired { expires_secs: 0, expired_at: self.expires_at });
+        }
+        if self.expires_at > now + Duration::from_secs(MAX_PRESIGNED_EXPIRY_SECS) {
+            return Err(AuthError::AuthorizationQueryParametersError(
+                "Expires must be less than a week (604800 seconds) in the future".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The query of a SigV2 presigned request, sorted out: the `x-amz-*` values the signature covers (headers and
+/// query copies, by name), the signed header copies as headers, and the rest of the query.
+struct V2Query {
+    amz: std::collections::BTreeMap<String, Vec<String>>,
+    hoisted_headers: Vec<(HeaderName, HeaderValue)>,
+    rest: Vec<(String, String)>,
+}
+
+impl V2Query {
+    fn split(req: &V2Request<'_>) -> Result<V2Query, AuthError> {
+        let mut q = V2Query { amz: Default::default(), hoisted_headers: Vec::new(), rest: Vec::new() };
+        for (k, v) in req.headers {
+            if k.as_str().starts_with("x-amz-") {
+                q.amz.entry(k.as_str().to_owned()).or_default().push(v.to_str().unwrap_or("").trim().to_owned());
+            }
+        }
+        for (k, v) in &req.query {
+            let lower = k.to_ascii_lowercase();
+            if [P_ACCESS_KEY, P_SIGNATURE, P_EXPIRES].contains(&k.as_str()) {
+                continue;
+            }
+            // Signed header values carried in the query (botocore puts content-type, content-md5 and x-amz-* there)
+            // become headers of the request (the caller merges them and refuses a header that says otherwise), so
+            // a signed Content-MD5 is checked even if the header is absent.
+            let signed_header_copy = lower == "content-type" || lower == "content-md5";
+            if !signed_header_copy && !lower.starts_with("x-amz-") {
+                q.rest.push((k.clone(), v.clone()));
+                continue;
+            }
+            if !signed_header_copy && !req.headers.contains_key(lower.as_str()) {
+                q.amz.entry(lower.clone()).or_default().push(v.trim().to_owned());
+            }
+            let name = HeaderName::from_bytes(lower.as_bytes())
+                .map_err(|_| RequestError::InvalidArgument("invalid x-amz-* query parameter".into()))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| RequestError::InvalidArgument("invalid x-amz-* query parameter value".into()))?;
+            q.hoisted_headers.push((name, value));
+        }
+        Ok(q)
+    }
+}
+
 /// Verifies a SigV2 presigned request; `secret_for` looks up a client's secret.
 pub fn verify_presigned_v2(
     req: V2Request<'_>,
     secret_for: &dyn Fn(&str) -> Result<String, AuthError>,
     now: SystemTime,
 ) -> Result<V2Verified, AuthError> {
-    let param = |name: &str| req.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let missing = || {
-        AuthError::AuthorizationQueryParametersError(
-            "Query-string authentication requires the AWSAccessKeyId, Signature and Expires parameters.".into(),
-        )
-    };
-    for p in [P_ACCESS_KEY, P_SIGNATURE, P_EXPIRES] {
-        if req.query.iter().filter(|(k, _)| k == p).count() > 1 {
-            return Err(AuthError::AuthorizationQueryParametersError(format!("{p} must appear only once").into()));
-        }
-    }
-    let akid = param(P_ACCESS_KEY).ok_or_else(missing)?.to_owned();
-    let provided = param(P_SIGNATURE).ok_or_else(missing)?;
-    let expires_text = param(P_EXPIRES).ok_or_else(missing)?;
-    let expires: u64 = expires_text
-        .parse()
-        .map_err(|_| AuthError::AuthorizationQueryParametersError("Expires must be a number of seconds".into()))?;
-    let expires_at = UNIX_EPOCH + Duration::from_secs(expires);
-    if now > expires_at {
-        return Err(AuthError::RequestExpired { expires_secs: 0, expired_at: expires_at });
-    }
-    if expires_at > now + Duration::from_secs(MAX_PRESIGNED_EXPIRY_SECS) {
-        return Err(AuthError::AuthorizationQueryParametersError(
-            "Expires must be less than a week (604800 seconds) in the future".into(),
-        ));
-    }
-    let secret = secret_for(&akid)?;
-
-    // Signed header copies in the query (botocore puts content-type, content-md5 and x-amz-* there).
+    let auth = V2Auth::parse(&req.query)?;
+    auth.admit(now)?;
+    let secret = secret_for(auth.access_key_id)?;
+    let query = V2Query::split(&req)?;
     let header_or_query = |name: &str| -> String {
         req.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.trim().to_owned())
-            .or_else(|| param(name).map(str::to_owned))
+            .or_else(|| req.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
             .unwrap_or_default()
     };
-    let mut amz: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
-    for (k, v) in req.headers {
-        if k.as_str().starts_with("x-amz-") {
-            amz.entry(k.as_str().to_owned()).or_default().push(v.to_str().unwrap_or("").trim().to_owned());
-        }
-    }
-    let mut hoisted_headers = Vec::new();
-    let mut rest = Vec::new();
-    for (k, v) in &req.query {
-        let lower = k.to_ascii_lowercase();
-        if [P_ACCESS_KEY, P_SIGNATURE, P_EXPIRES].contains(&k.as_str()) {
-            continue;
-        }
-        // Signed header values carried in the query become headers of the request (the caller merges them and
-        // refuses a header that says otherwise), so a signed Content-MD5 is checked even if the header is absent.
-        let signed_header_copy = lower == "content-type" || lower == "content-md5";
-        if signed_header_copy || lower.starts_with("x-amz-") {
-            if !signed_header_copy && !req.headers.contains_key(lower.as_str()) {
-                amz.entry(lower.clone()).or_default().push(v.trim().to_owned());
-            }
-            let name = HeaderName::from_bytes(lower.as_bytes())
-                .map_err(|_| RequestError::InvalidArgument("invalid x-amz-* query parameter".into()))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|_| RequestError::InvalidArgument("invalid x-amz-* query parameter value".into()))?;
-            hoisted_headers.push((name, value));
-            continue;
-        }
-        rest.push((k.clone(), v.clone()));
-    }
-    let mut amz_block = String::new();
-    for (k, vs) in &amz {
-        amz_block.push_str(k);
-        amz_block.push(':');
-        amz_block.push_str(&vs.join(","));
-        amz_block.push('\n');
-    }
-    let head = format!(
-        "{}\n{}\n{}\n{}\n{}",
+    let mut head = format!(
+        "{}\n{}\n{}\n{}\n",
         req.method.as_str(),
         header_or_query("content-md5"),
         header_or_query("content-type"),
-        expires_text,
-        amz_block
+        auth.expires_text,
     );
+    for (k, vs) in &query.amz {
+        head.push_str(&format!("{k}:{}\n", vs.join(",")));
+    }
+    check_v2_signature(&req, &head, &secret, &auth)?;
+    let V2Query { hoisted_headers, rest, .. } = query;
+    Ok(V2Verified { access_key_id: auth.access_key_id.to_owned(), query: rest, hoisted_headers })
+}
 
-    let provided_bytes = B64.decode(provided).unwrap_or_default();
+/// HMAC-SHA1 of the string to sign (`head` and the canonical resource, the path as sent or re-encoded) against the
+/// signature given, in constant time.
+fn check_v2_signature(req: &V2Request<'_>, head: &str, secret: &str, auth: &V2Auth<'_>) -> Result<(), AuthError> {
+    let provided_bytes = B64.decode(auth.signature).unwrap_or_default();
     let mut paths = vec![req.raw_path.to_owned()];
     let mut reencoded = String::new();
     uri_encode_path(&percent_decode(req.raw_path.as_bytes()), &mut reencoded);
@@ -208,15 +243,15 @@ pub fn verify_presigned_v2(
         mac.update(sts.as_bytes());
         let computed = mac.finalize().into_bytes();
         if computed.len() == provided_bytes.len() && bool::from(computed.as_slice().ct_eq(&provided_bytes)) {
-            return Ok(V2Verified { access_key_id: akid, query: rest, hoisted_headers });
+            return Ok(());
         }
         first.get_or_insert(sts);
     }
     Err(AuthError::SignatureDoesNotMatch(Box::new(SignatureMismatch {
-        access_key_id: akid,
+        access_key_id: auth.access_key_id.to_owned(),
         string_to_sign: first.unwrap_or_default(),
         canonical_request: String::new(),
-        signature_provided: provided.to_owned(),
+        signature_provided: auth.signature.to_owned(),
     })))
 }
 

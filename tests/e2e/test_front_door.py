@@ -196,11 +196,12 @@ def port_free(port: int) -> bool:
 
 
 def test_the_readme_quick_start_works_as_written(tmp_path):
-    """Runs the proxy on proxy.toml.example and then the README's aws CLI lines, verbatim."""
+    """Runs the proxy on proxy.toml.example and then the README's aws CLI lines, verbatim; nothing in its log is
+    an ERROR or a WARN."""
     readme = (ROOT / "README.md").read_text()
     m = re.search(r"<!-- quickstart-aws -->\s*```sh\n(.*?)```", readme, re.S)
     assert m, "README.md must have the quick-start aws block"
-    assert port_free(8443) and port_free(8080), "the quick start uses ports 8443 and 8080"
+    assert port_free(8443) and port_free(8080) and port_free(9090), "the quick start uses ports 8443, 8080, 9090"
     shutil.copy(ROOT / "proxy.toml.example", tmp_path / "proxy.toml.example")
     p = Proxy(tmp_path, (tmp_path / "proxy.toml.example").read_text(), expected_listeners=2)
     try:
@@ -209,5 +210,13 @@ def test_the_readme_quick_start_works_as_written(tmp_path):
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "hello, s3crypt" in r.stdout, r.stdout
+        # A readiness check, as Kubernetes makes them, starts the store probe (every 5 s): past two of them.
+        with urllib.request.urlopen("http://127.0.0.1:9090/readyz", timeout=10) as ready:
+            assert ready.status == 200
+        time.sleep(6)
     finally:
         assert p.stop() == 0
+    # A healthy quick start says nothing alarming (the log level here is warn).
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in p.log]  # text logs are coloured
+    alarming = [l for l in plain if re.search(r"\b(ERROR|WARN)\b", l)]
+    assert not alarming, "".join(alarming)

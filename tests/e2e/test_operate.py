@@ -1,5 +1,6 @@
 """Operating the binary: JSON logs and the audit log (one line per request, nothing secret in any log line, also
-with SSE-C and presigned requests), and configuration reload on SIGHUP (applied when valid, refused otherwise)."""
+with SSE-C and presigned requests; each line of a request in its connection's and request's spans), and
+configuration reload on SIGHUP (applied when valid, refused otherwise)."""
 import base64
 import json
 import os
@@ -70,6 +71,32 @@ def test_logs_are_json_with_one_audit_line_per_request_and_never_show_keys_secre
     assert any(f.get("status") == 403 for f in fields), "refused requests are audited too"
     others = [json.loads(l) for l in p.log if l.startswith("{") and '"s3crypt::audit"' not in l]
     assert others, "the ordinary log is JSON too"
+
+
+def test_each_log_line_of_a_request_carries_its_connection_and_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUST_LOG", "info")
+    p = Proxy(tmp_path, BASE + clients((AK, SK)), expected_listeners=1)
+    try:
+        with pytest.raises(ClientError):
+            make_client(p, secret="wrong-secret").get_object(Bucket="ops", Key="spans/x")
+        with pytest.raises(ClientError):
+            make_client(p).get_object(Bucket="ops", Key="spans/missing")
+    finally:
+        assert p.stop() == 0
+    events = [json.loads(l) for l in p.log if l.startswith("{") and '"s3crypt::audit"' not in l]
+
+    def logged(code):
+        found = [e for e in events if e.get("fields", {}).get("s3.code") == code]
+        assert found, f"{code} is logged: " + "".join(p.log)
+        spans = found[0]["spans"]
+        assert [s["name"] for s in spans] == ["connection", "request"], spans
+        assert spans[0]["client.addr"].startswith("127.0.0.1:") and spans[0]["tls"] is True
+        assert spans[1]["request.id"] and spans[1]["http.method"] == "GET"
+        return spans[1]
+
+    assert "principal" not in logged("SignatureDoesNotMatch"), "nobody is named before authentication"
+    request = logged("NoSuchKey")
+    assert (request["principal"], request["s3.op"], request["s3.bucket"]) == (AK, "GetObject", "ops"), request
 
 
 def test_sighup_applies_a_valid_configuration_and_keeps_the_running_one_otherwise(tmp_path):

@@ -22,7 +22,7 @@ use crate::crypto::format::{MAX_PARTS, plaintext_len};
 use crate::crypto::keys::ObjectIdentity;
 use crate::error::{BoxError, ProxyError};
 use crate::proxy::Proxy;
-use crate::proxy::front::Admitted;
+use crate::proxy::front::{Admitted, RequestCtx};
 use crate::proxy::object::{SseInfo, scrub_object_headers};
 use crate::proxy::object::{etag_eq, header_value, replace_headers};
 use crate::proxy::response::ProxyBody;
@@ -184,8 +184,12 @@ fn complete_result(sealed: Sealed, host: &str, target: &Target, identity: &Objec
 
 impl Proxy {
     /// CompleteMultipartUpload on an encrypted bucket: check the parts, complete upstream, seal.
-    pub(in crate::proxy) async fn complete_upload(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
-        let Admitted { mut ctx, head, body } = r;
+    pub(in crate::proxy) async fn complete_upload(
+        &self,
+        ctx: &mut RequestCtx,
+        r: Admitted,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { head, body } = r;
         let upload = open_upload(&self.inner.crypto, &mut ctx.query, &ctx.identity, ctx.sse.customer())?;
         let xml_body = crate::proxy::body::read_small_body(&ctx.payload, &head.headers, body).await?;
         let requested = parse_complete_request(&xml_body)?;
@@ -209,12 +213,13 @@ impl Proxy {
         }
         let request_xml = complete_xml(&requested);
         let (target, identity) = (ctx.target.clone(), ctx.identity.clone());
-        let completing = Completing { target: ctx.target, identity: ctx.identity, upload, parts, layout, plain_total };
+        let (into, of) = (ctx.target.clone(), ctx.identity.clone());
+        let completing = Completing { target: into, identity: of, upload, parts, layout, plain_total };
         let this = self.clone();
         let work = async move { this.complete_and_seal(&completing, conditions, request_xml).await };
         let host = header_str(&head.headers, &http::header::HOST).unwrap_or("").to_owned();
         let render = move |sealed: Sealed| complete_result(sealed, &host, &target, &identity);
-        self.slow_response(work, render, &ctx.resource, &ctx.request_id).await
+        self.slow_response(work, render, &ctx.record.resource, &ctx.record.request_id).await
     }
 
     /// Every part of an upstream upload (ListParts, all pages).

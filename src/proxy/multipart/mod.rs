@@ -22,7 +22,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::Proxy;
 use super::body::{Encrypting, Upload, echo_verified_checksum, prepare_body};
-use super::front::Admitted;
+use super::front::{Admitted, RequestCtx};
 use super::object::{SseInfo, scrub_object_headers};
 use super::response::ProxyBody;
 use crate::crypto::envelope::{Envelope, Multipart, check_client_metadata};
@@ -143,14 +143,17 @@ async fn list_parts_response(
 impl Proxy {
     /// CreateMultipartUpload on an encrypted bucket: the upload's data key, its envelope (state `open`) on the
     /// store's upload, and an s3crypt upload ID for the client.
-    pub(super) async fn create_upload(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+    pub(super) async fn create_upload(
+        &self,
+        ctx: &mut RequestCtx,
+        r: Admitted,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = Arc::clone(&self.inner.crypto);
-        let ctx = &r.ctx;
         let protection = crypto.protection(&ctx.identity.bucket, &ctx.identity.key, &ctx.sse).await?;
         if matches!(protection, Protection::Plaintext) {
-            return self.forward(r).await;
+            return self.forward(ctx, r).await;
         }
-        let Admitted { mut ctx, head, body } = r;
+        let Admitted { head, body } = r;
         let (dek, env) = crypto.new_object_key(&ctx.identity, &protection, Some(Multipart::Open)).await?;
         check_client_metadata(&head.headers, sealed_envelope_len(&env))?;
         let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
@@ -176,9 +179,13 @@ impl Proxy {
     }
 
     /// UploadPart on an encrypted bucket: the part encrypted under the upload's data key, as stream `partNumber`.
-    pub(super) async fn upload_part(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
+    pub(super) async fn upload_part(
+        &self,
+        ctx: &mut RequestCtx,
+        r: Admitted,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = Arc::clone(&self.inner.crypto);
-        let Admitted { mut ctx, head, body } = r;
+        let Admitted { head, body } = r;
         let upload = open_upload(&crypto, &mut ctx.query, &ctx.identity, ctx.sse.customer())?;
         let part = ctx.query.required_part_number()?;
         let verified = VerifiedChecksum::default();
@@ -202,8 +209,12 @@ impl Proxy {
 
     /// AbortMultipartUpload and ListParts on an encrypted bucket: the store's upload behind the client's ID; ListParts
     /// answers with plaintext part sizes and the client's ID.
-    pub(super) async fn upload_by_id(&self, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
-        let Admitted { mut ctx, head, body } = r;
+    pub(super) async fn upload_by_id(
+        &self,
+        ctx: &mut RequestCtx,
+        r: Admitted,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Admitted { head, body } = r;
         let client_id = unwrap_upload_id(&mut ctx.query).unwrap_or_default();
         let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
         let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, upload).await?;
