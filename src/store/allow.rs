@@ -11,6 +11,7 @@
 //! bucket it is the client's like any metadata, which lets a proxy's envelope pass through another proxy.)
 
 use crate::s3::op::{BUCKET_SUBRESOURCES, OBJECT_SUBRESOURCES, S3Op};
+use crate::s3::query::{PART_NUMBER, UPLOAD_ID, VERSION_ID};
 
 /// Sent on every operation.
 const COMMON: &[&str] = &["x-amz-expected-bucket-owner", "x-amz-request-payer"];
@@ -215,14 +216,14 @@ fn query_list(op: S3Op) -> &'static [&'static [&'static str]] {
         }
         S3Op::DeleteObjects => &[&["delete"]],
         S3Op::BucketConfig => &[BUCKET_SUBRESOURCES, &["id", "continuation-token"]],
-        S3Op::GetObject | S3Op::HeadObject => &[RESPONSE_OVERRIDES, &["versionId", "partNumber"]],
-        S3Op::DeleteObject => &[&["versionId"]],
+        S3Op::GetObject | S3Op::HeadObject => &[RESPONSE_OVERRIDES, &[VERSION_ID, PART_NUMBER]],
+        S3Op::DeleteObject => &[&[VERSION_ID]],
         S3Op::CreateMultipartUpload => &[&["uploads"]],
-        S3Op::UploadPart | S3Op::UploadPartCopy => &[&["partNumber", "uploadId"]],
-        S3Op::CompleteMultipartUpload | S3Op::AbortMultipartUpload => &[&["uploadId"]],
-        S3Op::ListParts => &[&["uploadId", "max-parts", "part-number-marker", "encoding-type"]],
-        S3Op::GetObjectAttributes => &[&["attributes", "versionId"]],
-        S3Op::ObjectConfig => &[OBJECT_SUBRESOURCES, &["versionId"]],
+        S3Op::UploadPart | S3Op::UploadPartCopy => &[&[PART_NUMBER, UPLOAD_ID]],
+        S3Op::CompleteMultipartUpload | S3Op::AbortMultipartUpload => &[&[UPLOAD_ID]],
+        S3Op::ListParts => &[&[UPLOAD_ID, "max-parts", "part-number-marker", "encoding-type"]],
+        S3Op::GetObjectAttributes => &[&["attributes", VERSION_ID]],
+        S3Op::ObjectConfig => &[OBJECT_SUBRESOURCES, &[VERSION_ID]],
     }
 }
 
