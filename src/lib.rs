@@ -1,8 +1,9 @@
 //! s3crypt: a transparent encrypting reverse proxy in front of S3.
 //!
 //! Clients speak plain S3 to the proxy over TLS; the proxy verifies their SigV4 signatures, re-signs each
-//! request for the upstream store and streams bodies through. Dependencies point down:
-//! `server → proxy → {s3, sigv4, upstream}`; `config`, `error`, `metrics` and `util` are leaves.
+//! request for the upstream store and streams bodies through. Dependencies point down, layer by layer (ARCHITECTURE.md,
+//! checked by `tests/it/layering.rs`): `cli → server → proxy → store → upstream → error → {sigv4, crypto} → config →
+//! s3 → {util, metrics, signal}`.
 
 pub mod cli;
 pub mod config;

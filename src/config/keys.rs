@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::resolve::{In, Problems};
+use super::check::{In, Problems};
 use super::{DEFAULT_DEV_KEYRING, LegacyPolicy, Mode, Problem};
 use crate::util::secret::SecretString;
 

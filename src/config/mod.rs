@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod check;
 mod keys;
 mod resolve;
 pub use keys::{
@@ -21,7 +22,7 @@ pub use keys::{
 };
 
 use crate::util::secret::SecretString;
-use resolve::{Ctx, In};
+use check::{Ctx, In};
 
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

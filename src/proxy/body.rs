@@ -10,7 +10,6 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Empty, Limited};
 
-use super::ClientBody;
 use crate::crypto::body::EncryptBody;
 use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
 use crate::crypto::keys::{DataKey, random_bytes};
@@ -25,6 +24,9 @@ use crate::sigv4::payload::{CheckedBody, Checks};
 use crate::sigv4::verify::{ChunkSigningContext, PayloadMode};
 use crate::store::StoreBody;
 use crate::upstream::UpstreamBody;
+
+/// A client's request body, with its idle deadline.
+pub(crate) type ClientBody = crate::util::body::IdleTimeout<hyper::body::Incoming, ProxyError>;
 
 /// Largest part S3 stores (ciphertext, here).
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;

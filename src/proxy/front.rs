@@ -9,7 +9,8 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use hyper::body::Incoming;
 
-use super::{ClientBody, ConnInfo, Proxy};
+use super::Proxy;
+use super::body::ClientBody;
 use crate::config::{ClientCredential, PlainHttpPolicy};
 use crate::crypto::keys::ObjectIdentity;
 use crate::crypto::{Crypto, EffectivePolicy};
@@ -23,6 +24,19 @@ use crate::s3::{CopySource, Target, check_key, resolve_target, validate_bucket_n
 use crate::sigv4::error::AuthError;
 use crate::sigv4::verify::{ChunkSigningContext, PayloadMode, RequestHead};
 use crate::store::StoreSse;
+
+/// How the connection a request arrived on was made.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Arrived over TLS.
+    pub secure: bool,
+    /// Policy for plain-HTTP requests (ignored when `secure`).
+    pub plain_http: PlainHttpPolicy,
+    /// Port of the https listener, for redirects.
+    pub redirect_port: Option<u16>,
+    /// The client's address (its TCP peer).
+    pub peer: Option<std::net::IpAddr>,
+}
 
 /// What the error document and the audit line need to know about a request: known at its arrival (id, resource,
 /// method, declared length) or learnt as the front door goes (principal, operation, object, version). The first part

@@ -30,7 +30,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::config::{PlainHttpPolicy, UploadChecksum};
+use crate::config::UploadChecksum;
 use crate::crypto::Crypto;
 use crate::crypto::error::CryptoError;
 use crate::error::{ProxyError, Side};
@@ -44,20 +44,8 @@ use crate::upstream::Upstream;
 use front::{Admitted, RequestCtx, RequestRecord};
 use response::{empty_body, full_body};
 
+pub use front::ConnInfo;
 pub use response::ProxyBody;
-
-/// How the connection a request arrived on was made.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// Arrived over TLS.
-    pub secure: bool,
-    /// Policy for plain-HTTP requests (ignored when `secure`).
-    pub plain_http: PlainHttpPolicy,
-    /// Port of the https listener, for redirects.
-    pub redirect_port: Option<u16>,
-    /// The client's address (its TCP peer).
-    pub peer: Option<std::net::IpAddr>,
-}
 
 /// The proxy: shared, cheap to clone.
 #[derive(Clone)]
@@ -94,9 +82,6 @@ pub struct ProxySettings {
     /// The store's keys are file paths (the embedded store): keys with empty segments alias others and are refused.
     pub strict_keys: bool,
 }
-
-/// A client's request body, with its idle deadline.
-pub(crate) type ClientBody = crate::util::body::IdleTimeout<Incoming, ProxyError>;
 
 impl Proxy {
     pub fn new(verifier: Verifier, upstream: Arc<Upstream>, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
