@@ -548,9 +548,13 @@ impl Crypto {
         }
         if sse_c {
             let key = customer.ok_or_else(sse_c_required)?;
-            return unwrap_under(key.expose(), &env.wrapped_dek, &env.wrap_aad(id))
-                .map(Arc::new)
-                .ok_or(CryptoError::NotAllowed("Access Denied"));
+            // Another key than the object's (S3: 400); a wrap the store altered reads the same.
+            return unwrap_under(key.expose(), &env.wrapped_dek, &env.wrap_aad(id)).map(Arc::new).ok_or_else(|| {
+                RequestError::InvalidRequest(
+                    "The provided encryption parameters did not match the ones used originally.".into(),
+                )
+                .into()
+            });
         }
         if let Some(key) = kms_key_of(&env.kek_ref) {
             self.check_readable_kms_key(key).await?;

@@ -157,6 +157,19 @@ fn replaces_metadata(headers: &HeaderMap) -> Result<bool, ProxyError> {
     }
 }
 
+/// The total size a `Content-Range: bytes a-b/total` names.
+fn content_range_total(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, &http::header::CONTENT_RANGE)?.rsplit_once('/')?.1.trim().parse().ok()
+}
+
+/// A CopyObject of the current version onto itself that changes nothing S3 lets such a copy change: S3 refuses it.
+/// (The proxy's own copies change the envelope, so the store would not see it as one.)
+fn copies_onto_itself_unchanged(source: &CopySource, target: &Target, headers: &HeaderMap) -> bool {
+    let changes = ["x-amz-storage-class", "x-amz-website-redirect-location"].iter().any(|h| headers.contains_key(*h))
+        || headers.keys().any(|n| n.as_str().starts_with("x-amz-server-side-encryption"));
+    source.version_id.is_none() && source.target.bucket == target.bucket && source.target.key == target.key && !changes
+}
+
 /// The client's headers that apply to the destination object of a copy as they are: tagging, ACL, storage class,
 /// object lock, conditional writes (not the copy mechanics, metadata and content headers, which the proxy states).
 const DESTINATION_HEADERS: [&str; 17] = [
@@ -279,6 +292,14 @@ impl Proxy {
         let sink = Sink { dek: upload.as_ref().map(|u| Arc::clone(&u.dek)), part };
         let sse_info = upload.as_ref().map(|u| u.sse_info(&crypto));
         let plain = self.read_source(&source, source_encrypted, range, headers, source_key.as_ref()).await?;
+        if let ClientRange::From(a, Some(b)) = range {
+            // The range must lie within the source (S3: InvalidRange), not be clipped to it.
+            let got: Option<u64> = header_str(plain.headers(), &CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+            if got.is_none() || got != b.checked_sub(a).and_then(|d| d.checked_add(1)) {
+                let size = content_range_total(plain.headers()).unwrap_or(0);
+                return Err(ProxyError::InvalidRange { size });
+            }
+        }
         let into = Into { target: &ctx.target, part_of: Some(&ctx.query), headers: HeaderMap::new(), sse: None };
         let (etag, version) = self.write_streamed(into, plain, sink).await?;
         let body = xml::document(
@@ -300,6 +321,14 @@ impl Proxy {
         let source_key = copy_source_customer(headers)?;
         let source_encrypted = source.target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
         let replace = replaces_metadata(headers)?;
+        if !replace && copies_onto_itself_unchanged(&source, &ctx.target, headers) {
+            return Err(RequestError::InvalidRequest(
+                "This copy request is illegal because it is trying to copy an object to itself without changing the \
+                 object's metadata, storage class, website redirect location or encryption attributes."
+                    .into(),
+            )
+            .into());
+        }
         let protection = if ctx.encrypted {
             crypto.protection(&ctx.identity.bucket, &ctx.identity.key, &ctx.sse).await?
         } else {

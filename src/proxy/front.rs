@@ -19,7 +19,7 @@ use crate::s3::error::{BodyError, RequestError};
 use crate::s3::headers::X_AMZ_DECODED_CONTENT_LENGTH;
 use crate::s3::op::{S3Op, classify};
 use crate::s3::query::Query;
-use crate::s3::sse::{CustomerKey, SseRequest, copy_source_customer, has_customer_key};
+use crate::s3::sse::{CustomerKey, SSE, SSE_KMS_KEY_ID, SseRequest, copy_source_customer, has_customer_key};
 use crate::s3::{CopySource, Target, check_key, resolve_target, validate_bucket_name};
 use crate::sigv4::error::AuthError;
 use crate::sigv4::verify::{ChunkSigningContext, PayloadMode, RequestHead};
@@ -175,7 +175,7 @@ impl Proxy {
         self.check_names(&target, copy_source.as_ref())?;
         let crypto = &self.inner.crypto;
         let encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
-        let sse = self.sse_of(&head.headers, encrypted, conn.secure)?;
+        let sse = self.sse_of(op, &head.headers, encrypted, conn.secure)?;
         let identity = ObjectIdentity {
             bucket: target.bucket.clone().unwrap_or_default(),
             key: target.key.clone().unwrap_or_default(),
@@ -236,8 +236,17 @@ impl Proxy {
 
     /// The client's SSE headers ask the proxy for a protection; they never reach the store as such. A customer key
     /// is the proxy's to use or to refuse: never the store's, even for a passthrough bucket.
-    fn sse_of(&self, headers: &HeaderMap, encrypted: bool, secure: bool) -> Result<SseRequest, ProxyError> {
+    fn sse_of(&self, op: S3Op, headers: &HeaderMap, encrypted: bool, secure: bool) -> Result<SseRequest, ProxyError> {
         let crypto = &self.inner.crypto;
+        // Reads name no SSE of their own: S3 refuses them (only SSE-C, which says which key to read with, is taken).
+        if matches!(op, S3Op::GetObject | S3Op::HeadObject | S3Op::GetObjectAttributes)
+            && [SSE, SSE_KMS_KEY_ID].iter().any(|h| headers.contains_key(h))
+        {
+            return Err(RequestError::InvalidArgument(
+                "x-amz-server-side-encryption header is not supported for this operation.".into(),
+            )
+            .into());
+        }
         if encrypted {
             crate::crypto::envelope::refuse_reserved(headers)?;
         }

@@ -18,6 +18,9 @@ impl Proxy {
     /// ListObjects, ListObjectsV2, ListObjectVersions and GetObjectAttributes on an encrypted bucket.
     pub(super) async fn listing(&self, ctx: &mut RequestCtx, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
         let Admitted { head, body } = r;
+        if ctx.op == S3Op::GetObjectAttributes {
+            self.attributes_allowed(ctx, &head.headers).await?;
+        }
         let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
         let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, upload).await?;
         let request = StoreRequest::new(ctx.op, head.method.clone(), &ctx.target)
@@ -37,6 +40,26 @@ impl Proxy {
                 self.s3ec_listing(r, bucket, &crypto.plaintext_prefixes(bucket)).await
             }
             _ => listing_response(r, crypto.segment_size, &crypto.plaintext_prefixes(bucket)).await,
+        }
+    }
+}
+
+impl Proxy {
+    /// GetObjectAttributes of an SSE-C object needs its key, as a HEAD does (S3: 400 without it): the object's
+    /// envelope says whether it is one, and the key given must open it.
+    async fn attributes_allowed(&self, ctx: &RequestCtx, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+        let probe = StoreRequest::client_read(S3Op::HeadObject, &ctx.target, &ctx.query, headers);
+        let resp = self.store().send(probe).await?;
+        if !resp.status().is_success() {
+            return Ok(()); // the attributes request answers with the store's own error
+        }
+        let env = crate::crypto::envelope::Envelope::from_headers(resp.headers()).ok().flatten();
+        match env {
+            Some(env) if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer().is_some() => {
+                self.inner.crypto.open_envelope(&env, &ctx.identity, ctx.customer()).await?;
+                Ok(())
+            }
+            Some(_) | None => Ok(()),
         }
     }
 }

@@ -203,9 +203,6 @@ impl<'a> PresignedAuth<'a> {
         let request_time = parse_amz_date(amz_date)
             .ok_or_else(|| query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""))?;
         let expires_secs: u64 = expires.parse().map_err(|_| query_error("X-Amz-Expires should be a number"))?;
-        if expires_secs == 0 {
-            return Err(query_error("X-Amz-Expires must be non-negative"));
-        }
         if expires_secs > MAX_PRESIGNED_EXPIRY_SECS {
             return Err(query_error("X-Amz-Expires must be less than a week (in seconds) that is 604800"));
         }
@@ -458,7 +455,8 @@ impl Verifier {
             return Err(AuthError::AccessDenied("Request is not valid yet"));
         }
         let expired_at = auth.request_time + Duration::from_secs(auth.expires_secs);
-        if now > expired_at {
+        // A URL valid for 0 seconds has expired when it is used (S3: 403, not a parameter error).
+        if now > expired_at || auth.expires_secs == 0 {
             return Err(AuthError::RequestExpired { expires_secs: auth.expires_secs, expired_at });
         }
         if auth.token || headers.contains_key(X_AMZ_SECURITY_TOKEN) {

@@ -17,6 +17,7 @@ mod layering;
 mod multipart;
 mod operate;
 mod roundtrip;
+mod s3_answers;
 mod secrets;
 mod transport;
 mod traversal;

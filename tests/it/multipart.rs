@@ -155,7 +155,8 @@ async fn multipart_objects_read_back_exactly_with_plaintext_sizes_everywhere(bac
     let p1 = c.get_object().bucket(&env.bucket).key("single").part_number(1).send().await.unwrap();
     assert_eq!(p1.body.collect().await.unwrap().into_bytes().to_vec(), vec![7u8; 10]);
     let e = c.get_object().bucket(&env.bucket).key("single").part_number(2).send().await.unwrap_err();
-    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPartNumber"));
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    assert_eq!((status, e.into_service_error().meta().code()), (Some(400), Some("InvalidPart")), "as S3 answers");
 }
 against_both_stores!(
     multipart_objects_read_back_exactly,

@@ -58,10 +58,19 @@ fn parse_complete_request(body: &[u8]) -> Result<Vec<(u32, String)>, ProxyError>
     if parts.is_empty() {
         return Err(RequestError::MalformedXml("no parts").into());
     }
-    if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+    if parts.windows(2).any(|w| w[0].0 > w[1].0) {
         return Err(ProxyError::InvalidPartOrder);
     }
-    Ok(parts)
+    // A part number named twice (a part sent again while the first send was still running): its last entry
+    // stands, as at S3.
+    let mut deduped: Vec<(u32, String)> = Vec::with_capacity(parts.len());
+    for part in parts {
+        match deduped.last_mut() {
+            Some(last) if last.0 == part.0 => *last = part,
+            _ => deduped.push(part),
+        }
+    }
+    Ok(deduped)
 }
 
 /// How a completed upload is laid out in segments, decided from its parts' sizes.
@@ -161,6 +170,17 @@ fn choose_parts(
         .collect()
 }
 
+/// An ETag as S3 writes it, in double quotes (some stores leave them out of XML results).
+fn quoted(etag: &str) -> String {
+    let bare = etag.trim().trim_matches('"');
+    format!("\"{bare}\"")
+}
+
+/// The store no longer has the upload (completed or aborted).
+fn is_no_such_upload(e: &ProxyError) -> bool {
+    matches!(e, ProxyError::Upstream { code, .. } if code == "NoSuchUpload")
+}
+
 /// The client's CompleteMultipartUploadResult for the sealed object.
 fn complete_result(sealed: Sealed, host: &str, target: &Target, identity: &ObjectIdentity) -> (HeaderMap, Bytes) {
     let location = format!("https://{host}{}", target.upstream_path(false));
@@ -170,7 +190,7 @@ fn complete_result(sealed: Sealed, host: &str, target: &Target, identity: &Objec
             ("Location", location),
             ("Bucket", identity.bucket.clone()),
             ("Key", identity.key.clone()),
-            ("ETag", sealed.etag.clone()),
+            ("ETag", quoted(&sealed.etag)),
         ],
         &[],
     );
@@ -193,8 +213,21 @@ impl Proxy {
         let upload = open_upload(&self.inner.crypto, &mut ctx.query, &ctx.identity, ctx.sse.customer())?;
         let xml_body = crate::proxy::body::read_small_body(&ctx.payload, &head.headers, body).await?;
         let requested = parse_complete_request(&xml_body)?;
-        let stored = self.list_all_parts(&ctx.target, &upload.upstream_id).await?;
-        let parts = choose_parts(&requested, &stored)?;
+        let stored = match self.list_all_parts(&ctx.target, &upload.upstream_id).await {
+            Ok(stored) => stored,
+            // A retry of a Complete that succeeded (its answer lost): S3 answers it again.
+            Err(e) if is_no_such_upload(&e) => return self.completed_before(ctx, &head.headers, &upload, e).await,
+            Err(e) => return Err(e),
+        };
+        let parts = match choose_parts(&requested, &stored) {
+            Ok(parts) => parts,
+            // Stores that list a completed or aborted upload as having no parts (parts the client names were
+            // uploaded: the upload is gone).
+            Err(_) if stored.is_empty() => {
+                return self.completed_before(ctx, &head.headers, &upload, ProxyError::NoSuchUpload).await;
+            }
+            Err(e) => return Err(e),
+        };
         let sizes: Vec<(u32, u64)> = parts.iter().map(|p| (p.number, p.cipher_size)).collect();
         let (layout, plain_total) = plan_layout(&sizes, self.inner.crypto.segment_size)?;
         if let Some(declared) = header_str(&head.headers, &X_AMZ_MP_OBJECT_SIZE)
@@ -220,6 +253,42 @@ impl Proxy {
         let host = header_str(&head.headers, &http::header::HOST).unwrap_or("").to_owned();
         let render = move |sealed: Sealed| complete_result(sealed, &host, &target, &identity);
         self.slow_response(work, render, &ctx.record.resource, &ctx.record.request_id).await
+    }
+
+    /// The answer to a Complete of an upload the store no longer has: the object at the key, if this upload made
+    /// it, as the first Complete answered; else `gone`. The object's envelope is authenticated first, and it was
+    /// made by this upload iff its data key is the upload's (fresh for every upload, kept by the seal and by the
+    /// re-encryption), compared in constant time.
+    async fn completed_before(
+        &self,
+        ctx: &RequestCtx,
+        headers: &HeaderMap,
+        upload: &OpenUpload,
+        gone: ProxyError,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Ok(h) = self.store().expect_ok(StoreRequest::head(&ctx.target)).await else { return Err(gone) };
+        let Ok(Some(env)) = Envelope::from_headers(&h) else { return Err(gone) };
+        if !matches!(env.multipart, Some(Multipart::Sealed { .. })) {
+            return Err(gone);
+        }
+        let customer = upload.customer.as_ref();
+        let Ok(dek) = self.inner.crypto.open_envelope(&env, &ctx.identity, customer).await else { return Err(gone) };
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&dek.expose()[..], &upload.dek.expose()[..])) {
+            return Err(gone);
+        }
+        let Some(etag) = header_str(&h, &http::header::ETAG).map(str::to_owned) else { return Err(gone) };
+        let sealed = Sealed {
+            etag,
+            version_id: header_str(&h, &X_AMZ_VERSION_ID).filter(|v| *v != "null").map(str::to_owned),
+            sse: Some(SseInfo::of(&env, customer)),
+        };
+        let host = header_str(headers, &http::header::HOST).unwrap_or("");
+        let (mut out, body) = complete_result(sealed, host, &ctx.target, &ctx.identity);
+        out.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        out.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let mut resp = Response::new(crate::proxy::response::full_body(body));
+        *resp.headers_mut() = out;
+        Ok(resp)
     }
 
     /// Every part of an upstream upload (ListParts, all pages).
@@ -487,6 +556,12 @@ mod tests {
         assert_eq!(parse_complete_request(ok).unwrap(), vec![(1, "\"a\"".into()), (2, "\"b\"".into())]);
         let reversed = br#"<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>b</ETag></Part><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part></CompleteMultipartUpload>"#;
         assert_eq!(parse_complete_request(reversed).unwrap_err().code(), "InvalidPartOrder");
+        let resent = br#"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>b</ETag></Part><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part><Part><PartNumber>2</PartNumber><ETag>c</ETag></Part></CompleteMultipartUpload>"#;
+        assert_eq!(
+            parse_complete_request(resent).unwrap(),
+            vec![(1, "a".into()), (2, "c".into())],
+            "the last entry of a part stands"
+        );
         for bad in [
             &b"<CompleteMultipartUpload/>"[..],
             b"<Other/>",

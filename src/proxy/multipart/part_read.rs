@@ -57,7 +57,10 @@ fn part_extent(env: &Envelope, cipher_total: u64, n: u16) -> Result<(u64, u64, u
             Ok((first, (first + size).min(total), total, Some(parts)))
         }
         Layout::Single | Layout::Part(_) | Layout::Unsealed if n == 1 => Ok((0, total, total, None)),
-        Layout::Single | Layout::Part(_) | Layout::Unsealed => Err(ProxyError::InvalidPartNumber),
+        // An object of one part has no part 2 (S3: 400 InvalidPart, where a multipart object answers 416).
+        Layout::Single | Layout::Part(_) | Layout::Unsealed => {
+            Err(ProxyError::InvalidPart("One or more of the specified parts could not be found.".into()))
+        }
     }
 }
 
@@ -80,7 +83,13 @@ impl Proxy {
             .without(&X_AMZ_CHECKSUM_MODE);
         let head = self.store().send(probe).await?;
         if !head.status().is_success() {
-            return Ok(Located::Done(crate::proxy::response::map_response(head, ctx.op, &ctx.client, true).await?));
+            if head.status() == StatusCode::NOT_MODIFIED || ctx.op != S3Op::GetObject {
+                let is_head = true;
+                return Ok(Located::Done(
+                    crate::proxy::response::map_response(head, ctx.op, &ctx.client, is_head).await?,
+                ));
+            }
+            return Err(self.part_read_error(ctx, headers, head).await);
         }
         let read = ReadCtx {
             crypto: &self.inner.crypto,
@@ -119,5 +128,27 @@ impl Proxy {
             r.headers_mut().insert(X_AMZ_MP_PARTS_COUNT, HeaderValue::from(c));
         }
         Ok(Located::Done(r))
+    }
+
+    /// The error of a GET by part number whose HEAD probe failed: the error document S3 gives a GET (`NoSuchKey`,
+    /// `NoSuchBucket` ...), which a HEAD has no body to say.
+    async fn part_read_error(
+        &self,
+        ctx: &RequestCtx,
+        headers: &HeaderMap,
+        head: http::Response<crate::upstream::UpstreamIncoming>,
+    ) -> ProxyError {
+        let get = StoreRequest::client_read(S3Op::GetObject, &ctx.target, &ctx.query.without(PART_NUMBER), headers)
+            .without(&http::header::RANGE)
+            .without(&X_AMZ_CHECKSUM_MODE);
+        let (answer, is_head) = match self.store().send(get).await {
+            Ok(resp) if !resp.status().is_success() => (resp, false),
+            // The object appeared in between, or the store failed: the probe's answer stands.
+            Ok(_) | Err(_) => (head, true),
+        };
+        match crate::proxy::response::map_response(answer, ctx.op, &ctx.client, is_head).await {
+            Err(e) => e,
+            Ok(_) => ProxyError::UpstreamProtocol("a failed probe mapped to success".into()),
+        }
     }
 }

@@ -51,8 +51,10 @@ impl Proxy {
         let part_size = REPACK_PART_SIZE.max(c.plain_total.div_ceil(u64::from(MAX_PARTS)).div_ceil(s) * s);
         let parts_out = u32::try_from(c.plain_total.div_ceil(part_size).max(1)).unwrap_or(MAX_PARTS);
         let state = Multipart::Sealed { parts: parts_out, part_size };
-        let (new_dek, env) = crypto.new_object_key(&c.identity, &protection, Some(state)).await?;
-        let new_dek = Arc::new(new_dek);
+        // The upload's own data key (new stream salts keep every stream key fresh): a retried Complete recognises
+        // the object by it.
+        let env = crypto.wrap_for(&upload.dek, &c.identity, &protection, Some(state)).await?;
+        let new_dek = Arc::clone(&upload.dek);
         let headers = crate::proxy::object::replace_headers(&head_headers, &env)?;
         let upload_id = self.create_upstream_upload(&c.target, headers).await?;
         let dest = Destination { upload_id: &upload_id, dek: &new_dek, part_size };
