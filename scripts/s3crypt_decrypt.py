@@ -92,6 +92,30 @@ def open_wrap(kek, wrapped, aad):
     return dek
 
 
+def open_attributes(dek, sealed, bucket, key):
+    """The sealed attributes (x-amz-meta-s3crypt-at, docs/FORMAT.md §2): a layout-2 wrap under the DEK with the
+    AAD "s3crypt/v1 attributes" || BE32-prefixed bucket and key. Returns {type: value} of its records."""
+    aad = b"s3crypt/v1 attributes"
+    for field in (bucket.encode(), key.encode()):
+        aad += len(field).to_bytes(4, "big") + field
+    if len(sealed) < 1 + 16 + 12 + 16 or sealed[0] != WRAP_V2:
+        raise Invalid("sealed attributes of the wrong layout")
+    salt, rest = sealed[1:17], sealed[17:]
+    w = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=WRAP_V2_KEY_INFO).derive(dek)
+    try:
+        payload = AESGCM(w).decrypt(rest[:12], rest[12:], aad)
+    except Exception as e:  # InvalidTag
+        raise Invalid("the sealed attributes do not open for this object") from e
+    records, i = {}, 0
+    while i < len(payload):
+        if i + 2 > len(payload) or i + 2 + payload[i + 1] > len(payload):
+            raise Invalid("truncated attribute record")
+        t, n = payload[i], payload[i + 1]
+        records[t] = payload[i + 2:i + 2 + n]
+        i += 2 + n
+    return records
+
+
 def unwrap_kms(kms, kek_ref, wrapped, bucket, key, segment_size, mp, bucket_key, ctx):
     """A KMS-protected object's data key (docs/FORMAT.md §2): KMS Decrypt of the bucket key (bucket-key mode) or of
     the data key itself, each under its encryption context."""

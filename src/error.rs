@@ -74,8 +74,6 @@ pub enum ProxyError {
     InvalidPart(Cow<'static, str>),
     #[error("parts not in ascending order")]
     InvalidPartOrder,
-    #[error("part number not satisfiable")]
-    InvalidPartNumber,
 
     // --- upstream ---------------------------------------------------------------------------------------
     #[error("upstream unavailable: {0}")]
@@ -256,12 +254,6 @@ impl ProxyError {
                 S::BAD_REQUEST,
                 Client,
                 said("The list of parts was not in ascending order. Parts must be ordered by part number."),
-            ),
-            ProxyError::InvalidPartNumber => kind(
-                "InvalidPartNumber",
-                S::RANGE_NOT_SATISFIABLE,
-                Client,
-                said("The requested partnumber is not satisfiable"),
             ),
             ProxyError::UpstreamUnavailable(_) => kind(
                 "ServiceUnavailable",

@@ -7,8 +7,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::error::CryptoError;
 use super::format::{
-    FORMAT_VERSION, MAX_PARTS, META_BUCKET_KEY, META_CONTEXT, META_DEK, META_KEK, META_MULTIPART, META_PREFIX,
-    META_SEGMENT_SIZE, META_VERSION, MULTIPART_OPEN,
+    FORMAT_VERSION, MAX_PARTS, META_ATTRIBUTES, META_BUCKET_KEY, META_CONTEXT, META_DEK, META_KEK, META_MULTIPART,
+    META_PREFIX, META_SEGMENT_SIZE, META_VERSION, MULTIPART_OPEN,
 };
 use super::keys::{ObjectIdentity, wrap_aad};
 use super::stream::Layout;
@@ -30,6 +30,8 @@ pub struct Envelope {
     pub bucket_key: Option<Vec<u8>>,
     /// The client's SSE-KMS encryption context (base64 JSON, as sent).
     pub context: Option<String>,
+    /// Sealed plaintext attributes (`crate::crypto::attributes`), opened only with the data key.
+    pub attributes: Option<Vec<u8>>,
 }
 
 /// The multipart state of an object, authenticated by the data-key wrap.
@@ -96,6 +98,9 @@ impl Envelope {
         if let Some(c) = &self.context {
             push(META_CONTEXT, c.clone());
         }
+        if let Some(a) = &self.attributes {
+            push(META_ATTRIBUTES, B64.encode(a));
+        }
         v
     }
 
@@ -127,7 +132,7 @@ impl Envelope {
     /// no s3crypt metadata at all (a plaintext object).
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Option<Envelope>, EnvelopeError> {
         let (mut version, mut seg, mut kek, mut dek, mut mp) = (None, None, None, None, None);
-        let (mut bk, mut ctx) = (None, None);
+        let (mut bk, mut ctx, mut at) = (None, None, None);
         let mut any = false;
         for (name, value) in pairs {
             let slot = match name {
@@ -138,6 +143,7 @@ impl Envelope {
                 META_MULTIPART => &mut mp,
                 META_BUCKET_KEY => &mut bk,
                 META_CONTEXT => &mut ctx,
+                META_ATTRIBUTES => &mut at,
                 n if n.starts_with(META_PREFIX) => {
                     any = true;
                     continue;
@@ -172,7 +178,11 @@ impl Envelope {
             Some(v) => Some(B64.decode(v).map_err(|_| EnvelopeError("bucket key is not base64"))?),
         };
         let context = ctx.map(str::to_owned);
-        Ok(Some(Envelope { segment_size, kek_ref, wrapped_dek, multipart, bucket_key, context }))
+        let attributes = match at {
+            None => None,
+            Some(v) => Some(B64.decode(v).map_err(|_| EnvelopeError("attributes are not base64"))?),
+        };
+        Ok(Some(Envelope { segment_size, kek_ref, wrapped_dek, multipart, bucket_key, context, attributes }))
     }
 
     /// Reads an envelope from response headers.
@@ -230,6 +240,7 @@ mod tests {
             multipart: None,
             bucket_key: None,
             context: None,
+            attributes: None,
         }
     }
 

@@ -83,6 +83,21 @@ pub const UPLOAD_ID_PREFIX_V2: &str = "s3c2.";
 /// First field of the AAD of a version-2 upload token. DO NOT CHANGE.
 pub const UPLOAD_TOKEN_V2_AAD_LABEL: &[u8] = b"s3crypt/v1 upload token v2";
 
+// --- Added with sealed attributes (docs/FORMAT.md §8). Old readers ignore the field.
+
+/// Sealed plaintext attributes of the object (its MD5, its checksum): standard base64 of a version-2 wrap (§2)
+/// made with the data key itself as the wrapping key. DO NOT CHANGE.
+pub const META_ATTRIBUTES: &str = "x-amz-meta-s3crypt-at";
+/// First field of the AAD of the sealed attributes. DO NOT CHANGE.
+pub const ATTRIBUTES_AAD_LABEL: &[u8] = b"s3crypt/v1 attributes";
+/// Attribute record type: the MD5 of the object's plaintext (16 bytes). DO NOT CHANGE.
+pub const ATTR_MD5: u8 = 0x01;
+/// Attribute record type: the full-object checksum of the plaintext (algorithm id byte, then the digest). DO NOT
+/// CHANGE.
+pub const ATTR_CHECKSUM: u8 = 0x02;
+/// Checksum algorithm ids in an `ATTR_CHECKSUM` record: CRC32, CRC32C, CRC64NVME, SHA-1, SHA-256. DO NOT CHANGE.
+pub const ATTR_CHECKSUM_IDS: [u8; 5] = [1, 2, 3, 4, 5];
+
 /// The 16-byte header in front of every segment: authenticated as the segment's AAD.
 ///
 /// ```text

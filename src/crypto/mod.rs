@@ -3,6 +3,7 @@
 //! transforms (`body`). docs/FORMAT.md specifies the format.
 
 pub mod aead;
+pub mod attributes;
 pub mod body;
 pub mod envelope;
 pub mod error;
@@ -214,6 +215,11 @@ impl Crypto {
         Ok((crypto, created))
     }
 
+    /// Whether SSE-S3 uploads compute the plaintext MD5 for their ETag (`encryption.md5_etags`).
+    pub fn md5_etags(&self) -> bool {
+        self.settings.md5_etags
+    }
+
     /// From an already loaded keyring (tests, tools): keyring only, default policy.
     pub fn from_keyring(keyring: LocalKeyring, legacy_objects: LegacyPolicy) -> Crypto {
         let settings = EncryptionSettings {
@@ -225,6 +231,7 @@ impl Crypto {
             kms: None,
             policies: Vec::new(),
             s3ec: Default::default(),
+            md5_etags: true,
         };
         let s3ec_buffer = s3ec_budget(&settings.s3ec);
         Crypto { keyring, kms: None, s3ec_keys: None, s3ec_buffer, settings, segment_size: DEFAULT_SEGMENT_SIZE }
@@ -473,6 +480,7 @@ impl Crypto {
                 multipart,
                 bucket_key: None,
                 context: context.clone(),
+                attributes: None,
             };
             return Ok((dek, env));
         }
@@ -496,6 +504,7 @@ impl Crypto {
             multipart,
             bucket_key: None,
             context: None,
+            attributes: None,
         };
         match protection {
             Protection::Keyring => {
@@ -765,6 +774,7 @@ mod tests {
             multipart: Some(Multipart::Open),
             bucket_key,
             context: context.map(str::to_owned),
+            attributes: None,
         }
     }
 

@@ -20,13 +20,16 @@ use crate::s3::error::RequestError;
 use crate::s3::op::S3Op;
 use crate::sigv4::EMPTY_SHA256;
 use crate::sigv4::chunked::{AwsChunkedBody, ChunkChain, ChunkedSpec, VerifiedChecksum};
-use crate::sigv4::payload::{CheckedBody, Checks};
+use crate::sigv4::payload::{BodyMd5, CheckedBody, Checks};
 use crate::sigv4::verify::{ChunkSigningContext, PayloadMode};
 use crate::store::StoreBody;
 use crate::upstream::UpstreamBody;
 
 /// A client's request body, with its idle deadline.
-pub(crate) type ClientBody = crate::util::body::IdleTimeout<hyper::body::Incoming, ProxyError>;
+pub(crate) type ClientBody = crate::util::body::IdleTimeout<ClientIncoming, ProxyError>;
+
+/// A client's request body as hyper gives it, read to its end if dropped unread while small.
+pub(crate) type ClientIncoming = crate::util::body::DrainOnDrop<hyper::body::Incoming>;
 
 /// Largest part S3 stores (ciphertext, here).
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -62,12 +65,17 @@ pub(super) struct Upload {
     pub chunk_signing: Option<ChunkSigningContext>,
     /// Receives the trailer checksum once verified, to echo it.
     pub verified: VerifiedChecksum,
+    /// Receives the plaintext's MD5 (SSE-S3 ETags), if asked for.
+    pub md5: Option<BodyMd5>,
+    /// An encrypted body of at most one segment is read whole before anything is sent (PutObject), so that its MD5
+    /// and a trailer checksum are known in time to be sealed in the envelope.
+    pub buffer_small: bool,
 }
 
 impl Upload {
     /// A body sent as it is (nothing to encrypt), its checksum verified into `verified`.
     pub fn plain(chunk_signing: Option<ChunkSigningContext>, verified: VerifiedChecksum) -> Upload {
-        Upload { encrypting: None, chunk_signing, verified }
+        Upload { encrypting: None, chunk_signing, verified, md5: None, buffer_small: false }
     }
 }
 
@@ -115,21 +123,28 @@ fn object_data(
     payload: &PayloadMode,
     chunk_signing: Option<ChunkSigningContext>,
     verified: VerifiedChecksum,
+    md5: Option<BodyMd5>,
     headers: &HeaderMap,
     body: ClientBody,
 ) -> Result<(UpstreamBody, u64), ProxyError> {
+    let checks = Checks::new().from_headers(headers)?;
+    let checks = match md5 {
+        Some(out) => checks.md5_into(out),
+        None => checks,
+    };
     match payload {
-        PayloadMode::Sha256(expected) => raw_data(Some(expected), headers, body),
-        PayloadMode::Unsigned => raw_data(None, headers, body),
+        PayloadMode::Sha256(expected) => raw_data(Some(expected), checks, headers, body),
+        PayloadMode::Unsigned => raw_data(None, checks, headers, body),
         PayloadMode::StreamingUnsignedTrailer | PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer => {
-            chunked_data(payload, chunk_signing, verified, headers, body)
+            chunked_data(payload, chunk_signing, verified, checks, headers, body)
         }
     }
 }
 
-/// A body sent as is, checked against the signed SHA-256 (`expected`) and the checksum headers.
+/// A body sent as is, checked against the signed SHA-256 (`expected`) and `checks` (the checksum headers).
 fn raw_data(
     expected: Option<&[u8; 32]>,
+    checks: Checks,
     headers: &HeaderMap,
     body: ClientBody,
 ) -> Result<(UpstreamBody, u64), ProxyError> {
@@ -142,15 +157,16 @@ fn raw_data(
             let (client, computed) = (hex::encode(expected), hex::encode(EMPTY_SHA256));
             return Err(BodyError::ContentSha256Mismatch { client, computed }.into());
         }
-        Checks::new().from_headers(headers)?.finish()?;
+        let mut checks = checks;
+        checks.finish()?;
         return Ok((empty_upstream_body(), 0));
     }
     let len = bounded(length.ok_or(RequestError::MissingContentLength)?)?;
     let checks = match expected {
-        Some(e) => Checks::new().sha256(*e),
-        None => Checks::new(),
+        Some(e) => checks.sha256(*e),
+        None => checks,
     };
-    Ok((CheckedBody::new(body, checks.from_headers(headers)?).boxed_unsync(), len))
+    Ok((CheckedBody::new(body, checks).boxed_unsync(), len))
 }
 
 /// An aws-chunked body, decoded (its chunk signatures verified when signed) and checked.
@@ -158,6 +174,7 @@ fn chunked_data(
     payload: &PayloadMode,
     chunk_signing: Option<ChunkSigningContext>,
     verified: VerifiedChecksum,
+    checks: Checks,
     headers: &HeaderMap,
     body: ClientBody,
 ) -> Result<(UpstreamBody, u64), ProxyError> {
@@ -176,7 +193,6 @@ fn chunked_data(
         let e = RequestError::InvalidRequest("x-amz-trailer needs STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER".into());
         return Err(e.into());
     }
-    let checks = Checks::new().from_headers(headers)?;
     if spec.trailer.is_some() && headers.keys().any(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()) {
         let e = RequestError::InvalidRequest("x-amz-trailer and an x-amz-checksum- header cannot both be given".into());
         return Err(e.into());
@@ -200,8 +216,16 @@ pub(super) async fn prepare_body(
     upload: Upload,
 ) -> Result<StoreBody, ProxyError> {
     if op.carries_object_data() {
-        let (data, len) = object_data(payload, upload.chunk_signing, upload.verified, headers, body)?;
+        let buffer = upload.buffer_small;
+        let (data, len) = object_data(payload, upload.chunk_signing, upload.verified, upload.md5, headers, body)?;
         return match upload.encrypting {
+            Some(enc) if buffer && len <= u64::from(enc.segment_size) => {
+                // At most one segment (64 KiB by default): read and checked whole, its MD5 now known.
+                let whole = data.collect().await?.to_bytes();
+                let len = whole.len() as u64;
+                let data = http_body_util::Full::new(whole).map_err(|never| match never {}).boxed_unsync();
+                encrypted_upload(data, len, &enc.dek, enc.part, enc.segment_size, Some(op.as_str()))
+            }
             Some(enc) => encrypted_upload(data, len, &enc.dek, enc.part, enc.segment_size, Some(op.as_str())),
             None => Ok(StoreBody::Object { body: data, len }),
         };

@@ -15,15 +15,17 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::Proxy;
+use super::etag::{Conditions, precondition_failed};
 use super::front::{Admitted, RequestCtx};
 use super::multipart::{open_upload, unwrap_upload_id};
 use super::object::{
-    KEPT_ON_REPLACE, ObjectResponse, ReadCtx, SseInfo, envelope_or_policy, etag_eq, get_response, header_value,
-    replace_headers, scrub_object_headers,
+    KEPT_ON_REPLACE, ObjectResponse, ReadCtx, SseInfo, envelope_or_policy, get_response, header_value, present_object,
+    replace_headers,
 };
 use super::range::ClientRange;
 use super::response::ProxyBody;
 use crate::crypto::Protection;
+use crate::crypto::attributes::Attributes;
 use crate::crypto::envelope::{Envelope, check_client_metadata};
 use crate::crypto::format::SINGLE_PUT_PART;
 use crate::crypto::keys::{DataKey, ObjectIdentity};
@@ -75,17 +77,14 @@ fn rewrap_headers(headers: &HeaderMap, how: &Rewrap<'_>, new_env: &Envelope) -> 
         .get(http::header::ETAG)
         .cloned()
         .ok_or_else(|| ProxyError::UpstreamProtocol("copy source HEAD without ETag".into()))?;
-    if !source_etag_matches(headers, etag.to_str().unwrap_or("")) {
+    // The client's copy-source conditions, against every form of the source's ETag; the store copies only the
+    // version they were evaluated on (pinned below).
+    let store_etag = etag.to_str().unwrap_or("");
+    let opaque = super::etag::opaque(store_etag);
+    let mut tags = vec![store_etag, opaque.as_str()];
+    tags.extend(how.source_md5.as_deref());
+    if Conditions::of(&source_conditions(headers)).evaluate(&tags, super::etag::last_modified(head)).is_err() {
         return Err(precondition_failed());
-    }
-    for name in [
-        "x-amz-copy-source-if-none-match",
-        "x-amz-copy-source-if-modified-since",
-        "x-amz-copy-source-if-unmodified-since",
-    ] {
-        if let Some(v) = headers.get(name) {
-            out.insert(HeaderName::from_static(name), v.clone());
-        }
     }
     out.insert(X_AMZ_COPY_SOURCE, header_value(&how.source.upstream_value())?);
     out.insert(X_AMZ_COPY_SOURCE_IF_MATCH, etag);
@@ -114,23 +113,6 @@ fn source_conditions(headers: &HeaderMap) -> HeaderMap {
         }
     }
     out
-}
-
-/// Whether the client's `x-amz-copy-source-if-match` (if any) holds for the source's ETag.
-fn source_etag_matches(client: &HeaderMap, etag: &str) -> bool {
-    match header_str(client, &X_AMZ_COPY_SOURCE_IF_MATCH) {
-        None => true,
-        Some(wanted) => wanted.split(',').any(|w| w.trim() == "*" || etag_eq(w, etag)),
-    }
-}
-
-fn precondition_failed() -> ProxyError {
-    ProxyError::Upstream {
-        status: StatusCode::PRECONDITION_FAILED,
-        code: "PreconditionFailed".into(),
-        message: "At least one of the pre-conditions you specified did not hold".into(),
-        headers: Vec::new(),
-    }
 }
 
 /// A failed read of the copy source, as S3 reports it for a copy.
@@ -232,6 +214,8 @@ struct Rewrap<'a> {
     source_env: &'a Envelope,
     source_key: Option<&'a Arc<CustomerKey>>,
     replace: bool,
+    /// The source's plaintext MD5 (from its sealed attributes), as an ETag.
+    source_md5: Option<String>,
 }
 
 /// Where a streamed copy writes: the destination (an object, or a part of the upload `part_of` names), the
@@ -302,6 +286,7 @@ impl Proxy {
         }
         let into = Into { target: &ctx.target, part_of: Some(&ctx.query), headers: HeaderMap::new(), sse: None };
         let (etag, version) = self.write_streamed(into, plain, sink).await?;
+        let etag = if upload.is_some() { super::etag::opaque(&etag) } else { etag };
         let body = xml::document(
             "CopyPartResult",
             &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
@@ -346,10 +331,17 @@ impl Proxy {
             self.read_source(&source, source_encrypted, ClientRange::Whole, headers, source_key.as_ref()).await?;
         let mut out = destination_headers(headers, S3Op::PutObject);
         described_by(plain.headers(), headers, replace, &mut out);
-        let (sink, sse_info, store_sse) = self.object_sink(ctx, headers, &protection, &mut out).await?;
+        // An encrypted source read whole shows its plaintext MD5 as its ETag when it is known.
+        let source_md5 = plain_md5(plain.headers()).filter(|_| source_encrypted);
+        let (sink, sse_info, store_sse) = self.object_sink(ctx, headers, &protection, source_md5, &mut out).await?;
         let source_version = plain.headers().get(X_AMZ_VERSION_ID).cloned();
         let into = Into { target: &ctx.target, part_of: None, headers: out, sse: store_sse.as_ref() };
         let (etag, version) = self.write_streamed(into, plain, sink).await?;
+        let etag = match (&sse_info, source_md5) {
+            (Some(sse), Some(m)) if sse.shows_md5() => super::etag::md5_etag(&m),
+            (Some(_), _) => super::etag::opaque(&etag),
+            (None, _) => etag,
+        };
         let body = xml::document(
             "CopyObjectResult",
             &[("ETag", etag), ("LastModified", crate::util::time::iso8601(SystemTime::now()))],
@@ -372,7 +364,8 @@ impl Proxy {
         (protection, source_key, replace): (&Protection, Option<&Arc<CustomerKey>>, bool),
     ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
         let crypto = &self.inner.crypto;
-        let read = StoreRequest::read_source(source, S3Op::HeadObject).headers(source_conditions(headers));
+        // The source's conditions are evaluated here, against every form of its ETag (rewrap_headers).
+        let read = StoreRequest::read_source(source, S3Op::HeadObject);
         let head = self.store().send(read).await?;
         if !head.status().is_success() {
             return Err(source_error(head, true).await);
@@ -383,7 +376,15 @@ impl Proxy {
             return Ok(None);
         }
         let Some(env) = envelope_or_policy(head.headers(), legacy)? else { return Ok(None) };
-        let rewrap = Rewrap { protection, source, source_head: head.headers(), source_env: &env, source_key, replace };
+        let rewrap = Rewrap {
+            protection,
+            source,
+            source_head: head.headers(),
+            source_env: &env,
+            source_key,
+            replace,
+            source_md5: None,
+        };
         self.copy_by_rewrap(ctx, headers, rewrap).await.map(Some)
     }
 
@@ -394,12 +395,18 @@ impl Proxy {
         ctx: &RequestCtx,
         headers: &HeaderMap,
         protection: &Protection,
+        source_md5: Option<[u8; 16]>,
         out: &mut HeaderMap,
     ) -> Result<(Sink, Option<SseInfo>, Option<StoreSse>), ProxyError> {
         if matches!(protection, Protection::Plaintext) {
             return Ok((Sink { dek: None, part: SINGLE_PUT_PART }, None, StoreSse::from_client(headers)));
         }
-        let (dek, env) = self.inner.crypto.new_object_key(&ctx.identity, protection, None).await?;
+        let (dek, mut env) = self.inner.crypto.new_object_key(&ctx.identity, protection, None).await?;
+        if SseInfo::of(&env, ctx.sse.customer()).shows_md5()
+            && let Some(m) = source_md5
+        {
+            env.attributes = Some(Attributes { md5: Some(m), checksum: None }.seal(&dek, &ctx.identity)?);
+        }
         check_client_metadata(out, env.metadata_len())?;
         for (n, v) in env.to_headers() {
             out.insert(n, v);
@@ -417,12 +424,31 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let crypto = &self.inner.crypto;
         how.source_env.layout().map_err(|_| ProxyError::UnsealedObject)?;
-        let dek = crypto.open_envelope(how.source_env, &source_identity(how.source), how.source_key).await?;
-        let new_env = crypto.wrap_for(&dek, &ctx.identity, how.protection, how.source_env.multipart).await?;
+        let source_id = source_identity(how.source);
+        let dek = crypto.open_envelope(how.source_env, &source_id, how.source_key).await?;
+        let mut new_env = crypto.wrap_for(&dek, &ctx.identity, how.protection, how.source_env.multipart).await?;
         let dest_customer = match how.protection {
             Protection::Customer(k) => Some(k),
             Protection::Keyring | Protection::Kms { .. } | Protection::Plaintext => None,
         };
+        let sse = SseInfo::of(&new_env, dest_customer);
+        // The source's sealed attributes, sealed again for the destination (the plaintext is the same).
+        let attrs = match &how.source_env.attributes {
+            Some(sealed) => Some(Attributes::open(sealed, &dek, &source_id)?),
+            None => None,
+        };
+        let single = how.source_env.multipart.is_none();
+        let source_md5 = attrs.as_ref().and_then(|a| a.md5).filter(|_| single);
+        let how = Rewrap { source_md5: source_md5.as_ref().map(super::etag::md5_etag), ..how };
+        if let Some(mut a) = attrs {
+            if !sse.shows_md5() {
+                a.md5 = None;
+            }
+            if !a.is_empty() {
+                new_env.attributes = Some(a.seal(&dek, &ctx.identity)?);
+            }
+        }
+        let shown_md5 = source_md5.filter(|_| sse.shows_md5());
         let out = rewrap_headers(headers, &how, &new_env)?;
         let copy = StoreRequest::new(S3Op::CopyObject, Method::PUT, &ctx.target)
             .headers(out)
@@ -431,10 +457,10 @@ impl Proxy {
         let (_, top) = xml::records(&body, &["CopyObjectResult", "Part"])
             .ok_or_else(|| ProxyError::UpstreamProtocol("CopyObject result is not XML".into()))?;
         let field = |n: &str| xml::field(&top, n).unwrap_or_default().to_owned();
-        let doc =
-            xml::document("CopyObjectResult", &[("ETag", field("ETag")), ("LastModified", field("LastModified"))], &[]);
+        let etag = shown_md5.as_ref().map_or_else(|| super::etag::opaque(&field("ETag")), super::etag::md5_etag);
+        let doc = xml::document("CopyObjectResult", &[("ETag", etag), ("LastModified", field("LastModified"))], &[]);
         let version = header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned);
-        let mut resp = copy_response(doc, version, Some(&SseInfo::of(&new_env, dest_customer)));
+        let mut resp = copy_response(doc, version, Some(&sse));
         if let Some(v) = h.get(&X_AMZ_COPY_SOURCE_VERSION_ID) {
             resp.headers_mut().insert(X_AMZ_COPY_SOURCE_VERSION_ID, v.clone());
         }
@@ -450,7 +476,9 @@ impl Proxy {
         client: &HeaderMap,
         source_key: Option<&Arc<CustomerKey>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let mut h = source_conditions(client);
+        // The client's copy-source conditions are evaluated here (the store knows only its own ETags).
+        let conditions = Conditions::of(&source_conditions(client));
+        let mut h = HeaderMap::new();
         let upstream_range =
             if encrypted { range.upstream_range(self.inner.crypto.segment_size) } else { range.as_header() };
         if let Some(r) = &upstream_range {
@@ -463,14 +491,14 @@ impl Proxy {
         if !resp.status().is_success() {
             return Err(source_error(resp, false).await);
         }
-        let etag = header_str(resp.headers(), &http::header::ETAG).unwrap_or("");
-        if !source_etag_matches(client, etag) {
-            return Err(precondition_failed());
-        }
         if !encrypted {
+            let etag = header_str(resp.headers(), &http::header::ETAG).unwrap_or("");
+            if conditions.evaluate(&[etag], super::etag::last_modified(resp.headers())).is_err() {
+                return Err(precondition_failed());
+            }
             return Ok(plain_source(resp));
         }
-        match self.decrypt_source(resp, source, range, source_key).await? {
+        match self.decrypt_source(resp, source, range, source_key, conditions).await? {
             ObjectResponse::Ready(r) => Ok(r),
             ObjectResponse::RefetchPlain => {
                 // A legacy plaintext object: fetch the range as asked.
@@ -496,11 +524,12 @@ impl Proxy {
         source: &CopySource,
         range: ClientRange,
         source_key: Option<&Arc<CustomerKey>>,
+        conditions: Conditions,
     ) -> Result<ObjectResponse, ProxyError> {
         let crypto = &self.inner.crypto;
         let id = source_identity(source);
         let legacy = crypto.policy(&id.bucket, &id.key).legacy_objects;
-        let ctx = ReadCtx { crypto, id: &id, customer: source_key, legacy };
+        let ctx = ReadCtx::copy_source(crypto, &id, source_key, legacy, conditions);
         let resp = if super::s3ec::candidate(crypto, &id, resp.headers()) {
             match self.s3ec_read(resp, S3Op::GetObject, range, &ctx).await? {
                 super::s3ec::S3ecRead::Done(r) => return Ok(ObjectResponse::Ready(r)),
@@ -548,6 +577,13 @@ impl Proxy {
     }
 }
 
+/// The plaintext MD5 a decrypted source's ETag shows, if it shows one.
+fn plain_md5(headers: &HeaderMap) -> Option<[u8; 16]> {
+    let e = header_str(headers, &http::header::ETAG)?.trim().trim_matches('"');
+    let v = hex::decode(e).ok()?;
+    v.try_into().ok()
+}
+
 /// A copy's 200 response: its XML document, version ID and the destination's SSE headers.
 fn copy_response(body: Bytes, version: Option<String>, sse: Option<&SseInfo>) -> Response<ProxyBody> {
     let len = body.len();
@@ -558,7 +594,7 @@ fn copy_response(body: Bytes, version: Option<String>, sse: Option<&SseInfo>) ->
     if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(X_AMZ_VERSION_ID, v);
     }
-    scrub_object_headers(h, sse);
+    present_object(&mut resp, sse);
     resp
 }
 

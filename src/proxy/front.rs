@@ -7,7 +7,6 @@ use std::time::{Instant, SystemTime};
 
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use hyper::body::Incoming;
 
 use super::Proxy;
 use super::body::ClientBody;
@@ -15,6 +14,7 @@ use crate::config::{ClientCredential, PlainHttpPolicy};
 use crate::crypto::keys::ObjectIdentity;
 use crate::crypto::{Crypto, EffectivePolicy};
 use crate::error::ProxyError;
+use crate::proxy::body::ClientIncoming;
 use crate::s3::error::{BodyError, RequestError};
 use crate::s3::headers::X_AMZ_DECODED_CONTENT_LENGTH;
 use crate::s3::op::{S3Op, classify};
@@ -46,7 +46,8 @@ pub(super) struct RequestRecord {
     pub request_id: String,
     pub resource: String,
     pub is_head: bool,
-    pub body_unread: bool,
+    /// The request body, if it has one: how far it was read.
+    pub body: Option<crate::util::body::BodyProgress>,
     pub op: Option<S3Op>,
     /// For the audit log: the authenticated access key id, the object, its version, the body length.
     pub principal: Option<String>,
@@ -57,13 +58,14 @@ pub(super) struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn of(req: &Request<Incoming>) -> RequestRecord {
+    pub fn of(req: &Request<ClientIncoming>) -> RequestRecord {
         let h = req.headers();
         RequestRecord {
             request_id: crate::util::new_request_id(),
             resource: req.uri().path().to_owned(),
             is_head: req.method() == Method::HEAD,
-            body_unread: super::body::has_body(h),
+            // Whether the connection survives an answer sent before the body was read (DrainOnDrop).
+            body: super::body::has_body(h).then(|| req.body().progress()),
             op: None,
             principal: None,
             bucket: None,
@@ -145,7 +147,7 @@ impl Proxy {
     /// audit line need as it becomes known, and becomes the record of the context.
     pub(super) async fn front_door(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientIncoming>,
         conn: &ConnInfo,
         record: &mut RequestRecord,
     ) -> Result<(RequestCtx, Admitted), ProxyError> {
@@ -182,7 +184,6 @@ impl Proxy {
         };
         let policy = crypto.policy(&identity.bucket, &identity.key);
         let body = ClientBody::new(body, self.inner.settings.body_read_timeout, BodyError::RequestTimeout.into());
-        record.body_unread = false; // from here on the body is consumed by the upstream request or dropped
         let ctx = RequestCtx {
             record: std::mem::take(record),
             op,
@@ -203,7 +204,7 @@ impl Proxy {
     /// SigV4 (or SigV2 presigned) from the head; an address that keeps failing gets SlowDown unverified.
     fn authenticate(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<ClientIncoming>,
         target: &Target,
         conn: &ConnInfo,
     ) -> Result<crate::sigv4::verify::Authenticated, ProxyError> {

@@ -18,9 +18,10 @@ impl Proxy {
     /// ListObjects, ListObjectsV2, ListObjectVersions and GetObjectAttributes on an encrypted bucket.
     pub(super) async fn listing(&self, ctx: &mut RequestCtx, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
         let Admitted { head, body } = r;
-        if ctx.op == S3Op::GetObjectAttributes {
-            self.attributes_allowed(ctx, &head.headers).await?;
-        }
+        let md5 = match ctx.op {
+            S3Op::GetObjectAttributes => self.attributes_allowed(ctx, &head.headers).await?,
+            _ => None,
+        };
         let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
         let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, upload).await?;
         let request = StoreRequest::new(ctx.op, head.method.clone(), &ctx.target)
@@ -33,7 +34,7 @@ impl Proxy {
         let crypto = &self.inner.crypto;
         let bucket = &ctx.identity.bucket;
         match ctx.op {
-            S3Op::GetObjectAttributes if ok => object_attributes_response(r, crypto.segment_size).await,
+            S3Op::GetObjectAttributes if ok => object_attributes_response(r, crypto.segment_size, md5).await,
             S3Op::ListObjects | S3Op::ListObjectsV2
                 if crypto.s3ec().enabled && crypto.s3ec().list_buckets.contains(bucket) =>
             {
@@ -46,20 +47,26 @@ impl Proxy {
 
 impl Proxy {
     /// GetObjectAttributes of an SSE-C object needs its key, as a HEAD does (S3: 400 without it): the object's
-    /// envelope says whether it is one, and the key given must open it.
-    async fn attributes_allowed(&self, ctx: &RequestCtx, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    /// envelope says whether it is one, and the key given must open it. Answers the plaintext MD5 ETag an SSE-S3
+    /// object shows on HEAD, if it has one, for the attributes to show the same.
+    async fn attributes_allowed(
+        &self,
+        ctx: &RequestCtx,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<String>, ProxyError> {
         let probe = StoreRequest::client_read(S3Op::HeadObject, &ctx.target, &ctx.query, headers);
         let resp = self.store().send(probe).await?;
         if !resp.status().is_success() {
-            return Ok(()); // the attributes request answers with the store's own error
+            return Ok(None); // the attributes request answers with the store's own error
         }
         let env = crate::crypto::envelope::Envelope::from_headers(resp.headers()).ok().flatten();
         match env {
             Some(env) if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer().is_some() => {
                 self.inner.crypto.open_envelope(&env, &ctx.identity, ctx.customer()).await?;
-                Ok(())
+                Ok(None)
             }
-            Some(_) | None => Ok(()),
+            Some(_) => Ok(self.sealed_md5(resp.headers(), &ctx.identity).await),
+            None => Ok(None),
         }
     }
 }
@@ -68,6 +75,7 @@ impl Proxy {
 pub async fn object_attributes_response(
     resp: Response<ProxyBody>,
     segment: u32,
+    md5: Option<String>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     if parts.status != StatusCode::OK {
@@ -79,6 +87,17 @@ pub async fn object_attributes_response(
             plaintext_len(c, segment, false).unwrap_or(c)
         })
         .ok_or_else(|| ProxyError::UpstreamProtocol("GetObjectAttributes result is not XML".into()))?;
+    // The ETag HEAD shows (the sealed MD5 or the opaque form), unquoted as this document has it.
+    let etag = crate::s3::xml::records(&out, &["GetObjectAttributesResponse", "-"])
+        .and_then(|(_, top)| crate::s3::xml::field(&top, "ETag").map(str::to_owned));
+    let out = match etag {
+        Some(e) if !e.is_empty() => {
+            let shown = md5.unwrap_or_else(|| super::etag::opaque(&e));
+            crate::s3::xml::replace_text(&out, &["GetObjectAttributesResponse", "ETag"], shown.trim_matches('"'))
+                .ok_or_else(|| ProxyError::UpstreamProtocol("GetObjectAttributes result is not XML".into()))?
+        }
+        _ => out,
+    };
     let drop: Vec<HeaderName> =
         parts.headers.keys().filter(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()).cloned().collect();
     for n in drop {
@@ -107,7 +126,16 @@ pub async fn listing_response(
             plaintext_len(c, segment, true).unwrap_or(c)
         }
     };
-    let rewritten = crate::s3::xml::rewrite_listing(&collected, &size)
+    // ETags of encrypted objects in their opaque form (HEAD and GET may show an SSE-S3 object's plaintext MD5,
+    // which a listing cannot know).
+    let etag = |key: &str, e: &str| {
+        if plaintext_prefixes.iter().any(|p| key.starts_with(p.as_str())) {
+            e.to_owned()
+        } else {
+            super::etag::opaque(e)
+        }
+    };
+    let rewritten = crate::s3::xml::rewrite_listing(&collected, &size, &etag)
         .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
     Ok(Response::from_parts(parts, super::response::full_body(Bytes::from(rewritten))))

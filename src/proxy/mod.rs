@@ -10,6 +10,7 @@
 
 mod body;
 mod copy;
+mod etag;
 mod forward;
 mod front;
 mod limit;
@@ -27,7 +28,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::config::UploadChecksum;
@@ -41,6 +41,7 @@ use crate::sigv4::error::AuthError;
 use crate::sigv4::verify::Verifier;
 use crate::store::{Store, StoreRequest};
 use crate::upstream::Upstream;
+use body::ClientIncoming;
 use front::{Admitted, RequestCtx, RequestRecord};
 use response::{empty_body, full_body};
 
@@ -111,8 +112,9 @@ impl Proxy {
 
     /// Serves one request. Never fails: errors become S3 error responses. Every log line inside carries the request
     /// span (request id, and once known the principal, operation and bucket).
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<hyper::body::Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
         let started = Instant::now();
+        let req = req.map(crate::util::body::DrainOnDrop::new);
         let mut record = RequestRecord::of(&req);
         let method = req.method().clone();
         let span = tracing::info_span!(
@@ -156,7 +158,7 @@ impl Proxy {
     /// The front door, then the handler of the request's operation family.
     async fn process(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientIncoming>,
         conn: &ConnInfo,
         record: &mut RequestRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -227,12 +229,16 @@ fn audit(record: &RequestRecord, resp: &Response<ProxyBody>, started: Instant) {
     }
     let h = resp.headers();
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
-    let (sse, key_id) =
-        match (get("x-amz-server-side-encryption"), get("x-amz-server-side-encryption-customer-algorithm")) {
+    // What the proxy protected the object with (it names keyring keys, which the SSE-S3 headers do not); else
+    // what the store's answer says.
+    let (sse, key_id) = match resp.extensions().get::<object::AuditSse>() {
+        Some(a) => (a.sse, a.key_id.as_deref()),
+        None => match (get("x-amz-server-side-encryption"), get("x-amz-server-side-encryption-customer-algorithm")) {
             (_, Some(_)) => ("sse-c", None),
             (Some(mode), None) => (mode, get("x-amz-server-side-encryption-aws-kms-key-id")),
             (None, None) => ("none", None),
-        };
+        },
+    };
     let version = record.version.as_deref().or_else(|| get("x-amz-version-id"));
     crate::util::audit::write(&crate::util::audit::Record {
         request_id: &record.request_id,
@@ -292,8 +298,8 @@ fn error_response(e: &ProxyError, record: &RequestRecord) -> Response<ProxyBody>
     for (k, v) in e.extra_headers() {
         h.insert(k, v);
     }
-    if record.body_unread {
-        // The request body was never read: do not try to reuse the connection.
+    if record.body.as_ref().is_some_and(|b| !b.keeps_connection()) {
+        // The request body was not read to its end (and is not being drained): do not reuse the connection.
         h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp

@@ -8,16 +8,18 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 
+use super::etag::{Conditions, Unmet};
 use super::range::{ClientRange, parse_content_range};
 use super::response::ProxyBody;
 use crate::config::LegacyPolicy;
 use crate::crypto::Crypto;
+use crate::crypto::attributes::Attributes;
 use crate::crypto::body::{DecryptBody, ReadPlan};
 use crate::crypto::envelope::{Envelope, USER_METADATA_LIMIT, strip_reserved};
 use crate::crypto::error::CryptoError;
 use crate::crypto::format::META_PREFIX;
 use crate::crypto::format::plaintext_len;
-use crate::crypto::keys::ObjectIdentity;
+use crate::crypto::keys::{DataKey, ObjectIdentity};
 use crate::error::{BoxError, ProxyError};
 use crate::s3::checksum::ChecksumAlgorithm;
 use crate::s3::error::RequestError;
@@ -58,25 +60,103 @@ impl SseInfo {
         }
     }
 
+    /// How the client sees the protection: the keyring is SSE-S3 (`AES256`, no key id, as S3 answers for its
+    /// own managed keys); a KMS key is SSE-KMS with its ARN; a customer key is SSE-C with its MD5.
+    pub fn mode(&self) -> SseMode {
+        if self.kek_ref == crate::crypto::format::KEK_REF_SSE_C {
+            SseMode::Customer
+        } else if self.kek_ref.starts_with(crate::crypto::format::KEK_SCHEME_KMS) {
+            SseMode::Kms
+        } else {
+            SseMode::S3
+        }
+    }
+
+    /// What the audit line names: the mode as S3 names it and the key reference (never key material).
+    pub fn audit(&self) -> AuditSse {
+        let sse = match self.mode() {
+            SseMode::S3 => "AES256",
+            SseMode::Kms => "aws:kms",
+            SseMode::Customer => "sse-c",
+        };
+        let key_id = self.kek_ref.strip_prefix("kms:").unwrap_or(&self.kek_ref);
+        AuditSse { sse, key_id: (self.mode() != SseMode::Customer).then(|| key_id.to_owned()) }
+    }
+
     fn apply(&self, headers: &mut HeaderMap) {
         use crate::s3::sse::{SSE_BUCKET_KEY, SSE_C_ALGORITHM, SSE_C_KEY_MD5, SSE_CONTEXT};
-        if self.kek_ref == crate::crypto::format::KEK_REF_SSE_C {
-            headers.insert(SSE_C_ALGORITHM, HeaderValue::from_static("AES256"));
-            if let Some(v) = self.customer_md5.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
-                headers.insert(SSE_C_KEY_MD5, v);
+        match self.mode() {
+            SseMode::Customer => {
+                headers.insert(SSE_C_ALGORITHM, HeaderValue::from_static("AES256"));
+                if let Some(v) = self.customer_md5.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
+                    headers.insert(SSE_C_KEY_MD5, v);
+                }
             }
-            return;
+            SseMode::S3 => {
+                headers.insert(SSE, HeaderValue::from_static("AES256"));
+            }
+            SseMode::Kms => {
+                headers.insert(SSE, HeaderValue::from_static("aws:kms"));
+                let key_id = self.kek_ref.strip_prefix("kms:").unwrap_or(&self.kek_ref);
+                if let Ok(v) = HeaderValue::from_str(key_id) {
+                    headers.insert(SSE_KMS_KEY_ID, v);
+                }
+                if self.bucket_key {
+                    headers.insert(SSE_BUCKET_KEY, HeaderValue::from_static("true"));
+                }
+                if let Some(v) = self.context.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+                    headers.insert(SSE_CONTEXT, v);
+                }
+            }
         }
-        headers.insert(SSE, HeaderValue::from_static("aws:kms"));
-        let key_id = self.kek_ref.strip_prefix("kms:").unwrap_or(&self.kek_ref);
-        if let Ok(v) = HeaderValue::from_str(key_id) {
-            headers.insert(SSE_KMS_KEY_ID, v);
-        }
-        if self.bucket_key {
-            headers.insert(SSE_BUCKET_KEY, HeaderValue::from_static("true"));
-        }
-        if let Some(v) = self.context.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
-            headers.insert(SSE_CONTEXT, v);
+    }
+}
+
+/// The three ways S3 describes server-side encryption to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseMode {
+    /// SSE-S3 (`AES256`): the proxy's keyring.
+    S3,
+    /// SSE-KMS (`aws:kms`).
+    Kms,
+    /// SSE-C.
+    Customer,
+}
+
+/// The protection of the object a response describes, for the audit line (a response extension: the response
+/// headers no longer name keyring keys).
+#[derive(Debug, Clone)]
+pub struct AuditSse {
+    pub sse: &'static str,
+    pub key_id: Option<String>,
+}
+
+impl SseInfo {
+    /// Whether the protection shows plaintext MD5 ETags (SSE-S3).
+    pub fn shows_md5(&self) -> bool {
+        self.mode() == SseMode::S3
+    }
+}
+
+/// The answer to a conditional read whose condition did not hold: a 304 with the object's ETag and Last-Modified,
+/// or the 412 error.
+pub fn unmet_response(
+    unmet: Unmet,
+    etag: &str,
+    last_modified: Option<&HeaderValue>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match unmet {
+        Unmet::PreconditionFailed => Err(super::etag::precondition_failed()),
+        Unmet::NotModified => {
+            let mut r = Response::new(super::response::empty_body());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            if let Ok(v) = HeaderValue::from_str(etag) {
+                r.headers_mut().insert(http::header::ETAG, v);
+            }
+            if let Some(v) = last_modified {
+                r.headers_mut().insert(http::header::LAST_MODIFIED, v.clone());
+            }
+            Ok(r)
         }
     }
 }
@@ -87,6 +167,100 @@ pub struct ReadCtx<'a> {
     pub id: &'a ObjectIdentity,
     pub customer: Option<&'a Arc<CustomerKey>>,
     pub legacy: LegacyPolicy,
+    /// The client's conditional headers, evaluated here (the store never sees them: it knows other ETags).
+    pub conditions: Conditions,
+    /// `x-amz-checksum-mode: ENABLED`: answer with the sealed full-object checksum.
+    pub checksum_mode: bool,
+    /// A copy's source: a condition that does not hold is 412 (never 304).
+    pub copy_source: bool,
+}
+
+impl ReadCtx<'_> {
+    /// A read with no conditions and no checksum (a copy's source).
+    pub fn plain<'a>(
+        crypto: &'a Crypto,
+        id: &'a ObjectIdentity,
+        customer: Option<&'a Arc<CustomerKey>>,
+        legacy: LegacyPolicy,
+    ) -> ReadCtx<'a> {
+        ReadCtx {
+            crypto,
+            id,
+            customer,
+            legacy,
+            conditions: Conditions::default(),
+            checksum_mode: false,
+            copy_source: false,
+        }
+    }
+
+    /// A copy's source, with the client's `x-amz-copy-source-if-*` conditions.
+    pub fn copy_source<'a>(
+        crypto: &'a Crypto,
+        id: &'a ObjectIdentity,
+        customer: Option<&'a Arc<CustomerKey>>,
+        legacy: LegacyPolicy,
+        conditions: Conditions,
+    ) -> ReadCtx<'a> {
+        ReadCtx { conditions, copy_source: true, ..ReadCtx::plain(crypto, id, customer, legacy) }
+    }
+}
+
+/// Whether a request asks for checksums (`x-amz-checksum-mode: ENABLED`).
+pub fn checksum_mode(headers: &HeaderMap) -> bool {
+    headers.get(X_AMZ_CHECKSUM_MODE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"enabled"))
+}
+
+/// What a read shows of an encrypted object besides its data: the client's ETag (the plaintext MD5 of an SSE-S3
+/// object when it is sealed in the envelope, else the opaque form of the store's), and the sealed checksum on
+/// whole reads with checksum mode. Evaluates the client's conditions against both ETag forms first.
+/// `dek`: the object's data key, if it was opened (the attributes need it).
+fn present_read(
+    headers: &mut HeaderMap,
+    env: &Envelope,
+    dek: Option<&DataKey>,
+    ctx: &ReadCtx<'_>,
+    whole: bool,
+) -> Result<Result<(), (Unmet, String)>, ProxyError> {
+    let store = headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let attrs = match (&env.attributes, dek) {
+        (Some(sealed), Some(dek)) => Some(Attributes::open(sealed, dek, ctx.id)?),
+        _ => None,
+    };
+    let single = env.multipart.is_none();
+    let md5 = attrs.as_ref().and_then(|a| a.md5).filter(|_| single && SseInfo::of(env, ctx.customer).shows_md5());
+    let opaque = super::etag::opaque(&store);
+    let shown = md5.as_ref().map_or_else(|| opaque.clone(), super::etag::md5_etag);
+    if let Err(unmet) = ctx.conditions.evaluate(&[&shown, &opaque], super::etag::last_modified(headers)) {
+        let unmet = if ctx.copy_source { Unmet::PreconditionFailed } else { unmet };
+        return Ok(Err((unmet, shown)));
+    }
+    if let Ok(v) = HeaderValue::from_str(&shown) {
+        headers.insert(http::header::ETAG, v);
+    }
+    if whole
+        && ctx.checksum_mode
+        && let Some((alg, digest)) = attrs.and_then(|a| a.checksum)
+    {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+        if let Ok(v) = HeaderValue::from_str(&b64) {
+            headers.insert(HeaderName::from_static(alg.header_name()), v);
+            headers.insert(X_AMZ_CHECKSUM_TYPE, HeaderValue::from_static("FULL_OBJECT"));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// A plaintext object's answer to a conditional read (its own ETag: the store's): `Some` 304, a 412 error, or
+/// `None` to answer with the object.
+fn plain_conditions(headers: &HeaderMap, ctx: &ReadCtx<'_>) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let store = headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match ctx.conditions.evaluate(&[store], super::etag::last_modified(headers)) {
+        Ok(()) => Ok(None),
+        Err(_) if ctx.copy_source => Err(super::etag::precondition_failed()),
+        Err(unmet) => unmet_response(unmet, store, headers.get(http::header::LAST_MODIFIED)).map(Some),
+    }
 }
 
 /// Drops what describes the stored ciphertext or the store's own encryption, and adds the gateway's SSE headers.
@@ -108,6 +282,22 @@ pub fn scrub_object_headers(headers: &mut HeaderMap, sse: Option<&SseInfo>) {
     }
     if let Some(s) = sse {
         s.apply(headers);
+    }
+}
+
+/// [`scrub_object_headers`] on a response, which also carries the protection for the audit line.
+pub fn present_object<B>(resp: &mut Response<B>, sse: Option<&SseInfo>) {
+    scrub_object_headers(resp.headers_mut(), sse);
+    if let Some(s) = sse {
+        resp.extensions_mut().insert(s.audit());
+    }
+}
+
+/// [`present_object`] on a response's parts.
+pub fn present_parts(parts: &mut http::response::Parts, sse: Option<&SseInfo>) {
+    scrub_object_headers(&mut parts.headers, sse);
+    if let Some(s) = sse {
+        parts.extensions.insert(s.audit());
     }
 }
 
@@ -166,6 +356,9 @@ pub async fn get_response(
         if ctx.customer.is_some() {
             return Err(not_applicable());
         }
+        if let Some(r) = plain_conditions(resp.headers(), ctx)? {
+            return Ok(ObjectResponse::Ready(r));
+        }
         return Ok(if range == ClientRange::Whole {
             ObjectResponse::Ready(plain_response(resp))
         } else {
@@ -181,6 +374,10 @@ pub async fn get_response(
         return Err(CryptoError::Integrity("the stored object has an impossible length").into());
     }
     let plain_total = plaintext_len(cipher_total, seg, true).unwrap_or(0);
+    present_parts(&mut parts, Some(&SseInfo::of(&env, ctx.customer)));
+    if let Err((unmet, etag)) = present_read(&mut parts.headers, &env, Some(&dek), ctx, range == ClientRange::Whole)? {
+        return unmet_response(unmet, &etag, parts.headers.get(http::header::LAST_MODIFIED)).map(ObjectResponse::Ready);
+    }
     let wanted = range.resolve(plain_total)?;
     let plan = match wanted {
         None => ReadPlan::whole(seg, cipher_total, plain_total, start),
@@ -188,7 +385,6 @@ pub async fn get_response(
     };
     let mut decrypted = DecryptBody::new(body, dek, layout, plan).metered("GetObject");
     decrypted.prime().await?;
-    scrub_object_headers(&mut parts.headers, Some(&SseInfo::of(&env, ctx.customer)));
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plan.take));
     match wanted {
         None => {
@@ -223,11 +419,20 @@ pub async fn head_response(
         if ctx.customer.is_some() {
             return Err(not_applicable());
         }
+        if let Some(r) = plain_conditions(resp.headers(), ctx)? {
+            return Ok(r);
+        }
         return Ok(plain_response(resp));
     };
-    if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer.is_some() {
-        ctx.crypto.open_envelope(&env, ctx.id, ctx.customer).await?;
-    }
+    // The key is opened for SSE-C (to check the client's, as S3 does), for sealed attributes under the keyring
+    // (local) and, under KMS, only when checksums are asked for (no KMS call on a plain HEAD).
+    let sse = SseInfo::of(&env, ctx.customer);
+    let attrs_wanted = env.attributes.is_some() && (sse.mode() != SseMode::Kms || ctx.checksum_mode);
+    let dek = if sse.mode() == SseMode::Customer || ctx.customer.is_some() || attrs_wanted {
+        Some(ctx.crypto.open_envelope(&env, ctx.id, ctx.customer).await?)
+    } else {
+        None
+    };
     let (mut parts, _body) = resp.into_parts();
     let cipher_total: u64 = parts
         .headers
@@ -240,7 +445,10 @@ pub async fn head_response(
         return Err(CryptoError::Integrity("the stored object has an impossible length").into());
     }
     let plain = plaintext_len(cipher_total, env.segment_size, true).unwrap_or(0);
-    scrub_object_headers(&mut parts.headers, Some(&SseInfo::of(&env, ctx.customer)));
+    present_parts(&mut parts, Some(&sse));
+    if let Err((unmet, etag)) = present_read(&mut parts.headers, &env, dek.as_deref(), ctx, true)? {
+        return unmet_response(unmet, &etag, parts.headers.get(http::header::LAST_MODIFIED));
+    }
     parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(plain));
     parts.headers.remove(http::header::CONTENT_RANGE);
     parts.status = StatusCode::OK;
@@ -322,6 +530,7 @@ mod tests {
             multipart: Some(Multipart::Sealed { parts: 2, part_size: 8 * MIB }),
             bucket_key: None,
             context: None,
+            attributes: None,
         };
         let out = replace_headers(&head, &env).unwrap();
         assert_eq!(out[CONTENT_TYPE], "text/csv");

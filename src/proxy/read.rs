@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::Proxy;
 use super::body::{Upload, prepare_body};
+use super::etag::Conditions;
 use super::front::{Admitted, RequestCtx};
 use super::multipart::{Located, PartRead};
 use super::object::{ObjectResponse, ReadCtx, X_AMZ_CHECKSUM_MODE};
@@ -26,13 +27,16 @@ impl Proxy {
         r: Admitted,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let Admitted { head, body } = r;
-        let headers = &head.headers;
+        // Conditions are evaluated here against the ETags the client knows; the store sees none of them.
+        let conditions = Conditions::of(&head.headers);
+        let unconditional = Conditions::strip(&head.headers);
+        let headers = &unconditional;
         // No body is expected; one that is there is checked (and sent) like any small body.
         let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
         let store_body = prepare_body(ctx.op, &ctx.payload, headers, body, upload).await?;
         let part = match ctx.query.part_number()? {
             None => None,
-            Some(n) => match self.locate_part(ctx, headers, n).await? {
+            Some(n) => match self.locate_part(ctx, headers, &conditions, n).await? {
                 Located::Done(resp) => return Ok(resp),
                 Located::Read(p) => Some(p),
             },
@@ -45,6 +49,9 @@ impl Proxy {
             id: &ctx.identity,
             customer: ctx.customer(),
             legacy: ctx.policy.legacy_objects,
+            conditions,
+            checksum_mode: super::object::checksum_mode(headers) && part.is_none(),
+            copy_source: false,
         };
         let ok = resp.status().is_success();
         let resp = match self.s3ec_first(resp, ctx.op, range, part.is_some(), &read).await? {
@@ -61,7 +68,7 @@ impl Proxy {
                 }
                 // A plaintext object read under legacy_objects = "passthrough": fetch it as the client asked.
                 ObjectResponse::RefetchPlain => {
-                    let again = StoreRequest::client_read(S3Op::GetObject, &ctx.target, &ctx.query, headers);
+                    let again = StoreRequest::client_read(S3Op::GetObject, &ctx.target, &ctx.query, &head.headers);
                     let resp = self.store().send(again).await?;
                     super::response::map_response(resp, ctx.op, &ctx.client, false).await
                 }

@@ -331,7 +331,11 @@ impl Proxy {
             Some(StoredKind::S3ec) => c.saturating_sub(s3ec::TAG_LEN as u64),
             Some(StoredKind::Plain) | None => c,
         };
-        let rewritten = crate::s3::xml::rewrite_listing(&collected, &size)
+        let etag = |key: &str, e: &str| match kinds.get(key) {
+            Some(StoredKind::S3crypt(_)) => super::etag::opaque(e),
+            _ => e.to_owned(),
+        };
+        let rewritten = crate::s3::xml::rewrite_listing(&collected, &size, &etag)
             .ok_or_else(|| ProxyError::UpstreamProtocol("listing is not XML".into()))?;
         parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
         Ok(Response::from_parts(parts, super::response::full_body(Bytes::from(rewritten))))

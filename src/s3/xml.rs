@@ -110,9 +110,13 @@ pub fn filter_list_buckets(body: &[u8], allowed: &dyn Fn(&str) -> bool) -> Optio
 }
 
 /// Rewrites a listing (ListObjects, ListObjectsV2, ListObjectVersions, ListParts): every `<Size>` of an entry is
-/// passed through `size` (ciphertext → plaintext), and checksum elements, which describe the stored ciphertext,
-/// are removed. Everything else is kept byte for byte.
-pub fn rewrite_listing(body: &[u8], size: &dyn Fn(&str, u64) -> u64) -> Option<Vec<u8>> {
+/// passed through `size` (ciphertext → plaintext), every `<ETag>` through `etag` (both with the entry's key), and
+/// checksum elements, which describe the stored ciphertext, are removed. Everything else is kept byte for byte.
+pub fn rewrite_listing(
+    body: &[u8],
+    size: &dyn Fn(&str, u64) -> u64,
+    etag: &dyn Fn(&str, &str) -> String,
+) -> Option<Vec<u8>> {
     const ENTRIES: [&[u8]; 5] = [b"Contents", b"Version", b"DeleteMarker", b"Part", b"Upload"];
     const DROPPED: [&[u8]; 8] = [
         b"ChecksumAlgorithm",
@@ -130,6 +134,7 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(&str, u64) -> u64) -> Option<V
     let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
     let mut drop_start: Option<(usize, usize)> = None; // (start offset, depth)
     let mut size_text: Option<(usize, String)> = None;
+    let mut etag_text: Option<(usize, String)> = None;
     // The entry's key (URL-decoded), read before its size.
     let mut key_text: Option<String> = None;
     let mut entry_key = String::new();
@@ -145,6 +150,9 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(&str, u64) -> u64) -> Option<V
                 }
                 if in_entry && name == b"Size" {
                     size_text = Some((usize::try_from(reader.buffer_position()).ok()?, String::new()));
+                }
+                if in_entry && name == b"ETag" {
+                    etag_text = Some((usize::try_from(reader.buffer_position()).ok()?, String::new()));
                 }
                 if in_entry && name == b"Key" {
                     key_text = Some(String::new());
@@ -172,6 +180,10 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(&str, u64) -> u64) -> Option<V
                 if let Some(k) = key_text.take() {
                     entry_key = String::from_utf8_lossy(&crate::util::uri::percent_decode(k.as_bytes())).into_owned();
                 }
+                if let Some((text_start, text)) = etag_text.take() {
+                    let shown = etag(&entry_key, text.trim());
+                    edits.push((text_start, before, escape(&shown).into_owned().into_bytes()));
+                }
                 if let Some((text_start, text)) = size_text.take() {
                     let text_end = before;
                     let replacement =
@@ -183,6 +195,9 @@ pub fn rewrite_listing(body: &[u8], size: &dyn Fn(&str, u64) -> u64) -> Option<V
             }
             Event::Text(_) | Event::GeneralRef(_) => {
                 if let Some((_, text)) = size_text.as_mut() {
+                    push_text(&ev, text);
+                }
+                if let Some((_, text)) = etag_text.as_mut() {
                     push_text(&ev, text);
                 }
                 if let Some(k) = key_text.as_mut() {
@@ -438,9 +453,12 @@ mod tests {
     fn listing_sizes_are_rewritten_and_checksums_dropped() {
         let body = br#"<?xml version="1.0" encoding="UTF-8"?>
 <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>2</KeyCount><Contents><Key>Size</Key><Size>100</Size><ETag>"e"</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType></Contents><Contents><Key>b</Key><Size> 7 </Size></Contents></ListBucketResult>"#;
-        let out = rewrite_listing(body, &|k, n| if k == "b" { n } else { n - 1 }).unwrap();
+        let out = rewrite_listing(body, &|k, n| if k == "b" { n } else { n - 1 }, &|_, e| format!("{e}x")).unwrap();
         let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("<Key>Size</Key><Size>99</Size><ETag>\"e\"</ETag></Contents>"), "{s}");
+        assert!(
+            s.contains("<Key>Size</Key><Size>99</Size><ETag>&quot;e&quot;x</ETag></Contents>"),
+            "ETags rewritten: {s}"
+        );
         assert!(s.contains("<Key>b</Key><Size>7</Size>"), "the size function sees each entry's key: {s}");
         assert!(!s.contains("Checksum"), "{s}");
         assert!(s.contains("<KeyCount>2</KeyCount>"));

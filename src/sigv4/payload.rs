@@ -19,11 +19,16 @@ use crate::s3::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::s3::error::{BodyError, RequestError};
 use crate::s3::headers::X_AMZ_SDK_CHECKSUM_ALGORITHM;
 
+/// Receives the MD5 of a body once it is complete (and every check passed).
+pub type BodyMd5 = std::sync::Arc<std::sync::OnceLock<[u8; 16]>>;
+
 /// What a body must match at its end.
 #[derive(Default)]
 pub struct Checks {
     sha256: Option<(Sha256, [u8; 32])>,
-    md5: Option<(md5::Md5, [u8; 16])>,
+    /// The running MD5, what it must equal (Content-MD5), where to report it.
+    md5: Option<(md5::Md5, Option<[u8; 16]>)>,
+    md5_out: Option<BodyMd5>,
     checksum: Option<(Checksummer, Vec<u8>)>,
 }
 
@@ -49,7 +54,7 @@ impl Checks {
                     return Err(RequestError::InvalidDigest);
                 }
             }
-            self.md5 = Some((md5::Md5::new(), md5));
+            self.md5 = Some((md5::Md5::new(), Some(md5)));
         }
         let mut found = headers
             .iter()
@@ -72,6 +77,15 @@ impl Checks {
             self.checksum = Some((Checksummer::new(alg), expected));
         }
         Ok(self)
+    }
+
+    /// Also computes the body's MD5 into `out` (one pass with a Content-MD5 check, if there is one).
+    pub fn md5_into(mut self, out: BodyMd5) -> Checks {
+        if self.md5.is_none() {
+            self.md5 = Some((md5::Md5::new(), None));
+        }
+        self.md5_out = Some(out);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,16 +115,22 @@ impl Checks {
                 });
             }
         }
-        if let Some((h, expected)) = self.md5.take()
-            && h.finalize().as_slice() != expected
-        {
-            return Err(BodyError::BadDigest { algorithm: "Content-MD5" });
+        let mut md5 = None;
+        if let Some((h, expected)) = self.md5.take() {
+            let computed: [u8; 16] = h.finalize().into();
+            if expected.is_some_and(|e| e != computed) {
+                return Err(BodyError::BadDigest { algorithm: "Content-MD5" });
+            }
+            md5 = Some(computed);
         }
         if let Some((c, expected)) = self.checksum.take() {
             let alg = c.algorithm();
             if c.finalize() != expected {
                 return Err(BodyError::BadDigest { algorithm: alg.display_name() });
             }
+        }
+        if let (Some(out), Some(m)) = (self.md5_out.take(), md5) {
+            let _ = out.set(m);
         }
         Ok(())
     }

@@ -25,6 +25,120 @@ where
     }
 }
 
+/// Request bodies of at most this many bytes are read to their end when a request is answered without reading
+/// them (an early error): the connection stays usable, and the client, still sending, is not cut off by a reset
+/// before it reads the answer.
+pub const DRAIN_LIMIT: u64 = 1024 * 1024;
+/// How long such a drain may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A request body that, dropped unread, reads the rest of itself in the background when that rest is small
+/// ([`DRAIN_LIMIT`], [`DRAIN_TIME`]); larger or endless bodies are dropped (the connection then closes).
+pub struct DrainOnDrop<B: Body + Send + Unpin + 'static> {
+    inner: Option<B>,
+    /// Read from at all: then it is not drained (a handler that failed mid-body, a stalled client).
+    polled: bool,
+    progress: BodyProgress,
+}
+
+/// How far a request body got, for the answer to say whether the connection can be reused.
+#[derive(Clone, Debug)]
+pub struct BodyProgress {
+    state: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    small: bool,
+}
+
+const UNREAD: u8 = 0;
+const READING: u8 = 1;
+const DONE: u8 = 2;
+
+impl BodyProgress {
+    /// Whether the connection stays usable after an answer sent now: the body was read to its end, or it was not
+    /// read at all and is small enough to be drained.
+    pub fn keeps_connection(&self) -> bool {
+        match self.state.load(std::sync::atomic::Ordering::Acquire) {
+            DONE => true,
+            UNREAD => self.small,
+            _ => false,
+        }
+    }
+
+    fn set(&self, s: u8) {
+        self.state.store(s, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl<B: Body + Send + Unpin + 'static> DrainOnDrop<B> {
+    pub fn new(inner: B) -> Self {
+        let small = inner.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
+        let progress = BodyProgress { state: Default::default(), small };
+        if inner.is_end_stream() {
+            progress.set(DONE);
+        }
+        DrainOnDrop { inner: Some(inner), polled: false, progress }
+    }
+
+    /// What the answer needs to know about this body.
+    pub fn progress(&self) -> BodyProgress {
+        self.progress.clone()
+    }
+}
+
+impl<B: Body + Send + Unpin + 'static> Drop for DrainOnDrop<B> {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else { return };
+        if self.polled {
+            return;
+        }
+        let small = body.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
+        if body.is_end_stream() || !small {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            let drain = async {
+                while let Some(Ok(_)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {}
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        });
+    }
+}
+
+impl<B: Body + Send + Unpin + 'static> Body for DrainOnDrop<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        if !self.polled {
+            self.polled = true;
+            self.progress.set(READING);
+        }
+        let out = match self.inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        };
+        if matches!(out, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            // An error: the connection cannot be trusted either, but hyper closes it on its own then.
+            let done = matches!(out, Poll::Ready(None));
+            if done {
+                self.progress.set(DONE);
+            }
+        }
+        out
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A body that fails when its source sends nothing for `idle` while it is being waited on: a stalled or
     /// slowloris upload (`RequestTimeout`), a store that stops mid-response (`UpstreamTimeout`). Only the time

@@ -71,3 +71,15 @@ def test_the_reference_decryptor_opens_the_multipart_vector_and_refuses_it_cut_o
     resealed = dict(mp["metadata"], **{"x-amz-meta-s3crypt-mp": "2x4096"})
     with pytest.raises(ref.Invalid):  # the layout changed in the metadata: the key no longer unwraps
         ref.decrypt(keyring, resealed, v["bucket"], v["key"], ct[:-last_part])
+
+
+def test_the_reference_decryptor_opens_the_sealed_attributes_vector():
+    import hashlib
+    a = json.loads((ROOT / "tests" / "fixtures" / "crypto" / "attributes-vectors.json").read_text())
+    v = VECTORS
+    sealed = bytes.fromhex(a["sealed"])
+    records = ref.open_attributes(bytes.fromhex(v["dek"]), sealed, v["bucket"], v["key"])
+    assert records[1] == hashlib.md5(pattern(100)).digest()
+    assert records[2][0] == 2 and records[2][1:].hex() == a["crc32c"]
+    with pytest.raises(ref.Invalid):
+        ref.open_attributes(bytes.fromhex(v["dek"]), sealed, v["bucket"], v["key"] + "x")

@@ -250,3 +250,52 @@ async fn sizes_and_ranges_up_to_2_pow_64_minus_1_get_s3_answers_not_overflows() 
     let listed = env.direct.list_objects_v2().bucket(&b).send().await.unwrap();
     assert_eq!(listed.contents().len(), 1, "only the first object");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_before_its_small_body_is_read_gets_its_answer_and_keeps_its_connection() {
+    // Refused in the front door (SSE-S3 and SSE-C together), with the body still arriving: the proxy reads the
+    // rest of a small body instead of closing, so the client is not reset before it reads the 400 and the
+    // connection serves the next request.
+    let env = TestEnv::start(Backend::Embedded).await;
+    let path = format!("/{}/refused", env.bucket);
+    let url = format!("{}{path}", env.endpoint());
+    let body = vec![5u8; 200_000];
+    let conflict = [
+        ("x-amz-server-side-encryption", "AES256"),
+        ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
+        ("x-amz-server-side-encryption-customer-key", "pO3upElrwuEXSoFwCfnZPdSsmt/xWeFa0N9KgDijwVs="),
+        ("x-amz-server-side-encryption-customer-key-md5", "DWygnHRtgiJ77HCm+1rvHw=="),
+    ];
+    let req = signed_with(Method::PUT, &url, &conflict, &body, CLIENT_AK, CLIENT_SK, None, SystemTime::now());
+    let mut head = format!("PUT {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n", env.https.port());
+    for (k, v) in req.headers() {
+        head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    let mut s = tls_to(&env).await;
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let get = signed_with(
+        Method::GET,
+        &format!("{}/{}", env.endpoint(), env.bucket),
+        &[],
+        b"",
+        CLIENT_AK,
+        CLIENT_SK,
+        None,
+        SystemTime::now(),
+    );
+    let mut second = format!("GET /{} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n", env.bucket, env.https.port());
+    for (k, v) in get.headers() {
+        second.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+    }
+    second.push_str("connection: close\r\n\r\n");
+    s.write_all(second.as_bytes()).await.unwrap();
+    let (out, _) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("<Code>InvalidArgument</Code>"), "{out}");
+    assert!(!out.to_ascii_lowercase().contains("connection: close\r\n\r\n<?xml"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 2, "the second request was answered on the same connection: {out}");
+    assert!(out.contains("ListBucketResult"), "{out}");
+    env.shutdown().await;
+}

@@ -75,6 +75,7 @@ fn build() -> Value {
         multipart: None,
         bucket_key: None,
         context: None,
+        attributes: None,
     };
     let metadata = metadata_of(&env);
     let s = segment as usize;
@@ -143,6 +144,7 @@ fn build_wrap_v2(dek: &DataKey, kek_bytes: &[u8; 32], kek: &Kek, aad: &[u8], seg
         multipart: None,
         bucket_key: None,
         context: None,
+        attributes: None,
     };
     let metadata = metadata_of(&env);
     json!({
@@ -218,6 +220,7 @@ fn build_multipart(dek: &DataKey, kek: &Kek, id: &ObjectIdentity) -> Value {
         multipart: Some(state),
         bucket_key: None,
         context: None,
+        attributes: None,
     };
     let metadata = metadata_of(&env);
     let mut ct = Vec::new();
@@ -295,4 +298,55 @@ fn the_format_matches_its_known_answer_vectors() {
             assert_eq!(open_stream(DataKey::from_bytes(dek), part, &ct, DEFAULT_SEGMENT_SIZE), pattern(len));
         }
     }
+}
+
+/// The sealed attributes (FORMAT.md §2 "Sealed attributes") of the vectors' object: the MD5 and the CRC32C of the
+/// 100-byte pattern, sealed under the vectors' DEK with a fixed salt and nonce.
+fn build_attributes() -> Value {
+    use s3crypt::crypto::attributes::{Attributes, attributes_aad};
+    let dek_bytes: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let id = ObjectIdentity { bucket: "kat-bucket".into(), key: "dir/kat object ü.bin".into() };
+    let plain = pattern(100);
+    let md5: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&plain).into();
+    let crc = crc32c_of(&plain);
+    let attrs = Attributes {
+        md5: Some(md5),
+        checksum: Some((s3crypt::s3::checksum::ChecksumAlgorithm::Crc32c, crc.to_be_bytes().to_vec())),
+    };
+    let payload = attrs.encode();
+    let aad = attributes_aad(&id);
+    let salt: [u8; 16] = std::array::from_fn(|i| 0xC0 + i as u8);
+    let nonce: [u8; 12] = std::array::from_fn(|i| 0xD0 + i as u8);
+    let sealed = seal_wrap_with(&dek_bytes, &payload, &aad, salt, nonce);
+    let opened = Attributes::open(&sealed, &DataKey::from_bytes(dek_bytes), &id).unwrap();
+    assert_eq!(opened, attrs);
+    use base64::Engine;
+    json!({
+        "description": "sealed attributes of the v1 vectors' object (dek, bucket, key of v1-vectors.json); plaintext = the 100-byte pattern",
+        "md5": hex::encode(md5),
+        "crc32c": hex::encode(crc.to_be_bytes()),
+        "payload": hex::encode(&payload),
+        "aad": hex::encode(&aad),
+        "salt": hex::encode(salt),
+        "nonce": hex::encode(nonce),
+        "sealed": hex::encode(&sealed),
+        "x-amz-meta-s3crypt-at": base64::engine::general_purpose::STANDARD.encode(&sealed),
+    })
+}
+
+fn crc32c_of(b: &[u8]) -> u32 {
+    let mut c = s3crypt::s3::checksum::Checksummer::new(s3crypt::s3::checksum::ChecksumAlgorithm::Crc32c);
+    c.update(b);
+    u32::from_be_bytes(c.finalize().try_into().unwrap())
+}
+
+#[test]
+fn sealed_attributes_known_answer() {
+    let path = fixture().with_file_name("attributes-vectors.json");
+    let built = build_attributes();
+    if std::env::var_os("S3CRYPT_REGENERATE_VECTORS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&built).unwrap() + "\n").unwrap();
+    }
+    let recorded: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).unwrap();
+    assert_eq!(built, recorded, "the sealed attributes changed: formats are forever (see src/crypto/format.rs)");
 }

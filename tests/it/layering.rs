@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u8)] = &[
 /// dispatch (`mod`) last.
 const PROXY_ROOMS: &[(&str, u8)] = &[
     ("body", 0),
+    ("etag", 0),
     ("range", 0),
     ("response", 0),
     ("limit", 0),

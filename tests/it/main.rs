@@ -9,6 +9,7 @@ mod bodies;
 mod config;
 mod copies;
 mod encryption;
+mod etags;
 mod faults;
 mod forged;
 mod format_vectors;

@@ -115,7 +115,8 @@ async fn multipart_objects_read_back_exactly_with_plaintext_sizes_everywhere(bac
     assert_eq!(h3.content_length(), Some(MIB as i64 + 3));
     assert_eq!(h3.parts_count(), Some(3));
     let e = c.get_object().bucket(&env.bucket).key("mp/8mib").part_number(4).send().await.unwrap_err();
-    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPartNumber"));
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPart"), "S3's answer for a part past the last");
 
     // at rest: ciphertext, sealed layout
     let meta = stored_metadata(&env, "mp/8mib").await;

@@ -40,6 +40,8 @@ pub(super) struct StoredPart {
     pub number: u32,
     pub etag: Option<String>,
     pub cipher_size: u64,
+    /// When the store received it (stores that keep every upload of a part: the latest is the part).
+    pub last_modified: Option<String>,
 }
 
 /// The parts a CompleteMultipartUpload names, in order: (part number, ETag).
@@ -149,17 +151,29 @@ pub(super) struct Sealed {
     pub sse: Option<SseInfo>,
 }
 
-/// The stored upload of each requested part: the listed upload of part n with the client's ETag (stores that list
-/// no ETags: the last one listed).
+/// The stored upload of each requested part: the listed upload of part n with the client's ETag in its opaque form
+/// (stores that list no ETags: the last one listed). The parts of an SSE-S3 upload answered with their plaintext
+/// MD5, which the store cannot know: a 32-hex ETag the store does not list names the last upload of the part
+/// (`md5_parts`; docs/ENCRYPTION.md "ETags").
 fn choose_parts(
     requested: &[(u32, String)],
     stored: &BTreeMap<u32, Vec<StoredPart>>,
+    md5_parts: bool,
 ) -> Result<Vec<StoredPart>, ProxyError> {
+    let is_md5 = |e: &str| {
+        let b = e.trim().trim_matches('"');
+        b.len() == 32 && b.bytes().all(|c| c.is_ascii_hexdigit())
+    };
     requested
         .iter()
         .map(|(n, etag)| {
+            let wanted = crate::proxy::etag::store_form(etag);
             let found = stored.get(n).and_then(|uploads| {
-                uploads.iter().rev().find(|p| p.etag.as_deref().is_none_or(|stored_etag| etag_eq(stored_etag, etag)))
+                let named =
+                    uploads.iter().rev().find(|p| p.etag.as_deref().is_none_or(|stored| etag_eq(stored, &wanted)));
+                // ISO 8601 times of one store compare as text; the last listed wins a tie.
+                let latest = || uploads.iter().max_by(|a, b| a.last_modified.cmp(&b.last_modified));
+                named.or_else(|| latest().filter(|_| md5_parts && is_md5(etag)))
             });
             found.cloned().ok_or_else(|| {
                 ProxyError::InvalidPart(
@@ -211,7 +225,17 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let Admitted { head, body } = r;
         let upload = open_upload(&self.inner.crypto, &mut ctx.query, &ctx.identity, ctx.sse.customer())?;
-        let xml_body = crate::proxy::body::read_small_body(&ctx.payload, &head.headers, body).await?;
+        // A Complete's x-amz-checksum-* headers give the object's checksum, not its XML body's.
+        let mut body_headers = head.headers.clone();
+        let object_checksums: Vec<http::HeaderName> = body_headers
+            .keys()
+            .filter(|n| crate::s3::checksum::ChecksumAlgorithm::from_header_name(n.as_str()).is_some())
+            .cloned()
+            .collect();
+        for n in object_checksums {
+            body_headers.remove(n);
+        }
+        let xml_body = crate::proxy::body::read_small_body(&ctx.payload, &body_headers, body).await?;
         let requested = parse_complete_request(&xml_body)?;
         let stored = match self.list_all_parts(&ctx.target, &upload.upstream_id).await {
             Ok(stored) => stored,
@@ -219,7 +243,8 @@ impl Proxy {
             Err(e) if is_no_such_upload(&e) => return self.completed_before(ctx, &head.headers, &upload, e).await,
             Err(e) => return Err(e),
         };
-        let parts = match choose_parts(&requested, &stored) {
+        let md5_parts = upload.sse_info(&self.inner.crypto).shows_md5() && self.inner.crypto.md5_etags();
+        let parts = match choose_parts(&requested, &stored, md5_parts) {
             Ok(parts) => parts,
             // Stores that list a completed or aborted upload as having no parts (parts the client names were
             // uploaded: the upload is gone).
@@ -244,7 +269,13 @@ impl Proxy {
                 conditions.insert(name, v.clone());
             }
         }
-        let request_xml = complete_xml(&requested);
+        // The store's own ETags of the chosen parts (the client holds opaque forms or plaintext MD5s).
+        let store_etags: Vec<(u32, String)> = requested
+            .iter()
+            .zip(&parts)
+            .map(|((n, etag), p)| (*n, p.etag.clone().unwrap_or_else(|| crate::proxy::etag::store_form(etag))))
+            .collect();
+        let request_xml = complete_xml(&store_etags);
         let (target, identity) = (ctx.target.clone(), ctx.identity.clone());
         let (into, of) = (ctx.target.clone(), ctx.identity.clone());
         let completing = Completing { target: into, identity: of, upload, parts, layout, plain_total };
@@ -283,11 +314,15 @@ impl Proxy {
             sse: Some(SseInfo::of(&env, customer)),
         };
         let host = header_str(headers, &http::header::HOST).unwrap_or("");
+        let audit = sealed.sse.as_ref().map(SseInfo::audit);
         let (mut out, body) = complete_result(sealed, host, &ctx.target, &ctx.identity);
         out.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
         out.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let mut resp = Response::new(crate::proxy::response::full_body(body));
         *resp.headers_mut() = out;
+        if let Some(a) = audit {
+            resp.extensions_mut().insert(a);
+        }
         Ok(resp)
     }
 
@@ -315,7 +350,8 @@ impl Proxy {
                 };
                 let etag = xml::field(r, "ETag").filter(|e| !e.is_empty()).map(str::to_owned);
                 // SeaweedFS lists every upload of a retried part: keep them all, Complete picks by ETag.
-                out.entry(number).or_default().push(StoredPart { number, etag, cipher_size });
+                let last_modified = xml::field(r, "LastModified").map(str::to_owned);
+                out.entry(number).or_default().push(StoredPart { number, etag, cipher_size, last_modified });
             }
             let truncated = xml::field(&top, "IsTruncated").is_some_and(|v| v.eq_ignore_ascii_case("true"));
             let next = xml::field(&top, "NextPartNumberMarker").filter(|v| !v.is_empty()).map(str::to_owned);
@@ -429,11 +465,15 @@ impl Proxy {
         let finished = tokio::time::timeout(interval, &mut task).await;
         if let Ok(joined) = finished {
             let sealed = joined.map_err(|e| ProxyError::Internal(format!("complete task: {e}")))??;
+            let audit = sealed.sse.as_ref().map(SseInfo::audit);
             let (headers, body) = render(sealed);
             let mut resp = Response::new(crate::proxy::response::full_body(body.clone()));
             *resp.headers_mut() = headers;
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
             resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            if let Some(a) = audit {
+                resp.extensions_mut().insert(a);
+            }
             return Ok(resp);
         }
         let (resource, request_id) = (resource.to_owned(), request_id.to_owned());

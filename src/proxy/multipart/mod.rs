@@ -23,7 +23,7 @@ use http::{HeaderValue, Response, StatusCode};
 use super::Proxy;
 use super::body::{Encrypting, Upload, echo_verified_checksum, prepare_body};
 use super::front::{Admitted, RequestCtx};
-use super::object::{SseInfo, scrub_object_headers};
+use super::object::{SseInfo, present_object};
 use super::response::ProxyBody;
 use crate::crypto::envelope::{Envelope, Multipart, check_client_metadata};
 use crate::crypto::format::{MAX_PARTS, plaintext_len};
@@ -132,7 +132,9 @@ async fn list_parts_response(
         return Ok(Response::from_parts(parts, body));
     }
     let raw = read_xml(body, Xml::Result).await?;
-    let sized = xml::rewrite_listing(&raw, &|_, c| plaintext_len(c, segment, false).unwrap_or(c))
+    // Part ETags in their opaque form (which a Complete maps back to the store's).
+    let opaque = |_: &str, e: &str| crate::proxy::etag::opaque(e);
+    let sized = xml::rewrite_listing(&raw, &|_, c| plaintext_len(c, segment, false).unwrap_or(c), &opaque)
         .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
     let out = xml::replace_text(&sized, &["ListPartsResult", "UploadId"], client_id)
         .ok_or_else(|| ProxyError::UpstreamProtocol("ListParts result is not XML".into()))?;
@@ -174,7 +176,7 @@ impl Proxy {
         let client_alg = head.headers.get(X_AMZ_CHECKSUM_ALGORITHM).cloned();
         let customer = ctx.customer();
         let mut r = create_response(r, &crypto, &dek, &env, &ctx.identity, client_alg, customer).await?;
-        scrub_object_headers(r.headers_mut(), Some(&SseInfo::of(&env, customer)));
+        present_object(&mut r, Some(&SseInfo::of(&env, customer)));
         Ok(r)
     }
 
@@ -190,10 +192,15 @@ impl Proxy {
         let part = ctx.query.required_part_number()?;
         let verified = VerifiedChecksum::default();
         let encrypting = Encrypting { dek: Arc::clone(&upload.dek), part, segment_size: crypto.segment_size };
+        let sse = upload.sse_info(&crypto);
+        // SSE-S3 parts answer with their plaintext MD5, as S3's do (SDKs compare it with what they sent).
+        let md5 = (sse.shows_md5() && crypto.md5_etags()).then(crate::sigv4::payload::BodyMd5::default);
         let body_of = Upload {
             encrypting: Some(encrypting),
             chunk_signing: ctx.chunk_signing.take(),
             verified: verified.clone(),
+            md5: md5.clone(),
+            buffer_small: false,
         };
         let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, body_of).await?;
         let request = StoreRequest::new(ctx.op, head.method.clone(), &ctx.target)
@@ -202,7 +209,8 @@ impl Proxy {
             .body(store_body);
         let resp = self.store().send(request).await?;
         let mut r = super::response::map_response(resp, ctx.op, &ctx.client, false).await?;
-        scrub_object_headers(r.headers_mut(), Some(&upload.sse_info(&crypto)));
+        present_object(&mut r, Some(&sse));
+        crate::proxy::etag::present(&mut r, md5.as_ref().and_then(|m| m.get()));
         echo_verified_checksum(r.headers_mut(), &head.headers, &verified);
         Ok(r)
     }

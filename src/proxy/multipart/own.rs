@@ -103,6 +103,7 @@ impl Proxy {
                 number: u32::try_from(i + 1).unwrap_or(MAX_PARTS),
                 etag: None,
                 cipher_size: RANGE.min(len - i * RANGE),
+                last_modified: None,
             })
             .collect();
         Ok(self.copy_by_parts(target, headers, source, etag, &parts).await?.etag)

@@ -10,6 +10,7 @@ use crate::crypto::format::plaintext_len;
 use crate::crypto::stream::Layout;
 use crate::error::ProxyError;
 use crate::proxy::Proxy;
+use crate::proxy::etag::Conditions;
 use crate::proxy::front::RequestCtx;
 use crate::proxy::object::header_value;
 use crate::proxy::object::{ReadCtx, X_AMZ_CHECKSUM_MODE, envelope_or_policy, head_response};
@@ -49,7 +50,8 @@ fn part_extent(env: &Envelope, cipher_total: u64, n: u16) -> Result<(u64, u64, u
     match layout {
         Layout::Multipart { parts, per_part } => {
             if u32::from(n) > parts {
-                return Err(ProxyError::InvalidPartNumber);
+                // S3 (and ceph/s3-tests): 400 InvalidPart, not SeaweedFS's 416.
+                return Err(ProxyError::InvalidPart("One or more of the specified parts could not be found.".into()));
             }
             // Admitted above: these products stay below the object's length.
             let size = per_part * u64::from(env.segment_size);
@@ -70,6 +72,7 @@ impl Proxy {
         &self,
         ctx: &RequestCtx,
         headers: &HeaderMap,
+        conditions: &Conditions,
         n: u16,
     ) -> Result<Located, ProxyError> {
         if headers.contains_key(http::header::RANGE) {
@@ -96,6 +99,9 @@ impl Proxy {
             id: &ctx.identity,
             customer: ctx.customer(),
             legacy: ctx.policy.legacy_objects,
+            conditions: conditions.clone(),
+            checksum_mode: false,
+            copy_source: false,
         };
         let Some(env) = envelope_or_policy(head.headers(), read.legacy)? else {
             // A plaintext object (legacy_objects = "passthrough"): the store answers as asked.
