@@ -8,7 +8,8 @@
 #   S3CRYPT_CONFORMANCE_REPORT_ONLY=1   report, never fail on results
 #   S3CRYPT_CONFORMANCE_SETS=encryption,broad   S3CRYPT_CONFORMANCE_TARGETS=direct,proxy
 #   S3CRYPT_CONFORMANCE_TIMEOUT=120 (per test, s)   S3CRYPT_CONFORMANCE_WORK (default target/test-work/conformance)
-# Extra arguments go to run.py (e.g. --parallel, or -- -k 'multipart' for pytest).
+# Extra arguments go to run.py (e.g. --parallel, --targets proxy to take the direct results from
+# tests/conformance/direct-baseline.json, --record-baseline after a run with the direct pass, or -- -k 'multipart').
 # Skips (exit 0) when ../shared/conformance, which holds the s3-tests snapshot, is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."

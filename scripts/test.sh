@@ -97,5 +97,11 @@ if [ -z "${S3CRYPT_TEST_FAST:-}" ]; then
   step "Python end-to-end (boto3, aws CLI)"
   cargo build --locked --bin s3crypt
   S3CRYPT_BIN="$ROOT/target/debug/s3crypt" "$VENV/bin/python" -m pytest -q tests/e2e
+
+  # --- ceph/s3-tests (../shared/conformance) through s3crypt and directly against SeaweedFS, compared per test ----
+  # The direct results come from tests/conformance/direct-baseline.json when it was recorded for this SeaweedFS
+  # version (else the direct pass runs too).
+  step "ceph/s3-tests conformance: s3crypt vs SeaweedFS direct (tests/conformance/run.py)"
+  S3CRYPT_BIN="$ROOT/target/debug/s3crypt" ./scripts/conformance.sh --parallel --targets proxy
 fi
 step "all tests passed"

@@ -202,7 +202,10 @@ audit = "{audit}"
 [encryption]
 keyring_file = "{keyring}"
 passthrough_buckets = [{list}]
+md5_etags = {md5}
 "#,
+        // S3CRYPT_BENCH_MD5_ETAGS=false: SSE-S3 PUTs without the plaintext MD5 (docs/BENCHMARKS.md compares both)
+        md5 = !matches!(std::env::var("S3CRYPT_BENCH_MD5_ETAGS").as_deref(), Ok("false")),
         cert = certs.cert_file.display(),
         key = certs.key_file.display(),
         ak = upstream_creds.0,

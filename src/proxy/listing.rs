@@ -18,9 +18,9 @@ impl Proxy {
     /// ListObjects, ListObjectsV2, ListObjectVersions and GetObjectAttributes on an encrypted bucket.
     pub(super) async fn listing(&self, ctx: &mut RequestCtx, r: Admitted) -> Result<Response<ProxyBody>, ProxyError> {
         let Admitted { head, body } = r;
-        let md5 = match ctx.op {
+        let (md5, checksum) = match ctx.op {
             S3Op::GetObjectAttributes => self.attributes_allowed(ctx, &head.headers).await?,
-            _ => None,
+            _ => (None, None),
         };
         let upload = Upload::plain(ctx.chunk_signing.take(), Default::default());
         let store_body = prepare_body(ctx.op, &ctx.payload, &head.headers, body, upload).await?;
@@ -34,7 +34,7 @@ impl Proxy {
         let crypto = &self.inner.crypto;
         let bucket = &ctx.identity.bucket;
         match ctx.op {
-            S3Op::GetObjectAttributes if ok => object_attributes_response(r, crypto.segment_size, md5).await,
+            S3Op::GetObjectAttributes if ok => object_attributes_response(r, crypto.segment_size, md5, checksum).await,
             S3Op::ListObjects | S3Op::ListObjectsV2
                 if crypto.s3ec().enabled && crypto.s3ec().list_buckets.contains(bucket) =>
             {
@@ -48,34 +48,44 @@ impl Proxy {
 impl Proxy {
     /// GetObjectAttributes of an SSE-C object needs its key, as a HEAD does (S3: 400 without it): the object's
     /// envelope says whether it is one, and the key given must open it. Answers the plaintext MD5 ETag an SSE-S3
-    /// object shows on HEAD, if it has one, for the attributes to show the same.
-    async fn attributes_allowed(
-        &self,
-        ctx: &RequestCtx,
-        headers: &http::HeaderMap,
-    ) -> Result<Option<String>, ProxyError> {
+    /// object shows on HEAD, if it has one, for the attributes to show the same, and, when `Checksum` is asked
+    /// for, the sealed full-object checksum.
+    async fn attributes_allowed(&self, ctx: &RequestCtx, headers: &http::HeaderMap) -> Result<Sealed, ProxyError> {
         let probe = StoreRequest::client_read(S3Op::HeadObject, &ctx.target, &ctx.query, headers);
         let resp = self.store().send(probe).await?;
         if !resp.status().is_success() {
-            return Ok(None); // the attributes request answers with the store's own error
+            return Ok((None, None)); // the attributes request answers with the store's own error
         }
-        let env = crate::crypto::envelope::Envelope::from_headers(resp.headers()).ok().flatten();
-        match env {
-            Some(env) if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer().is_some() => {
-                self.inner.crypto.open_envelope(&env, &ctx.identity, ctx.customer()).await?;
-                Ok(None)
-            }
-            Some(_) => Ok(self.sealed_md5(resp.headers(), &ctx.identity).await),
-            None => Ok(None),
+        let Ok(Some(env)) = crate::crypto::envelope::Envelope::from_headers(resp.headers()) else {
+            return Ok((None, None));
+        };
+        if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer().is_some() {
+            self.inner.crypto.open_envelope(&env, &ctx.identity, ctx.customer()).await?;
         }
+        let wants_checksum = headers
+            .get("x-amz-object-attributes")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|a| a.trim().eq_ignore_ascii_case("checksum")));
+        let md5 = self.sealed_md5(resp.headers(), &ctx.identity).await;
+        let checksum = if wants_checksum && env.attributes.is_some() {
+            let attrs = self.sealed_attributes(resp.headers(), &ctx.identity, ctx.customer()).await;
+            attrs.and_then(|a| a.checksum)
+        } else {
+            None
+        };
+        Ok((md5, checksum))
     }
 }
+
+/// What GetObjectAttributes shows from the sealed attributes: the MD5 ETag, the full-object checksum.
+type Sealed = (Option<String>, Option<(ChecksumAlgorithm, Vec<u8>)>);
 
 /// GetObjectAttributes of an encrypted bucket's object: plaintext sizes, no ciphertext checksums.
 pub async fn object_attributes_response(
     resp: Response<ProxyBody>,
     segment: u32,
     md5: Option<String>,
+    checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     if parts.status != StatusCode::OK {
@@ -97,6 +107,19 @@ pub async fn object_attributes_response(
                 .ok_or_else(|| ProxyError::UpstreamProtocol("GetObjectAttributes result is not XML".into()))?
         }
         _ => out,
+    };
+    // The sealed checksum, where the client asked for checksums (the store's, of ciphertext, were removed).
+    let out = match checksum {
+        Some((alg, digest)) => {
+            use base64::Engine;
+            let name = format!("Checksum{}", alg.display_name());
+            let value = base64::engine::general_purpose::STANDARD.encode(digest);
+            let element =
+                format!("<Checksum><{name}>{value}</{name}><ChecksumType>FULL_OBJECT</ChecksumType></Checksum>");
+            crate::s3::xml::insert_before_end(&out, element.as_bytes())
+                .ok_or_else(|| ProxyError::UpstreamProtocol("GetObjectAttributes result is not XML".into()))?
+        }
+        None => out,
     };
     let drop: Vec<HeaderName> =
         parts.headers.keys().filter(|n| ChecksumAlgorithm::from_header_name(n.as_str()).is_some()).cloned().collect();

@@ -137,9 +137,22 @@ impl Proxy {
         if env.multipart.is_some() || !SseInfo::of(&env, None).shows_md5() {
             return None;
         }
+        self.sealed_attributes(headers, id, None).await?.md5.as_ref().map(super::etag::md5_etag)
+    }
+
+    /// The sealed attributes of the object whose store headers these are, opened with its key (`customer` for
+    /// SSE-C; a KMS key costs a KMS call unless its bucket key is cached). `None` when there are none, or the key
+    /// does not open.
+    pub(super) async fn sealed_attributes(
+        &self,
+        headers: &HeaderMap,
+        id: &crate::crypto::keys::ObjectIdentity,
+        customer: Option<&Arc<crate::s3::sse::CustomerKey>>,
+    ) -> Option<Attributes> {
+        let env = crate::crypto::envelope::Envelope::from_headers(headers).ok()??;
         let sealed = env.attributes.as_ref()?;
-        let dek = self.inner.crypto.open_envelope(&env, id, None).await.ok()?;
-        Attributes::open(sealed, &dek, id).ok()?.md5.as_ref().map(super::etag::md5_etag)
+        let dek = self.inner.crypto.open_envelope(&env, id, customer).await.ok()?;
+        Attributes::open(sealed, &dek, id).ok()
     }
 }
 

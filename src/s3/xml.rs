@@ -211,6 +211,16 @@ pub fn rewrite_listing(
     Some(apply_edits(body, edits))
 }
 
+/// `body` with `element` inserted just before the end tag of its root element.
+pub fn insert_before_end(body: &[u8], element: &[u8]) -> Option<Vec<u8>> {
+    let end = body.windows(2).rposition(|w| w == b"</")?;
+    let mut out = Vec::with_capacity(body.len() + element.len());
+    out.extend_from_slice(&body[..end]);
+    out.extend_from_slice(element);
+    out.extend_from_slice(&body[end..]);
+    Some(out)
+}
+
 /// Rewrites a GetObjectAttributes response: `ObjectSize` through `object_size`, each `ObjectParts/Part/Size`
 /// through `part_size`; `Checksum` elements (of ciphertext) removed. Everything else is kept byte for byte.
 pub fn rewrite_object_attributes(

@@ -33,7 +33,8 @@ pub const DRAIN_LIMIT: u64 = 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A request body that, dropped unread, reads the rest of itself in the background when that rest is small
-/// ([`DRAIN_LIMIT`], [`DRAIN_TIME`]); larger or endless bodies are dropped (the connection then closes).
+/// ([`DRAIN_LIMIT`], [`DRAIN_TIME`]; a chunked body of unknown length until it passes the limit); larger bodies are
+/// dropped (the connection then closes).
 pub struct DrainOnDrop<B: Body + Send + Unpin + 'static> {
     inner: Option<B>,
     /// Read from at all: then it is not drained (a handler that failed mid-body, a stalled client).
@@ -70,7 +71,8 @@ impl BodyProgress {
 
 impl<B: Body + Send + Unpin + 'static> DrainOnDrop<B> {
     pub fn new(inner: B) -> Self {
-        let small = inner.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
+        // A chunked body (no declared length) is drained too, up to the limit: SDKs send even empty bodies so.
+        let small = inner.size_hint().upper().is_none_or(|n| n <= DRAIN_LIMIT);
         let progress = BodyProgress { state: Default::default(), small };
         if inner.is_end_stream() {
             progress.set(DONE);
@@ -90,14 +92,20 @@ impl<B: Body + Send + Unpin + 'static> Drop for DrainOnDrop<B> {
         if self.polled {
             return;
         }
-        let small = body.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
+        let small = body.size_hint().upper().is_none_or(|n| n <= DRAIN_LIMIT);
         if body.is_end_stream() || !small {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         rt.spawn(async move {
             let drain = async {
-                while let Some(Ok(_)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {}
+                let mut read = 0u64;
+                while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                    read += frame.data_ref().map_or(0, |d| bytes::Buf::remaining(d) as u64);
+                    if read > DRAIN_LIMIT {
+                        break; // more than a small body: dropped, the connection closes
+                    }
+                }
             };
             let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
         });

@@ -22,7 +22,9 @@ The sets:
               does not offer, and the direct run only has one SeaweedFS identity).
 
 The gate (exit 1 unless --report-only):
-  - a regression: a test that passes directly against SeaweedFS but fails (or errors) through s3crypt, in any set;
+  - a regression: a test that passes directly against SeaweedFS but fails (or errors) through s3crypt, in any set,
+    unless it is a deliberate difference documented in docs/ and listed in tests/conformance/differences.txt
+    (same format as the allow-list);
   - an encryption-set test that fails through s3crypt and is not in the allow-list (tests/conformance/allowlist.txt:
     one test id per line, "#" comments, every entry followed by a "# reason" comment; an entry without "[...]"
     covers every parametrization of that test);
@@ -390,6 +392,30 @@ def short_message(message, text):
     return m[:400]
 
 
+# --- the direct baseline ---
+
+def seaweedfs_version(weed):
+    try:
+        out = subprocess.run([weed, "version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return None
+    m = re.search(r"version\s+\S+\s+(\S+)", out)
+    return m.group(1) if m else None
+
+
+def load_baseline(path, key):
+    """The recorded direct results if they were recorded for `key` (SeaweedFS version, snapshot, selection)."""
+    if not path.is_file() or key["seaweedfs"] is None:
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except ValueError:
+        return None
+    if any(rec.get(k) != v for k, v in key.items()):
+        return None
+    return {"results": {s: {t: tuple(v) for t, v in tests.items()} for s, tests in rec["results"].items()}}
+
+
 # --- allow-list and gate ------------------------------------------------------------------------------------------
 
 def read_allowlist(path):
@@ -424,18 +450,30 @@ def bad(result):
     return result in ("failed", "error", "timeout")
 
 
-def gate(results, entries, problems, rgw_only):
-    """results: {set: {test: {target: (result, msg)}}}; rgw_only: {set: ids marked fails_on_aws}."""
+def gate(results, entries, problems, rgw_only, differences=None):
+    """results: {set: {test: {target: (result, msg)}}}; rgw_only: {set: ids marked fails_on_aws}; differences:
+    {test id: reason} of deliberate, documented differences from the store (not gated, reported)."""
+    differences = differences or {}
     regressions, rgw_regressions, unlisted, stale, unknown = [], [], [], [], []
+    documented, stale_differences = [], []
     used = {}
     for setname, tests in results.items():
         for test, by in sorted(tests.items()):
             d = by.get("direct", ("-", ""))[0]
             p = by.get("proxy", ("-", ""))[0]
+            diff = allow_entry_for(test, differences)
             if d == "passed" and bad(p):
                 # fails_on_aws: RGW extensions AWS itself fails; s3crypt follows AWS, so not a regression
-                (rgw_regressions if test in rgw_only.get(setname, ()) else regressions).append(
-                    (setname, test, by["proxy"][1]))
+                if test in rgw_only.get(setname, ()):
+                    rgw_regressions.append((setname, test, by["proxy"][1]))
+                elif diff:
+                    documented.append((setname, test, differences[diff]))
+                elif setname == "encryption" and allow_entry_for(test, entries):
+                    documented.append((setname, test, entries[allow_entry_for(test, entries)]))
+                else:
+                    regressions.append((setname, test, by["proxy"][1]))
+            elif diff and p == "passed":
+                stale_differences.append(diff)
             if setname == "encryption" and "proxy" in by:
                 e = allow_entry_for(test, entries)
                 if e:
@@ -450,7 +488,8 @@ def gate(results, entries, problems, rgw_only):
             elif all(r == "passed" for r in used[e]):
                 stale.append(e)
     return {"regressions": regressions, "rgw_only_differences": rgw_regressions, "unlisted": unlisted,
-            "stale": stale, "unknown": unknown, "problems": problems}
+            "stale": stale, "unknown": unknown, "problems": problems, "documented": documented,
+            "stale_differences": sorted(set(stale_differences))}
 
 
 # --- report -------------------------------------------------------------------------------------------------------
@@ -488,13 +527,15 @@ def write_reports(work, results, times, gate_result, proxy_findings, meta, rgw_o
     g = gate_result
     md += ["## Gate", "",
            f"- regressions (pass direct, fail through s3crypt): {len(g['regressions'])}",
+           f"- documented differences (pass direct, fail through s3crypt, in differences.txt): "
+           f"{len(g['documented'])}",
            f"- not gated: pass direct, fail through s3crypt, marked fails_on_aws (RGW extensions): "
            f"{len(g['rgw_only_differences'])}",
            f"- encryption-set failures through s3crypt not in the allow-list: {len(g['unlisted'])}",
            f"- stale allow-list entries (now pass through s3crypt): {len(g['stale'])}",
            f"- allow-list entries matching no test that ran: {len(g['unknown'])}",
            f"- allow-list problems: {len(g['problems'])}", ""]
-    for title, rows in (("Regressions", g["regressions"]),
+    for title, rows in (("Regressions", g["regressions"]), ("Documented differences", g["documented"]),
                         ("Pass direct, fail through s3crypt, fails_on_aws (not gated)", g["rgw_only_differences"])):
         if rows:
             md += [f"### {title}", ""] + [f"- `{t}` ({s}): {m}" for s, t, m in rows] + [""]
@@ -572,6 +613,14 @@ def main():
     ap.add_argument("--parallel", action="store_true",
                     help="run the direct and the proxy pass of a set at the same time (two pytest processes)")
     ap.add_argument("--allowlist", default=str(HERE / "allowlist.txt"))
+    ap.add_argument("--baseline", default=str(HERE / "direct-baseline.json"),
+                    help="recorded direct results, used when --targets has no 'direct' and the SeaweedFS version, "
+                         "snapshot and selection match")
+    ap.add_argument("--record-baseline", action="store_true", help="write the direct results to --baseline")
+    ap.add_argument("--weed", default=env("S3CRYPT_CONFORMANCE_WEED", str(ROOT / "target" / "test-venv" / "bin" / "weed")),
+                    help="the SeaweedFS binary serving the endpoint (for its version)")
+    ap.add_argument("--differences", default=str(HERE / "differences.txt"),
+                    help="deliberate, documented differences from the store: not gated")
     ap.add_argument("--report-only", action="store_true", help="report, never fail (exit 0 unless the harness "
                     "itself cannot run)")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --), e.g. -- -x")
@@ -626,14 +675,34 @@ def run(a):
     sw_secure = u.scheme == "https"
     sw_port = u.port or (443 if sw_secure else 80)
 
+    # The direct results: recorded for this SeaweedFS version, snapshot and selection (direct-baseline.json), or run
+    # now. A baseline that does not match is not used.
+    weed_version = seaweedfs_version(a.weed)
+    baseline_key = {"seaweedfs": weed_version, "snapshot": snapshot.name,
+                    "sets": {s: SETS[s] for s in sets}}
+    live_targets = list(targets)
+    baseline = None
+    if "direct" not in targets and a.baseline:
+        baseline = load_baseline(Path(a.baseline), baseline_key)
+        if baseline is None:
+            log(f"no direct baseline for SeaweedFS {weed_version!r} and this selection in {a.baseline}: running "
+                "the direct pass too (--record-baseline keeps it)")
+            live_targets.insert(0, "direct")
+        else:
+            log(f"direct results: the baseline recorded for SeaweedFS {weed_version} ({a.baseline})")
+    targets = live_targets if baseline is None else targets
     confs = {}
-    if "direct" in targets:
+    if "direct" in live_targets:
         direct_users = {n: (sw["access_key"], sw["secret_key"], *USERS[n][2:]) for n in USERS}
         confs["direct"] = work / "s3tests-direct.conf"
         write_s3tests_conf(confs["direct"], u.hostname, sw_port, sw_secure, direct_users, kms_keys)
     proxy = None
     findings = None
     results = {s: {} for s in sets}
+    if baseline is not None:
+        for setname in sets:
+            for test, (r, m) in baseline["results"].get(setname, {}).items():
+                results[setname].setdefault(test, {})["direct"] = (r, m)
     rgw_only = {}
     any_conf = work / "s3tests-collect.conf"
     write_s3tests_conf(any_conf, "127.0.0.1", 1, False, USERS, kms_keys)
@@ -649,50 +718,46 @@ def run(a):
             # that use requests' or ssl's defaults through REQUESTS_CA_BUNDLE / SSL_CERT_FILE (run_pytest)
             write_s3tests_conf(confs["proxy"], "127.0.0.1", proxy.port, True, USERS, kms_keys)
 
-        for setname in sets:
-            jobs = []
-            for target in targets:
-                junit = work / "results" / f"{setname}-{target}.xml"
-                logpath = work / "results" / f"{setname}-{target}.log"
-                jobs.append((target, junit, logpath))
+        jobs = [(setname, target) for setname in sets for target in live_targets]
 
-            def one(target, junit, logpath, out):
-                log(f"set {setname}: {target} ...")
-                rc, secs = run_pytest(py, suite, confs[target], setname, target, junit, logpath, a.timeout,
-                                      a.run_timeout, a.pytest_args,
-                                      ca=proxy.ca if (proxy and target == "proxy") else None)
-                out[target] = (rc, secs)
-                log(f"set {setname}: {target} done in {secs:.0f} s (pytest exit {rc})")
+        def one(setname, target):
+            junit = work / "results" / f"{setname}-{target}.xml"
+            logpath = work / "results" / f"{setname}-{target}.log"
+            log(f"set {setname}: {target} ...")
+            rc, secs = run_pytest(py, suite, confs[target], setname, target, junit, logpath, a.timeout,
+                                  a.run_timeout, a.pytest_args,
+                                  ca=proxy.ca if (proxy and target == "proxy") else None)
+            log(f"set {setname}: {target} done in {secs:.0f} s (pytest exit {rc})")
+            return setname, target, junit, logpath, rc, secs
 
-            outs = {}
-            if a.parallel:
-                ths = [threading.Thread(target=one, args=(*j, outs)) for j in jobs]
-                for th in ths:
-                    th.start()
-                for th in ths:
-                    th.join()
-            else:
-                for j in jobs:
-                    one(*j, outs)
-            for target, junit, logpath in jobs:
-                rc, secs = outs[target]
-                times[f"{setname}/{target}"] = secs
-                if not junit.is_file():
-                    tail = logpath.read_text(errors="replace")[-3000:]
-                    raise HarnessError(f"pytest wrote no junit XML for {setname}/{target} (exit {rc}):\n{tail}")
-                for test, res in parse_junit(junit).items():
-                    results[setname].setdefault(test, {})[target] = res
-            if proxy and not proxy.alive():
-                log(f"s3crypt exited during set {setname} (exit code {proxy.proc.returncode})")
+        # --parallel: two pytest processes at a time (the machine's cores; s3crypt and the store share them)
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=2 if a.parallel else 1) as pool:
+            finished = list(pool.map(lambda job: one(*job), jobs))
+        for setname, target, junit, logpath, rc, secs in finished:
+            times[f"{setname}/{target}"] = secs
+            if not junit.is_file():
+                tail = logpath.read_text(errors="replace")[-3000:]
+                raise HarnessError(f"pytest wrote no junit XML for {setname}/{target} (exit {rc}):\n{tail}")
+            for test, res in parse_junit(junit).items():
+                results[setname].setdefault(test, {})[target] = res
+        if proxy and not proxy.alive():
+            log(f"s3crypt exited during the run (exit code {proxy.proc.returncode})")
     finally:
         if proxy:
             rc = proxy.stop()
             findings = proxy.log_findings()
             log(f"s3crypt stopped (exit {rc})")
     times["total"] = time.time() - t_all
+    if a.record_baseline and "direct" in live_targets:
+        rec = {**baseline_key, "results": {s: {t: list(by["direct"]) for t, by in tests.items() if "direct" in by}
+                                           for s, tests in results.items()}}
+        Path(a.baseline).write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+        log(f"direct baseline recorded in {a.baseline}")
 
     entries, problems = read_allowlist(Path(a.allowlist))
-    g = gate(results, entries, problems, rgw_only)
+    differences, diff_problems = read_allowlist(Path(a.differences))
+    g = gate(results, entries, problems + diff_problems, rgw_only, differences)
     meta = {"snapshot": snapshot.name, "s3crypt_bin": a.s3crypt_bin, "seaweedfs": sw["endpoint"],
             "kms": a.kms_endpoint, "timeout": a.timeout, "sets": {s: SETS[s] for s in sets},
             "kms_keys": kms_keys}
@@ -707,6 +772,10 @@ def run(a):
               f"exit {findings['exit_code']}")
     for s, t, m in g["regressions"]:
         print(f"REGRESSION [{s}] {t}: {m}")
+    for s, t, m in g["documented"]:
+        print(f"documented difference [{s}] {t}: {m}")
+    for t in g["stale_differences"]:
+        print(f"STALE difference entry (passes through s3crypt now): {t}")
     for s, t, m in g["rgw_only_differences"]:
         print(f"pass direct, fail through s3crypt, fails_on_aws (not gated) [{s}] {t}: {m}")
     for t, m in g["unlisted"]:

@@ -44,6 +44,19 @@ async fn sse_s3_objects_show_their_plaintext_md5_where_it_is_known_and_an_opaque
     assert_eq!(head_etag(&c, &b, "small").await, md5_hex(&small));
     let got = c.get_object().bucket(&b).key("small").send().await.unwrap();
     assert_eq!(got.e_tag(), Some(md5_hex(&small).as_str()));
+    if matches!(backend, Backend::SeaweedFs) {
+        // (s3s-fs has no GetObjectAttributes)
+        let attrs = c
+            .get_object_attributes()
+            .bucket(&b)
+            .key("small")
+            .object_attributes(aws_sdk_s3::types::ObjectAttributes::Etag)
+            .send()
+            .await
+            .unwrap();
+        let shown = attrs.e_tag().map(|e| format!("\"{e}\""));
+        assert_eq!(shown, Some(md5_hex(&small)), "GetObjectAttributes shows it too");
+    }
     // A listing cannot know the MD5: the opaque form, which never looks like one.
     if let Some(listed) = listed_etag(&c, &b, "small").await {
         assert!(listed.ends_with("-1\"") && !looks_like_md5(&listed), "{listed}");
@@ -209,8 +222,35 @@ async fn checksums_declared_at_upload_come_back_with_checksum_mode() {
     assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body);
     let plain = c.head_object().bucket(&b).key("sum").send().await.unwrap();
     assert_eq!(plain.checksum_sha256(), None, "only with checksum mode");
+    let attrs = c
+        .get_object_attributes()
+        .bucket(&b)
+        .key("sum")
+        .object_attributes(aws_sdk_s3::types::ObjectAttributes::Checksum)
+        .object_attributes(aws_sdk_s3::types::ObjectAttributes::Etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attrs.checksum().and_then(|c| c.checksum_sha256()), Some(sha.as_str()), "GetObjectAttributes too");
     let o = env.direct.head_object().bucket(&b).key("sum").send().await.unwrap();
     let stored = format!("{:?}", o.metadata());
     assert!(!stored.contains(&sha), "the store does not see the plaintext's checksum: {stored}");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_md5_etags_off_sse_s3_puts_are_opaque_unless_the_client_sent_content_md5() {
+    let env = TestEnv::builder(Backend::SeaweedFs).encryption("md5_etags = false").start().await;
+    let (c, b) = (env.client(), env.bucket.clone());
+    let body = data(300_000, 7);
+    let put = c.put_object().bucket(&b).key("plain").body(ByteStream::from(body.clone())).send().await.unwrap();
+    assert_eq!(put.server_side_encryption().map(|s| s.as_str()), Some("AES256"));
+    let etag = put.e_tag().unwrap().to_owned();
+    assert!(!looks_like_md5(&etag), "no MD5 computed: opaque {etag}");
+    assert_eq!(head_etag(&c, &b, "plain").await, etag);
+    let md5_b64 = B64.encode(md5::Md5::digest(&body));
+    let put = c.put_object().bucket(&b).key("md5").content_md5(&md5_b64).body(ByteStream::from(body.clone()));
+    assert_eq!(put.send().await.unwrap().e_tag(), Some(md5_hex(&body).as_str()), "the client's verified MD5");
+    assert_eq!(head_etag(&c, &b, "md5").await, md5_hex(&body));
     env.shutdown().await;
 }

@@ -192,7 +192,9 @@ async fn parallel_out_of_order_and_retried_parts_keep_the_last_upload_of_each(ba
     assert!(listed.parts().iter().all(|p| p.checksum_crc32().is_none()), "no ciphertext checksums");
 
     // part 2 again, with other bytes: the last upload wins (SeaweedFS then lists both uploads of part 2; Complete
-    // picks the one the client names by ETag)
+    // picks the one the client names by ETag, or for an SSE-S3 part's MD5, the most recent: the store's times have
+    // one-second resolution, so the retry comes a second later; a tie is refused, see the next test)
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let retried = data(5 * MIB, 99);
     etags[1].1 = upload_part(&c, &env.bucket, key, &id, 2, retried.clone()).await.unwrap();
 
@@ -203,6 +205,23 @@ async fn parallel_out_of_order_and_retried_parts_keep_the_last_upload_of_each(ba
     assert_eq!(meta.get("s3crypt-mp").map(String::as_str), Some("4x5242880"));
 }
 against_both_stores!(parallel_and_retried_parts, parallel_out_of_order_and_retried_parts_keep_the_last_upload_of_each);
+
+#[tokio::test]
+async fn an_sse_s3_part_sent_twice_at_once_completes_with_the_latest_bytes_or_is_refused_never_mixed_up() {
+    // SeaweedFS keeps both uploads of the part; the SSE-S3 part ETag (the plaintext MD5) cannot name one of them.
+    let env = TestEnv::start(Backend::SeaweedFs).await;
+    let c = env.client();
+    let key = "mp/twice";
+    let id = create(&c, &env.bucket, key).await;
+    let (first, second) = (data(1000, 41), data(1000, 42));
+    upload_part(&c, &env.bucket, key, &id, 1, first).await.unwrap();
+    let etag = upload_part(&c, &env.bucket, key, &id, 1, second.clone()).await.unwrap();
+    match complete(&c, &env.bucket, key, &id, &[(1, etag)]).await {
+        Ok(_) => assert_eq!(get(&c, &env.bucket, key, None).await.unwrap(), second, "the latest upload"),
+        Err(e) => assert!(e.contains("InvalidPart"), "a tie the store cannot break is refused: {e}"),
+    }
+    env.shutdown().await;
+}
 
 async fn misaligned_parts_are_re_encrypted_into_an_aligned_layout_with_exact_sizes(backend: Backend) {
     let env = TestEnv::start(backend).await;

@@ -171,9 +171,16 @@ fn choose_parts(
             let found = stored.get(n).and_then(|uploads| {
                 let named =
                     uploads.iter().rev().find(|p| p.etag.as_deref().is_none_or(|stored| etag_eq(stored, &wanted)));
-                // ISO 8601 times of one store compare as text; the last listed wins a tie.
-                let latest = || uploads.iter().max_by(|a, b| a.last_modified.cmp(&b.last_modified));
-                named.or_else(|| latest().filter(|_| md5_parts && is_md5(etag)))
+                // An SSE-S3 part's MD5: the most recent upload of the part (ISO 8601 times of one store compare as
+                // text). Uploads the store lists with the same time cannot be told apart: refused (S3 would know;
+                // assembling the wrong one would hand the client another part's bytes).
+                let latest = || {
+                    let newest = uploads.iter().map(|p| &p.last_modified).max()?;
+                    let mut at: Vec<&StoredPart> = uploads.iter().filter(|p| &p.last_modified == newest).collect();
+                    at.dedup_by(|a, b| a.etag == b.etag);
+                    if at.len() == 1 { at.pop() } else { None }
+                };
+                named.or_else(|| if md5_parts && is_md5(etag) { latest() } else { None })
             });
             found.cloned().ok_or_else(|| {
                 ProxyError::InvalidPart(
