@@ -20,7 +20,7 @@ use super::front::{Admitted, RequestCtx};
 use super::multipart::{open_upload, unwrap_upload_id};
 use super::object::{
     KEPT_ON_REPLACE, ObjectResponse, ReadCtx, SseInfo, envelope_or_policy, get_response, header_value, present_object,
-    replace_headers,
+    replace_headers, shown_md5,
 };
 use super::range::ClientRange;
 use super::response::ProxyBody;
@@ -332,7 +332,8 @@ impl Proxy {
         let mut out = destination_headers(headers, S3Op::PutObject);
         described_by(plain.headers(), headers, replace, &mut out);
         // An encrypted source read whole shows its plaintext MD5 as its ETag when it is known.
-        let source_md5 = plain_md5(plain.headers()).filter(|_| source_encrypted);
+        let shown = header_str(plain.headers(), &http::header::ETAG).and_then(super::etag::as_md5);
+        let source_md5 = shown.filter(|_| source_encrypted);
         let (sink, sse_info, store_sse) = self.object_sink(ctx, headers, &protection, source_md5, &mut out).await?;
         let source_version = plain.headers().get(X_AMZ_VERSION_ID).cloned();
         let into = Into { target: &ctx.target, part_of: None, headers: out, sse: store_sse.as_ref() };
@@ -437,8 +438,7 @@ impl Proxy {
             Some(sealed) => Some(Attributes::open(sealed, &dek, &source_id)?),
             None => None,
         };
-        let single = how.source_env.multipart.is_none();
-        let source_md5 = attrs.as_ref().and_then(|a| a.md5).filter(|_| single);
+        let source_md5 = attrs.as_ref().and_then(|a| shown_md5(how.source_env, a));
         let how = Rewrap { source_md5: source_md5.as_ref().map(super::etag::md5_etag), ..how };
         if let Some(mut a) = attrs {
             if !sse.shows_md5() {
@@ -575,13 +575,6 @@ impl Proxy {
             .ok_or_else(|| ProxyError::UpstreamProtocol("PUT without ETag".into()))?;
         Ok((etag, header_str(&h, &X_AMZ_VERSION_ID).map(str::to_owned)))
     }
-}
-
-/// The plaintext MD5 a decrypted source's ETag shows, if it shows one.
-fn plain_md5(headers: &HeaderMap) -> Option<[u8; 16]> {
-    let e = header_str(headers, &http::header::ETAG)?.trim().trim_matches('"');
-    let v = hex::decode(e).ok()?;
-    v.try_into().ok()
 }
 
 /// A copy's 200 response: its XML document, version ID and the destination's SSE headers.

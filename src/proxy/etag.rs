@@ -40,6 +40,15 @@ pub fn md5_etag(md5: &[u8; 16]) -> String {
     quoted(&hex::encode(md5))
 }
 
+/// The MD5 an ETag of MD5 form (32 hex digits) names; `None` for any other form.
+pub fn as_md5(etag: &str) -> Option<[u8; 16]> {
+    let b = bare(etag);
+    if b.len() != 32 {
+        return None;
+    }
+    hex::decode(b).ok()?.try_into().ok()
+}
+
 /// A client's ETag in the store's terms: the opaque `"<hex>-1"` back to `"<hex>"`; any other value unchanged.
 pub fn store_form(client: &str) -> String {
     let b = bare(client);
@@ -108,13 +117,16 @@ impl Conditions {
         }
     }
 
-    /// The request's headers without its conditions (the proxy evaluates them).
-    pub fn strip(headers: &HeaderMap) -> HeaderMap {
+    /// The request's headers without its conditions (the proxy evaluates them); borrowed when it has none.
+    pub fn strip(headers: &HeaderMap) -> std::borrow::Cow<'_, HeaderMap> {
+        if !CONDITIONAL.iter().any(|n| headers.contains_key(n)) {
+            return std::borrow::Cow::Borrowed(headers);
+        }
         let mut h = headers.clone();
         for n in &CONDITIONAL {
             h.remove(n);
         }
-        h
+        std::borrow::Cow::Owned(h)
     }
 
     /// S3's evaluation: If-Match first (when it holds, If-Unmodified-Since is not looked at), then

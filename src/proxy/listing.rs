@@ -8,6 +8,7 @@ use super::Proxy;
 use super::body::{Upload, prepare_body};
 use super::front::{Admitted, RequestCtx};
 use super::response::ProxyBody;
+use crate::crypto::attributes::Attributes;
 use crate::crypto::format::plaintext_len;
 use crate::error::ProxyError;
 use crate::s3::checksum::ChecksumAlgorithm;
@@ -59,20 +60,27 @@ impl Proxy {
         let Ok(Some(env)) = crate::crypto::envelope::Envelope::from_headers(resp.headers()) else {
             return Ok((None, None));
         };
-        if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer().is_some() {
-            self.inner.crypto.open_envelope(&env, &ctx.identity, ctx.customer()).await?;
-        }
         let wants_checksum = headers
             .get("x-amz-object-attributes")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|a| a.trim().eq_ignore_ascii_case("checksum")));
-        let md5 = self.sealed_md5(resp.headers(), &ctx.identity).await;
-        let checksum = if wants_checksum && env.attributes.is_some() {
-            let attrs = self.sealed_attributes(resp.headers(), &ctx.identity, ctx.customer()).await;
-            attrs.and_then(|a| a.checksum)
+        // The key is opened once: always for SSE-C (a wrong key is refused); for the sealed attributes when they
+        // can show something (the MD5 of an SSE-S3 object, a checksum asked for).
+        let crypto = &self.inner.crypto;
+        let sse = super::object::SseInfo::of(&env, ctx.customer());
+        let dek = if env.kek_ref == crate::crypto::format::KEK_REF_SSE_C || ctx.customer().is_some() {
+            Some(crypto.open_envelope(&env, &ctx.identity, ctx.customer()).await?)
+        } else if env.attributes.is_some() && (sse.shows_md5() || wants_checksum) {
+            crypto.open_envelope(&env, &ctx.identity, None).await.ok()
         } else {
             None
         };
+        let attrs = match (&env.attributes, &dek) {
+            (Some(sealed), Some(dek)) => Attributes::open(sealed, dek, &ctx.identity).ok(),
+            _ => None,
+        };
+        let md5 = attrs.as_ref().and_then(|a| super::object::shown_md5(&env, a)).as_ref().map(super::etag::md5_etag);
+        let checksum = attrs.and_then(|a| a.checksum).filter(|_| wants_checksum);
         Ok((md5, checksum))
     }
 }

@@ -138,6 +138,11 @@ impl SseInfo {
     }
 }
 
+/// The plaintext MD5 an object shows as its ETag, from its opened attributes: SSE-S3 objects of one stream only.
+pub fn shown_md5(env: &Envelope, attrs: &Attributes) -> Option<[u8; 16]> {
+    attrs.md5.filter(|_| env.multipart.is_none() && SseInfo::of(env, None).shows_md5())
+}
+
 /// The answer to a conditional read whose condition did not hold: a 304 with the object's ETag and Last-Modified,
 /// or the 412 error.
 pub fn unmet_response(
@@ -227,8 +232,7 @@ fn present_read(
         (Some(sealed), Some(dek)) => Some(Attributes::open(sealed, dek, ctx.id)?),
         _ => None,
     };
-    let single = env.multipart.is_none();
-    let md5 = attrs.as_ref().and_then(|a| a.md5).filter(|_| single && SseInfo::of(env, ctx.customer).shows_md5());
+    let md5 = attrs.as_ref().and_then(|a| shown_md5(env, a));
     let opaque = super::etag::opaque(&store);
     let shown = md5.as_ref().map_or_else(|| opaque.clone(), super::etag::md5_etag);
     if let Err(unmet) = ctx.conditions.evaluate(&[&shown, &opaque], super::etag::last_modified(headers)) {

@@ -127,32 +127,16 @@ impl Proxy {
     }
 
     /// The plaintext MD5 of an SSE-S3 object of one stream, as an ETag, when its envelope seals one (the keyring
-    /// opens it locally; other protections show no MD5).
-    pub(super) async fn sealed_md5(
-        &self,
-        headers: &HeaderMap,
-        id: &crate::crypto::keys::ObjectIdentity,
-    ) -> Option<String> {
+    /// opens it locally; other protections show no MD5, and are not opened).
+    async fn sealed_md5(&self, headers: &HeaderMap, id: &crate::crypto::keys::ObjectIdentity) -> Option<String> {
         let env = crate::crypto::envelope::Envelope::from_headers(headers).ok()??;
+        let sealed = env.attributes.as_ref()?;
         if env.multipart.is_some() || !SseInfo::of(&env, None).shows_md5() {
             return None;
         }
-        self.sealed_attributes(headers, id, None).await?.md5.as_ref().map(super::etag::md5_etag)
-    }
-
-    /// The sealed attributes of the object whose store headers these are, opened with its key (`customer` for
-    /// SSE-C; a KMS key costs a KMS call unless its bucket key is cached). `None` when there are none, or the key
-    /// does not open.
-    pub(super) async fn sealed_attributes(
-        &self,
-        headers: &HeaderMap,
-        id: &crate::crypto::keys::ObjectIdentity,
-        customer: Option<&Arc<crate::s3::sse::CustomerKey>>,
-    ) -> Option<Attributes> {
-        let env = crate::crypto::envelope::Envelope::from_headers(headers).ok()??;
-        let sealed = env.attributes.as_ref()?;
-        let dek = self.inner.crypto.open_envelope(&env, id, customer).await.ok()?;
-        Attributes::open(sealed, &dek, id).ok()
+        let dek = self.inner.crypto.open_envelope(&env, id, None).await.ok()?;
+        let attrs = Attributes::open(sealed, &dek, id).ok()?;
+        super::object::shown_md5(&env, &attrs).as_ref().map(super::etag::md5_etag)
     }
 }
 

@@ -37,8 +37,8 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// dropped (the connection then closes).
 pub struct DrainOnDrop<B: Body + Send + Unpin + 'static> {
     inner: Option<B>,
-    /// Read from at all: then it is not drained (a handler that failed mid-body, a stalled client).
-    polled: bool,
+    /// How far it was read: a body read from at all is not drained (a handler that failed mid-body, a stalled
+    /// client).
     progress: BodyProgress,
 }
 
@@ -77,7 +77,7 @@ impl<B: Body + Send + Unpin + 'static> DrainOnDrop<B> {
         if inner.is_end_stream() {
             progress.set(DONE);
         }
-        DrainOnDrop { inner: Some(inner), polled: false, progress }
+        DrainOnDrop { inner: Some(inner), progress }
     }
 
     /// What the answer needs to know about this body.
@@ -89,7 +89,7 @@ impl<B: Body + Send + Unpin + 'static> DrainOnDrop<B> {
 impl<B: Body + Send + Unpin + 'static> Drop for DrainOnDrop<B> {
     fn drop(&mut self) {
         let Some(mut body) = self.inner.take() else { return };
-        if self.polled {
+        if self.progress.state.load(std::sync::atomic::Ordering::Acquire) != UNREAD {
             return;
         }
         let small = body.size_hint().upper().is_none_or(|n| n <= DRAIN_LIMIT);
@@ -120,21 +120,11 @@ impl<B: Body + Send + Unpin + 'static> Body for DrainOnDrop<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        if !self.polled {
-            self.polled = true;
-            self.progress.set(READING);
-        }
         let out = match self.inner.as_mut() {
             Some(b) => Pin::new(b).poll_frame(cx),
             None => Poll::Ready(None),
         };
-        if matches!(out, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            // An error: the connection cannot be trusted either, but hyper closes it on its own then.
-            let done = matches!(out, Poll::Ready(None));
-            if done {
-                self.progress.set(DONE);
-            }
-        }
+        self.progress.set(if matches!(out, Poll::Ready(None)) { DONE } else { READING });
         out
     }
 

@@ -163,6 +163,22 @@ async fn no_request_to_the_store_ever_carries_a_customer_key_whatever_path_built
     let r = sse_c!(c.get_object().bucket(&b).key("c/obj").range("bytes=-100"), k1).send().await.unwrap();
     assert_eq!(body_of(r).await, body[body.len() - 100..]);
 
+    // Conditions the proxy evaluates itself (a conditional PUT first HEADs the current object), and the sealed
+    // checksum of an SSE-C object through GetObjectAttributes.
+    let etag = sse_c!(c.head_object().bucket(&b).key("c/obj"), k1).send().await.unwrap().e_tag().unwrap().to_owned();
+    body_of(sse_c!(c.get_object().bucket(&b).key("c/obj").if_match(&etag), k1).send().await.unwrap()).await;
+    let put = sse_c!(c.put_object().bucket(&b).key("c/obj").if_match(&etag), k1).body(ByteStream::from(body.clone()));
+    put.send().await.unwrap();
+    let sum = B64.encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let put = sse_c!(c.put_object().bucket(&b).key("c/sum").checksum_sha256(&sum), k1);
+    put.body(ByteStream::from(body.clone())).send().await.unwrap();
+    let attrs = sse_c!(c.get_object_attributes().bucket(&b).key("c/sum"), k1)
+        .object_attributes(aws_sdk_s3::types::ObjectAttributes::Checksum)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attrs.checksum().and_then(|x| x.checksum_sha256()), Some(sum.as_str()));
+
     // The store answers a suffix range with 416 or 503 (the proxy reads the whole object instead), or a range
     // with a bare 416 (the proxy asks the store for the object's size).
     for key in ["c/suffix416", "c/suffix503"] {

@@ -160,10 +160,6 @@ fn choose_parts(
     stored: &BTreeMap<u32, Vec<StoredPart>>,
     md5_parts: bool,
 ) -> Result<Vec<StoredPart>, ProxyError> {
-    let is_md5 = |e: &str| {
-        let b = e.trim().trim_matches('"');
-        b.len() == 32 && b.bytes().all(|c| c.is_ascii_hexdigit())
-    };
     requested
         .iter()
         .map(|(n, etag)| {
@@ -180,7 +176,7 @@ fn choose_parts(
                     at.dedup_by(|a, b| a.etag == b.etag);
                     if at.len() == 1 { at.pop() } else { None }
                 };
-                named.or_else(|| if md5_parts && is_md5(etag) { latest() } else { None })
+                named.or_else(|| if md5_parts && crate::proxy::etag::as_md5(etag).is_some() { latest() } else { None })
             });
             found.cloned().ok_or_else(|| {
                 ProxyError::InvalidPart(
