@@ -337,6 +337,8 @@ pub struct RawUpstream {
     pub pool_max_idle_per_host: usize,
     #[serde(default = "default_max_copy_size")]
     pub max_copy_size: u64,
+    #[serde(default = "default_system_bucket")]
+    pub system_bucket: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +374,13 @@ fn default_max_headers() -> usize {
 fn default_auth_failures_per_address() -> u32 {
     DEFAULT_AUTH_FAILURES_PER_ADDRESS
 }
+/// The bucket of the proxy's own records (open uploads, part attributes), hidden from clients.
+pub const DEFAULT_SYSTEM_BUCKET: &str = "s3crypt-system";
+
+fn default_system_bucket() -> String {
+    DEFAULT_SYSTEM_BUCKET.to_owned()
+}
+
 fn default_max_copy_size() -> u64 {
     DEFAULT_MAX_COPY_SIZE
 }
@@ -502,6 +511,8 @@ pub struct UpstreamSettings {
     pub pool_max_idle_per_host: usize,
     /// The store's CopyObject limit: larger objects are copied with UploadPartCopy.
     pub max_copy_size: u64,
+    /// The bucket of the proxy's own records at the store (docs/MULTIPART.md "The system bucket").
+    pub system_bucket: String,
 }
 
 impl Config {

@@ -296,6 +296,13 @@ impl TryFrom<In<'_, (&RawUpstream, &RawEmbedded)>> for UpstreamSettings {
                 "set the store's CopyObject limit in bytes, e.g. 5368709120",
             );
         }
+        if crate::s3::validate_bucket_name(&u.system_bucket, false).is_err() {
+            p.push(
+                "upstream.system_bucket",
+                format!("{:?} is not a valid bucket name", u.system_bucket),
+                "name a bucket (3-63 lowercase letters, digits, '-', '.') the proxy may create and use for its records",
+            );
+        }
         let ca_file = u.ca_file.as_ref().map(|f| ctx.base.join(f));
         if let Some(ca) = &ca_file
             && !ca.is_file()
@@ -318,6 +325,7 @@ impl TryFrom<In<'_, (&RawUpstream, &RawEmbedded)>> for UpstreamSettings {
             pool_idle_timeout: u.pool_idle_timeout,
             pool_max_idle_per_host: u.pool_max_idle_per_host,
             max_copy_size: u.max_copy_size,
+            system_bucket: u.system_bucket.clone(),
         });
         p.finish(settings, "upstream.endpoint")
     }

@@ -98,6 +98,19 @@ pub const ATTR_CHECKSUM: u8 = 0x02;
 /// Checksum algorithm ids in an `ATTR_CHECKSUM` record: CRC32, CRC32C, CRC64NVME, SHA-1, SHA-256. DO NOT CHANGE.
 pub const ATTR_CHECKSUM_IDS: [u8; 5] = [1, 2, 3, 4, 5];
 
+// --- Added with multipart ETags and checksums (docs/FORMAT.md §2, §7). Old readers skip unknown record types.
+
+/// Attribute record type: the ETag S3 gives an object assembled from parts, the MD5 of its parts' MD5s: part
+/// count (u32 big-endian), then the 16-byte digest; shown as `"<hex>-<count>"`. DO NOT CHANGE.
+pub const ATTR_MULTIPART_MD5: u8 = 0x03;
+/// Attribute record type: the composite checksum of an object assembled from parts (the checksum of its parts'
+/// checksums): part count (u32 big-endian), algorithm id byte, then the digest; shown as `<base64>-<count>`. DO
+/// NOT CHANGE.
+pub const ATTR_COMPOSITE_CHECKSUM: u8 = 0x04;
+/// First field of the AAD of a part's sealed attributes (the part records of an open upload, FORMAT.md §7). DO NOT
+/// CHANGE.
+pub const PART_ATTRIBUTES_AAD_LABEL: &[u8] = b"s3crypt/v1 part attributes";
+
 /// The 16-byte header in front of every segment: authenticated as the segment's AAD.
 ///
 /// ```text

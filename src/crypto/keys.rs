@@ -117,6 +117,11 @@ pub fn seal_wrap(key: &[u8; 32], payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, 
     Ok(seal_wrap_with(key, payload, aad, random_bytes()?, random_bytes()?))
 }
 
+/// The length of a version-2 wrap of a payload of `payload_len` bytes.
+pub const fn sealed_wrap_len(payload_len: usize) -> usize {
+    1 + WRAP_V2_SALT_LEN + WRAP_NONCE_LEN + payload_len + TAG_LEN
+}
+
 /// [`seal_wrap`] with a given salt and nonce (known-answer vectors).
 pub fn seal_wrap_with(
     key: &[u8; 32],
@@ -128,7 +133,7 @@ pub fn seal_wrap_with(
     let cipher = SegmentCipher::new(&wrap_v2_key(key, &salt));
     let mut buf = Zeroizing::new(payload.to_vec());
     let tag = cipher.seal(nonce, aad, &mut buf);
-    let mut out = Vec::with_capacity(1 + WRAP_V2_SALT_LEN + WRAP_NONCE_LEN + payload.len() + TAG_LEN);
+    let mut out = Vec::with_capacity(sealed_wrap_len(payload.len()));
     out.push(WRAP_V2);
     out.extend_from_slice(&salt);
     out.extend_from_slice(&nonce);

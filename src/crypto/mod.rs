@@ -19,6 +19,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
 use crate::config::{BucketPolicy, DefaultProtection, EncryptionSettings, LegacyPolicy, SseKind, UpstreamSse};
+use crate::s3::checksum::MultipartChecksum;
 use crate::s3::error::RequestError;
 use crate::s3::sse::{CustomerKey, SseRequest};
 use envelope::{Envelope, Multipart};
@@ -138,6 +139,8 @@ pub struct OpenedUpload {
     pub upstream_id: String,
     pub dek: Arc<DataKey>,
     pub protection: UploadProtection,
+    /// The checksum the upload declared at Create (bound in the ID, like the protection).
+    pub checksum: Option<MultipartChecksum>,
 }
 
 /// The policy that applies to one object: the longest matching prefix policy, then the bucket's, then the global
@@ -637,9 +640,14 @@ impl Crypto {
         upstream_id: &str,
         env: &Envelope,
         customer: Option<&Arc<CustomerKey>>,
+        checksum: Option<MultipartChecksum>,
     ) -> Result<String, CryptoError> {
         let protection = UploadProtection::of(env);
-        let descriptor = protection.descriptor();
+        let mut descriptor = protection.descriptor();
+        if let Some(c) = checksum {
+            descriptor.push('#');
+            descriptor.push_str(&c.descriptor());
+        }
         let kek = self.keyring.current();
         let kek_ref = kek.reference();
         let aad = upload_token_v2_aad(&kek_ref, id, self.segment_size, upstream_id, &descriptor, None);
@@ -672,21 +680,13 @@ impl Crypto {
         customer: Option<&Arc<CustomerKey>>,
     ) -> Result<OpenedUpload, CryptoError> {
         let no_such = || CryptoError::ForeignUploadId;
-        let rest = upload_id.strip_prefix(UPLOAD_ID_PREFIX_V2).ok_or_else(no_such)?;
-        let mut fields = rest.splitn(4, '.');
-        let (Some(kek_ref), Some(descriptor), Some(token), Some(upstream_id)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(no_such());
+        let UploadIdFields { kek_ref, descriptor, token, upstream_id } =
+            UploadIdFields::parse(upload_id).ok_or_else(no_such)?;
+        let (protection, checksum) = match descriptor.split_once('#') {
+            Some((p, c)) => (p, Some(MultipartChecksum::parse(c).ok_or_else(no_such)?)),
+            None => (descriptor.as_str(), None),
         };
-        let text = |f: &str| B64URL.decode(f).ok().and_then(|b| String::from_utf8(b).ok());
-        let kek_ref = text(kek_ref).ok_or_else(no_such)?;
-        let descriptor = text(descriptor).ok_or_else(no_such)?;
-        let protection = UploadProtection::parse(&descriptor).ok_or_else(no_such)?;
-        let token = B64URL.decode(token).map_err(|_| no_such())?;
-        if upstream_id.is_empty() {
-            return Err(no_such());
-        }
+        let protection = UploadProtection::parse(protection).ok_or_else(no_such)?;
         let kek = self.keyring.by_reference(&kek_ref).ok_or_else(no_such)?;
         let aad = upload_token_v2_aad(&kek_ref, id, self.segment_size, upstream_id, &descriptor, None);
         let payload = kek.unwrap_payload(&token, &aad).ok_or_else(no_such)?;
@@ -713,7 +713,20 @@ impl Crypto {
                 DataKey::from_bytes(k)
             }
         };
-        Ok(OpenedUpload { upstream_id: upstream_id.to_owned(), dek: Arc::new(dek), protection })
+        Ok(OpenedUpload { upstream_id: upstream_id.to_owned(), dek: Arc::new(dek), protection, checksum })
+    }
+
+    /// Whether `upload_id` is one this keyring made for the store's upload `upstream_id` of object `id`: its outer
+    /// wrap opens (an SSE-C upload's inner layer needs the customer's key and is not opened). ListMultipartUploads
+    /// checks this before it shows an ID it read back from the store.
+    pub fn made_upload_id(&self, upload_id: &str, id: &ObjectIdentity, upstream_id: &str) -> bool {
+        let Some(f) = UploadIdFields::parse(upload_id) else { return false };
+        if f.upstream_id != upstream_id {
+            return false;
+        }
+        let Some(kek) = self.keyring.by_reference(&f.kek_ref) else { return false };
+        let aad = upload_token_v2_aad(&f.kek_ref, id, self.segment_size, upstream_id, &f.descriptor, None);
+        kek.unwrap_payload(&f.token, &aad).is_some()
     }
 
     /// The upstream upload ID inside an upload ID of either version (no key needed: Abort and ListParts also accept
@@ -731,6 +744,29 @@ impl Crypto {
     /// Whether an upload ID is one of the proxy's (either version), not a store's raw ID.
     pub fn is_proxy_upload_id(upload_id: &str) -> bool {
         upload_id.starts_with(UPLOAD_ID_PREFIX_V2) || upload_id.starts_with(UPLOAD_ID_PREFIX)
+    }
+}
+
+/// The fields of a version-2 upload ID (FORMAT.md §7), decoded, not yet authenticated.
+struct UploadIdFields<'a> {
+    kek_ref: String,
+    descriptor: String,
+    token: Vec<u8>,
+    upstream_id: &'a str,
+}
+
+impl UploadIdFields<'_> {
+    fn parse(upload_id: &str) -> Option<UploadIdFields<'_>> {
+        let rest = upload_id.strip_prefix(UPLOAD_ID_PREFIX_V2)?;
+        let mut fields = rest.splitn(4, '.');
+        let (kek_ref, descriptor, token, upstream_id) =
+            (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+        let text = |f: &str| B64URL.decode(f).ok().and_then(|b| String::from_utf8(b).ok());
+        let token = B64URL.decode(token).ok()?;
+        if upstream_id.is_empty() {
+            return None;
+        }
+        Some(UploadIdFields { kek_ref: text(kek_ref)?, descriptor: text(descriptor)?, token, upstream_id })
     }
 }
 
@@ -795,7 +831,7 @@ mod tests {
         let id = ObjectIdentity { bucket: "b".into(), key: "k".into() };
         let dek = DataKey::generate().unwrap();
         let env = open_env("keyring:k1", None, None);
-        let upload_id = c.upload_id(&dek, &id, "up.stream_id-1.2", &env, None).unwrap();
+        let upload_id = c.upload_id(&dek, &id, "up.stream_id-1.2", &env, None, None).unwrap();
         assert!(upload_id.starts_with("s3c2.") && upload_id.ends_with(".up.stream_id-1.2"));
         let opened = c.open_upload_id(&upload_id, &id, None).unwrap();
         assert_eq!(opened.protection, UploadProtection::Keyring);
@@ -821,7 +857,7 @@ mod tests {
         let dek = DataKey::generate().unwrap();
         let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
         let kms = open_env(&format!("kms:{arn}"), Some(vec![1; 40]), Some("eyJhIjoiYiJ9"));
-        let upload_id = c.upload_id(&dek, &id, "u1", &kms, None).unwrap();
+        let upload_id = c.upload_id(&dek, &id, "u1", &kms, None, None).unwrap();
         let opened = c.open_upload_id(&upload_id, &id, None).unwrap();
         let UploadProtection::Kms { arn: got, bucket_key: true, context_digest: Some(_) } = &opened.protection else {
             panic!("{:?}", opened.protection);
@@ -836,7 +872,7 @@ mod tests {
         // SSE-C: the token opens only with the client's key, and a client cannot mint one for an upload of its
         // choosing (it has no keyring key).
         let (k1, k2) = (customer(1), customer(2));
-        let sse_c = c.upload_id(&dek, &id, "u2", &open_env("sse-c", None, None), Some(&k1)).unwrap();
+        let sse_c = c.upload_id(&dek, &id, "u2", &open_env("sse-c", None, None), Some(&k1), None).unwrap();
         assert_eq!(c.open_upload_id(&sse_c, &id, Some(&k1)).unwrap().dek.expose(), dek.expose());
         assert_eq!(c.open_upload_id(&sse_c, &id, Some(&k2)).unwrap_err().code(), "InvalidRequest");
         assert_eq!(c.open_upload_id(&sse_c, &id, None).unwrap_err().code(), "InvalidRequest");
@@ -891,7 +927,7 @@ mod tests {
             let prefixed = format!("s3c2.{junk}");
             proptest::prop_assert!(c.open_upload_id(&prefixed, &id, None).is_err());
             let dek = DataKey::generate().unwrap();
-            let good = c.upload_id(&dek, &id, "up-1", &open_env("keyring:k1", None, None), None).unwrap();
+            let good = c.upload_id(&dek, &id, "up-1", &open_env("keyring:k1", None, None), None, None).unwrap();
             let mut bytes = good.into_bytes();
             let i = 5 + at % (bytes.len() - 5);
             bytes[i] ^= 1 << bit;

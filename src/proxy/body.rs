@@ -10,6 +10,7 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Empty, Limited};
 
+use crate::crypto::attributes::Attributes;
 use crate::crypto::body::EncryptBody;
 use crate::crypto::format::{SINGLE_PUT_PART, ciphertext_len};
 use crate::crypto::keys::{DataKey, random_bytes};
@@ -296,4 +297,28 @@ pub(super) fn echo_verified_checksum(out: &mut HeaderMap, request: &HeaderMap, v
         out.insert(HeaderName::from_static(alg.header_name()), value);
         out.insert(HeaderName::from_static("x-amz-checksum-type"), HeaderValue::from_static("FULL_OBJECT"));
     }
+}
+
+/// A trailer checksum the body check verified (and recorded), as an attribute.
+pub(super) fn verified_checksum(verified: &VerifiedChecksum) -> Option<(ChecksumAlgorithm, Vec<u8>)> {
+    let g = verified.lock().ok()?;
+    let (alg, value) = g.as_ref()?;
+    Some((*alg, alg.decode_value(value).ok()?))
+}
+
+/// The attributes a client declared in its headers: the Content-MD5 (kept for SSE-S3 objects, whose ETag it is)
+/// and the full-object checksum header. Both are verified against the body before the upload completes.
+pub(super) fn declared_attributes(headers: &http::HeaderMap, keep_md5: bool) -> Attributes {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let md5 = headers
+        .get(crate::s3::headers::CONTENT_MD5)
+        .filter(|_| keep_md5)
+        .and_then(|v| b64.decode(v.as_bytes()).ok())
+        .and_then(|d| <[u8; 16]>::try_from(d.as_slice()).ok());
+    let checksum = headers.iter().find_map(|(n, v)| {
+        let alg = ChecksumAlgorithm::from_header_name(n.as_str())?;
+        Some((alg, alg.decode_value(v.to_str().ok()?).ok()?))
+    });
+    Attributes { md5, checksum, ..Attributes::default() }
 }

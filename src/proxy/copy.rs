@@ -406,7 +406,7 @@ impl Proxy {
         if SseInfo::of(&env, ctx.sse.customer()).shows_md5()
             && let Some(m) = source_md5
         {
-            env.attributes = Some(Attributes { md5: Some(m), checksum: None }.seal(&dek, &ctx.identity)?);
+            env.attributes = Some(Attributes { md5: Some(m), ..Attributes::default() }.seal(&dek, &ctx.identity)?);
         }
         check_client_metadata(out, env.metadata_len())?;
         for (n, v) in env.to_headers() {

@@ -40,6 +40,11 @@ pub fn md5_etag(md5: &[u8; 16]) -> String {
     quoted(&hex::encode(md5))
 }
 
+/// S3's ETag of an object completed from `parts` parts: the MD5 of their MD5s, `"<hex>-<parts>"`.
+pub fn multipart_etag(parts: u32, md5_of_md5s: &[u8; 16]) -> String {
+    quoted(&format!("{}-{parts}", hex::encode(md5_of_md5s)))
+}
+
 /// The MD5 an ETag of MD5 form (32 hex digits) names; `None` for any other form.
 pub fn as_md5(etag: &str) -> Option<[u8; 16]> {
     let b = bare(etag);

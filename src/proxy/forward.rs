@@ -37,6 +37,9 @@ impl Proxy {
         let resp = self.store().send(request).await?;
         let is_head = head.method == http::Method::HEAD;
         let mut r = super::response::map_response(resp, ctx.op, &ctx.client, is_head).await?;
+        if ctx.op == S3Op::ListBuckets && r.status() == http::StatusCode::OK {
+            return self.without_system_bucket(r).await;
+        }
         if ctx.op.carries_object_data() {
             if ctx.encrypted {
                 super::object::scrub_object_headers(r.headers_mut(), None);
@@ -46,5 +49,16 @@ impl Proxy {
             crate::crypto::envelope::strip_reserved(r.headers_mut());
         }
         Ok(r)
+    }
+
+    /// ListBuckets without the system bucket.
+    async fn without_system_bucket(&self, r: Response<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = r.into_parts();
+        let raw = crate::store::read_xml(body, crate::store::Xml::Result).await?;
+        let system = self.inner.settings.system_bucket.as_str();
+        let filtered = crate::s3::xml::filter_list_buckets(&raw, &|name| name != system)
+            .ok_or_else(|| ProxyError::UpstreamProtocol("ListBuckets body is not XML".into()))?;
+        parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(filtered.len()));
+        Ok(Response::from_parts(parts, super::response::full_body(bytes::Bytes::from(filtered))))
     }
 }

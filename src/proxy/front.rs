@@ -167,7 +167,7 @@ impl Proxy {
         let query = Query::new(std::mem::take(&mut auth.query));
         (record.bucket, record.key) = (target.bucket.clone(), target.key.clone());
         record.version = query.version_id().map(str::to_owned);
-        authorize(&auth.client, &target, &head.headers)?;
+        authorize(&auth.client, &target, &head.headers, &self.inner.settings.system_bucket)?;
         let op = classify(&head.method, &target, &query, &head.headers)?;
         record.op = Some(op);
         let copy_source = match op {
@@ -314,8 +314,13 @@ fn copy_source_bucket(headers: &HeaderMap) -> Option<String> {
     text.trim_start_matches('/').split('/').next().map(str::to_owned)
 }
 
-/// A client limited to some buckets may only touch those (also as a copy source).
-fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) -> Result<(), ProxyError> {
+/// No client touches the system bucket (the proxy's own records); a client limited to some buckets may only touch
+/// those (also as a copy source).
+fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap, system: &str) -> Result<(), ProxyError> {
+    let source = copy_source_bucket(headers);
+    if target.bucket.as_deref() == Some(system) || source.as_deref() == Some(system) {
+        return Err(AuthError::AccessDenied("Access Denied").into());
+    }
     let Some(allowed) = &client.buckets else {
         return Ok(());
     };
@@ -324,7 +329,7 @@ fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap) ->
     {
         return Err(AuthError::AccessDenied("Access Denied").into());
     }
-    if let Some(bucket) = copy_source_bucket(headers)
+    if let Some(bucket) = source
         && !allowed.contains(&bucket)
     {
         return Err(AuthError::AccessDenied("Access Denied").into());
@@ -394,13 +399,15 @@ mod tests {
             buckets: Some(["mine".to_owned()].into_iter().collect()),
         };
         let t = |b: &str| Target { bucket: Some(b.into()), key: Some("k".into()), virtual_hosted: false };
-        assert!(authorize(&client, &t("mine"), &HeaderMap::new()).is_ok());
-        assert!(authorize(&client, &t("other"), &HeaderMap::new()).is_err());
+        assert!(authorize(&client, &t("mine"), &HeaderMap::new(), "sys").is_ok());
+        assert!(authorize(&client, &t("other"), &HeaderMap::new(), "sys").is_err());
+        let everyone = ClientCredential { buckets: None, ..client.clone() };
+        assert!(authorize(&everyone, &t("sys"), &HeaderMap::new(), "sys").is_err(), "the system bucket");
         let mut h = HeaderMap::new();
         h.insert(crate::s3::headers::X_AMZ_COPY_SOURCE, HeaderValue::from_static("/other/k"));
-        assert!(authorize(&client, &t("mine"), &h).is_err());
+        assert!(authorize(&client, &t("mine"), &h, "sys").is_err());
         h.insert(crate::s3::headers::X_AMZ_COPY_SOURCE, HeaderValue::from_static("mine/k%20x"));
-        assert!(authorize(&client, &t("mine"), &h).is_ok());
+        assert!(authorize(&client, &t("mine"), &h, "sys").is_ok());
     }
 
     #[test]

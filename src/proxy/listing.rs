@@ -8,7 +8,7 @@ use super::Proxy;
 use super::body::{Upload, prepare_body};
 use super::front::{Admitted, RequestCtx};
 use super::response::ProxyBody;
-use crate::crypto::attributes::Attributes;
+use crate::crypto::attributes::{Attributes, ShownChecksum};
 use crate::crypto::format::plaintext_len;
 use crate::error::ProxyError;
 use crate::s3::checksum::ChecksumAlgorithm;
@@ -79,21 +79,21 @@ impl Proxy {
             (Some(sealed), Some(dek)) => Attributes::open(sealed, dek, &ctx.identity).ok(),
             _ => None,
         };
-        let md5 = attrs.as_ref().and_then(|a| super::object::shown_md5(&env, a)).as_ref().map(super::etag::md5_etag);
-        let checksum = attrs.and_then(|a| a.checksum).filter(|_| wants_checksum);
-        Ok((md5, checksum))
+        let etag = attrs.as_ref().and_then(|a| super::object::shown_etag(&env, a));
+        let checksum = attrs.and_then(|a| a.shown_checksum()).filter(|_| wants_checksum);
+        Ok((etag, checksum))
     }
 }
 
-/// What GetObjectAttributes shows from the sealed attributes: the MD5 ETag, the full-object checksum.
-type Sealed = (Option<String>, Option<(ChecksumAlgorithm, Vec<u8>)>);
+/// What GetObjectAttributes shows from the sealed attributes: the ETag, the checksum.
+type Sealed = (Option<String>, Option<ShownChecksum>);
 
 /// GetObjectAttributes of an encrypted bucket's object: plaintext sizes, no ciphertext checksums.
 pub async fn object_attributes_response(
     resp: Response<ProxyBody>,
     segment: u32,
     md5: Option<String>,
-    checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
+    checksum: Option<ShownChecksum>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     if parts.status != StatusCode::OK {
@@ -118,12 +118,10 @@ pub async fn object_attributes_response(
     };
     // The sealed checksum, where the client asked for checksums (the store's, of ciphertext, were removed).
     let out = match checksum {
-        Some((alg, digest)) => {
-            use base64::Engine;
-            let name = format!("Checksum{}", alg.display_name());
-            let value = base64::engine::general_purpose::STANDARD.encode(digest);
-            let element =
-                format!("<Checksum><{name}>{value}</{name}><ChecksumType>FULL_OBJECT</ChecksumType></Checksum>");
+        Some(c) => {
+            let name = format!("Checksum{}", c.algorithm.display_name());
+            let (value, kind) = (c.value, c.kind);
+            let element = format!("<Checksum><{name}>{value}</{name}><ChecksumType>{kind}</ChecksumType></Checksum>");
             crate::s3::xml::insert_before_end(&out, element.as_bytes())
                 .ok_or_else(|| ProxyError::UpstreamProtocol("GetObjectAttributes result is not XML".into()))?
         }

@@ -20,6 +20,7 @@ mod multipart;
 mod object;
 mod range;
 mod read;
+mod records;
 mod response;
 mod s3ec;
 mod write;
@@ -61,6 +62,8 @@ struct Inner {
     crypto: Arc<Crypto>,
     limits: limit::RateLimits,
     auth_failures: limit::FailureLimits,
+    /// The system bucket exists (checked, or created, before the first record is written).
+    records_ready: tokio::sync::OnceCell<()>,
 }
 
 /// What the request path needs from the configuration.
@@ -80,6 +83,8 @@ pub struct ProxySettings {
     pub client_rates: std::collections::HashMap<String, u32>,
     /// Failed authentications per second one client address may cause (0: no limit).
     pub auth_failures_per_address: u32,
+    /// The bucket of the proxy's own records at the store (`upstream.system_bucket`): clients never reach it.
+    pub system_bucket: String,
     /// The store's keys are file paths (the embedded store): keys with empty segments alias others and are refused.
     pub strict_keys: bool,
 }
@@ -89,7 +94,8 @@ impl Proxy {
         let limits = limit::RateLimits::new(&settings.client_rates);
         let auth_failures = limit::FailureLimits::new(settings.auth_failures_per_address);
         let store = Store::new(upstream, settings.upload_checksum);
-        Proxy { inner: Arc::new(Inner { verifier, store, settings, crypto, limits, auth_failures }) }
+        let records_ready = tokio::sync::OnceCell::new();
+        Proxy { inner: Arc::new(Inner { verifier, store, settings, crypto, limits, auth_failures, records_ready }) }
     }
 
     /// The upstream client (a reload keeps the embedded store's).
@@ -100,6 +106,15 @@ impl Proxy {
     /// The store client: every request to the store is built and sent through it.
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The proxy's own records at the store (the system bucket).
+    pub(crate) fn records(&self) -> records::Records<'_> {
+        records::Records {
+            store: self.store(),
+            bucket: &self.inner.settings.system_bucket,
+            ready: &self.inner.records_ready,
+        }
     }
 
     /// Whether the upstream answers at all (any HTTP status): the readiness probe (a one-bucket ListBuckets, an
@@ -193,6 +208,7 @@ impl Proxy {
             S3Op::UploadPart => self.upload_part(ctx, r).await,
             S3Op::CompleteMultipartUpload => self.complete_upload(ctx, r).await,
             S3Op::AbortMultipartUpload | S3Op::ListParts => self.upload_by_id(ctx, r).await,
+            S3Op::ListMultipartUploads => self.list_uploads(ctx, r).await,
             S3Op::ListObjects | S3Op::ListObjectsV2 | S3Op::ListObjectVersions | S3Op::GetObjectAttributes => {
                 self.listing(ctx, r).await
             }
@@ -200,7 +216,6 @@ impl Proxy {
             | S3Op::CreateBucket
             | S3Op::DeleteBucket
             | S3Op::HeadBucket
-            | S3Op::ListMultipartUploads
             | S3Op::DeleteObjects
             | S3Op::BucketConfig
             | S3Op::CopyObject

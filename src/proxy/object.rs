@@ -143,6 +143,16 @@ pub fn shown_md5(env: &Envelope, attrs: &Attributes) -> Option<[u8; 16]> {
     attrs.md5.filter(|_| env.multipart.is_none() && SseInfo::of(env, None).shows_md5())
 }
 
+/// The ETag an SSE-S3 object shows from its opened attributes, as S3 gives it: the plaintext MD5 of an object of
+/// one stream, the MD5 of the parts' MD5s (`"<hex>-<parts>"`) of one completed from parts. `None`: the opaque form.
+pub fn shown_etag(env: &Envelope, attrs: &Attributes) -> Option<String> {
+    if let Some(md5) = shown_md5(env, attrs) {
+        return Some(super::etag::md5_etag(&md5));
+    }
+    let (parts, md5) = attrs.multipart_md5.filter(|_| env.multipart.is_some() && SseInfo::of(env, None).shows_md5())?;
+    Some(super::etag::multipart_etag(parts, &md5))
+}
+
 /// The answer to a conditional read whose condition did not hold: a 304 with the object's ETag and Last-Modified,
 /// or the 412 error.
 pub fn unmet_response(
@@ -232,9 +242,8 @@ fn present_read(
         (Some(sealed), Some(dek)) => Some(Attributes::open(sealed, dek, ctx.id)?),
         _ => None,
     };
-    let md5 = attrs.as_ref().and_then(|a| shown_md5(env, a));
     let opaque = super::etag::opaque(&store);
-    let shown = md5.as_ref().map_or_else(|| opaque.clone(), super::etag::md5_etag);
+    let shown = attrs.as_ref().and_then(|a| shown_etag(env, a)).unwrap_or_else(|| opaque.clone());
     if let Err(unmet) = ctx.conditions.evaluate(&[&shown, &opaque], super::etag::last_modified(headers)) {
         let unmet = if ctx.copy_source { Unmet::PreconditionFailed } else { unmet };
         return Ok(Err((unmet, shown)));
@@ -244,14 +253,11 @@ fn present_read(
     }
     if whole
         && ctx.checksum_mode
-        && let Some((alg, digest)) = attrs.and_then(|a| a.checksum)
+        && let Some(shown) = attrs.and_then(|a| a.shown_checksum())
+        && let Ok(v) = HeaderValue::from_str(&shown.value)
     {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
-        if let Ok(v) = HeaderValue::from_str(&b64) {
-            headers.insert(HeaderName::from_static(alg.header_name()), v);
-            headers.insert(X_AMZ_CHECKSUM_TYPE, HeaderValue::from_static("FULL_OBJECT"));
-        }
+        headers.insert(HeaderName::from_static(shown.algorithm.header_name()), v);
+        headers.insert(X_AMZ_CHECKSUM_TYPE, HeaderValue::from_static(shown.kind));
     }
     Ok(Ok(()))
 }
@@ -508,6 +514,69 @@ pub(super) fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {
 
 pub(super) fn etag_eq(a: &str, b: &str) -> bool {
     a.trim().trim_matches('"') == b.trim().trim_matches('"')
+}
+
+impl super::Proxy {
+    /// A conditional PutObject or CompleteMultipartUpload that names ETags (`If-Match`, `If-None-Match` other than `*`): evaluated here against
+    /// the current object's ETag in every form the client may hold (the store knows only its own). The answer is
+    /// the condition the store then gets instead, so that the write happens only if the object is still the one
+    /// evaluated: `If-Match: <its store ETag>`, or `If-None-Match: *` when there was none. `None`: no ETag named
+    /// (no condition, or `If-None-Match: *`, which the store evaluates as it is).
+    pub(in crate::proxy) async fn write_conditions(
+        &self,
+        target: &crate::s3::Target,
+        id: &ObjectIdentity,
+        headers: &HeaderMap,
+    ) -> Result<Option<(HeaderName, HeaderValue)>, ProxyError> {
+        use crate::store::StoreRequest;
+        use http::header::{IF_MATCH, IF_NONE_MATCH};
+        let text = |n: &HeaderName| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+        let (if_match, if_none) = (text(&IF_MATCH), text(&IF_NONE_MATCH));
+        if if_match.is_none() && if_none.is_none_or(|v| v == "*") {
+            return Ok(None);
+        }
+        let current = self.store().send(StoreRequest::head(target)).await?;
+        if current.status() == http::StatusCode::NOT_FOUND {
+            if if_match.is_some() {
+                return Err(ProxyError::Upstream {
+                    status: http::StatusCode::NOT_FOUND,
+                    code: "NoSuchKey".into(),
+                    message: "The specified key does not exist.".into(),
+                    headers: Vec::new(),
+                });
+            }
+            return Ok(Some((IF_NONE_MATCH, HeaderValue::from_static("*"))));
+        }
+        if !current.status().is_success() {
+            let (parts, body) = current.into_parts();
+            return Err(crate::store::reply::error(parts.status, &parts.headers, body, true).await);
+        }
+        let h = current.headers();
+        let store = h.get(http::header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let opaque = super::etag::opaque(&store);
+        let md5 = self.sealed_md5(h, id).await;
+        let mut tags = vec![store.as_str(), opaque.as_str()];
+        tags.extend(md5.as_deref());
+        let holds = if_match.is_none_or(|l| super::etag::list_names(l, &tags))
+            && if_none.is_none_or(|l| !super::etag::list_names(l, &tags));
+        if !holds {
+            return Err(super::etag::precondition_failed());
+        }
+        Ok(Some((IF_MATCH, header_value(&store)?)))
+    }
+
+    /// The plaintext MD5 of an SSE-S3 object of one stream, as an ETag, when its envelope seals one (the keyring
+    /// opens it locally; other protections show no MD5, and are not opened).
+    async fn sealed_md5(&self, headers: &HeaderMap, id: &ObjectIdentity) -> Option<String> {
+        let env = crate::crypto::envelope::Envelope::from_headers(headers).ok()??;
+        let sealed = env.attributes.as_ref()?;
+        if !SseInfo::of(&env, None).shows_md5() {
+            return None;
+        }
+        let dek = self.inner.crypto.open_envelope(&env, id, None).await.ok()?;
+        let attrs = Attributes::open(sealed, &dek, id).ok()?;
+        shown_etag(&env, &attrs)
+    }
 }
 
 #[cfg(test)]

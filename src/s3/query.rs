@@ -7,6 +7,8 @@ use crate::s3::error::RequestError;
 pub const UPLOAD_ID: &str = "uploadId";
 /// `partNumber`: a part of an upload, or of an object to read.
 pub const PART_NUMBER: &str = "partNumber";
+/// `upload-id-marker`: where a ListMultipartUploads page starts.
+pub const UPLOAD_ID_MARKER: &str = "upload-id-marker";
 /// `versionId`: the object version a request names.
 pub const VERSION_ID: &str = "versionId";
 
@@ -68,9 +70,14 @@ impl Query {
 
     /// Points `uploadId` at another upload (the store's own ID behind the client's).
     pub fn set_upload_id(&mut self, id: &str) {
+        self.map_upload_ids(UPLOAD_ID, |_| id.to_owned());
+    }
+
+    /// Rewrites every value of `name` (`uploadId`, `upload-id-marker`).
+    pub fn map_upload_ids(&mut self, name: &str, f: impl Fn(&str) -> String) {
         for (k, v) in &mut self.pairs {
-            if k == UPLOAD_ID {
-                *v = id.to_owned();
+            if k == name {
+                *v = f(v);
             }
         }
     }

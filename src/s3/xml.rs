@@ -283,6 +283,52 @@ pub fn rewrite_object_attributes(
     Some(apply_edits(body, edits))
 }
 
+/// Replaces the text of the direct child `name` of each record at `record` (a path from the root, as in
+/// [`records`]): `value(i)` gives the new text of the i-th record's, `None` keeps it.
+pub fn replace_in_records(
+    body: &[u8],
+    record: &[&str],
+    name: &str,
+    value: &dyn Fn(usize) -> Option<String>,
+) -> Option<Vec<u8>> {
+    let mut reader = Reader::from_reader(body);
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+    let mut index: Option<usize> = None;
+    let mut seen = 0usize;
+    let mut text_start: Option<usize> = None;
+    let at_record =
+        |path: &[Vec<u8>]| path.len() == record.len() && path.iter().zip(record).all(|(a, b)| a == b.as_bytes());
+    loop {
+        let before = usize::try_from(reader.buffer_position()).ok()?;
+        match reader.read_event().ok()? {
+            Event::Start(e) => {
+                path.push(e.local_name().as_ref().to_vec());
+                if at_record(&path) {
+                    index = Some(seen);
+                    seen += 1;
+                } else if index.is_some() && path.len() == record.len() + 1 && path[record.len()] == name.as_bytes() {
+                    text_start = Some(usize::try_from(reader.buffer_position()).ok()?);
+                }
+            }
+            Event::End(_) => {
+                if let Some(start) = text_start.take()
+                    && let Some(v) = index.and_then(value)
+                {
+                    edits.push((start, before, escape(&v).into_owned().into_bytes()));
+                }
+                if at_record(&path) {
+                    index = None;
+                }
+                path.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if path.is_empty() && !record.is_empty() { Some(apply_edits(body, edits)) } else { None }
+}
+
 /// Replaces the byte ranges `(start, end)` of `body` with their replacements; ranges inside an earlier one (an
 /// element already dropped) are skipped.
 fn apply_edits(body: &[u8], mut edits: Vec<(usize, usize, Vec<u8>)>) -> Vec<u8> {
@@ -457,6 +503,13 @@ mod tests {
     fn non_error_bodies_are_not_parsed_as_errors() {
         assert_eq!(parse_error(b"<ListBucketResult><Code>x</Code></ListBucketResult>"), None);
         assert_eq!(parse_error(b"not xml at all"), None);
+    }
+
+    #[test]
+    fn texts_in_records_are_replaced_by_index() {
+        let body = b"<R><U><K>a</K><Id>x</Id></U><U><K>b</K><Id>y</Id></U><Id>top</Id></R>";
+        let out = replace_in_records(body, &["R", "U"], "Id", &|i| (i == 1).then(|| "n<1>".to_owned())).unwrap();
+        assert_eq!(out, b"<R><U><K>a</K><Id>x</Id></U><U><K>b</K><Id>n&lt;1&gt;</Id></U><Id>top</Id></R>");
     }
 
     #[test]

@@ -65,21 +65,25 @@ def test_every_etag_a_client_sees_is_the_plaintext_md5_or_cannot_be_taken_for_on
         for o in listed:
             assert not HEX32.match(o["ETag"].strip('"')), f"listings cannot know the MD5: {o}"
 
-        # multipart: UploadPart answers like PutObject; ListParts and Complete are opaque
+        # multipart: UploadPart answers like PutObject, ListParts shows the same part ETags; Complete is S3's
+        # multipart ETag (MD5 of the parts' MD5s, "-2") for SSE-S3, opaque otherwise, and never a bare MD5
         key = f"etags-{run}/{mode}/mp"
         up = s3.create_multipart_upload(Bucket=b, Key=key, **extra)
-        parts = []
+        parts, md5s = [], b""
         for i, size in enumerate((5 * 1024 * 1024, 1234), 1):
             body = os.urandom(size)
+            md5s += hashlib.md5(body).digest()
             r = s3.upload_part(Bucket=b, Key=key, UploadId=up["UploadId"], PartNumber=i, Body=body,
                                **({"SSECustomerAlgorithm": "AES256", "SSECustomerKey": ssec_key} if mode == "sse-c" else {}))
             counts[java_v1_put_check(r, body)] += 1
             parts.append({"PartNumber": i, "ETag": r["ETag"]})
         lp = s3.list_parts(Bucket=b, Key=key, UploadId=up["UploadId"])
-        assert all(not HEX32.match(p["ETag"].strip('"')) for p in lp["Parts"])
+        assert [p["ETag"] for p in lp["Parts"]] == [p["ETag"] for p in parts], "ListParts shows what UploadPart said"
         done = s3.complete_multipart_upload(Bucket=b, Key=key, UploadId=up["UploadId"],
                                             MultipartUpload={"Parts": parts}, **read_extra)
         assert not HEX32.match(done["ETag"].strip('"'))
+        if mode in ("default", "sse-s3"):
+            assert done["ETag"].strip('"') == f"{hashlib.md5(md5s).hexdigest()}-2"
         assert s3.head_object(Bucket=b, Key=key, **read_extra)["ETag"] == done["ETag"]
 
     # copies: the result shows the MD5 where the source's is known, else an opaque ETag

@@ -83,3 +83,8 @@ def test_the_reference_decryptor_opens_the_sealed_attributes_vector():
     assert records[2][0] == 2 and records[2][1:].hex() == a["crc32c"]
     with pytest.raises(ref.Invalid):
         ref.open_attributes(bytes.fromhex(v["dek"]), sealed, v["bucket"], v["key"] + "x")
+    # An object completed from parts: the multipart ETag (0x03) and composite checksum (0x04) records.
+    mp = ref.open_attributes(bytes.fromhex(v["dek"]), bytes.fromhex(a["multipart"]["sealed"]), v["bucket"], v["key"])
+    count, digest = int.from_bytes(mp[3][:4], "big"), mp[3][4:]
+    assert f"{digest.hex()}-{count}" == a["multipart"]["etag"]
+    assert int.from_bytes(mp[4][:4], "big") == 3 and mp[4][4] == 5 and len(mp[4][5:]) == 32

@@ -190,13 +190,26 @@ async fn sse_c_and_multipart_etags_are_opaque_and_sse_s3_parts_answer_their_md5(
         assert_eq!(out.e_tag(), Some(md5_hex(p).as_str()), "part {n}");
         done.push(CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build());
     }
-    // ListParts shows opaque forms, which a Complete takes as well.
+    // ListParts shows the same MD5s (from the parts' sealed records).
     let listed = c.list_parts().bucket(&b).key("mp").upload_id(&id).send().await.unwrap();
-    assert!(listed.parts().iter().all(|p| p.e_tag().is_some_and(|e| !looks_like_md5(e))));
+    let listed: Vec<&str> = listed.parts().iter().filter_map(|p| p.e_tag()).collect();
+    assert_eq!(listed, done.iter().filter_map(|p| p.e_tag()).collect::<Vec<_>>());
+    // A wrong MD5 names no part.
+    let wrong = vec![CompletedPart::builder().part_number(1).e_tag("ffffffffffffffffffffffffffffffff").build()];
+    let wrong = CompletedMultipartUpload::builder().set_parts(Some(wrong)).build();
+    let refused =
+        c.complete_multipart_upload().bucket(&b).key("mp").upload_id(&id).multipart_upload(wrong).send().await;
+    assert_eq!(refused.unwrap_err().into_service_error().meta().code(), Some("InvalidPart"));
+    // S3's multipart ETag: the MD5 of the parts' MD5s, then the part count; HEAD and Complete agree.
+    let mut md5s = Vec::new();
+    for p in &parts {
+        md5s.extend_from_slice(&md5::Md5::digest(p));
+    }
+    let expected = format!("\"{}-2\"", hex::encode(md5::Md5::digest(&md5s)));
     let done = CompletedMultipartUpload::builder().set_parts(Some(done)).build();
     let out = c.complete_multipart_upload().bucket(&b).key("mp").upload_id(&id).multipart_upload(done).send().await;
     let etag = out.unwrap().e_tag().unwrap().to_owned();
-    assert!(!looks_like_md5(&etag) && etag.starts_with('"'), "{etag}");
+    assert_eq!(etag, expected);
     assert_eq!(head_etag(&c, &b, "mp").await, etag, "Complete and HEAD agree");
     env.shutdown().await;
 }

@@ -312,6 +312,7 @@ fn build_attributes() -> Value {
     let attrs = Attributes {
         md5: Some(md5),
         checksum: Some((s3crypt::s3::checksum::ChecksumAlgorithm::Crc32c, crc.to_be_bytes().to_vec())),
+        ..Attributes::default()
     };
     let payload = attrs.encode();
     let aad = attributes_aad(&id);
@@ -320,8 +321,36 @@ fn build_attributes() -> Value {
     let sealed = seal_wrap_with(&dek_bytes, &payload, &aad, salt, nonce);
     let opened = Attributes::open(&sealed, &DataKey::from_bytes(dek_bytes), &id).unwrap();
     assert_eq!(opened, attrs);
+    // An object completed from 3 parts: S3's multipart ETag (MD5 of the parts' MD5s) and a composite SHA-256
+    // (records 0x03 and 0x04), same key, object, salt and nonce.
+    let multipart = Attributes {
+        multipart_md5: Some((3, std::array::from_fn(|i| 0xA0 + i as u8))),
+        composite: Some((3, s3crypt::s3::checksum::ChecksumAlgorithm::Sha256, (0..32).collect())),
+        ..Attributes::default()
+    };
+    let mp_payload = multipart.encode();
+    let mp_sealed = seal_wrap_with(&dek_bytes, &mp_payload, &aad, salt, nonce);
+    assert_eq!(Attributes::open(&mp_sealed, &DataKey::from_bytes(dek_bytes), &id).unwrap(), multipart);
+    // A part record of an open upload (FORMAT.md §7): part 2 of store upload "up-1", stored with ETag "abc".
+    let part = Attributes { md5: Some(md5), ..Attributes::default() };
+    let part_aad = s3crypt::crypto::attributes::part_attributes_aad(&id, "up-1", 2, "abc");
+    let part_sealed = seal_wrap_with(&dek_bytes, &part.encode(), &part_aad, salt, nonce);
+    let opened_part = Attributes::open_part(&part_sealed, &DataKey::from_bytes(dek_bytes), &id, "up-1", 2, "abc");
+    assert_eq!(opened_part, Some(part.clone()));
     use base64::Engine;
     json!({
+        "multipart": {
+            "description": "an object completed from 3 parts: multipart ETag record (0x03) and composite SHA-256 record (0x04)",
+            "etag": format!("{}-3", hex::encode(multipart.multipart_md5.unwrap().1)),
+            "payload": hex::encode(&mp_payload),
+            "sealed": hex::encode(&mp_sealed),
+        },
+        "part": {
+            "description": "a part record: part 2 of store upload \"up-1\", store ETag \"abc\", its plaintext MD5",
+            "payload": hex::encode(part.encode()),
+            "aad": hex::encode(&part_aad),
+            "sealed": hex::encode(&part_sealed),
+        },
         "description": "sealed attributes of the v1 vectors' object (dek, bucket, key of v1-vectors.json); plaintext = the 100-byte pattern",
         "md5": hex::encode(md5),
         "crc32c": hex::encode(crc.to_be_bytes()),

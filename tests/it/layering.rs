@@ -33,6 +33,7 @@ const PROXY_ROOMS: &[(&str, u8)] = &[
     ("range", 0),
     ("response", 0),
     ("limit", 0),
+    ("records", 0),
     ("object", 1),
     ("front", 1),
     ("s3ec", 2),

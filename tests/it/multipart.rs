@@ -207,21 +207,167 @@ async fn parallel_out_of_order_and_retried_parts_keep_the_last_upload_of_each(ba
 against_both_stores!(parallel_and_retried_parts, parallel_out_of_order_and_retried_parts_keep_the_last_upload_of_each);
 
 #[tokio::test]
-async fn an_sse_s3_part_sent_twice_at_once_completes_with_the_latest_bytes_or_is_refused_never_mixed_up() {
-    // SeaweedFS keeps both uploads of the part; the SSE-S3 part ETag (the plaintext MD5) cannot name one of them.
+async fn an_sse_s3_part_sent_twice_at_once_completes_with_the_bytes_its_md5_names() {
+    // SeaweedFS keeps both uploads of the part, in the same second; the SSE-S3 part ETag (the plaintext MD5) names
+    // one through the part's sealed record, whichever was sent last.
     let env = TestEnv::start(Backend::SeaweedFs).await;
     let c = env.client();
-    let key = "mp/twice";
-    let id = create(&c, &env.bucket, key).await;
-    let (first, second) = (data(1000, 41), data(1000, 42));
-    upload_part(&c, &env.bucket, key, &id, 1, first).await.unwrap();
-    let etag = upload_part(&c, &env.bucket, key, &id, 1, second.clone()).await.unwrap();
-    match complete(&c, &env.bucket, key, &id, &[(1, etag)]).await {
-        Ok(_) => assert_eq!(get(&c, &env.bucket, key, None).await.unwrap(), second, "the latest upload"),
-        Err(e) => assert!(e.contains("InvalidPart"), "a tie the store cannot break is refused: {e}"),
+    for (key, pick_first) in [("mp/twice-a", true), ("mp/twice-b", false)] {
+        let id = create(&c, &env.bucket, key).await;
+        let (first, second) = (data(1000, 41), data(1000, 42));
+        let e1 = upload_part(&c, &env.bucket, key, &id, 1, first.clone()).await.unwrap();
+        let e2 = upload_part(&c, &env.bucket, key, &id, 1, second.clone()).await.unwrap();
+        let (etag, bytes) = if pick_first { (e1, first) } else { (e2, second) };
+        complete(&c, &env.bucket, key, &id, &[(1, etag)]).await.expect("complete");
+        assert_eq!(get(&c, &env.bucket, key, None).await.unwrap(), bytes, "{key}");
     }
     env.shutdown().await;
 }
+
+async fn listed_uploads_carry_their_client_ids_which_continue_list_and_abort_them(backend: Backend) {
+    // (an ordinary async fn: only one store lists uploads)
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let keys = ["mp/listed", "mp/listed", "mp/ü listed"];
+    let mut ids = Vec::new();
+    for key in keys {
+        ids.push(create(&c, &env.bucket, key).await);
+    }
+    let listed = c.list_multipart_uploads().bucket(&env.bucket).send().await.unwrap();
+    let mut shown: Vec<(String, String)> =
+        listed.uploads().iter().map(|u| (u.key().unwrap().to_owned(), u.upload_id().unwrap().to_owned())).collect();
+    let mut made: Vec<(String, String)> = keys.iter().map(|k| k.to_string()).zip(ids.clone()).collect();
+    shown.sort();
+    made.sort();
+    assert_eq!(shown, made, "ListMultipartUploads shows the IDs Create gave");
+    // Pages continue from a client's ID (where the store pages at all).
+    let first = c.list_multipart_uploads().bucket(&env.bucket).max_uploads(1).send().await.unwrap();
+    if let (Some(true), Some(k), Some(u)) =
+        (first.is_truncated(), first.next_key_marker(), first.next_upload_id_marker())
+    {
+        let next = c.list_multipart_uploads().bucket(&env.bucket).key_marker(k).upload_id_marker(u).send().await;
+        assert_eq!(first.uploads().len() + next.unwrap().uploads().len(), 3, "pages cover every upload once");
+    }
+    // A listed ID continues the upload, lists its parts and aborts it.
+    let (key, id) = &shown[0];
+    let part = data(100, 3);
+    upload_part(&c, &env.bucket, key, id, 1, part).await.expect("a part under the listed ID");
+    let parts = c.list_parts().bucket(&env.bucket).key(key).upload_id(id).send().await.unwrap();
+    assert_eq!(parts.parts().len(), 1);
+    for (key, id) in &shown {
+        c.abort_multipart_upload().bucket(&env.bucket).key(key).upload_id(id).send().await.expect("abort");
+    }
+    let after = c.list_multipart_uploads().bucket(&env.bucket).send().await.unwrap();
+    assert!(after.uploads().is_empty(), "{:?}", after.uploads());
+    // The records live in the system bucket, which clients neither see nor reach.
+    let buckets = c.list_buckets().send().await.unwrap();
+    assert!(buckets.buckets().iter().all(|b| b.name() != Some("s3crypt-system")));
+    let refused = c.list_objects_v2().bucket("s3crypt-system").send().await.unwrap_err();
+    assert_eq!(refused.into_service_error().meta().code(), Some("AccessDenied"));
+    env.shutdown().await;
+}
+#[tokio::test]
+async fn listed_uploads_carry_their_client_ids() {
+    // The embedded store (s3s-fs) has no ListMultipartUploads.
+    listed_uploads_carry_their_client_ids_which_continue_list_and_abort_them(Backend::SeaweedFs).await;
+}
+
+async fn multipart_checksums_are_composite_or_full_object_as_declared_and_checked_at_complete(backend: Backend) {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType};
+    use base64::Engine;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let parts = [data(5 * MIB, 61), data(1000, 62)];
+    for (key, alg, kind) in [
+        ("ck/sha256", ChecksumAlgorithm::Sha256, ChecksumType::Composite),
+        ("ck/crc64", ChecksumAlgorithm::Crc64Nvme, ChecksumType::FullObject),
+        ("ck/crc32c", ChecksumAlgorithm::Crc32C, ChecksumType::FullObject),
+    ] {
+        let created = c
+            .create_multipart_upload()
+            .bucket(&env.bucket)
+            .key(key)
+            .checksum_algorithm(alg.clone())
+            .checksum_type(kind.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.checksum_type(), Some(&kind), "{key}");
+        let id = created.upload_id().unwrap().to_owned();
+        let mut done = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let n = i as i32 + 1;
+            let out = c
+                .upload_part()
+                .bucket(&env.bucket)
+                .key(key)
+                .upload_id(&id)
+                .part_number(n)
+                .checksum_algorithm(alg.clone())
+                .body(ByteStream::from(p.clone()))
+                .send()
+                .await
+                .unwrap();
+            let part = CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap());
+            done.push(
+                match alg {
+                    ChecksumAlgorithm::Sha256 => part.checksum_sha256(out.checksum_sha256().unwrap()),
+                    ChecksumAlgorithm::Crc64Nvme => part.checksum_crc64_nvme(out.checksum_crc64_nvme().unwrap()),
+                    _ => part.checksum_crc32_c(out.checksum_crc32_c().unwrap()),
+                }
+                .build(),
+            );
+        }
+        let whole = parts.concat();
+        let expected = match alg {
+            ChecksumAlgorithm::Sha256 => {
+                use sha2::Digest;
+                let digests: Vec<u8> = parts.iter().flat_map(|p| sha2::Sha256::digest(p).to_vec()).collect();
+                format!("{}-2", b64(&sha2::Sha256::digest(&digests)))
+            }
+            ChecksumAlgorithm::Crc64Nvme => {
+                b64(&crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &whole).to_be_bytes())
+            }
+            _ => b64(&(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &whole) as u32).to_be_bytes()),
+        };
+        let upload = CompletedMultipartUpload::builder().set_parts(Some(done)).build();
+        // A wrong object checksum at Complete is BadDigest (and completes nothing).
+        let wrong =
+            c.complete_multipart_upload().bucket(&env.bucket).key(key).upload_id(&id).multipart_upload(upload.clone());
+        let wrong = match alg {
+            ChecksumAlgorithm::Sha256 => wrong.checksum_sha256("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=-2"),
+            ChecksumAlgorithm::Crc64Nvme => wrong.checksum_crc64_nvme("AAAAAAAAAAA="),
+            _ => wrong.checksum_crc32_c("AAAAAA=="),
+        };
+        assert_eq!(wrong.send().await.unwrap_err().into_service_error().meta().code(), Some("BadDigest"), "{key}");
+        let out = c
+            .complete_multipart_upload()
+            .bucket(&env.bucket)
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(upload)
+            .send()
+            .await
+            .unwrap();
+        let shown =
+            |sha: Option<&str>, crc64: Option<&str>, crc32c: Option<&str>| sha.or(crc64).or(crc32c).map(str::to_owned);
+        let completed = shown(out.checksum_sha256(), out.checksum_crc64_nvme(), out.checksum_crc32_c());
+        assert_eq!(completed.as_deref(), Some(expected.as_str()), "{key}: Complete");
+        assert_eq!(out.checksum_type(), Some(&kind), "{key}");
+        let head =
+            c.head_object().bucket(&env.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+        let headed = shown(head.checksum_sha256(), head.checksum_crc64_nvme(), head.checksum_crc32_c());
+        assert_eq!(headed.as_deref(), Some(expected.as_str()), "{key}: HEAD");
+        assert_eq!(head.checksum_type(), Some(&kind), "{key}");
+        assert_eq!(get(&c, &env.bucket, key, None).await.unwrap(), whole);
+    }
+    env.shutdown().await;
+}
+against_both_stores!(
+    multipart_checksums,
+    multipart_checksums_are_composite_or_full_object_as_declared_and_checked_at_complete
+);
 
 async fn misaligned_parts_are_re_encrypted_into_an_aligned_layout_with_exact_sizes(backend: Backend) {
     let env = TestEnv::start(backend).await;

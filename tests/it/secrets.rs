@@ -303,6 +303,19 @@ async fn no_request_to_the_store_ever_carries_a_customer_key_whatever_path_built
     saw("rewrap copy", &|s| {
         s.method == Method::PUT && s.uri.ends_with("/legacy") && s.body.as_ref().is_some_and(|b| !b.is_empty())
     });
+    // The records of open uploads (the system bucket) hold the client's upload ID and sealed part attributes:
+    // never a customer key (checked above with every request), never a part's plaintext MD5.
+    saw("upload ID record", &|s| {
+        s.method == Method::PUT && s.uri.contains("/s3crypt-system/u/") && s.uri.ends_with("/id")
+    });
+    let md5s: Vec<[u8; 16]> =
+        aligned.iter().chain(&misaligned).map(|p| <md5::Md5 as md5::Digest>::digest(p).into()).collect();
+    for s in seen.iter().filter(|s| s.uri.contains("/s3crypt-system/")) {
+        for m in &md5s {
+            let body = s.body.as_deref().unwrap_or_default();
+            assert!(!contains(body, m) && !contains(body, hex::encode(m).as_bytes()), "a plaintext MD5 in a record");
+        }
+    }
     assert!(seen.iter().all(|s| !s.uri.contains("x-id=")), "the SDK's x-id never reaches the store");
     assert!(seen.len() > 60, "the matrix sent {} requests", seen.len());
 }

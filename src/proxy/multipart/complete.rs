@@ -15,7 +15,10 @@ use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::{MAX_PART_SIZE, OpenUpload, open_upload};
+use std::collections::HashMap;
+
+use super::{MAX_PART_SIZE, OpenUpload, bare_etag, open_upload};
+use crate::crypto::attributes::Attributes;
 use crate::crypto::envelope::{Envelope, Multipart};
 use crate::crypto::error::CryptoError;
 use crate::crypto::format::{MAX_PARTS, plaintext_len};
@@ -27,6 +30,8 @@ use crate::proxy::object::{SseInfo, scrub_object_headers};
 use crate::proxy::object::{etag_eq, header_value, replace_headers};
 use crate::proxy::response::ProxyBody;
 use crate::s3::Target;
+use crate::s3::checksum::{ChecksumAlgorithm, MultipartChecksum};
+use crate::s3::error::BodyError;
 use crate::s3::error::RequestError;
 use crate::s3::headers::{X_AMZ_MP_OBJECT_SIZE, X_AMZ_VERSION_ID, header_str};
 use crate::s3::op::S3Op;
@@ -44,31 +49,43 @@ pub(super) struct StoredPart {
     pub last_modified: Option<String>,
 }
 
-/// The parts a CompleteMultipartUpload names, in order: (part number, ETag).
-fn parse_complete_request(body: &[u8]) -> Result<Vec<(u32, String)>, ProxyError> {
+/// A part a CompleteMultipartUpload names: its number, the client's ETag of it, and the checksum it states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RequestedPart {
+    number: u32,
+    etag: String,
+    checksum: Option<(ChecksumAlgorithm, String)>,
+}
+
+/// The parts a CompleteMultipartUpload names, in order.
+fn parse_complete_request(body: &[u8]) -> Result<Vec<RequestedPart>, ProxyError> {
     let (records, _) = xml::records(body, &["CompleteMultipartUpload", "Part"])
         .ok_or(RequestError::MalformedXml("CompleteMultipartUpload body"))?;
-    let mut parts = Vec::with_capacity(records.len());
+    let mut parts: Vec<RequestedPart> = Vec::with_capacity(records.len());
     for r in &records {
-        let n = xml::field(r, "PartNumber")
+        let number = xml::field(r, "PartNumber")
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|n| (1..=MAX_PARTS).contains(n))
             .ok_or(RequestError::MalformedXml("PartNumber"))?;
-        let etag = xml::field(r, "ETag").ok_or(RequestError::MalformedXml("ETag"))?;
-        parts.push((n, etag.to_owned()));
+        let etag = xml::field(r, "ETag").ok_or(RequestError::MalformedXml("ETag"))?.to_owned();
+        let checksum = crate::s3::checksum::ALL.into_iter().find_map(|alg| {
+            let v = xml::field(r, &format!("Checksum{}", alg.display_name()))?;
+            Some((alg, v.trim().to_owned()))
+        });
+        parts.push(RequestedPart { number, etag, checksum });
     }
     if parts.is_empty() {
         return Err(RequestError::MalformedXml("no parts").into());
     }
-    if parts.windows(2).any(|w| w[0].0 > w[1].0) {
+    if parts.windows(2).any(|w| w[0].number > w[1].number) {
         return Err(ProxyError::InvalidPartOrder);
     }
     // A part number named twice (a part sent again while the first send was still running): its last entry
     // stands, as at S3.
-    let mut deduped: Vec<(u32, String)> = Vec::with_capacity(parts.len());
+    let mut deduped: Vec<RequestedPart> = Vec::with_capacity(parts.len());
     for part in parts {
         match deduped.last_mut() {
-            Some(last) if last.0 == part.0 => *last = part,
+            Some(last) if last.number == part.number => *last = part,
             _ => deduped.push(part),
         }
     }
@@ -127,6 +144,8 @@ pub(super) struct Completing {
     pub parts: Vec<StoredPart>,
     pub layout: PartsLayout,
     pub plain_total: u64,
+    /// What the object records of its plaintext (sealed into its envelope).
+    pub attributes: Attributes,
 }
 
 /// The object the store's Complete made: its ETag, and its version in a versioned bucket.
@@ -151,46 +170,136 @@ pub(super) struct Sealed {
     pub sse: Option<SseInfo>,
 }
 
-/// The stored upload of each requested part: the listed upload of part n with the client's ETag in its opaque form
-/// (stores that list no ETags: the last one listed). The parts of an SSE-S3 upload answered with their plaintext
-/// MD5, which the store cannot know: a 32-hex ETag the store does not list names the last upload of the part
-/// (`md5_parts`; docs/ENCRYPTION.md "ETags").
+/// The opened records of an upload's parts: attributes by (part number, store ETag).
+type PartAttributes = HashMap<(u32, String), Attributes>;
+
+fn invalid_part(n: u32) -> ProxyError {
+    ProxyError::InvalidPart(
+        format!("Part {n} could not be found. It may not have been uploaded, or its ETag is wrong.").into(),
+    )
+}
+
+/// The stored upload of each requested part, with its recorded attributes: the listed upload of part n with the
+/// client's ETag in its opaque form (stores that list no ETags: the last one listed). The parts of an SSE-S3 upload
+/// answered with their plaintext MD5 (`md5_parts`), which the store cannot know: such an ETag names the upload of
+/// the part whose authenticated record holds that MD5 (the latest, if the part was sent more than once with the
+/// same bytes). A checksum the client states for a part must be the recorded one.
 fn choose_parts(
-    requested: &[(u32, String)],
+    requested: &[RequestedPart],
     stored: &BTreeMap<u32, Vec<StoredPart>>,
+    records: &PartAttributes,
     md5_parts: bool,
-) -> Result<Vec<StoredPart>, ProxyError> {
+) -> Result<Vec<(StoredPart, Option<Attributes>)>, ProxyError> {
     requested
         .iter()
-        .map(|(n, etag)| {
-            let wanted = crate::proxy::etag::store_form(etag);
-            let found = stored.get(n).and_then(|uploads| {
-                let named =
-                    uploads.iter().rev().find(|p| p.etag.as_deref().is_none_or(|stored| etag_eq(stored, &wanted)));
-                // An SSE-S3 part's MD5: the most recent upload of the part (ISO 8601 times of one store compare as
-                // text). Uploads the store lists with the same time cannot be told apart: refused (S3 would know;
-                // assembling the wrong one would hand the client another part's bytes).
-                let latest = || {
-                    let newest = uploads.iter().map(|p| &p.last_modified).max()?;
-                    let mut at: Vec<&StoredPart> = uploads.iter().filter(|p| &p.last_modified == newest).collect();
-                    at.dedup_by(|a, b| a.etag == b.etag);
-                    if at.len() == 1 { at.pop() } else { None }
-                };
-                named.or_else(|| if md5_parts && crate::proxy::etag::as_md5(etag).is_some() { latest() } else { None })
-            });
-            found.cloned().ok_or_else(|| {
-                ProxyError::InvalidPart(
-                    format!("Part {n} could not be found. It may not have been uploaded, or its ETag is wrong.").into(),
-                )
-            })
+        .map(|r| {
+            let n = r.number;
+            let uploads = stored.get(&n).ok_or_else(|| invalid_part(n))?;
+            let wanted = crate::proxy::etag::store_form(&r.etag);
+            let md5 = crate::proxy::etag::as_md5(&r.etag).filter(|_| md5_parts);
+            let attrs = |p: &StoredPart| match p.etag.as_deref() {
+                Some(e) => records.get(&(n, bare_etag(e).to_owned())).cloned(),
+                // Stores that list no ETags keep only the last upload of a part: the record the client names.
+                None => records
+                    .iter()
+                    .find(|((rn, e), a)| *rn == n && (etag_eq(e, &wanted) || (md5.is_some() && a.md5 == md5)))
+                    .map(|(_, a)| a.clone()),
+            };
+            let named = uploads.iter().rev().find(|p| p.etag.as_deref().is_none_or(|s| etag_eq(s, &wanted)));
+            let by_md5 = || {
+                md5?;
+                uploads
+                    .iter()
+                    .filter(|p| attrs(p).is_some_and(|a| a.md5 == md5))
+                    .max_by(|a, b| a.last_modified.cmp(&b.last_modified))
+            };
+            let part = named.or_else(by_md5).ok_or_else(|| invalid_part(n))?;
+            let recorded = attrs(part);
+            if let (Some((alg, stated)), Some((rec_alg, digest))) =
+                (&r.checksum, recorded.as_ref().and_then(|a| a.checksum.as_ref()))
+                && alg == rec_alg
+                && *stated != crate::s3::checksum::encode_value(digest)
+            {
+                return Err(invalid_part(n));
+            }
+            Ok((part.clone(), recorded))
         })
         .collect()
 }
 
-/// An ETag as S3 writes it, in double quotes (some stores leave them out of XML results).
-fn quoted(etag: &str) -> String {
-    let bare = etag.trim().trim_matches('"');
-    format!("\"{bare}\"")
+/// What a completed object records of its plaintext: S3's multipart ETag (the MD5 of the parts' MD5s) for SSE-S3
+/// uploads whose parts all have one, and the object checksum the upload declared, combined from its parts'.
+fn completed_attributes(
+    chosen: &[(StoredPart, Option<Attributes>)],
+    md5_parts: bool,
+    declared: Option<MultipartChecksum>,
+    segment: u32,
+) -> Attributes {
+    let count = u32::try_from(chosen.len()).unwrap_or(u32::MAX);
+    let mut out = Attributes::default();
+    if md5_parts {
+        let md5s: Option<Vec<[u8; 16]>> = chosen.iter().map(|(_, a)| a.as_ref()?.md5).collect();
+        if let Some(md5s) = md5s {
+            use md5::Digest as _;
+            let mut h = md5::Md5::new();
+            for m in &md5s {
+                h.update(m);
+            }
+            out.multipart_md5 = Some((count, h.finalize().into()));
+        }
+    }
+    if let Some(spec) = declared {
+        let digests: Option<Vec<(&[u8], u64)>> = chosen
+            .iter()
+            .map(|(p, a)| {
+                let (alg, digest) = a.as_ref()?.checksum.as_ref()?;
+                let plain = plaintext_len(p.cipher_size, segment, false)?;
+                (*alg == spec.algorithm).then_some((digest.as_slice(), plain))
+            })
+            .collect();
+        if let Some(value) = digests.and_then(|d| spec.combine(&d)) {
+            if spec.full_object {
+                out.checksum = Some((spec.algorithm, value));
+            } else {
+                out.composite = Some((count, spec.algorithm, value));
+            }
+        }
+    }
+    out
+}
+
+/// A Complete's `x-amz-checksum-*` header states the object's checksum: it must be the one its parts give.
+fn check_object_checksum(headers: &HeaderMap, attrs: &Attributes) -> Result<(), ProxyError> {
+    let digest = |v: &str| v.trim().split('-').next().unwrap_or("").to_owned();
+    for (name, value) in headers {
+        let Some(alg) = ChecksumAlgorithm::from_header_name(name.as_str()) else { continue };
+        match attrs.shown_checksum() {
+            Some(shown) if shown.algorithm == alg => {
+                if digest(value.to_str().unwrap_or("")) != digest(&shown.value) {
+                    return Err(BodyError::BadDigest { algorithm: alg.display_name() }.into());
+                }
+            }
+            _ => {
+                return Err(RequestError::InvalidRequest(
+                    format!(
+                        "The upload did not declare {} checksums for its parts, so the object's cannot be checked.",
+                        alg.display_name()
+                    )
+                    .into(),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ETag a completed object shows: S3's multipart ETag when it is recorded, else the opaque form of the store's.
+fn shown_etag(store: &str, attrs: &Attributes) -> String {
+    match &attrs.multipart_md5 {
+        Some((n, md5)) => crate::proxy::etag::multipart_etag(*n, md5),
+        None => crate::proxy::etag::opaque(store),
+    }
 }
 
 /// The store no longer has the upload (completed or aborted).
@@ -198,19 +307,28 @@ fn is_no_such_upload(e: &ProxyError) -> bool {
     matches!(e, ProxyError::Upstream { code, .. } if code == "NoSuchUpload")
 }
 
-/// The client's CompleteMultipartUploadResult for the sealed object.
-fn complete_result(sealed: Sealed, host: &str, target: &Target, identity: &ObjectIdentity) -> (HeaderMap, Bytes) {
+/// The client's CompleteMultipartUploadResult for the sealed object: its ETag and checksum as reads show them.
+fn complete_result(
+    sealed: Sealed,
+    attrs: &Attributes,
+    host: &str,
+    target: &Target,
+    identity: &ObjectIdentity,
+) -> (HeaderMap, Bytes) {
     let location = format!("https://{host}{}", target.upstream_path(false));
-    let body = xml::document(
-        "CompleteMultipartUploadResult",
-        &[
-            ("Location", location),
-            ("Bucket", identity.bucket.clone()),
-            ("Key", identity.key.clone()),
-            ("ETag", quoted(&sealed.etag)),
-        ],
-        &[],
-    );
+    let mut fields = vec![
+        ("Location", location),
+        ("Bucket", identity.bucket.clone()),
+        ("Key", identity.key.clone()),
+        ("ETag", shown_etag(&sealed.etag, attrs)),
+    ];
+    let checksum = attrs.shown_checksum();
+    let name = checksum.as_ref().map(|c| format!("Checksum{}", c.algorithm.display_name()));
+    if let (Some(c), Some(name)) = (&checksum, &name) {
+        fields.push((name.as_str(), c.value.clone()));
+        fields.push(("ChecksumType", c.kind.to_owned()));
+    }
+    let body = xml::document("CompleteMultipartUploadResult", &fields, &[]);
     let mut h = HeaderMap::new();
     if let Some(v) = sealed.version_id.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(X_AMZ_VERSION_ID, v);
@@ -246,8 +364,10 @@ impl Proxy {
             Err(e) if is_no_such_upload(&e) => return self.completed_before(ctx, &head.headers, &upload, e).await,
             Err(e) => return Err(e),
         };
-        let md5_parts = upload.sse_info(&self.inner.crypto).shows_md5() && self.inner.crypto.md5_etags();
-        let parts = match choose_parts(&requested, &stored, md5_parts) {
+        let records = self.part_records(&ctx.identity, &upload).await?;
+        let crypto = &self.inner.crypto;
+        let md5_parts = upload.sse_info(crypto).shows_md5() && crypto.md5_etags();
+        let chosen = match choose_parts(&requested, &stored, &records, md5_parts) {
             Ok(parts) => parts,
             // Stores that list a completed or aborted upload as having no parts (parts the client names were
             // uploaded: the upload is gone).
@@ -256,8 +376,11 @@ impl Proxy {
             }
             Err(e) => return Err(e),
         };
+        let attributes = completed_attributes(&chosen, md5_parts, upload.checksum, crypto.segment_size);
+        check_object_checksum(&head.headers, &attributes)?;
+        let parts: Vec<StoredPart> = chosen.into_iter().map(|(p, _)| p).collect();
         let sizes: Vec<(u32, u64)> = parts.iter().map(|p| (p.number, p.cipher_size)).collect();
-        let (layout, plain_total) = plan_layout(&sizes, self.inner.crypto.segment_size)?;
+        let (layout, plain_total) = plan_layout(&sizes, crypto.segment_size)?;
         if let Some(declared) = header_str(&head.headers, &X_AMZ_MP_OBJECT_SIZE)
             && declared.trim().parse::<u64>().ok() != Some(plain_total)
         {
@@ -266,27 +389,59 @@ impl Proxy {
             )
             .into());
         }
+        // If-Match / If-None-Match name the ETags clients were shown: evaluated here, and the store gets a pin to
+        // the object evaluated (or If-None-Match: *).
         let mut conditions = HeaderMap::new();
-        for name in [http::header::IF_MATCH, http::header::IF_NONE_MATCH] {
-            if let Some(v) = head.headers.get(&name) {
-                conditions.insert(name, v.clone());
+        match self.write_conditions(&ctx.target, &ctx.identity, &head.headers).await? {
+            Some((name, value)) => {
+                conditions.insert(name, value);
+            }
+            None => {
+                if let Some(v) = head.headers.get(http::header::IF_NONE_MATCH) {
+                    conditions.insert(http::header::IF_NONE_MATCH, v.clone());
+                }
             }
         }
         // The store's own ETags of the chosen parts (the client holds opaque forms or plaintext MD5s).
         let store_etags: Vec<(u32, String)> = requested
             .iter()
             .zip(&parts)
-            .map(|((n, etag), p)| (*n, p.etag.clone().unwrap_or_else(|| crate::proxy::etag::store_form(etag))))
+            .map(|(r, p)| (r.number, p.etag.clone().unwrap_or_else(|| crate::proxy::etag::store_form(&r.etag))))
             .collect();
         let request_xml = complete_xml(&store_etags);
         let (target, identity) = (ctx.target.clone(), ctx.identity.clone());
         let (into, of) = (ctx.target.clone(), ctx.identity.clone());
-        let completing = Completing { target: into, identity: of, upload, parts, layout, plain_total };
+        let shown = attributes.clone();
+        let completing = Completing { target: into, identity: of, upload, parts, layout, plain_total, attributes };
         let this = self.clone();
-        let work = async move { this.complete_and_seal(&completing, conditions, request_xml).await };
+        let work = async move {
+            let sealed = this.complete_and_seal(&completing, conditions, request_xml).await?;
+            // The upload is done: its ID record goes before the answer, the part records after it.
+            let (bucket, upstream_id) = (completing.identity.bucket.clone(), completing.upload.upstream_id.clone());
+            this.records().forget_id(&bucket, &upstream_id).await;
+            tokio::spawn(async move { this.records().forget(&bucket, &upstream_id).await });
+            Ok(sealed)
+        };
         let host = header_str(&head.headers, &http::header::HOST).unwrap_or("").to_owned();
-        let render = move |sealed: Sealed| complete_result(sealed, &host, &target, &identity);
+        let render = move |sealed: Sealed| complete_result(sealed, &shown, &host, &target, &identity);
         self.slow_response(work, render, &ctx.record.resource, &ctx.record.request_id).await
+    }
+
+    /// The records of an upload's parts that open under its key for exactly their part and stored ETag; the
+    /// others (altered, or of another upload) are left out.
+    async fn part_records(&self, id: &ObjectIdentity, upload: &OpenUpload) -> Result<PartAttributes, ProxyError> {
+        let up = &upload.upstream_id;
+        let records = self.records().parts(&id.bucket, up).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let a = Attributes::open_part(&r.sealed, &upload.dek, id, up, r.part, &r.store_etag);
+                if a.is_none() {
+                    tracing::warn!(part = r.part, "a part record does not open for its part: ignored");
+                }
+                Some(((r.part, r.store_etag), a?))
+            })
+            .collect())
     }
 
     /// The answer to a Complete of an upload the store no longer has: the object at the key, if this upload made
@@ -311,6 +466,10 @@ impl Proxy {
             return Err(gone);
         }
         let Some(etag) = header_str(&h, &http::header::ETAG).map(str::to_owned) else { return Err(gone) };
+        let attrs = match &env.attributes {
+            Some(sealed) => Attributes::open(sealed, &dek, &ctx.identity)?,
+            None => Attributes::default(),
+        };
         let sealed = Sealed {
             etag,
             version_id: header_str(&h, &X_AMZ_VERSION_ID).filter(|v| *v != "null").map(str::to_owned),
@@ -318,7 +477,7 @@ impl Proxy {
         };
         let host = header_str(headers, &http::header::HOST).unwrap_or("");
         let audit = sealed.sse.as_ref().map(SseInfo::audit);
-        let (mut out, body) = complete_result(sealed, host, &ctx.target, &ctx.identity);
+        let (mut out, body) = complete_result(sealed, &attrs, host, &ctx.target, &ctx.identity);
         out.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
         out.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let mut resp = Response::new(crate::proxy::response::full_body(body));
@@ -417,7 +576,10 @@ impl Proxy {
         let (upload, identity) = (&c.upload, &c.identity);
         let customer = upload.customer.as_ref();
         let protection = crypto.sealing_protection(&open, identity, &upload.dek, &upload.protection, customer).await?;
-        let sealed_env = crypto.wrap_for(&upload.dek, identity, &protection, Some(state)).await?;
+        let mut sealed_env = crypto.wrap_for(&upload.dek, identity, &protection, Some(state)).await?;
+        if !c.attributes.is_empty() {
+            sealed_env.attributes = Some(c.attributes.seal(&upload.dek, identity)?);
+        }
         let cipher_total: u64 = c.parts.iter().map(|p| p.cipher_size).sum();
         let headers = replace_headers(&head_headers, &sealed_env)?;
         let mut source = c.target.upstream_path(false);
@@ -596,12 +758,17 @@ mod tests {
     #[test]
     fn complete_requests_are_read_in_order_and_out_of_order_lists_refused() {
         let ok = br#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><ETag>"a"</ETag><PartNumber>1</PartNumber><ChecksumCRC32>xx</ChecksumCRC32></Part><Part><PartNumber>2</PartNumber><ETag>&quot;b&quot;</ETag></Part></CompleteMultipartUpload>"#;
-        assert_eq!(parse_complete_request(ok).unwrap(), vec![(1, "\"a\"".into()), (2, "\"b\"".into())]);
+        let pairs = |parts: Vec<RequestedPart>| -> Vec<(u32, String)> {
+            parts.into_iter().map(|p| (p.number, p.etag)).collect()
+        };
+        let parsed = parse_complete_request(ok).unwrap();
+        assert_eq!(parsed[0].checksum, Some((ChecksumAlgorithm::Crc32, "xx".to_owned())));
+        assert_eq!(pairs(parsed), vec![(1, "\"a\"".into()), (2, "\"b\"".into())]);
         let reversed = br#"<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>b</ETag></Part><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part></CompleteMultipartUpload>"#;
         assert_eq!(parse_complete_request(reversed).unwrap_err().code(), "InvalidPartOrder");
         let resent = br#"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>b</ETag></Part><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part><Part><PartNumber>2</PartNumber><ETag>c</ETag></Part></CompleteMultipartUpload>"#;
         assert_eq!(
-            parse_complete_request(resent).unwrap(),
+            pairs(parse_complete_request(resent).unwrap()),
             vec![(1, "a".into()), (2, "c".into())],
             "the last entry of a part stands"
         );

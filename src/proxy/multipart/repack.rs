@@ -53,7 +53,10 @@ impl Proxy {
         let state = Multipart::Sealed { parts: parts_out, part_size };
         // The upload's own data key (new stream salts keep every stream key fresh): a retried Complete recognises
         // the object by it.
-        let env = crypto.wrap_for(&upload.dek, &c.identity, &protection, Some(state)).await?;
+        let mut env = crypto.wrap_for(&upload.dek, &c.identity, &protection, Some(state)).await?;
+        if !c.attributes.is_empty() {
+            env.attributes = Some(c.attributes.seal(&upload.dek, &c.identity)?);
+        }
         let new_dek = Arc::clone(&upload.dek);
         let headers = crate::proxy::object::replace_headers(&head_headers, &env)?;
         let upload_id = self.create_upstream_upload(&c.target, headers).await?;
