@@ -40,7 +40,12 @@ fn sigv4(c: &mut Criterion) {
     let secret = SecretString::new("bench-secret".into());
     let signer = UpstreamSigner::new("AKIDBENCH", &secret, "us-east-1");
     let verifier = Verifier::new(
-        &[ClientCredential { access_key_id: "AKIDBENCH".into(), secret_access_key: secret, buckets: None }],
+        &[ClientCredential {
+            access_key_id: "AKIDBENCH".into(),
+            secret_access_key: secret,
+            buckets: None,
+            bucket_admin: false,
+        }],
         "us-east-1",
         false,
     );

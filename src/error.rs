@@ -67,6 +67,17 @@ pub enum ProxyError {
     #[error("multipart object not sealed")]
     UnsealedObject,
 
+    // --- bucket settings made through the API (docs/BUCKETS.md) ------------------------------------------
+    /// The bucket's settings cannot be read from the system bucket, or do not open: its requests fail closed.
+    #[error("bucket settings unavailable")]
+    SettingsUnavailable,
+    #[error("malformed policy: {0}")]
+    MalformedPolicy(String),
+    #[error("no bucket policy")]
+    NoSuchBucketPolicy,
+    #[error("no default encryption configuration")]
+    NoEncryptionConfiguration,
+
     // --- multipart --------------------------------------------------------------------------------------
     #[error("no such upload")]
     NoSuchUpload,
@@ -246,6 +257,23 @@ impl ProxyError {
                      so its layout is not authenticated and it is not returned. Complete the upload again or \
                      re-upload the object.",
                 ),
+            ),
+            ProxyError::SettingsUnavailable => kind(
+                "ServiceUnavailable",
+                S::SERVICE_UNAVAILABLE,
+                Internal,
+                said("The bucket's settings cannot be read right now. Please try again."),
+            )
+            .retry_soon(),
+            ProxyError::MalformedPolicy(m) => kind("MalformedPolicy", S::BAD_REQUEST, Client, said(m)),
+            ProxyError::NoSuchBucketPolicy => {
+                kind("NoSuchBucketPolicy", S::NOT_FOUND, Client, said("The bucket policy does not exist"))
+            }
+            ProxyError::NoEncryptionConfiguration => kind(
+                "ServerSideEncryptionConfigurationNotFoundError",
+                S::NOT_FOUND,
+                Client,
+                said("The server side encryption configuration was not found"),
             ),
             ProxyError::NoSuchUpload => no_such_upload(),
             ProxyError::InvalidPart(m) => kind("InvalidPart", S::BAD_REQUEST, Client, said(m)),

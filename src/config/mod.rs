@@ -190,6 +190,15 @@ pub struct RawServer {
     pub worker_threads: usize,
     #[serde(default = "default_auth_failures_per_address")]
     pub auth_failures_per_address: u32,
+    #[serde(default = "default_bucket_settings_refresh", with = "humantime_serde")]
+    pub bucket_settings_refresh: Duration,
+}
+
+/// How long a replica uses a bucket's settings (default encryption, policy) before reading them again.
+pub const DEFAULT_BUCKET_SETTINGS_REFRESH: Duration = Duration::from_secs(5);
+
+fn default_bucket_settings_refresh() -> Duration {
+    DEFAULT_BUCKET_SETTINGS_REFRESH
 }
 
 impl Default for RawServer {
@@ -208,6 +217,7 @@ impl Default for RawServer {
             max_headers: DEFAULT_MAX_HEADERS,
             auth_failures_per_address: DEFAULT_AUTH_FAILURES_PER_ADDRESS,
             worker_threads: 0,
+            bucket_settings_refresh: DEFAULT_BUCKET_SETTINGS_REFRESH,
         }
     }
 }
@@ -289,6 +299,9 @@ pub struct RawClient {
     /// Sustained requests per second this client may send (a token bucket with a burst of as many); more are
     /// answered 503 SlowDown. Default: no limit.
     pub requests_per_second: Option<u32>,
+    /// May put and delete buckets' default encryption and policies through the S3 API. Default: false.
+    #[serde(default)]
+    pub bucket_admin: bool,
 }
 
 /// How upload bodies are framed towards the store.
@@ -458,6 +471,8 @@ pub struct ServerSettings {
     /// Failed authentications per second (and burst) one client address may cause; past it, its requests get
     /// `SlowDown` before any verification. 0: no limit.
     pub auth_failures_per_address: u32,
+    /// How long a replica uses a bucket's settings before reading them again (docs/BUCKETS.md).
+    pub bucket_settings_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -484,6 +499,8 @@ pub struct ClientCredential {
     pub secret_access_key: SecretString,
     /// `None` = every bucket.
     pub buckets: Option<HashSet<String>>,
+    /// May change buckets' default encryption and policies (docs/BUCKETS.md).
+    pub bucket_admin: bool,
 }
 
 #[derive(Debug, Clone)]

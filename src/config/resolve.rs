@@ -102,6 +102,7 @@ impl TryFrom<&RawServer> for ServerSettings {
             body_read_timeout: s.body_read_timeout,
             allow_sigv2_presigned: s.allow_sigv2_presigned,
             slow_response_keepalive: s.slow_response_keepalive,
+            bucket_settings_refresh: s.bucket_settings_refresh,
             max_connections: s.max_connections,
             max_headers: s.max_headers,
             worker_threads: s.worker_threads,
@@ -268,6 +269,7 @@ impl TryFrom<In<'_, [RawClient]>> for Clients {
                     access_key_id: c.access_key_id.clone(),
                     secret_access_key: secret,
                     buckets: c.buckets.as_ref().map(|b| b.iter().cloned().collect()),
+                    bucket_admin: c.bucket_admin,
                 });
             }
         }

@@ -111,6 +111,12 @@ pub const ATTR_COMPOSITE_CHECKSUM: u8 = 0x04;
 /// CHANGE.
 pub const PART_ATTRIBUTES_AAD_LABEL: &[u8] = b"s3crypt/v1 part attributes";
 
+// --- Added with bucket settings (docs/FORMAT.md §10).
+
+/// First field of the AAD of a sealed bucket setting (default encryption, bucket policy) in the system bucket. DO
+/// NOT CHANGE.
+pub const SETTING_AAD_LABEL: &[u8] = b"s3crypt/v1 bucket setting";
+
 /// The 16-byte header in front of every segment: authenticated as the segment's AAD.
 ///
 /// ```text

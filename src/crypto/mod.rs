@@ -729,6 +729,31 @@ impl Crypto {
         kek.unwrap_payload(&f.token, &aad).is_some()
     }
 
+    /// Seals a bucket setting's document under the keyring's current key, bound to the bucket and the setting's
+    /// kind (FORMAT.md §10): `BE16(len(kek_ref)) || kek_ref || layout-2 wrap`.
+    pub fn seal_setting(&self, bucket: &str, kind: &str, doc: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let kek = self.keyring.current();
+        let reference = kek.reference();
+        let wrapped = kek.wrap_payload(doc, &setting_aad(&reference, bucket, kind))?;
+        let len = u16::try_from(reference.len()).map_err(|_| CryptoError::Internal("key reference too long".into()))?;
+        let mut out = Vec::with_capacity(2 + reference.len() + wrapped.len());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(reference.as_bytes());
+        out.extend_from_slice(&wrapped);
+        Ok(out)
+    }
+
+    /// Opens a sealed bucket setting; an integrity error unless this keyring sealed it for this bucket and kind.
+    pub fn open_setting(&self, bucket: &str, kind: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let bad = || CryptoError::Integrity("a bucket setting does not open for its bucket");
+        let (len, rest) = sealed.split_first_chunk::<2>().ok_or_else(bad)?;
+        let (reference, wrapped) = rest.split_at_checked(usize::from(u16::from_be_bytes(*len))).ok_or_else(bad)?;
+        let reference = std::str::from_utf8(reference).map_err(|_| bad())?;
+        let kek = self.keyring.by_reference(reference).ok_or_else(bad)?;
+        let doc = kek.unwrap_payload(wrapped, &setting_aad(reference, bucket, kind)).ok_or_else(bad)?;
+        Ok(doc.to_vec())
+    }
+
     /// The upstream upload ID inside an upload ID of either version (no key needed: Abort and ListParts also accept
     /// raw IDs, the ones ListMultipartUploads shows).
     pub fn upstream_upload_id(upload_id: &str) -> &str {
@@ -745,6 +770,16 @@ impl Crypto {
     pub fn is_proxy_upload_id(upload_id: &str) -> bool {
         upload_id.starts_with(UPLOAD_ID_PREFIX_V2) || upload_id.starts_with(UPLOAD_ID_PREFIX)
     }
+}
+
+/// The AAD of a sealed bucket setting: label, then the length-prefixed key reference, bucket and kind.
+fn setting_aad(reference: &str, bucket: &str, kind: &str) -> Vec<u8> {
+    let mut aad = crate::crypto::format::SETTING_AAD_LABEL.to_vec();
+    for f in [reference, bucket, kind] {
+        aad.extend_from_slice(&u32::try_from(f.len()).unwrap_or(u32::MAX).to_be_bytes());
+        aad.extend_from_slice(f.as_bytes());
+    }
+    aad
 }
 
 /// The fields of a version-2 upload ID (FORMAT.md §7), decoded, not yet authenticated.

@@ -28,6 +28,18 @@ impl Proxy {
             for key in &keys {
                 crate::s3::check_key(key, self.inner.settings.strict_keys)?;
             }
+            // The bucket policy, for each key (a Deny of any refuses the request).
+            if let Some(settings) = &ctx.bucket_settings {
+                let facts = super::front::PolicyFacts {
+                    headers: &head.headers,
+                    secure: ctx.secure,
+                    peer: ctx.peer,
+                    client: &ctx.client,
+                };
+                for key in &keys {
+                    facts.check(settings, "s3:DeleteObject", &ctx.identity.bucket, Some(key), S3Op::DeleteObject)?;
+                }
+            }
         }
         let request = StoreRequest::new(ctx.op, head.method.clone(), &ctx.target)
             .client_query(&ctx.query)

@@ -1,6 +1,8 @@
 //! The front door: everything decided about a request before any handler runs, in one pass, into one context
 //! (pingora's `CTX`). Transport policy, addressing, SigV4 (from the head, before the body is touched), rate limits,
-//! authorisation, classification, the keys it names, SSE, the protection policy. Nothing here talks to the store.
+//! authorisation, classification, the keys it names, the bucket's policy, SSE (with the bucket's default encryption),
+//! the protection policy. Nothing here talks to the store but the bucket-settings cache (a read per bucket and
+//! refresh interval, `settings.rs`).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -10,6 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 
 use super::Proxy;
 use super::body::ClientBody;
+use super::settings::BucketSettings;
 use crate::config::{ClientCredential, PlainHttpPolicy};
 use crate::crypto::keys::ObjectIdentity;
 use crate::crypto::{Crypto, EffectivePolicy};
@@ -18,6 +21,7 @@ use crate::proxy::body::ClientIncoming;
 use crate::s3::error::{BodyError, RequestError};
 use crate::s3::headers::X_AMZ_DECODED_CONTENT_LENGTH;
 use crate::s3::op::{S3Op, classify};
+use crate::s3::policy::{self, ConditionKey, Decision, Facts};
 use crate::s3::query::Query;
 use crate::s3::sse::{CustomerKey, SSE, SSE_KMS_KEY_ID, SseRequest, copy_source_customer, has_customer_key};
 use crate::s3::{CopySource, Target, check_key, resolve_target, validate_bucket_name};
@@ -48,6 +52,8 @@ pub(super) struct RequestRecord {
     pub is_head: bool,
     /// The request body, if it has one: how far it was read.
     pub body: Option<crate::util::body::BodyProgress>,
+    /// The client sent `Expect: 100-continue` (it sends the body only once the proxy reads it).
+    pub expect_continue: bool,
     pub op: Option<S3Op>,
     /// For the audit log: the authenticated access key id, the object, its version, the body length.
     pub principal: Option<String>,
@@ -66,6 +72,9 @@ impl RequestRecord {
             is_head: req.method() == Method::HEAD,
             // Whether the connection survives an answer sent before the body was read (DrainOnDrop).
             body: super::body::has_body(h).then(|| req.body().progress()),
+            expect_continue: h
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
             op: None,
             principal: None,
             bucket: None,
@@ -103,6 +112,11 @@ pub(super) struct RequestCtx {
     pub sse: SseRequest,
     /// `x-amz-copy-source`, for copies.
     pub copy_source: Option<CopySource>,
+    /// The bucket's settings made through the API (its policy, its default encryption), as the door read them.
+    pub bucket_settings: Option<Arc<BucketSettings>>,
+    /// Arrived over TLS, and from where: what a policy's conditions ask after the door (DeleteObjects' keys).
+    pub secure: bool,
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl RequestCtx {
@@ -175,14 +189,42 @@ impl Proxy {
             _ => None,
         };
         self.check_names(&target, copy_source.as_ref())?;
+        // The bucket's policy, where the client's transport, identity and SSE headers are known, before anything
+        // else is checked (S3 evaluates bucket policies first); a copy's source bucket's policy too.
+        let bucket_settings = match (&target.bucket, op) {
+            (Some(b), op) if op != S3Op::CreateBucket => Some(self.bucket_settings(b).await?),
+            _ => None,
+        };
+        let facts = PolicyFacts { headers: &head.headers, secure: conn.secure, peer: conn.peer, client: &auth.client };
+        if let (Some(settings), Some(bucket)) = (&bucket_settings, &target.bucket) {
+            facts.check(settings, &policy::action(op, &head.method, &query), bucket, target.key.as_deref(), op)?;
+        }
+        if let Some(source) = &copy_source
+            && let Some(bucket) = &source.target.bucket
+        {
+            let settings = self.bucket_settings(bucket).await?;
+            let action = if source.version_id.is_some() { "s3:GetObjectVersion" } else { "s3:GetObject" };
+            facts.check(&settings, action, bucket, source.target.key.as_deref(), S3Op::GetObject)?;
+        }
         let crypto = &self.inner.crypto;
         let encrypted = target.bucket.as_deref().is_some_and(|b| crypto.encrypts(b));
-        let sse = self.sse_of(op, &head.headers, encrypted, conn.secure)?;
         let identity = ObjectIdentity {
             bucket: target.bucket.clone().unwrap_or_default(),
             key: target.key.clone().unwrap_or_default(),
         };
         let policy = crypto.policy(&identity.bucket, &identity.key);
+        let mut sse = self.sse_of(op, &head.headers, encrypted, conn.secure)?;
+        // An upload without SSE headers takes the bucket's default encryption (after the policy saw the headers as
+        // sent, as at S3), unless the operator requires the headers or declared the prefix plaintext.
+        if matches!(sse, SseRequest::None)
+            && encrypted
+            && matches!(op, S3Op::PutObject | S3Op::CreateMultipartUpload | S3Op::CopyObject)
+            && !policy.require_sse
+            && policy.default != crate::config::DefaultProtection::Plaintext
+            && let Some(default) = bucket_settings.as_ref().and_then(|s| s.encryption.as_ref())
+        {
+            sse = default.as_request();
+        }
         let body = ClientBody::new(body, self.inner.settings.body_read_timeout, BodyError::RequestTimeout.into());
         let ctx = RequestCtx {
             record: std::mem::take(record),
@@ -197,6 +239,9 @@ impl Proxy {
             policy,
             sse,
             copy_source,
+            bucket_settings,
+            secure: conn.secure,
+            peer: conn.peer,
         };
         Ok((ctx, Admitted { head, body }))
     }
@@ -314,6 +359,53 @@ fn copy_source_bucket(headers: &HeaderMap) -> Option<String> {
     text.trim_start_matches('/').split('/').next().map(str::to_owned)
 }
 
+/// What a bucket policy's conditions are evaluated against: the request's SSE headers as sent, its transport, its
+/// source address and its client.
+pub(super) struct PolicyFacts<'a> {
+    pub headers: &'a HeaderMap,
+    pub secure: bool,
+    pub peer: Option<std::net::IpAddr>,
+    pub client: &'a ClientCredential,
+}
+
+impl PolicyFacts<'_> {
+    /// `AccessDenied` when the bucket's policy denies `action` on the bucket or `key`. Bucket administrators always
+    /// reach the policy itself (as an account's root user does at S3), so that no policy locks them out.
+    pub fn check(
+        &self,
+        settings: &BucketSettings,
+        action: &str,
+        bucket: &str,
+        key: Option<&str>,
+        op: S3Op,
+    ) -> Result<(), ProxyError> {
+        let Some((policy, _)) = &settings.policy else { return Ok(()) };
+        if op == S3Op::BucketPolicy && self.client.bucket_admin {
+            return Ok(());
+        }
+        let resource = match key {
+            Some(k) => format!("arn:aws:s3:::{bucket}/{k}"),
+            None => format!("arn:aws:s3:::{bucket}"),
+        };
+        let header = |n: &str| self.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let value = |k: ConditionKey| match k {
+            ConditionKey::SecureTransport => Some(self.secure.to_string()),
+            ConditionKey::SourceIp => self.peer.map(|p| p.to_string()),
+            ConditionKey::Sse => header("x-amz-server-side-encryption"),
+            ConditionKey::SseKmsKeyId => header("x-amz-server-side-encryption-aws-kms-key-id"),
+            ConditionKey::SseCustomerAlgorithm => header("x-amz-server-side-encryption-customer-algorithm"),
+        };
+        let facts = Facts { action, resource: &resource, principal: &self.client.access_key_id, value: &value };
+        match policy.evaluate(&facts) {
+            Decision::Deny(sid) => {
+                tracing::info!(action, statement = sid.as_deref().unwrap_or("-"), "denied by the bucket policy");
+                Err(AuthError::AccessDenied("Access Denied").into())
+            }
+            Decision::Allow | Decision::NotApplicable => Ok(()),
+        }
+    }
+}
+
 /// No client touches the system bucket (the proxy's own records); a client limited to some buckets may only touch
 /// those (also as a copy source).
 fn authorize(client: &ClientCredential, target: &Target, headers: &HeaderMap, system: &str) -> Result<(), ProxyError> {
@@ -397,6 +489,7 @@ mod tests {
             access_key_id: "a".into(),
             secret_access_key: crate::util::secret::SecretString::new("s".into()),
             buckets: Some(["mine".to_owned()].into_iter().collect()),
+            bucket_admin: false,
         };
         let t = |b: &str| Target { bucket: Some(b.into()), key: Some("k".into()), virtual_hosted: false };
         assert!(authorize(&client, &t("mine"), &HeaderMap::new(), "sys").is_ok());

@@ -9,6 +9,7 @@
 //! (what an encrypted object looks like to the client), `response` (store responses for the client), `limit`.
 
 mod body;
+mod buckets;
 mod copy;
 mod etag;
 mod forward;
@@ -23,6 +24,7 @@ mod read;
 mod records;
 mod response;
 mod s3ec;
+mod settings;
 mod write;
 
 use std::sync::Arc;
@@ -64,6 +66,8 @@ struct Inner {
     auth_failures: limit::FailureLimits,
     /// The system bucket exists (checked, or created, before the first record is written).
     records_ready: tokio::sync::OnceCell<()>,
+    /// Buckets' settings made through the API, as last read.
+    settings_cache: settings::SettingsCache,
 }
 
 /// What the request path needs from the configuration.
@@ -85,6 +89,8 @@ pub struct ProxySettings {
     pub auth_failures_per_address: u32,
     /// The bucket of the proxy's own records at the store (`upstream.system_bucket`): clients never reach it.
     pub system_bucket: String,
+    /// How long bucket settings are used before they are read again.
+    pub bucket_settings_refresh: std::time::Duration,
     /// The store's keys are file paths (the embedded store): keys with empty segments alias others and are refused.
     pub strict_keys: bool,
 }
@@ -95,7 +101,19 @@ impl Proxy {
         let auth_failures = limit::FailureLimits::new(settings.auth_failures_per_address);
         let store = Store::new(upstream, settings.upload_checksum);
         let records_ready = tokio::sync::OnceCell::new();
-        Proxy { inner: Arc::new(Inner { verifier, store, settings, crypto, limits, auth_failures, records_ready }) }
+        let settings_cache = settings::SettingsCache::new(settings.bucket_settings_refresh);
+        Proxy {
+            inner: Arc::new(Inner {
+                verifier,
+                store,
+                settings,
+                crypto,
+                limits,
+                auth_failures,
+                records_ready,
+                settings_cache,
+            }),
+        }
     }
 
     /// The upstream client (a reload keeps the embedded store's).
@@ -198,6 +216,11 @@ impl Proxy {
         if matches!(ctx.op, S3Op::CopyObject | S3Op::UploadPartCopy) && ctx.copies_encrypted(&self.inner.crypto) {
             return self.copy(ctx, r).await;
         }
+        match ctx.op {
+            S3Op::BucketPolicy => return self.bucket_policy(ctx, r).await,
+            S3Op::DeleteBucket => return self.delete_bucket(ctx, r).await,
+            _ => {}
+        }
         if !ctx.encrypted || ctx.plain_upload() {
             return self.forward(ctx, r).await;
         }
@@ -209,6 +232,7 @@ impl Proxy {
             S3Op::CompleteMultipartUpload => self.complete_upload(ctx, r).await,
             S3Op::AbortMultipartUpload | S3Op::ListParts => self.upload_by_id(ctx, r).await,
             S3Op::ListMultipartUploads => self.list_uploads(ctx, r).await,
+            S3Op::BucketEncryption => self.bucket_encryption(ctx, r).await,
             S3Op::ListObjects | S3Op::ListObjectsV2 | S3Op::ListObjectVersions | S3Op::GetObjectAttributes => {
                 self.listing(ctx, r).await
             }
@@ -217,6 +241,7 @@ impl Proxy {
             | S3Op::DeleteBucket
             | S3Op::HeadBucket
             | S3Op::DeleteObjects
+            | S3Op::BucketPolicy
             | S3Op::BucketConfig
             | S3Op::CopyObject
             | S3Op::DeleteObject
@@ -313,8 +338,11 @@ fn error_response(e: &ProxyError, record: &RequestRecord) -> Response<ProxyBody>
     for (k, v) in e.extra_headers() {
         h.insert(k, v);
     }
-    if record.body.as_ref().is_some_and(|b| !b.keeps_connection()) {
-        // The request body was not read to its end (and is not being drained): do not reuse the connection.
+    // The request body was not read to its end (and is not being drained), or the client waits for `100 Continue`
+    // before it sends it (an answer now leaves the connection in a state neither side can tell): do not reuse it.
+    let unread = record.body.as_ref().is_some_and(|b| !b.keeps_connection());
+    let awaited = record.expect_continue && record.body.as_ref().is_some_and(|b| !b.finished());
+    if unread || awaited {
         h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp

@@ -144,9 +144,14 @@ impl Records<'_> {
         }
     }
 
+    /// Checks (once per process) that the system bucket exists, creating it if it is missing.
+    pub async fn ensure_bucket_once(&self) -> Result<(), ProxyError> {
+        self.ready.get_or_try_init(|| self.ensure_bucket()).await.map(drop)
+    }
+
     /// PUTs a record, once the system bucket is known to exist (created the first time it is missing).
     async fn put(&self, key: String, body: Bytes) -> Result<(), ProxyError> {
-        self.ready.get_or_try_init(|| self.ensure_bucket()).await?;
+        self.ensure_bucket_once().await?;
         let put = StoreRequest::new(S3Op::PutObject, Method::PUT, &self.target(Some(key))).body(StoreBody::Bytes(body));
         self.store.expect_ok(put).await.map(drop)
     }

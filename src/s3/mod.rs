@@ -1,10 +1,12 @@
 //! S3 protocol knowledge that is not signing: addressing (path / virtual-hosted style), bucket names,
 //! operation classification, and the header names the proxy reads or strips.
 
+pub mod bucket_encryption;
 pub mod checksum;
 pub mod error;
 pub mod headers;
 pub mod op;
+pub mod policy;
 pub mod query;
 pub mod sse;
 pub mod xml;

@@ -21,7 +21,11 @@ pub enum S3Op {
     ListObjectVersions,
     ListMultipartUploads,
     DeleteObjects,
-    /// Any other bucket sub-resource (versioning, policy, lifecycle, cors, tagging, location ...).
+    /// `?encryption`: Get/Put/DeleteBucketEncryption (the proxy's own on encrypted buckets).
+    BucketEncryption,
+    /// `?policy`: Get/Put/DeleteBucketPolicy (always the proxy's own: it evaluates policies).
+    BucketPolicy,
+    /// Any other bucket sub-resource (versioning, lifecycle, cors, tagging, location ...).
     BucketConfig,
     // object level
     GetObject,
@@ -53,6 +57,8 @@ impl S3Op {
             S3Op::ListObjectVersions => "ListObjectVersions",
             S3Op::ListMultipartUploads => "ListMultipartUploads",
             S3Op::DeleteObjects => "DeleteObjects",
+            S3Op::BucketEncryption => "BucketEncryption",
+            S3Op::BucketPolicy => "BucketPolicy",
             S3Op::BucketConfig => "BucketConfig",
             S3Op::GetObject => "GetObject",
             S3Op::HeadObject => "HeadObject",
@@ -92,20 +98,22 @@ impl S3Op {
             }
             S3Op::DeleteBucket | S3Op::DeleteObject | S3Op::AbortMultipartUpload => method == Method::DELETE,
             S3Op::DeleteObjects | S3Op::CreateMultipartUpload | S3Op::CompleteMultipartUpload => method == Method::POST,
-            S3Op::BucketConfig => matches!(*method, Method::GET | Method::PUT | Method::DELETE),
+            S3Op::BucketConfig | S3Op::BucketEncryption | S3Op::BucketPolicy => {
+                matches!(*method, Method::GET | Method::PUT | Method::DELETE)
+            }
             S3Op::ObjectConfig => matches!(*method, Method::GET | Method::PUT | Method::DELETE | Method::POST),
         }
     }
 }
 
-/// Sub-resources of bucket configuration the proxy knows (`?policy`, `?versioning` ...), with the parameters some
-/// of them take. A bucket request naming anything else is not forwarded.
+/// Sub-resources of bucket configuration the proxy forwards (`?versioning` ...), with the parameters some of them
+/// take. A bucket request naming anything else is not forwarded. `?encryption` and `?policy` have operations of
+/// their own ([`S3Op::BucketEncryption`], [`S3Op::BucketPolicy`]): a policy never reaches the store.
 pub const BUCKET_SUBRESOURCES: &[&str] = &[
     "accelerate",
     "acl",
     "analytics",
     "cors",
-    "encryption",
     "intelligent-tiering",
     "inventory",
     "lifecycle",
@@ -117,7 +125,6 @@ pub const BUCKET_SUBRESOURCES: &[&str] = &[
     "notification",
     "object-lock",
     "ownershipControls",
-    "policy",
     "policyStatus",
     "publicAccessBlock",
     "replication",
@@ -147,9 +154,11 @@ pub fn classify(method: &Method, target: &Target, query: &Query, headers: &Heade
     if target.key.is_none() {
         // Bucket configuration is recognised by its sub-resource; a request naming none the proxy knows is not
         // forwarded (the store would see another operation once the unknown parameter is left out).
-        let config = BUCKET_SUBRESOURCES.iter().any(|s| has(s));
+        let config = BUCKET_SUBRESOURCES.iter().any(|s| has(s)) || has("policy") || has("encryption");
         let unknown = || RequestError::NotImplemented("This bucket sub-resource is not supported by the gateway.");
         let op = match *method {
+            Method::GET | Method::PUT | Method::DELETE if has("encryption") => S3Op::BucketEncryption,
+            Method::GET | Method::PUT | Method::DELETE if has("policy") => S3Op::BucketPolicy,
             Method::GET if has("uploads") => S3Op::ListMultipartUploads,
             Method::GET if has("versions") => S3Op::ListObjectVersions,
             Method::GET if config => S3Op::BucketConfig,

@@ -8,7 +8,7 @@ use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::Event;
 
 /// Appends the text of a text or entity event to `out`.
-fn push_text(ev: &Event<'_>, out: &mut String) {
+pub(crate) fn push_text(ev: &Event<'_>, out: &mut String) {
     match ev {
         Event::Text(t) => {
             if let Ok(s) = t.decode() {

@@ -119,6 +119,7 @@ impl Core {
             slow_response_keepalive: config.server.slow_response_keepalive,
             max_copy_size: config.upstream.max_copy_size,
             system_bucket: config.upstream.system_bucket.clone(),
+            bucket_settings_refresh: config.server.bucket_settings_refresh,
             body_read_timeout: config.server.body_read_timeout,
             client_rates: config.client_rates.clone(),
             auth_failures_per_address: config.server.auth_failures_per_address,

@@ -634,6 +634,7 @@ mod signed_tests {
                 access_key_id: AKID.into(),
                 secret_access_key: SecretString::new(SECRET.into()),
                 buckets: None,
+                bucket_admin: false,
             }],
             "us-east-1",
             false,

@@ -258,7 +258,12 @@ mod tests {
         let secret = SecretString::new("secret/with+chars".into());
         let signer = UpstreamSigner::new("AKIDTEST", &secret, "eu-west-3");
         let verifier = Verifier::new(
-            &[ClientCredential { access_key_id: "AKIDTEST".into(), secret_access_key: secret, buckets: None }],
+            &[ClientCredential {
+                access_key_id: "AKIDTEST".into(),
+                secret_access_key: secret,
+                buckets: None,
+                bucket_admin: false,
+            }],
             "eu-west-3",
             false,
         );

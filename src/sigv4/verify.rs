@@ -706,6 +706,7 @@ mod tests {
                 access_key_id: AKID.into(),
                 secret_access_key: SecretString::new(SECRET.into()),
                 buckets: None,
+                bucket_admin: false,
             }],
             "us-east-1",
             true,

@@ -105,6 +105,9 @@ fn header_lists(op: S3Op) -> (&'static [&'static [&'static str]], Option<&'stati
         S3Op::DeleteObjects => {
             (&[COMMON, BODY_CHECKSUMS, &["content-type", "x-amz-mfa", "x-amz-bypass-governance-retention"]], None)
         }
+        // A policy never reaches the store: the proxy keeps and evaluates it.
+        S3Op::BucketPolicy => (&[], None),
+        S3Op::BucketEncryption => (&[COMMON, BODY_CHECKSUMS, &["content-type"]], None),
         S3Op::BucketConfig => (
             &[
                 COMMON,
@@ -216,6 +219,8 @@ fn query_list(op: S3Op) -> &'static [&'static [&'static str]] {
         }
         S3Op::DeleteObjects => &[&["delete"]],
         S3Op::BucketConfig => &[BUCKET_SUBRESOURCES, &["id", "continuation-token"]],
+        S3Op::BucketEncryption => &[&["encryption"]],
+        S3Op::BucketPolicy => &[],
         S3Op::GetObject | S3Op::HeadObject => &[RESPONSE_OVERRIDES, &[VERSION_ID, PART_NUMBER]],
         S3Op::DeleteObject => &[&[VERSION_ID]],
         S3Op::CreateMultipartUpload => &[&["uploads"]],
@@ -236,7 +241,9 @@ pub fn query(op: S3Op, name: &str) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [S3Op; 23] = [
+    const ALL: [S3Op; 25] = [
+        S3Op::BucketEncryption,
+        S3Op::BucketPolicy,
         S3Op::ListBuckets,
         S3Op::CreateBucket,
         S3Op::DeleteBucket,
@@ -327,6 +334,7 @@ mod tests {
         assert!(query(S3Op::GetObject, "versionId") && query(S3Op::GetObject, "response-content-type"));
         assert!(!query(S3Op::GetObject, "x-id") && !query(S3Op::GetObject, "uploadId"));
         assert!(query(S3Op::UploadPart, "uploadId") && !query(S3Op::PutObject, "uploadId"));
-        assert!(query(S3Op::BucketConfig, "policy") && !query(S3Op::BucketConfig, "prefix"));
+        assert!(query(S3Op::BucketConfig, "versioning") && !query(S3Op::BucketConfig, "prefix"));
+        assert!(!query(S3Op::BucketConfig, "policy") && !query(S3Op::BucketPolicy, "policy"), "no policy to the store");
     }
 }

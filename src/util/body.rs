@@ -64,6 +64,11 @@ impl BodyProgress {
         }
     }
 
+    /// The body was read to its end.
+    pub fn finished(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::Acquire) == DONE
+    }
+
     fn set(&self, s: u8) {
         self.state.store(s, std::sync::atomic::Ordering::Release);
     }

@@ -47,7 +47,8 @@ class Proxy:
             if m:
                 self.ca = str((workdir / m.group(1)).resolve())
         # Keep draining stderr so the process never blocks on a full pipe.
-        threading.Thread(target=self._drain, daemon=True).start()
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
 
     def _drain(self):
         for line in self.proc.stderr:
@@ -63,6 +64,8 @@ class Proxy:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        # Every line the process wrote is in self.log once the drain has read to the end of the pipe.
+        self.drain.join(timeout=30)
         return self.proc.returncode
 
 

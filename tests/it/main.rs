@@ -6,6 +6,7 @@ mod common;
 mod abuse;
 mod auth;
 mod bodies;
+mod buckets;
 mod config;
 mod copies;
 mod encryption;

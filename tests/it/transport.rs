@@ -222,7 +222,8 @@ async fn an_https_upstream_is_trusted_through_its_ca_file_and_addressed_virtual_
     std::fs::write(ca_file.path(), &b.ca_pem).unwrap();
     let upstream = format!(
         "[upstream]\nendpoint = \"https://s3b.test:{}\"\naddressing = \"virtual\"\nresolve_to = \"127.0.0.1\"\n\
-         ca_file = {:?}\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n",
+         ca_file = {:?}\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n\
+         system_bucket = \"s3crypt-system-a\"\n",
         b.https.port(),
         ca_file.path()
     );

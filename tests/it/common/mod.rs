@@ -344,7 +344,7 @@ impl TestEnvBuilder {
             toml.push_str(&format!("[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n", c, k));
         }
         toml.push_str(&format!(
-            "[[clients]]\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n\
+            "[[clients]]\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\nbucket_admin = true\n\
              [[clients]]\naccess_key_id = \"{LIMITED_AK}\"\nsecret_access_key = \"{LIMITED_SK}\"\nbuckets = [\"__LIMITED__\"]\n"
         ));
         if let Some(rps) = self.limited_rps {
