@@ -413,6 +413,14 @@ fn request_kind(e: &RequestError) -> Kind<'_> {
             Client,
             said("Your proposed upload exceeds the maximum allowed size."),
         ),
+        RequestError::EntityTooSmall => kind(
+            "EntityTooSmall",
+            S::BAD_REQUEST,
+            Client,
+            said("Your proposed upload is smaller than the minimum allowed size."),
+        ),
+        RequestError::InvalidPolicyDocument(m) => kind("InvalidPolicyDocument", S::BAD_REQUEST, Client, said(m)),
+        RequestError::MalformedPostRequest(m) => kind("MalformedPOSTRequest", S::BAD_REQUEST, Client, said(m)),
         RequestError::MetadataTooLarge { limit } => kind(
             "MetadataTooLarge",
             S::BAD_REQUEST,

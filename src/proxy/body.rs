@@ -29,8 +29,17 @@ use crate::upstream::UpstreamBody;
 /// A client's request body, with its idle deadline.
 pub(crate) type ClientBody = crate::util::body::IdleTimeout<ClientIncoming, ProxyError>;
 
-/// A client's request body as hyper gives it, read to its end if dropped unread while small.
-pub(crate) type ClientIncoming = crate::util::body::DrainOnDrop<hyper::body::Incoming>;
+/// A client's request body: what hyper gives, or the file field of a POST Object form; read to its end if dropped
+/// unread while small.
+pub(crate) type ClientIncoming = crate::util::body::DrainOnDrop<ClientStream>;
+
+/// The bytes of a client's request body, whatever carried them.
+pub(crate) type ClientStream = http_body_util::combinators::UnsyncBoxBody<Bytes, ProxyError>;
+
+/// hyper's request body as a [`ClientStream`].
+pub(crate) fn client_stream(body: hyper::body::Incoming) -> ClientStream {
+    body.map_err(ProxyError::from).boxed_unsync()
+}
 
 /// Largest part S3 stores (ciphertext, here).
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;

@@ -150,6 +150,23 @@ impl RequestCtx {
     }
 }
 
+/// A request's parts before admission: head and body, where it goes, its query, and its operation when the
+/// caller already knows it.
+pub(super) struct Parts {
+    pub head: http::request::Parts,
+    pub body: ClientIncoming,
+    pub target: Target,
+    pub query: Query,
+    pub op: Option<S3Op>,
+}
+
+/// Who signed a request, and how its body is signed.
+pub(super) struct Signed {
+    pub client: Arc<ClientCredential>,
+    pub payload: PayloadMode,
+    pub chunk_signing: Option<ChunkSigningContext>,
+}
+
 /// A request past the front door: its head (headers include a presigned URL's signed values) and its body.
 pub(super) struct Admitted {
     pub head: http::request::Parts,
@@ -174,15 +191,35 @@ impl Proxy {
         // those checks allow.
         let (mut head, body) = req.into_parts();
         merge_query_headers(&mut head.headers, std::mem::take(&mut auth.hoisted_headers))?;
-        record.principal = Some(auth.client.access_key_id.clone());
-        if !self.inner.limits.allow(&auth.client.access_key_id, Instant::now()) {
+        let query = Query::new(std::mem::take(&mut auth.query));
+        let client = Arc::clone(&auth.client);
+        let signed = Signed { client, payload: auth.payload.clone(), chunk_signing: auth.chunk_signing.take() };
+        self.admit(Parts { head, body, target, query, op: None }, signed, conn, record).await
+    }
+
+    /// What every admitted request goes through once its client is known (from SigV4 here, from a POST form's
+    /// signed policy in `post.rs`): rate limit, authorisation, classification (unless `op` is given), names, the
+    /// bucket's policy, SSE with the bucket's default encryption, the protection policy.
+    pub(super) async fn admit(
+        &self,
+        parts: Parts,
+        signed: Signed,
+        conn: &ConnInfo,
+        record: &mut RequestRecord,
+    ) -> Result<(RequestCtx, Admitted), ProxyError> {
+        let Parts { head, body, target, query, op } = parts;
+        let Signed { client, payload, chunk_signing } = signed;
+        record.principal = Some(client.access_key_id.clone());
+        if !self.inner.limits.allow(&client.access_key_id, Instant::now()) {
             return Err(ProxyError::SlowDown);
         }
-        let query = Query::new(std::mem::take(&mut auth.query));
         (record.bucket, record.key) = (target.bucket.clone(), target.key.clone());
         record.version = query.version_id().map(str::to_owned);
-        authorize(&auth.client, &target, &head.headers, &self.inner.settings.system_bucket)?;
-        let op = classify(&head.method, &target, &query, &head.headers)?;
+        authorize(&client, &target, &head.headers, &self.inner.settings.system_bucket)?;
+        let op = match op {
+            Some(op) => op,
+            None => classify(&head.method, &target, &query, &head.headers)?,
+        };
         record.op = Some(op);
         let copy_source = match op {
             S3Op::CopyObject | S3Op::UploadPartCopy => CopySource::from_headers(&head.headers)?,
@@ -195,7 +232,7 @@ impl Proxy {
             (Some(b), op) if op != S3Op::CreateBucket => Some(self.bucket_settings(b).await?),
             _ => None,
         };
-        let facts = PolicyFacts { headers: &head.headers, secure: conn.secure, peer: conn.peer, client: &auth.client };
+        let facts = PolicyFacts { headers: &head.headers, secure: conn.secure, peer: conn.peer, client: &client };
         if let (Some(settings), Some(bucket)) = (&bucket_settings, &target.bucket) {
             facts.check(settings, &policy::action(op, &head.method, &query), bucket, target.key.as_deref(), op)?;
         }
@@ -232,9 +269,9 @@ impl Proxy {
             target,
             identity,
             query,
-            client: auth.client,
-            payload: auth.payload,
-            chunk_signing: auth.chunk_signing,
+            client,
+            payload,
+            chunk_signing,
             encrypted,
             policy,
             sse,

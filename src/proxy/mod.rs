@@ -19,6 +19,7 @@ mod listing;
 pub mod maintenance;
 mod multipart;
 mod object;
+mod post;
 mod range;
 mod read;
 mod records;
@@ -147,7 +148,7 @@ impl Proxy {
     /// span (request id, and once known the principal, operation and bucket).
     pub async fn handle(&self, req: Request<hyper::body::Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
         let started = Instant::now();
-        let req = req.map(crate::util::body::DrainOnDrop::new);
+        let req = req.map(|b| crate::util::body::DrainOnDrop::new(body::client_stream(b)));
         let mut record = RequestRecord::of(&req);
         let method = req.method().clone();
         let span = tracing::info_span!(
@@ -197,6 +198,9 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(location) = front::plain_http(&req, conn)? {
             return redirect(location);
+        }
+        if post::is_form_post(&req) {
+            return self.post_object(req, conn, record).await;
         }
         let (mut ctx, admitted) = self.front_door(req, conn, record).await?;
         let span = tracing::Span::current();

@@ -25,6 +25,12 @@ pub enum RequestError {
     InvalidDigest,
     #[error("request body too large for the operation")]
     EntityTooLarge,
+    #[error("request body smaller than the policy allows")]
+    EntityTooSmall,
+    #[error("invalid POST policy: {0}")]
+    InvalidPolicyDocument(Cow<'static, str>),
+    #[error("malformed POST request: {0}")]
+    MalformedPostRequest(Cow<'static, str>),
     #[error("user metadata too large")]
     MetadataTooLarge { limit: usize },
     #[error("invalid encryption algorithm")]

@@ -8,6 +8,7 @@ pub mod chunked;
 pub mod chunked_encode;
 pub mod error;
 pub mod payload;
+pub mod post;
 pub mod sign;
 pub mod v2;
 pub mod verify;

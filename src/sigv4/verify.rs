@@ -254,6 +254,21 @@ impl Verifier {
     }
 
     /// Verifies a request head at time `now`.
+    /// The region clients sign for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Whether SigV2 presigned requests (and SigV2 POST forms) are accepted.
+    pub fn allows_sigv2(&self) -> bool {
+        self.allow_sigv2_presigned
+    }
+
+    /// A configured client by access key id.
+    pub fn client_by_id(&self, access_key_id: &str) -> Option<Arc<ClientCredential>> {
+        self.clients.get(access_key_id).cloned()
+    }
+
     pub fn verify(&self, req: &RequestHead<'_>, now: SystemTime) -> Result<Authenticated, AuthError> {
         let raw_query = req.uri.query().unwrap_or("");
         let literal_query = parse_query(raw_query, PlusMode::Literal);

@@ -19,6 +19,12 @@ pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
     Some(dt.assume_utc().into())
 }
 
+/// Parses an ISO 8601 UTC time as POST policies write it: `2030-01-01T00:00:00Z` or `…00.000Z`.
+pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
+    let t = OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.into())
+}
+
 /// Formats `YYYYMMDD'T'HHMMSS'Z'`.
 pub fn format_amz_date(t: SystemTime) -> String {
     OffsetDateTime::from(t).format(AMZ_DATE).unwrap_or_default()

@@ -107,3 +107,40 @@ def test_the_aws_cli_sets_default_encryption_and_a_policy_refusing_unencrypted_a
     missing = aws(gov, "s3api", "get-bucket-encryption", "--bucket", "gov", check=False)
     assert "ServerSideEncryptionConfigurationNotFoundError" in missing.stderr
     plain.put_object(Bucket="gov", Key="over-http-after", Body=b"x")
+
+
+def test_a_presigned_post_from_boto3_sent_as_a_browser_would_is_encrypted_at_rest(gov):
+    import requests
+    s3 = make_client(gov)
+    marker = b"browser-upload-marker-"
+    for key, size in [("posts/small.txt", 100), ("posts/large.bin", 300_000)]:
+        body = (marker * (size // len(marker) + 1))[:size]
+        post = s3.generate_presigned_post(
+            "gov", key,
+            Fields={"x-amz-server-side-encryption": "AES256", "Content-Type": "text/plain"},
+            Conditions=[{"x-amz-server-side-encryption": "AES256"}, {"Content-Type": "text/plain"},
+                        ["content-length-range", 1, 1024 * 1024]],
+            ExpiresIn=300)
+        r = requests.post(post["url"], data=post["fields"], files={"file": ("f.txt", body)}, verify=gov.ca)
+        assert r.status_code == 204, r.text
+        assert r.headers["x-amz-server-side-encryption"] == "AES256"
+        got = s3.get_object(Bucket="gov", Key=key)
+        assert got["Body"].read() == body and got["ContentType"] == "text/plain"
+        stored = gov.workdir / "store" / "gov" / key
+        assert stored.exists() and marker not in stored.read_bytes(), "the store holds ciphertext only"
+    # success_action_status 201 answers a PostResponse document
+    post = s3.generate_presigned_post("gov", "posts/${filename}", Fields={"success_action_status": "201"},
+                                      Conditions=[["starts-with", "$key", "posts/"], {"success_action_status": "201"}])
+    r = requests.post(post["url"], data=post["fields"], files={"file": ("named.txt", b"hello")}, verify=gov.ca)
+    assert r.status_code == 201 and "<Key>posts/named.txt</Key>" in r.text, r.text
+    assert s3.get_object(Bucket="gov", Key="posts/named.txt")["Body"].read() == b"hello"
+    # what the policy does not allow is refused, and nothing is stored
+    post = s3.generate_presigned_post("gov", "posts/limited", Conditions=[["content-length-range", 1, 10]])
+    r = requests.post(post["url"], data=post["fields"], files={"file": ("f", b"x" * 11)}, verify=gov.ca)
+    assert r.status_code == 400 and "EntityTooLarge" in r.text, r.text
+    tampered = dict(post["fields"], key="elsewhere")
+    r = requests.post(post["url"], data=tampered, files={"file": ("f", b"x")}, verify=gov.ca)
+    assert r.status_code == 403, r.text
+    for key in ("posts/limited", "elsewhere"):
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket="gov", Key=key)

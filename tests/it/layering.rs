@@ -42,6 +42,7 @@ const PROXY_ROOMS: &[(&str, u8)] = &[
     ("write", 3),
     ("listing", 3),
     ("buckets", 3),
+    ("post", 3),
     ("multipart", 3),
     ("read", 4),
     ("copy", 5),

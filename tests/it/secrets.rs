@@ -129,6 +129,57 @@ async fn multipart(c: &Client, b: &str, k: &str, key: &CustomerKey, parts: &[Vec
         .expect("complete");
 }
 
+/// A SigV4-signed POST form (as a browser sends what `generate_presigned_post` made) uploading `body` to `key` with an
+/// SSE-C key in its fields.
+async fn post_form_with_customer_key(env: &TestEnv, bucket: &str, key: &str, ck: &CustomerKey, body: &[u8]) {
+    let now = std::time::SystemTime::now();
+    let date = s3crypt::util::time::format_amz_date(now);
+    let credential = format!("{}/{}/us-east-1/s3/aws4_request", crate::common::CLIENT_AK, &date[..8]);
+    let policy = serde_json::json!({
+        "expiration": "2099-01-01T00:00:00Z",
+        "conditions": [
+            {"bucket": bucket}, {"key": key},
+            ["starts-with", "$x-amz-server-side-encryption-customer-algorithm", ""],
+            ["starts-with", "$x-amz-server-side-encryption-customer-key", ""],
+            ["starts-with", "$x-amz-server-side-encryption-customer-key-MD5", ""],
+        ]
+    });
+    let policy = B64.encode(policy.to_string());
+    let signature =
+        s3crypt::sigv4::SigningKey::derive(crate::common::CLIENT_SK, now, "us-east-1").sign(policy.as_bytes()).to_hex();
+    let fields = [
+        ("key", key.to_owned()),
+        ("x-amz-algorithm", "AWS4-HMAC-SHA256".to_owned()),
+        ("x-amz-credential", credential),
+        ("x-amz-date", date),
+        ("policy", policy),
+        ("x-amz-signature", signature),
+        ("x-amz-server-side-encryption-customer-algorithm", "AES256".to_owned()),
+        ("x-amz-server-side-encryption-customer-key", ck.b64.clone()),
+        ("x-amz-server-side-encryption-customer-key-MD5", ck.md5.clone()),
+    ];
+    let boundary = "s3cryptFormBoundary7MA4YWxkTrZu0gW";
+    let mut form = Vec::new();
+    for (name, value) in fields {
+        let part = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
+        form.extend_from_slice(part.as_bytes());
+    }
+    let file = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n");
+    form.extend_from_slice(file.as_bytes());
+    form.extend_from_slice(body);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let req = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}/{bucket}", env.endpoint()))
+        .header("host", env.https.to_string())
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header("content-length", form.len())
+        .body(http_body_util::Full::new(bytes::Bytes::from(form)))
+        .unwrap();
+    let r = env.raw().send(req).await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_request_to_the_store_ever_carries_a_customer_key_whatever_path_built_it() {
     let (store, ak, sk) = crate::common::seaweedfs();
@@ -285,6 +336,11 @@ async fn no_request_to_the_store_ever_carries_a_customer_key_whatever_path_built
         assert_eq!(kek.as_deref(), Some("keyring:k2"), "{key} migrated or re-wrapped");
     }
 
+    // A browser upload (POST Object) whose form carries the SSE-C key; read back with the key.
+    post_form_with_customer_key(&env, &b, "c/posted", &k2, b"posted with a customer key").await;
+    let posted = sse_c!(c.get_object().bucket(&b).key("c/posted"), k2).send().await.unwrap();
+    assert_eq!(body_of(posted).await, b"posted with a customer key");
+
     // None of the requests the store received carried a customer key, and every path above reached it.
     let seen = spy.seen();
     assert_no_customer_key(&seen, &[&k1, &k2]);
@@ -299,6 +355,7 @@ async fn no_request_to_the_store_ever_carries_a_customer_key_whatever_path_built
     saw("repacked part", &|s| {
         s.method == Method::PUT && s.uri.contains("/c/mp-repacked?") && s.uri.contains("partNumber=2")
     });
+    saw("POST Object upload", &|s| s.method == Method::PUT && s.uri.ends_with("/c/posted"));
     saw("part-number HEAD", &|s| s.method == Method::HEAD && s.uri.ends_with("/c/mp-aligned"));
     saw("rewrap copy", &|s| {
         s.method == Method::PUT && s.uri.ends_with("/legacy") && s.body.as_ref().is_some_and(|b| !b.is_empty())
