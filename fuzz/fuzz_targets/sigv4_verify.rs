@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
         access_key_id: "fuzz-client".into(),
         secret_access_key: SecretString::new("fuzz-secret-the-fuzzer-never-signs-with".into()),
         buckets: None,
+        bucket_admin: false,
     }];
     let verifier = Verifier::new(&clients, "us-east-1", true);
     let head = RequestHead { method: &method, uri: &uri, headers: &headers, vhost_bucket: None };
