@@ -24,11 +24,40 @@ pub(crate) fn empty_body() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-/// Removes what belongs to the upstream hop: hop-by-hop headers, the store's identity, its clock, and the
-/// aws-chunked coding some stores (SeaweedFS, moto) keep as the object's Content-Encoding.
+/// Headers of a store's answer that a client may see (an allow-list): the representation headers S3 answers with,
+/// CORS, and S3's own `x-amz-*`. A store's private headers (SeaweedFS's `Seaweed-*`, MinIO's `X-Minio-*`, ...) never
+/// reach a client, whatever they carry.
+const CLIENT_HEADERS: [&str; 13] = [
+    "accept-ranges",
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-range",
+    "content-type",
+    "etag",
+    "expires",
+    "last-modified",
+    "location",
+    "vary",
+];
+
+/// Whether a store's response header may reach the client.
+fn client_header(name: &str) -> bool {
+    CLIENT_HEADERS.contains(&name) || name.starts_with("x-amz-") || name.starts_with("access-control-")
+}
+
+/// Removes what belongs to the upstream hop: hop-by-hop headers, the store's identity, its clock, every header not
+/// on the allow-list, and the aws-chunked coding some stores (SeaweedFS, moto) keep as the object's
+/// Content-Encoding.
 pub(super) fn scrub_upstream_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     for name in [X_AMZ_REQUEST_ID, X_AMZ_ID_2, http::header::SERVER, http::header::DATE] {
+        headers.remove(name);
+    }
+    let private: Vec<http::HeaderName> = headers.keys().filter(|n| !client_header(n.as_str())).cloned().collect();
+    for name in private {
         headers.remove(name);
     }
     crate::store::strip_aws_chunked_encoding(headers);
@@ -61,4 +90,34 @@ pub(super) async fn map_response(
         _other => body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_s3s_headers_of_a_store_answer_reach_the_client() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("etag", "\"e\""),
+            ("content-length", "3"),
+            ("x-amz-version-id", "v"),
+            ("x-amz-meta-color", "blue"),
+            ("access-control-allow-origin", "*"),
+            ("seaweed-x-amz-etag", "5b3a"),
+            ("x-minio-internal", "1"),
+            ("server", "store"),
+            ("x-amz-request-id", "store-id"),
+        ] {
+            h.insert(http::HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        scrub_upstream_headers(&mut h);
+        let mut kept: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            ["access-control-allow-origin", "content-length", "etag", "x-amz-meta-color", "x-amz-version-id"]
+        );
+    }
 }
