@@ -14,7 +14,7 @@ use crate::crypto::keys::{LocalKeyring, ObjectIdentity, keygen};
 use crate::server::Server;
 
 #[derive(Parser)]
-#[command(version, about = "Transparent encrypting reverse proxy in front of S3")]
+#[command(version = crate::metrics::LONG_VERSION, about = "Transparent encrypting reverse proxy in front of S3")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -24,6 +24,14 @@ pub const CONNECTIONS_OPEN: &str = "s3crypt_connections_open";
 pub const CONNECTIONS: &str = "s3crypt_connections_total";
 pub const DRAINING: &str = "s3crypt_draining";
 pub const CERT_EXPIRY: &str = "s3crypt_tls_certificate_expiry_timestamp_seconds";
+pub const BUILD_INFO: &str = "s3crypt_build_info";
+
+/// The release version (Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The source revision the binary was built from (build.rs: `S3CRYPT_REVISION`, git, or "unknown").
+pub const REVISION: &str = env!("S3CRYPT_REVISION");
+/// `s3crypt --version`: version and revision.
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("S3CRYPT_REVISION"), ")");
 
 /// Request and upstream latency: 1 ms .. 5 min.
 const LATENCY_BUCKETS: [f64; 16] =
@@ -61,6 +69,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 }
             });
             describe();
+            gauge!(BUILD_INFO, "version" => VERSION, "revision" => REVISION).set(1.0);
             Some(handle)
         })
         .clone()
@@ -86,6 +95,7 @@ fn describe() {
     describe_counter!(CONNECTIONS, "Client connections accepted.");
     describe_gauge!(DRAINING, "1 while the proxy drains for shutdown.");
     describe_gauge!(CERT_EXPIRY, "Earliest notAfter of the served TLS certificates (Unix seconds).");
+    describe_gauge!(BUILD_INFO, "Always 1; its labels name the running version and source revision.");
 }
 
 /// "2xx", "4xx" or "5xx" (and "1xx"/"3xx").

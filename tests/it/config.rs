@@ -69,6 +69,14 @@ list_buckets = ["Not A Bucket", "unscoped"]
 }
 
 #[test]
+fn the_version_names_the_release_and_the_source_revision() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3crypt")).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim(), format!("s3crypt {}", s3crypt::metrics::LONG_VERSION));
+    assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("(revision "), "{text}");
+}
+
+#[test]
 fn the_deployment_configurations_use_only_known_keys_and_valid_values() {
     // Secrets come from the environment in deploy/; only the files that exist on a cluster (certificates, the
     // keyring) may be missing here.

@@ -72,6 +72,8 @@ async fn metrics_move_with_a_mixed_workload_and_never_carry_buckets_or_keys() {
     let (_, after) = admin_get(admin, "/metrics").await;
 
     let delta = |name: &str, want: &[(&str, &str)]| sum(&after, name, want) - sum(&before, name, want);
+    let build = [("version", s3crypt::metrics::VERSION), ("revision", s3crypt::metrics::REVISION)];
+    assert_eq!(sum(&after, "s3crypt_build_info", &build), 1.0, "the build is named: {after}");
     assert!(delta("s3crypt_requests_total", &[("op", "PutObject"), ("status", "2xx")]) >= 1.0);
     assert!(delta("s3crypt_requests_total", &[("op", "GetObject"), ("status", "2xx")]) >= 2.0);
     assert!(delta("s3crypt_requests_total", &[("op", "GetObject"), ("status", "4xx")]) >= 1.0);
