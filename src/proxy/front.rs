@@ -233,7 +233,10 @@ impl Proxy {
             _ => None,
         };
         let facts = PolicyFacts { headers: &head.headers, secure: conn.secure, peer: conn.peer, client: &client };
-        if let (Some(settings), Some(bucket)) = (&bucket_settings, &target.bucket) {
+        // (The action is named only for a bucket that has a policy: most requests need no name.)
+        if let (Some(settings), Some(bucket)) = (&bucket_settings, &target.bucket)
+            && settings.policy.is_some()
+        {
             facts.check(settings, &policy::action(op, &head.method, &query), bucket, target.key.as_deref(), op)?;
         }
         if let Some(source) = &copy_source

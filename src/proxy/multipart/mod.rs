@@ -57,6 +57,17 @@ pub struct OpenUpload {
 }
 
 impl OpenUpload {
+    /// An upload ID the keyring opened, with the request's SSE-C key if any.
+    fn of(opened: crate::crypto::OpenedUpload, customer: Option<&Arc<CustomerKey>>) -> OpenUpload {
+        OpenUpload {
+            upstream_id: opened.upstream_id,
+            dek: opened.dek,
+            protection: opened.protection,
+            checksum: opened.checksum,
+            customer: customer.cloned(),
+        }
+    }
+
     /// The SSE response headers of a part of this upload.
     pub fn sse_info(&self, crypto: &Crypto) -> SseInfo {
         let bucket_key = matches!(self.protection, UploadProtection::Kms { bucket_key: true, .. });
@@ -75,13 +86,7 @@ pub(super) fn open_upload(
     let client_id = query.upload_id().ok_or(ProxyError::NoSuchUpload)?;
     let opened = crypto.open_upload_id(client_id, id, customer)?;
     query.set_upload_id(&opened.upstream_id);
-    Ok(OpenUpload {
-        upstream_id: opened.upstream_id,
-        dek: opened.dek,
-        protection: opened.protection,
-        customer: customer.cloned(),
-        checksum: opened.checksum,
-    })
+    Ok(OpenUpload::of(opened, customer))
 }
 
 /// Abort, ListParts and copies into a plaintext upload need no key: points the store's query at the store's upload
@@ -257,13 +262,7 @@ impl Proxy {
     async fn part_md5s(&self, id: &ObjectIdentity, client_id: &str) -> HashMap<String, [u8; 16]> {
         let crypto = &self.inner.crypto;
         let Ok(opened) = crypto.open_upload_id(client_id, id, None) else { return HashMap::new() };
-        let upload = OpenUpload {
-            upstream_id: opened.upstream_id,
-            dek: opened.dek,
-            protection: opened.protection,
-            checksum: opened.checksum,
-            customer: None,
-        };
+        let upload = OpenUpload::of(opened, None);
         if !(upload.sse_info(crypto).shows_md5() && crypto.md5_etags()) {
             return HashMap::new();
         }
