@@ -87,15 +87,12 @@ step "fuzz smoke (cargo-fuzz, nightly): every target 20,000 runs from the commit
 step "deploy/ validation (kubernetes-validate --strict; kubectl kustomize if kubectl is present)"
 "$VENV/bin/python" scripts/validate_deploy.py
 
-# --- The second AEAD backend against the same known-answer vectors ------------------------------------------------
-step "cargo test --features rustcrypto-aead (RustCrypto aes-gcm against the format vectors)"
-cargo test --locked --features rustcrypto-aead --lib crypto
-cargo test --locked --features rustcrypto-aead --test it format_vectors
-
 # --- Python end-to-end: the real binary with boto3 and the aws CLI ------------------------------------------------
 if [ -z "${S3CRYPT_TEST_FAST:-}" ]; then
   step "Python end-to-end (boto3, aws CLI)"
-  cargo build --locked --bin s3crypt
+  # The binary `cargo test` built for the integration tests (same features, nothing recompiled: a separate
+  # `cargo build --bin` resolves the dependencies' features without the dev-dependencies and builds them again).
+  cargo test --locked --no-run
   S3CRYPT_BIN="$ROOT/target/debug/s3crypt" "$VENV/bin/python" -m pytest -q tests/e2e
 
   # --- ceph/s3-tests (../shared/conformance) through s3crypt and directly against SeaweedFS, compared per test ----
@@ -104,4 +101,11 @@ if [ -z "${S3CRYPT_TEST_FAST:-}" ]; then
   step "ceph/s3-tests conformance: s3crypt vs SeaweedFS direct (tests/conformance/run.py)"
   S3CRYPT_BIN="$ROOT/target/debug/s3crypt" ./scripts/conformance.sh --parallel --targets proxy
 fi
-step "all tests passed"
+
+# --- The second AEAD backend against the same known-answer vectors ------------------------------------------------
+step "cargo test --features rustcrypto-aead (RustCrypto aes-gcm against the format vectors)"
+cargo test --locked --features rustcrypto-aead --lib crypto
+cargo test --locked --features rustcrypto-aead --test it format_vectors
+
+step "all tests passed (disk used by build outputs below)"
+du -sh target fuzz/target 2>/dev/null || true
