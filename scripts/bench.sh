@@ -2,18 +2,23 @@
 # The side-by-side benchmark (docs/BENCHMARKS.md): installs nginx-light (apt) and SeaweedFS (PyPI, in the test
 # venv), builds s3crypt in release mode, then runs benches/gateway, which starts SeaweedFS, the embedded store,
 # nginx and s3crypt itself and interleaves the systems round by round. Markdown on stdout and in
-# target/bench-results/gateway-<time>.md; progress on stderr. Needs ~12 GiB of free disk, takes ~25 minutes.
+# target/bench-results/gateway-<time>.md; progress on stderr. Needs ~20 GiB of free disk (SeaweedFS frees a round's buckets after it), takes ~30 minutes.
 #
 #   ./scripts/bench.sh                       3 rounds, both stores
 #   ./scripts/bench.sh --quick               1 round, small objects (a smoke run, ~3 minutes)
 #   ./scripts/bench.sh --rounds 5 --upstreams seaweedfs
 #   ./scripts/bench.sh --criterion           the micro-benches instead (body transforms, SigV4, chunked decoder)
 #   ./scripts/bench.sh --s3ec [--rounds N]   reading AWS S3 Encryption Client objects (benches/s3ec, ~2 minutes)
+#   ./scripts/bench.sh --md5                 the MD5 options for SSE-S3 ETags (benches/md5-options, its own crate)
+#   ./scripts/profile.sh put-big enc         flame graphs of a workload (perf + inferno), in target/profile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=$ROOT/target/test-venv
 
+if [ "${1:-}" = "--md5" ]; then
+  exec cargo run --locked --release --manifest-path benches/md5-options/Cargo.toml
+fi
 if [ "${1:-}" = "--criterion" ]; then
   exec cargo bench --locked --bench crypto --bench front_door -- --warm-up-time 1 --measurement-time 3
 fi

@@ -193,7 +193,7 @@ impl S3 {
         self.send(Method::DELETE, &format!("/{bucket}/{key}"), &[], BenchBody::Empty, false).await.map(|_| ())
     }
 
-    /// Every key in the bucket (first 1000; the bench never writes more).
+    /// The first 1,000 keys in the bucket.
     pub async fn list(&self, bucket: &str) -> Result<Vec<String>, String> {
         let r = self.send(Method::GET, &format!("/{bucket}?list-type=2"), &[], BenchBody::Empty, true).await?;
         let xml = String::from_utf8_lossy(r.body.as_deref().unwrap_or_default()).into_owned();
@@ -202,8 +202,14 @@ impl S3 {
 
     /// Deletes every object, then the bucket (frees the store's disk between rounds).
     pub async fn remove_bucket(&self, bucket: &str) -> Result<(), String> {
-        for k in self.list(bucket).await? {
-            self.delete(bucket, &k).await?;
+        loop {
+            let keys = self.list(bucket).await?;
+            if keys.is_empty() {
+                break;
+            }
+            for k in keys {
+                self.delete(bucket, &k).await?;
+            }
         }
         self.send(Method::DELETE, &format!("/{bucket}"), &[], BenchBody::Empty, false).await.map(|_| ())
     }

@@ -5,7 +5,9 @@
 //! it reports each proxy's own CPU seconds per GB moved and peak RSS, from /proc. Prints Markdown.
 //!
 //!   cargo bench --bench gateway -- [--rounds N] [--quick] [--upstreams seaweedfs,embedded] [--out FILE]
-//!                                  [--workloads get-big,put4k-c1,...,checks] [--systems http,https,nginx,pass,enc]
+//!                                  [--workloads get-big,put4k-c1,get64k-c16,...,checks]
+//!                                  [--systems http,https,nginx1,nginx,pass,enc,enc-md5,enc-1t]
+//!                                  [--perf DIR]
 //!
 //! Needs: S3CRYPT_BENCH_BIN (the release s3crypt binary), S3CRYPT_BENCH_WEED (SeaweedFS `weed`), `nginx`.
 
@@ -29,9 +31,16 @@ const GIB: u64 = 1024 * MIB;
 enum Kind {
     DirectHttp,
     DirectHttps,
+    /// nginx with one worker process (the issue-20 comparison) and with `worker_processes auto`.
+    Nginx1,
     Nginx,
     PassThrough,
+    /// The encrypting proxy as the targets are set: SSE-S3 PUTs without plaintext-MD5 ETags.
     Encrypting,
+    /// Its default configuration: plaintext-MD5 ETags on (measured on uploads only).
+    EncryptingMd5,
+    /// `server.worker_threads = 1` (scaling figures).
+    Encrypting1T,
 }
 
 impl Kind {
@@ -39,19 +48,29 @@ impl Kind {
         match self {
             Kind::DirectHttp => "direct, http",
             Kind::DirectHttps => "direct, https",
-            Kind::Nginx => "nginx (TLS)",
+            Kind::Nginx1 => "nginx (TLS), 1 worker",
+            Kind::Nginx => "nginx (TLS), auto workers",
             Kind::PassThrough => "s3crypt pass-through",
             Kind::Encrypting => "s3crypt encrypting",
+            Kind::EncryptingMd5 => "s3crypt encrypting, MD5 ETags on",
+            Kind::Encrypting1T => "s3crypt encrypting, 1 worker thread",
         }
     }
     fn short(self) -> &'static str {
         match self {
             Kind::DirectHttp => "http",
             Kind::DirectHttps => "https",
+            Kind::Nginx1 => "nginx1",
             Kind::Nginx => "nginx",
             Kind::PassThrough => "pass",
             Kind::Encrypting => "enc",
+            Kind::EncryptingMd5 => "enc-md5",
+            Kind::Encrypting1T => "enc-1t",
         }
+    }
+    /// Whether this system runs workload `w` (MD5 ETags only change uploads).
+    fn runs(self, w: Workload) -> bool {
+        self != Kind::EncryptingMd5 || w.is_upload()
     }
 }
 
@@ -74,12 +93,14 @@ enum Workload {
     Get1G,
     Multipart1G,
     Ranged1M,
-    Small4kPutC1,
-    Small4kGetC1,
-    Small4kPutC64,
-    Small4kGetC64,
-    Get64kC16,
-    Get64kC16Idle1000,
+    /// Small objects: PUT or GET of `kib` KiB at `conc` requests in flight (latency, CPU per request).
+    Small {
+        put: bool,
+        kib: u64,
+        conc: usize,
+    },
+    /// 64 KiB GETs at concurrency 16 with 1,000 idle client connections open.
+    Get64kIdle1000,
 }
 
 impl Workload {
@@ -93,53 +114,49 @@ impl Workload {
             Workload::Ranged1M => {
                 format!("ranged GET 1 MiB at random offsets of the {} object, 4 in parallel", human(s.big))
             }
-            Workload::Small4kPutC1 => "4 KiB PUT, concurrency 1".into(),
-            Workload::Small4kGetC1 => "4 KiB GET, concurrency 1".into(),
-            Workload::Small4kPutC64 => "4 KiB PUT, concurrency 64".into(),
-            Workload::Small4kGetC64 => "4 KiB GET, concurrency 64".into(),
-            Workload::Get64kC16 => "64 KiB GET, concurrency 16".into(),
-            Workload::Get64kC16Idle1000 => "64 KiB GET, concurrency 16, with 1,000 idle client connections open".into(),
+            Workload::Small { put, kib, conc } => {
+                format!("{kib} KiB {}, concurrency {conc}", if put { "PUT" } else { "GET" })
+            }
+            Workload::Get64kIdle1000 => "64 KiB GET, concurrency 16, with 1,000 idle client connections open".into(),
         }
     }
     /// The name `--workloads` selects it by.
-    fn short(self) -> &'static str {
+    fn short(self) -> String {
         match self {
-            Workload::Put256 => "put-mid",
-            Workload::Get256 => "get-mid",
-            Workload::Put1G => "put-big",
-            Workload::Get1G => "get-big",
-            Workload::Multipart1G => "multipart",
-            Workload::Ranged1M => "ranged",
-            Workload::Small4kPutC1 => "put4k-c1",
-            Workload::Small4kGetC1 => "get4k-c1",
-            Workload::Small4kPutC64 => "put4k-c64",
-            Workload::Small4kGetC64 => "get4k-c64",
-            Workload::Get64kC16 => "get64k-c16",
-            Workload::Get64kC16Idle1000 => "get64k-idle",
+            Workload::Put256 => "put-mid".into(),
+            Workload::Get256 => "get-mid".into(),
+            Workload::Put1G => "put-big".into(),
+            Workload::Get1G => "get-big".into(),
+            Workload::Multipart1G => "multipart".into(),
+            Workload::Ranged1M => "ranged".into(),
+            Workload::Small { put, kib, conc } => format!("{}{kib}k-c{conc}", if put { "put" } else { "get" }),
+            Workload::Get64kIdle1000 => "get64k-idle".into(),
         }
     }
     fn is_latency(self) -> bool {
-        matches!(
-            self,
-            Workload::Small4kPutC1 | Workload::Small4kGetC1 | Workload::Small4kPutC64 | Workload::Small4kGetC64
-        )
+        matches!(self, Workload::Small { .. } | Workload::Get64kIdle1000)
     }
-    fn all() -> [Workload; 12] {
+    fn is_upload(self) -> bool {
+        matches!(self, Workload::Put256 | Workload::Put1G | Workload::Multipart1G | Workload::Small { put: true, .. })
+    }
+    /// The small-request workloads the targets name: 4 and 64 KiB, PUT and GET, concurrency 1 and 16.
+    fn small() -> Vec<Workload> {
+        let mut v = Vec::new();
+        for kib in [4, 64] {
+            for conc in [1, 16] {
+                for put in [true, false] {
+                    v.push(Workload::Small { put, kib, conc });
+                }
+            }
+        }
+        v
+    }
+    fn all() -> Vec<Workload> {
         use Workload::*;
-        [
-            Put256,
-            Get256,
-            Put1G,
-            Get1G,
-            Multipart1G,
-            Ranged1M,
-            Small4kPutC1,
-            Small4kGetC1,
-            Small4kPutC64,
-            Small4kGetC64,
-            Get64kC16,
-            Get64kC16Idle1000,
-        ]
+        let mut v = vec![Put256, Get256, Put1G, Get1G, Multipart1G, Ranged1M];
+        v.extend(Workload::small());
+        v.push(Get64kIdle1000);
+        v
     }
 }
 
@@ -152,9 +169,9 @@ struct Sizes {
     mid: u64,
     big: u64,
     huge: u64,
+    /// Requests per small-object workload at concurrency 1, and at higher concurrency.
     small_c1: usize,
-    small_c64: usize,
-    get64k: usize,
+    small_cn: usize,
     ranged: usize,
 }
 
@@ -234,6 +251,8 @@ struct Ctx {
     pattern: Bytes,
     sizes: Sizes,
     ca_pem: Vec<u8>,
+    /// `--perf DIR`: a `perf record` of each proxy per workload, in DIR (scripts/profile.sh draws the flame graphs).
+    perf: Option<std::path::PathBuf>,
 }
 
 fn bucket(up: &str, kind: Kind, round: usize) -> String {
@@ -247,9 +266,15 @@ async fn run_one(ctx: &Ctx, sys: &System, b: &str, w: Workload) -> Result<Sample
     procs::reset_peak(&pids);
     // The idle connections count in the peak RSS; their handshakes do not count in the load's CPU.
     let mut idle_conns = Vec::new();
-    if w == Workload::Get64kC16Idle1000 {
+    if w == Workload::Get64kIdle1000 {
         idle_conns = open_idle(ctx, sys, 1000).await?;
     }
+    let _perf = match &ctx.perf {
+        Some(dir) if !pids.is_empty() => {
+            procs::Perf::start(&pids, &dir.join(format!("{}-{}.perf.data", w.short(), sys.kind.short())))
+        }
+        _ => None,
+    };
     let cpu0 = procs::cpu_seconds(&pids);
     let up0 = match sys.admin_port {
         Some(p) => upstream_histogram(p).await,
@@ -288,40 +313,35 @@ async fn run_one(ctx: &Ctx, sys: &System, b: &str, w: Workload) -> Result<Sample
             .await?;
             (s.ranged as u64 * MIB, lat)
         }
-        Workload::Small4kPutC1 | Workload::Small4kPutC64 => {
-            let (n, c) = if w == Workload::Small4kPutC1 { (s.small_c1, 1) } else { (s.small_c64, 64) };
+        Workload::Small { put, kib, conc } => {
+            let n = if conc == 1 { s.small_c1 } else { s.small_cn };
+            let len = kib * 1024;
             let (s3, pat, b2) = (sys.s3.clone(), ctx.pattern.clone(), b.to_owned());
-            let (lat, _) = client::run_concurrent(n, c, move |i| {
+            let (lat, _) = client::run_concurrent(n, conc, move |i| {
                 let (s3, pat, b2) = (s3.clone(), pat.clone(), b2.clone());
-                async move { s3.put(&b2, &format!("small-{}", i % 256), &pat, 4096).await.map(|_| ()) }
-            })
-            .await?;
-            (n as u64 * 4096, lat)
-        }
-        Workload::Small4kGetC1 | Workload::Small4kGetC64 => {
-            let (n, c) = if w == Workload::Small4kGetC1 { (s.small_c1, 1) } else { (s.small_c64, 64) };
-            let (s3, b2) = (sys.s3.clone(), b.to_owned());
-            let (lat, _) = client::run_concurrent(n, c, move |i| {
-                let (s3, b2) = (s3.clone(), b2.clone());
                 async move {
-                    let r = s3.get(&b2, &format!("small-{}", i % 256), None, false).await?;
-                    if r.bytes == 4096 { Ok(()) } else { Err(format!("4 KiB GET returned {} bytes", r.bytes)) }
+                    if put {
+                        s3.put(&b2, &format!("put-{kib}k-{}", i % 256), &pat, len).await.map(|_| ())
+                    } else {
+                        let r = s3.get(&b2, &format!("small-{kib}k-{}", i % 64), None, false).await?;
+                        if r.bytes == len { Ok(()) } else { Err(format!("{kib} KiB GET returned {} bytes", r.bytes)) }
+                    }
                 }
             })
             .await?;
-            (n as u64 * 4096, lat)
+            (n as u64 * len, lat)
         }
-        Workload::Get64kC16 | Workload::Get64kC16Idle1000 => {
+        Workload::Get64kIdle1000 => {
             let (s3, b2) = (sys.s3.clone(), b.to_owned());
-            let (lat, _) = client::run_concurrent(s.get64k, 16, move |i| {
+            let (lat, _) = client::run_concurrent(s.small_cn, 16, move |i| {
                 let (s3, b2) = (s3.clone(), b2.clone());
                 async move {
-                    let r = s3.get(&b2, &format!("medium-{}", i % 64), None, false).await?;
+                    let r = s3.get(&b2, &format!("small-64k-{}", i % 64), None, false).await?;
                     if r.bytes == 65536 { Ok(()) } else { Err(format!("64 KiB GET returned {} bytes", r.bytes)) }
                 }
             })
             .await?;
-            (s.get64k as u64 * 65536, lat)
+            (s.small_cn as u64 * 65536, lat)
         }
     };
     let wall = started.elapsed().as_secs_f64();
@@ -407,9 +427,10 @@ async fn open_idle(ctx: &Ctx, sys: &System, n: usize) -> Result<Vec<Box<dyn std:
 async fn prepare(ctx: &Ctx, sys: &System, b: &str) -> Result<(), String> {
     sys.s3.create_bucket(b).await?;
     let (s3, pat, b2) = (sys.s3.clone(), ctx.pattern.clone(), b.to_owned());
-    client::run_concurrent(64, 8, move |i| {
+    client::run_concurrent(128, 8, move |i| {
         let (s3, pat, b2) = (s3.clone(), pat.clone(), b2.clone());
-        async move { s3.put(&b2, &format!("medium-{i}"), &pat, 65536).await.map(|_| ()) }
+        let kib = if i < 64 { 4 } else { 64 };
+        async move { s3.put(&b2, &format!("small-{kib}k-{}", i % 64), &pat, kib * 1024).await.map(|_| ()) }
     })
     .await?;
     Ok(())
@@ -426,12 +447,14 @@ async fn run_rounds(ctx: &Ctx, up: &str, systems: &[System], rounds: usize) -> R
             prepare(ctx, sys, &bucket(up, sys.kind, round)).await?;
         }
         for w in Workload::all() {
-            if ctx.workloads.as_ref().is_some_and(|only| !only.iter().any(|o| o == w.short())) {
+            if ctx.workloads.as_ref().is_some_and(|only| !only.iter().any(|o| *o == w.short())) {
                 continue;
             }
             for k in 0..systems.len() {
                 let sys = &systems[(k + round) % systems.len()];
-                if ctx.systems.as_ref().is_some_and(|only| !only.iter().any(|o| o == sys.kind.short())) {
+                if ctx.systems.as_ref().is_some_and(|only| !only.iter().any(|o| o == sys.kind.short()))
+                    || !sys.kind.runs(w)
+                {
                     continue;
                 }
                 let b = bucket(up, sys.kind, round);
@@ -553,6 +576,191 @@ fn report(ctx: &Ctx, up_label: &str, baseline: Kind, kinds: &[Kind], results: &R
     o
 }
 
+/// The median of one figure of one workload on one system.
+fn figure(r: &Results, w: Workload, k: Kind, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+    r.get(&(w, k)).and_then(|s| med(s, f))
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// The lower of the two nginx figures (one worker, auto workers): the stricter reference.
+fn nginx_best(r: &Results, w: Workload, f: impl Fn(&Sample) -> Option<f64> + Copy) -> Option<f64> {
+    match (figure(r, w, Kind::Nginx1, f), figure(r, w, Kind::Nginx, f)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One target row: s3crypt's figure `f` for (workload, system) against nginx's (met when no higher than the lower
+/// of the two nginx figures), printed with `prec` decimals and `unit`.
+fn against_nginx(
+    o: &mut String,
+    r: &Results,
+    label: &str,
+    target: &str,
+    (w, k): (Workload, Kind),
+    f: impl Fn(&Sample) -> Option<f64> + Copy,
+    (prec, unit): (usize, &str),
+) {
+    let ours = figure(r, w, k, f);
+    let best = nginx_best(r, w, f);
+    let _ = writeln!(
+        o,
+        "| {target} | {label} | {}{unit} | nginx 1 worker {}{unit}, auto {}{unit} | {} |",
+        fmt(ours, prec),
+        fmt(figure(r, w, Kind::Nginx1, f), prec),
+        fmt(figure(r, w, Kind::Nginx, f), prec),
+        verdict(ours.zip(best).map(|(e, n)| e <= n)),
+    );
+}
+
+/// Issue 20's targets, each met or missed, from this run's medians (SeaweedFS). No test asserts them: they are
+/// read, with the profile, in docs/BENCHMARKS.md.
+fn targets(ctx: &Ctx, r: &Results) -> String {
+    use Workload::*;
+    let mut o = String::new();
+    let _ = writeln!(o, "\n### Targets (issue 20), from this run (SeaweedFS)\n");
+    let _ = writeln!(o, "| target | workload | s3crypt encrypting | reference | |");
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    let cpu = |x: &Sample| x.cpu_per_gb;
+    for w in [Put256, Put1G, Multipart1G] {
+        let target = "PUT CPU-s/GB ≤ nginx's TLS pass-through (MD5 ETags off)";
+        against_nginx(&mut o, r, &w.label(&ctx.sizes), target, (w, Kind::Encrypting), cpu, (2, ""));
+    }
+    for w in [Put256, Put1G, Multipart1G, Get256, Get1G, Ranged1M] {
+        let enc = figure(r, w, Kind::Encrypting, cpu);
+        let pass = figure(r, w, Kind::PassThrough, cpu);
+        let x = enc.zip(pass).map(|(e, p)| e / p);
+        let _ = writeln!(
+            o,
+            "| CPU-s/GB ≤ 1.1× s3crypt's own pass-through | {} | {} | pass-through {} (× {}) | {} |",
+            w.label(&ctx.sizes),
+            fmt(enc, 2),
+            fmt(pass, 2),
+            fmt(x, 2),
+            verdict(x.map(|x| x <= 1.1)),
+        );
+    }
+    let us = |x: &Sample| x.cpu_us_per_op;
+    let p50 = |x: &Sample| x.p50_ms;
+    for w in Workload::small() {
+        for k in [Kind::Encrypting, Kind::Encrypting1T] {
+            let on = if k == Kind::Encrypting { "" } else { " (1 worker thread)" };
+            let target = format!("CPU per request ≤ nginx's{on}");
+            against_nginx(&mut o, r, &w.label(&ctx.sizes), &target, (w, k), us, (0, " µs"));
+            let added = figure(r, w, k, p50).zip(figure(r, w, Kind::DirectHttps, p50)).map(|(e, d)| e - d);
+            let _ = writeln!(
+                o,
+                "| p50 added over direct https ≤ +0.15 ms{on} | {} | {} ms | nginx 1 worker {} ms, auto {} ms | {} |",
+                w.label(&ctx.sizes),
+                added.map_or("–".into(), |a| format!("{a:+.3}")),
+                figure(r, w, Kind::Nginx1, p50)
+                    .zip(figure(r, w, Kind::DirectHttps, p50))
+                    .map_or("–".into(), |(n, d)| format!("{:+.3}", n - d)),
+                figure(r, w, Kind::Nginx, p50)
+                    .zip(figure(r, w, Kind::DirectHttps, p50))
+                    .map_or("–".into(), |(n, d)| format!("{:+.3}", n - d)),
+                verdict(added.map(|a| a <= 0.15)),
+            );
+        }
+    }
+    for w in [Put256, Put1G, Multipart1G] {
+        let _ = writeln!(
+            o,
+            "| (no target) PUT CPU-s/GB with MD5 ETags on (the default) | {} | {} | MD5 off {} | |",
+            w.label(&ctx.sizes),
+            fmt(figure(r, w, Kind::EncryptingMd5, cpu), 2),
+            fmt(figure(r, w, Kind::Encrypting, cpu), 2),
+        );
+    }
+    o
+}
+
+/// One figure of a sample, derived.
+type Figure = Box<dyn Fn(&Sample) -> Option<f64>>;
+
+/// What a capacity planner needs: CPU per GB and per request, as core-seconds, with two worker threads (one per
+/// core here) and with one, next to pass-through and nginx; then cores per unit of load.
+fn scaling(ctx: &Ctx, r: &Results) -> String {
+    let mut o = String::new();
+    let cols =
+        [Kind::Encrypting, Kind::Encrypting1T, Kind::EncryptingMd5, Kind::PassThrough, Kind::Nginx1, Kind::Nginx];
+    let _ = writeln!(o, "\n### Scaling figures (SeaweedFS; proxy CPU only: utime + stime of its processes)\n");
+    let _ = write!(o, "| workload | figure |");
+    for k in cols {
+        let _ = write!(o, " {} |", k.label());
+    }
+    let _ = writeln!(o, "\n|---|---|{}", "---|".repeat(cols.len()));
+    for w in Workload::all() {
+        let rows: [(&str, Figure, usize); 2] = if w.is_latency() {
+            [
+                ("CPU µs per request", Box::new(|x: &Sample| x.cpu_us_per_op), 0),
+                ("requests per core-second", Box::new(|x: &Sample| x.cpu_us_per_op.map(|u| 1e6 / u)), 0),
+            ]
+        } else {
+            [
+                ("CPU-s/GB", Box::new(|x: &Sample| x.cpu_per_gb), 2),
+                ("GB per core-second", Box::new(|x: &Sample| x.cpu_per_gb.map(|c| 1.0 / c)), 2),
+            ]
+        };
+        for (name, f, prec) in rows {
+            let _ = write!(o, "| {} | {name} |", w.label(&ctx.sizes));
+            for k in cols {
+                let _ = write!(o, " {} |", fmt(figure(r, w, k, &f), prec));
+            }
+            let _ = writeln!(o);
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n#### Sizing: cores of CPU for the proxy alone (TLS, checks, encryption, re-signing), from the medians \
+         above; the store and the network are extra\n"
+    );
+    let _ = writeln!(
+        o,
+        "| load | s3crypt encrypting | s3crypt encrypting, 1 worker thread | s3crypt, MD5 ETags on | s3crypt \
+         pass-through | nginx, 1 worker |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    let cpu = |x: &Sample| x.cpu_per_gb;
+    for (label, w) in [
+        ("1 GB/s of single-stream PUTs", Workload::Put1G),
+        ("1 GB/s of multipart PUTs (8 MiB parts)", Workload::Multipart1G),
+        ("1 GB/s of GETs", Workload::Get1G),
+        ("1 GB/s of 1 MiB ranged GETs", Workload::Ranged1M),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {label} | {} | {} | {} | {} | {} |",
+            fmt(figure(r, w, Kind::Encrypting, cpu), 2),
+            fmt(figure(r, w, Kind::Encrypting1T, cpu), 2),
+            fmt(figure(r, w, Kind::EncryptingMd5, cpu), 2),
+            fmt(figure(r, w, Kind::PassThrough, cpu), 2),
+            fmt(figure(r, w, Kind::Nginx1, cpu), 2),
+        );
+    }
+    let cores = |x: &Sample| x.cpu_us_per_op.map(|u| u * 1000.0 / 1e6);
+    for w in Workload::small().into_iter().filter(|w| matches!(w, Workload::Small { conc: 16, .. })) {
+        let _ = writeln!(
+            o,
+            "| 1,000 requests/s: {} | {} | {} | {} | {} | {} |",
+            w.label(&ctx.sizes),
+            fmt(figure(r, w, Kind::Encrypting, cores), 2),
+            fmt(figure(r, w, Kind::Encrypting1T, cores), 2),
+            fmt(figure(r, w, Kind::EncryptingMd5, cores), 2),
+            fmt(figure(r, w, Kind::PassThrough, cores), 2),
+            fmt(figure(r, w, Kind::Nginx1, cores), 2),
+        );
+    }
+    o
+}
+
 /// Memory and upstream-traffic checks on the encrypting proxy (SeaweedFS): idle RSS, a huge single upload, 16
 /// concurrent large transfers, and the bytes a 1 MiB range read pulls from the store (counted by a relay).
 async fn checks(ctx: &Ctx, enc: &System, counted: &System, relay: &systems::Relay) -> Result<String, String> {
@@ -607,6 +815,36 @@ async fn checks(ctx: &Ctx, enc: &System, counted: &System, relay: &systems::Rela
         human(n),
         (peak - base) / 16.0
     );
+    // Memory with 1, 100 and 1,000 transfers in flight at once: every stream a 2 MiB object (32 segments, so all
+    // of them are mid-stream together), PUTs then GETs.
+    let each = 2 * MIB;
+    for n in [1usize, 100, 1000] {
+        for put in [true, false] {
+            let before = procs::rss_mib(pids);
+            procs::reset_peak(pids);
+            let (s3, pat, b2) = (enc.s3.clone(), ctx.pattern.clone(), b.to_owned());
+            client::run_concurrent(n, n, move |i| {
+                let (s3, pat, b2) = (s3.clone(), pat.clone(), b2.clone());
+                async move {
+                    let key = format!("streams-{i}");
+                    if put {
+                        s3.put(&b2, &key, &pat, each).await.map(|_| ())
+                    } else {
+                        s3.get(&b2, &key, None, false).await.map(|_| ())
+                    }
+                }
+            })
+            .await?;
+            let peak = procs::peak_rss_mib(pids);
+            let _ = writeln!(
+                o,
+                "| {n} concurrent {} {} streams: peak RSS {peak:.1} MiB (before: {before:.1}) | {:.2} MiB per stream | ≤ 1 MiB |",
+                human(each),
+                if put { "PUT" } else { "GET" },
+                (peak - before).max(0.0) / n as f64
+            );
+        }
+    }
     enc.s3.remove_bucket(b).await?;
 
     // Range reads through the counting relay.
@@ -666,9 +904,9 @@ fn main() {
     let weed = std::env::var("S3CRYPT_BENCH_WEED").unwrap_or_else(|_| "weed".into());
     let nginx = std::env::var("S3CRYPT_BENCH_NGINX").unwrap_or_else(|_| "nginx".into());
     let sizes = if quick {
-        Sizes { mid: 16 * MIB, big: 64 * MIB, huge: 256 * MIB, small_c1: 100, small_c64: 640, get64k: 640, ranged: 32 }
+        Sizes { mid: 16 * MIB, big: 64 * MIB, huge: 256 * MIB, small_c1: 100, small_cn: 640, ranged: 32 }
     } else {
-        Sizes { mid: 256 * MIB, big: GIB, huge: 4 * GIB, small_c1: 1000, small_c64: 6400, get64k: 6400, ranged: 256 }
+        Sizes { mid: 256 * MIB, big: GIB, huge: 4 * GIB, small_c1: 1000, small_cn: 4000, ranged: 256 }
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = procs::work_dir();
@@ -680,6 +918,7 @@ fn main() {
         pattern: pattern(),
         sizes,
         ca_pem: certs.ca_pem.clone(),
+        perf: arg("--perf").map(std::path::PathBuf::from),
     };
     // The memory and range-traffic checks run in full runs, or when `--workloads` names `checks`.
     let run_checks = ctx.workloads.as_ref().is_none_or(|w| w.iter().any(|x| x == "checks"));
@@ -700,69 +939,127 @@ fn main() {
         if let Some(e) = &emb {
             up_ports.push(e.addr.port());
         }
-        let ngx = systems::start_nginx(&nginx, &dir, &certs, &up_ports);
-        let ngx_pids = ngx.proc.pids();
-        let pass: Vec<String> = ["sw", "emb"]
-            .iter()
-            .flat_map(|up| (0..rounds).map(move |r| bucket(up, Kind::PassThrough, r)))
-            .collect();
+        let ngx = systems::start_nginx(&nginx, &dir, &certs, &up_ports, "auto");
+        let ngx1 = systems::start_nginx(&nginx, &dir, &certs, &up_ports, "1");
+        let (ngx_pids, ngx1_pids) = (ngx.proc.pids(), ngx1.proc.pids());
+        let pass: Vec<String> =
+            ["sw", "emb"].iter().flat_map(|up| (0..rounds).map(move |r| bucket(up, Kind::PassThrough, r))).collect();
+        // The encrypting proxy as the targets are set (MD5 ETags off), its default configuration (MD5 ETags on),
+        // and one worker thread.
+        let md5_off = systems::Tuning { md5_etags: false, ..Default::default() };
+        let one_thread = systems::Tuning { worker_threads: 1, md5_etags: false };
         let mut port_idx = 0;
         let mut keep_alive: Vec<systems::S3crypt> = Vec::new();
+        let ca = &ctx.ca_pem;
+        let via = |kind: Kind, proxy: &systems::S3crypt| System {
+            kind,
+            s3: S3::new(&format!("https://127.0.0.1:{}", proxy.port), ca, PROXY_AK, PROXY_SK),
+            port: proxy.port,
+            tls: true,
+            proxy_pids: vec![proxy.proc.pid()],
+            admin_port: Some(proxy.admin_port),
+        };
+        let direct = |kind: Kind, scheme: &str, port: u16, ak: &str, sk: &str, pids: Vec<u32>| System {
+            kind,
+            s3: S3::new(&format!("{scheme}://127.0.0.1:{port}"), ca, ak, sk),
+            port,
+            tls: scheme == "https",
+            proxy_pids: pids,
+            admin_port: None,
+        };
         if let Some(sw) = &sw {
-            let proxy = systems::start_s3crypt(
-                &bin, &dir, "s3crypt-seaweedfs", &certs,
-                &format!("http://127.0.0.1:{}", sw.http_port), (SW_AK, SW_SK), &pass,
-            );
+            let upstream = format!("http://127.0.0.1:{}", sw.http_port);
+            let start = |name: &str, pass: &[String], tuning| {
+                systems::start_s3crypt_with(&bin, &dir, name, &certs, &upstream, (SW_AK, SW_SK), pass, tuning, "")
+            };
+            let proxy = start("s3crypt-seaweedfs", &pass, md5_off);
+            let proxy_md5 = start("s3crypt-seaweedfs-md5", &[], systems::Tuning::default());
+            let proxy_1t = start("s3crypt-seaweedfs-1t", &[], one_thread);
             tokio::time::sleep(Duration::from_millis(500)).await;
             let idle_rss = procs::rss_mib(&[proxy.proc.pid()]);
-            let _ = writeln!(md, "\ns3crypt idle RSS at start (SeaweedFS upstream): {idle_rss:.1} MiB; nginx (master + workers) idle RSS: {:.1} MiB.", procs::rss_mib(&ngx_pids));
-            let ca = &ctx.ca_pem;
-            let p = proxy.proc.pid();
+            let _ = writeln!(
+                md,
+                "\ns3crypt idle RSS at start (SeaweedFS upstream): {idle_rss:.1} MiB; nginx (master + workers) idle \
+                 RSS: {:.1} MiB with auto workers, {:.1} MiB with one.",
+                procs::rss_mib(&ngx_pids),
+                procs::rss_mib(&ngx1_pids)
+            );
             let systems = vec![
-                System { kind: Kind::DirectHttp, s3: S3::new(&format!("http://127.0.0.1:{}", sw.http_port), ca, SW_AK, SW_SK), port: sw.http_port, tls: false, proxy_pids: vec![], admin_port: None },
-                System { kind: Kind::DirectHttps, s3: S3::new(&format!("https://127.0.0.1:{}", sw.https_port), ca, SW_AK, SW_SK), port: sw.https_port, tls: true, proxy_pids: vec![], admin_port: None },
-                System { kind: Kind::Nginx, s3: S3::new(&format!("https://127.0.0.1:{}", ngx.ports[port_idx]), ca, SW_AK, SW_SK), port: ngx.ports[port_idx], tls: true, proxy_pids: ngx_pids.clone(), admin_port: None },
-                System { kind: Kind::PassThrough, s3: S3::new(&format!("https://127.0.0.1:{}", proxy.port), ca, PROXY_AK, PROXY_SK), port: proxy.port, tls: true, proxy_pids: vec![p], admin_port: Some(proxy.admin_port) },
-                System { kind: Kind::Encrypting, s3: S3::new(&format!("https://127.0.0.1:{}", proxy.port), ca, PROXY_AK, PROXY_SK), port: proxy.port, tls: true, proxy_pids: vec![p], admin_port: Some(proxy.admin_port) },
+                direct(Kind::DirectHttp, "http", sw.http_port, SW_AK, SW_SK, vec![]),
+                direct(Kind::DirectHttps, "https", sw.https_port, SW_AK, SW_SK, vec![]),
+                direct(Kind::Nginx1, "https", ngx1.ports[port_idx], SW_AK, SW_SK, ngx1_pids.clone()),
+                direct(Kind::Nginx, "https", ngx.ports[port_idx], SW_AK, SW_SK, ngx_pids.clone()),
+                via(Kind::PassThrough, &proxy),
+                via(Kind::Encrypting, &proxy),
+                via(Kind::EncryptingMd5, &proxy_md5),
+                via(Kind::Encrypting1T, &proxy_1t),
             ];
             port_idx += 1;
             let results = run_rounds(&ctx, "sw", &systems, rounds).await?;
             let kinds: Vec<Kind> = systems.iter().map(|s| s.kind).collect();
-            md.push_str(&report(&ctx, "SeaweedFS (`weed mini`, http and https)", Kind::DirectHttps, &kinds, &results, rounds));
-            // The checks: a third s3crypt whose upstream connection goes through the counting relay.
+            md.push_str(&targets(&ctx, &results));
+            md.push_str(&report(
+                &ctx,
+                "SeaweedFS (`weed mini`, http and https)",
+                Kind::DirectHttps,
+                &kinds,
+                &results,
+                rounds,
+            ));
+            md.push_str(&scaling(&ctx, &results));
+            // The checks: a further s3crypt whose upstream connection goes through the counting relay.
             let relay = systems::start_relay(sw.http_port).await;
             let counted_proxy = systems::start_s3crypt(
-                &bin, &dir, "s3crypt-counted", &certs,
-                &format!("http://127.0.0.1:{}", relay.port), (SW_AK, SW_SK), &[],
+                &bin,
+                &dir,
+                "s3crypt-counted",
+                &certs,
+                &format!("http://127.0.0.1:{}", relay.port),
+                (SW_AK, SW_SK),
+                &[],
             );
-            let counted = System { kind: Kind::Encrypting, s3: S3::new(&format!("https://127.0.0.1:{}", counted_proxy.port), ca, PROXY_AK, PROXY_SK), port: counted_proxy.port, tls: true, proxy_pids: vec![counted_proxy.proc.pid()], admin_port: Some(counted_proxy.admin_port) };
+            let counted = via(Kind::Encrypting, &counted_proxy);
             if run_checks {
-                md.push_str(&checks(&ctx, &systems[4], &counted, &relay).await?);
+                md.push_str(&checks(&ctx, &systems[5], &counted, &relay).await?);
             }
-            keep_alive.push(counted_proxy);
-            keep_alive.push(proxy);
+            keep_alive.extend([counted_proxy, proxy, proxy_md5, proxy_1t]);
         }
         if let Some(e) = &emb {
-            let proxy = systems::start_s3crypt(
-                &bin, &dir, "s3crypt-embedded", &certs,
-                &format!("http://127.0.0.1:{}", e.addr.port()), (&e.access_key_id, e.secret_access_key.expose()), &pass,
+            let proxy = systems::start_s3crypt_with(
+                &bin,
+                &dir,
+                "s3crypt-embedded",
+                &certs,
+                &format!("http://127.0.0.1:{}", e.addr.port()),
+                (&e.access_key_id, e.secret_access_key.expose()),
+                &pass,
+                md5_off,
+                "",
             );
-            let ca = &ctx.ca_pem;
             let (ak, sk) = (e.access_key_id.as_str(), e.secret_access_key.expose());
-            let p = proxy.proc.pid();
+            let port = e.addr.port();
             let systems = vec![
-                System { kind: Kind::DirectHttp, s3: S3::new(&format!("http://127.0.0.1:{}", e.addr.port()), ca, ak, sk), port: e.addr.port(), tls: false, proxy_pids: vec![], admin_port: None },
-                System { kind: Kind::Nginx, s3: S3::new(&format!("https://127.0.0.1:{}", ngx.ports[port_idx]), ca, ak, sk), port: ngx.ports[port_idx], tls: true, proxy_pids: ngx_pids.clone(), admin_port: None },
-                System { kind: Kind::PassThrough, s3: S3::new(&format!("https://127.0.0.1:{}", proxy.port), ca, PROXY_AK, PROXY_SK), port: proxy.port, tls: true, proxy_pids: vec![p], admin_port: Some(proxy.admin_port) },
-                System { kind: Kind::Encrypting, s3: S3::new(&format!("https://127.0.0.1:{}", proxy.port), ca, PROXY_AK, PROXY_SK), port: proxy.port, tls: true, proxy_pids: vec![p], admin_port: Some(proxy.admin_port) },
+                direct(Kind::DirectHttp, "http", port, ak, sk, vec![]),
+                direct(Kind::Nginx1, "https", ngx1.ports[port_idx], ak, sk, ngx1_pids.clone()),
+                direct(Kind::Nginx, "https", ngx.ports[port_idx], ak, sk, ngx_pids.clone()),
+                via(Kind::PassThrough, &proxy),
+                via(Kind::Encrypting, &proxy),
             ];
             let results = run_rounds(&ctx, "emb", &systems, rounds).await?;
             let kinds: Vec<Kind> = systems.iter().map(|s| s.kind).collect();
-            md.push_str(&report(&ctx, "the embedded store (s3s-fs, http only, running in the load generator's process)", Kind::DirectHttp, &kinds, &results, rounds));
+            md.push_str(&report(
+                &ctx,
+                "the embedded store (s3s-fs, http only, running in the load generator's process)",
+                Kind::DirectHttp,
+                &kinds,
+                &results,
+                rounds,
+            ));
             keep_alive.push(proxy);
         }
         drop(keep_alive);
         drop(ngx);
+        drop(ngx1);
         drop(sw);
         Ok(())
     });

@@ -180,3 +180,41 @@ pub fn make_certs(dir: &Path) -> Certs {
     std::fs::write(&key_file, key.serialize_pem()).expect("write key");
     Certs { ca_pem: ca.pem().into_bytes(), cert_file, key_file }
 }
+
+/// `perf record` of processes while a workload runs (`--perf DIR`): sampled call stacks (DWARF unwinding, so the
+/// release binary's line tables suffice) for a flame graph. Stopped, and its file written, on drop.
+pub struct Perf {
+    child: Child,
+}
+
+impl Perf {
+    /// Starts sampling `pids` into `out`; `None` (with a note on stderr) when perf cannot run here.
+    pub fn start(pids: &[u32], out: &Path) -> Option<Perf> {
+        let list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let child = Command::new("perf")
+            .args(["record", "-q", "-F", "999", "--call-graph", "dwarf,32768", "-p", &list, "-o"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn();
+        match child {
+            Ok(child) => {
+                // perf needs a moment to attach before the load starts.
+                std::thread::sleep(Duration::from_millis(300));
+                Some(Perf { child })
+            }
+            Err(e) => {
+                eprintln!("perf record not started: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-INT").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}

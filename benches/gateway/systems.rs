@@ -69,8 +69,9 @@ pub struct Nginx {
 /// verify at the store), no request or response buffering, keep-alive to the upstream. With buffering off nginx
 /// relays responses through one `proxy_buffer_size` buffer: 64 KiB (the default is one 4 KiB page, which cost
 /// 3.3 CPU-s/GB on GETs here against 0.9 with 64 KiB).
-pub fn start_nginx(nginx: &str, dir: &Path, certs: &Certs, upstream_ports: &[u16]) -> Nginx {
-    let root = dir.join("nginx");
+/// `workers` is nginx's `worker_processes` ("1", "auto").
+pub fn start_nginx(nginx: &str, dir: &Path, certs: &Certs, upstream_ports: &[u16], workers: &str) -> Nginx {
+    let root = dir.join(format!("nginx-{workers}"));
     std::fs::create_dir_all(root.join("tmp")).expect("nginx dir");
     let ports: Vec<u16> = upstream_ports.iter().map(|_| free_port()).collect();
     let mut servers = String::new();
@@ -105,7 +106,7 @@ pub fn start_nginx(nginx: &str, dir: &Path, certs: &Certs, upstream_ports: &[u16
     let conf = format!(
         r#"daemon off;
 master_process on;
-worker_processes auto;
+worker_processes {workers};
 user root;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
@@ -138,6 +139,22 @@ http {{
     Nginx { proc, ports }
 }
 
+/// What differs between the s3crypt processes of one run.
+#[derive(Clone, Copy)]
+pub struct Tuning {
+    /// `server.worker_threads` (0: one per core).
+    pub worker_threads: usize,
+    /// `encryption.md5_etags`.
+    pub md5_etags: bool,
+}
+
+impl Default for Tuning {
+    /// The product's defaults.
+    fn default() -> Self {
+        Tuning { worker_threads: 0, md5_etags: true }
+    }
+}
+
 pub struct S3crypt {
     pub proc: Proc,
     pub port: u16,
@@ -155,7 +172,7 @@ pub fn start_s3crypt(
     upstream_creds: (&str, &str),
     passthrough: &[String],
 ) -> S3crypt {
-    start_s3crypt_with(bin, dir, name, certs, upstream, upstream_creds, passthrough, "")
+    start_s3crypt_with(bin, dir, name, certs, upstream, upstream_creds, passthrough, Tuning::default(), "")
 }
 
 /// [`start_s3crypt`] with more configuration appended (whole TOML tables).
@@ -168,6 +185,7 @@ pub fn start_s3crypt_with(
     upstream: &str,
     upstream_creds: (&str, &str),
     passthrough: &[String],
+    tuning: Tuning,
     extra: &str,
 ) -> S3crypt {
     let root = dir.join(name);
@@ -204,8 +222,7 @@ keyring_file = "{keyring}"
 passthrough_buckets = [{list}]
 md5_etags = {md5}
 "#,
-        // S3CRYPT_BENCH_MD5_ETAGS=false: SSE-S3 PUTs without the plaintext MD5 (docs/BENCHMARKS.md compares both)
-        md5 = !matches!(std::env::var("S3CRYPT_BENCH_MD5_ETAGS").as_deref(), Ok("false")),
+        md5 = tuning.md5_etags,
         cert = certs.cert_file.display(),
         key = certs.key_file.display(),
         ak = upstream_creds.0,
@@ -213,8 +230,7 @@ md5_etags = {md5}
         // S3CRYPT_BENCH_AUDIT=off measures what the audit log costs.
         audit = std::env::var("S3CRYPT_BENCH_AUDIT").unwrap_or_else(|_| root.join("audit.log").display().to_string()),
         keyring = keyring.display(),
-        // S3CRYPT_BENCH_PROXY_WORKERS=N: server.worker_threads (default 0: one per core).
-        workers = std::env::var("S3CRYPT_BENCH_PROXY_WORKERS").unwrap_or_else(|_| "0".into()),
+        workers = tuning.worker_threads,
     );
     let conf_file = root.join("proxy.toml");
     std::fs::write(&conf_file, conf + extra).expect("proxy.toml");

@@ -100,6 +100,7 @@ async fn main() {
         &upstream,
         (systems::SW_AK, systems::SW_SK),
         &[],
+        systems::Tuning::default(),
         &extra,
     );
     let pid = proxy.proc.pid();

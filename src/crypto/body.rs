@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -61,7 +61,9 @@ pin_project! {
         segment_size: usize,
         remaining: u64,
         cipher_left: u64,
-        buf: Vec<u8>,
+        // The segment being assembled (header room, then plaintext), handed on with `split().freeze()`: once
+        // the store client has written a segment and dropped it, the next one reuses its allocation.
+        buf: BytesMut,
         pending: Bytes,
         inner_ended: bool,
         state: State,
@@ -84,19 +86,13 @@ impl<B> EncryptBody<B> {
             segment_size: segment,
             remaining: plain_len,
             cipher_left: ciphertext_len(plain_len, segment_size),
-            buf: new_segment_buf(segment),
+            buf: BytesMut::new(),
             pending: Bytes::new(),
             inner_ended: false,
             state: State::Running,
             meter: Meter::default(),
         }
     }
-}
-
-fn new_segment_buf(segment: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(HEADER_LEN + segment + TAG_LEN);
-    v.resize(HEADER_LEN, 0);
-    v
 }
 
 impl<B> Body for EncryptBody<B>
@@ -113,12 +109,15 @@ where
             if matches!(this.state, State::Done) {
                 return Poll::Ready(None);
             }
-            let filled = this.buf.len() - HEADER_LEN;
             let target = usize::try_from((*this.segment_size as u64).min(*this.remaining)).unwrap_or(0);
+            if this.buf.is_empty() {
+                this.buf.reserve(HEADER_LEN + target + TAG_LEN);
+                this.buf.extend_from_slice(&[0u8; HEADER_LEN]);
+            }
+            let filled = this.buf.len() - HEADER_LEN;
             let last = *this.remaining == target as u64;
-            let whole_in_frame = filled == 0 && this.pending.len() >= target;
-            if whole_in_frame || filled == target {
-                if last && (this.pending.len() > target || (filled > 0 && !this.pending.is_empty())) {
+            if filled == target {
+                if last && !this.pending.is_empty() {
                     *this.state = State::Done;
                     return Poll::Ready(Some(Err(BodyError::too_long().into())));
                 }
@@ -133,27 +132,27 @@ where
                     *this.inner_ended = true;
                 }
                 let sealer = &mut *this.sealer;
-                let seg = if whole_in_frame {
-                    // Fast path: the segment lies in one incoming frame: encrypt straight out of it.
-                    let seg = this.meter.time(target, || sealer.seal_from(&this.pending[..target], last));
-                    this.pending.advance(target);
-                    seg
-                } else {
-                    let mut seg = std::mem::replace(this.buf, new_segment_buf(*this.segment_size));
-                    this.meter.time(target, || sealer.seal(&mut seg, last));
-                    seg
-                };
+                let buf = &mut *this.buf;
+                let tag = this.meter.time(target, || sealer.seal_in_place(buf, last));
+                buf.extend_from_slice(&tag);
+                let seg = buf.split().freeze();
                 *this.remaining -= target as u64;
                 *this.cipher_left -= seg.len() as u64;
                 if last {
                     *this.state = State::Done;
                 }
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(seg)))));
+                return Poll::Ready(Some(Ok(Frame::data(seg))));
             }
             if !this.pending.is_empty() {
                 let n = (target - filled).min(this.pending.len());
                 this.buf.extend_from_slice(&this.pending[..n]);
-                this.pending.advance(n);
+                if n == this.pending.len() {
+                    // Let go of the frame's memory now: the reader that filled it (hyper's read buffer) can then
+                    // reuse it instead of taking fresh pages for its next read.
+                    *this.pending = Bytes::new();
+                } else {
+                    this.pending.advance(n);
+                }
                 continue;
             }
             if *this.inner_ended {

@@ -46,28 +46,21 @@ impl Sealer {
         Sealer { cipher: SegmentCipher::new(&stream_key(dek, part, &salt)), part, salt, next_index: 0 }
     }
 
-    /// Seals `plain` (read, not modified) into a new segment: header, ciphertext, tag.
-    pub fn seal_from(&mut self, plain: &[u8], last: bool) -> Vec<u8> {
+    /// `seg` holds `HEADER_LEN` bytes of room followed by the segment's plaintext: the header is written and the
+    /// plaintext encrypted in place; the tag to append is returned.
+    pub fn seal_in_place(&mut self, seg: &mut [u8], last: bool) -> [u8; TAG_LEN] {
         let header = SegmentHeader { last, part: self.part, index: self.next_index, salt: self.salt };
         let h = header.encode();
-        let mut seg = vec![0u8; HEADER_LEN + plain.len() + TAG_LEN];
         seg[..HEADER_LEN].copy_from_slice(&h);
-        let (body, tag_out) = seg[HEADER_LEN..].split_at_mut(plain.len());
-        let tag = self.cipher.seal_to(header.nonce(), &h, plain, body);
-        tag_out.copy_from_slice(&tag);
+        let tag = self.cipher.seal(header.nonce(), &h, &mut seg[HEADER_LEN..]);
         self.next_index += 1;
-        seg
+        tag
     }
 
-    /// `buf` holds `HEADER_LEN` bytes of room followed by the segment's plaintext; the header is written, the
-    /// plaintext encrypted in place and the tag appended.
+    /// [`Sealer::seal_in_place`] with the tag appended to `buf`.
     pub fn seal(&mut self, buf: &mut Vec<u8>, last: bool) {
-        let header = SegmentHeader { last, part: self.part, index: self.next_index, salt: self.salt };
-        let h = header.encode();
-        buf[..HEADER_LEN].copy_from_slice(&h);
-        let tag = self.cipher.seal(header.nonce(), &h, &mut buf[HEADER_LEN..]);
+        let tag = self.seal_in_place(buf, last);
         buf.extend_from_slice(&tag);
-        self.next_index += 1;
     }
 }
 

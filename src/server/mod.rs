@@ -3,6 +3,7 @@
 //! let in-flight requests finish up to `server.drain_timeout`, stop the embedded store.
 
 pub mod admin;
+pub mod read_ahead;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -416,7 +417,9 @@ async fn serve_connection(
     let _open = ConnectionGuard(permit);
     let ended = match acceptor {
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(read_ahead::ReadAhead::new(stream)))
+                .await
+            {
                 Ok(Ok(s)) => {
                     crate::metrics::tls_handshake("ok");
                     s

@@ -148,7 +148,9 @@ where
                         }
                     }
                     let n = usize::try_from((*left).min(this.pending.len() as u64)).unwrap_or(this.pending.len());
-                    let data = this.pending.split_to(n);
+                    // The last slice of a frame takes the frame itself (its memory is released with it).
+                    let data =
+                        if n == this.pending.len() { std::mem::take(this.pending) } else { this.pending.split_to(n) };
                     *left -= n as u64;
                     *this.sent += n as u64;
                     if let Some(c) = this.crc.as_mut() {
