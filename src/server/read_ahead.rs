@@ -2,11 +2,11 @@
 //!
 //! rustls reads at most 4 KiB per `read` (its deframer's fixed read size), so every 16 KiB TLS record of an upload
 //! cost four `recvfrom` system calls: under a stream of uploads, the largest part of the proxy's kernel time
-//! (docs/BENCHMARKS.md, "The PUT path"). `ReadAhead` fills a buffer of its own with one read of up to
-//! [`READ_AHEAD`] bytes and hands it out from memory. The buffer lives only while data streams in: when the socket
-//! has nothing more to give and its last read was short (small requests, an idle keep-alive connection) it is
-//! freed; after a long read (mid-upload, the client merely slower than the proxy) it is kept for the next one, so
-//! an upload reuses one allocation instead of faulting in fresh pages per read. Writes pass straight through
+//! (docs/BENCHMARKS.md, "Where the CPU of a PUT goes"). `ReadAhead` fills a buffer of its own with one read of
+//! up to [`READ_AHEAD`] bytes and hands it out from memory. The buffer lives only while data streams in: when the
+//! socket has nothing more to give and its last read was short (small requests, an idle keep-alive connection) it
+//! is freed; after a long read (mid-upload, the client merely slower than the proxy) it is kept for the next one,
+//! so an upload reuses one allocation instead of faulting in fresh pages per read. Writes pass straight through
 //! (vectored, as rustls writes its records).
 
 use std::io;
