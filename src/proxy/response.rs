@@ -53,12 +53,16 @@ fn client_header(name: &str) -> bool {
 /// Content-Encoding.
 pub(super) fn scrub_upstream_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
-    for name in [X_AMZ_REQUEST_ID, X_AMZ_ID_2, http::header::SERVER, http::header::DATE] {
+    // Server and Date are off the allow-list; the store's request IDs are x-amz-* and go by name.
+    for name in [X_AMZ_REQUEST_ID, X_AMZ_ID_2] {
         headers.remove(name);
     }
-    let private: Vec<http::HeaderName> = headers.keys().filter(|n| !client_header(n.as_str())).cloned().collect();
-    for name in private {
-        headers.remove(name);
+    // Most answers carry nothing private: only then is the list of names to drop built (every response passes here).
+    if headers.keys().any(|n| !client_header(n.as_str())) {
+        let private: Vec<http::HeaderName> = headers.keys().filter(|n| !client_header(n.as_str())).cloned().collect();
+        for name in private {
+            headers.remove(name);
+        }
     }
     crate::store::strip_aws_chunked_encoding(headers);
 }
