@@ -245,6 +245,7 @@ fn serve(path: &Path) -> ExitCode {
         server.reload_on_sighup(path.to_owned());
         crate::server::announce(&server);
         server.run(crate::signal::shutdown()).await;
+        crate::util::audit::flush();
         ExitCode::SUCCESS
     })
 }

@@ -2,10 +2,12 @@
 //! low-cardinality by construction (operation, status class, side, direction, result, reason) — never a bucket,
 //! key, access key or address. The Prometheus recorder is process-wide; the admin listener renders it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS: &str = "s3crypt_requests_total";
@@ -109,13 +111,51 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// Handles of the metrics every request touches, per thread: the recorder's registry lookup (building the key,
+/// hashing it, a shared lock) once per label set instead of once per request. Used only once this module's
+/// recorder is installed (a handle taken before would record nowhere).
+#[derive(Default)]
+struct Hot {
+    requests: HashMap<(&'static str, &'static str), Counter>,
+    request_seconds: HashMap<&'static str, Histogram>,
+    upstream_seconds: Option<Histogram>,
+    crypto_seconds: HashMap<(&'static str, &'static str), Histogram>,
+    crypto_bytes: HashMap<&'static str, Counter>,
+}
+
+thread_local! {
+    static HOT: RefCell<Hot> = RefCell::default();
+}
+
+/// Runs `f` on this thread's handles, or returns `None` while no recorder of this module's is installed.
+fn hot<R>(f: impl FnOnce(&mut Hot) -> R) -> Option<R> {
+    if !matches!(HANDLE.get(), Some(Some(_))) {
+        return None;
+    }
+    HOT.try_with(|h| f(&mut h.borrow_mut())).ok()
+}
+
 pub fn request_done(op: &'static str, status: u16, elapsed: Duration) {
-    counter!(REQUESTS, "op" => op, "status" => status_class(status)).increment(1);
-    histogram!(REQUEST_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+    let class = status_class(status);
+    let cached = hot(|h| {
+        h.requests.entry((op, class)).or_insert_with(|| counter!(REQUESTS, "op" => op, "status" => class)).increment(1);
+        h.request_seconds
+            .entry(op)
+            .or_insert_with(|| histogram!(REQUEST_SECONDS, "op" => op))
+            .record(elapsed.as_secs_f64());
+    });
+    if cached.is_none() {
+        counter!(REQUESTS, "op" => op, "status" => class).increment(1);
+        histogram!(REQUEST_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+    }
 }
 
 pub fn upstream_done(elapsed: Duration) {
-    histogram!(UPSTREAM_SECONDS).record(elapsed.as_secs_f64());
+    let cached =
+        hot(|h| h.upstream_seconds.get_or_insert_with(|| histogram!(UPSTREAM_SECONDS)).record(elapsed.as_secs_f64()));
+    if cached.is_none() {
+        histogram!(UPSTREAM_SECONDS).record(elapsed.as_secs_f64());
+    }
 }
 
 pub fn upstream_error(kind: &'static str) {
@@ -124,8 +164,20 @@ pub fn upstream_error(kind: &'static str) {
 
 /// One request body's crypto: `direction` is "encrypt" or "decrypt".
 pub fn crypto_done(direction: &'static str, op: &'static str, busy: Duration, bytes: u64) {
-    histogram!(CRYPTO_SECONDS, "direction" => direction, "op" => op).record(busy.as_secs_f64());
-    counter!(CRYPTO_BYTES, "direction" => direction).increment(bytes);
+    let cached = hot(|h| {
+        h.crypto_seconds
+            .entry((direction, op))
+            .or_insert_with(|| histogram!(CRYPTO_SECONDS, "direction" => direction, "op" => op))
+            .record(busy.as_secs_f64());
+        h.crypto_bytes
+            .entry(direction)
+            .or_insert_with(|| counter!(CRYPTO_BYTES, "direction" => direction))
+            .increment(bytes);
+    });
+    if cached.is_none() {
+        histogram!(CRYPTO_SECONDS, "direction" => direction, "op" => op).record(busy.as_secs_f64());
+        counter!(CRYPTO_BYTES, "direction" => direction).increment(bytes);
+    }
 }
 
 pub fn integrity_failure(what: &'static str) {

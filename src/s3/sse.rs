@@ -157,11 +157,11 @@ impl SseRequest {
 
 /// The SSE-C key of a copy source (`x-amz-copy-source-server-side-encryption-customer-*`), if given.
 pub fn copy_source_customer(headers: &HeaderMap) -> Result<Option<Arc<CustomerKey>>, RequestError> {
-    let v: Vec<Option<&str>> = COPY_SSE_C.iter().map(|n| headers.get(*n).and_then(|v| v.to_str().ok())).collect();
-    if v.iter().all(Option::is_none) {
+    let [algorithm, key, md5] = COPY_SSE_C.map(|n| headers.get(n).and_then(|v| v.to_str().ok()));
+    if algorithm.is_none() && key.is_none() && md5.is_none() {
         return Ok(None);
     }
-    CustomerKey::parse(v[0], v[1], v[2]).map(|k| Some(Arc::new(k)))
+    CustomerKey::parse(algorithm, key, md5).map(|k| Some(Arc::new(k)))
 }
 
 /// Whether the request carries any SSE-C header (for the object itself).

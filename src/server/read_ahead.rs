@@ -2,8 +2,9 @@
 //!
 //! rustls reads at most 4 KiB per `read` (its deframer's fixed read size), so every 16 KiB TLS record of an upload
 //! cost four `recvfrom` system calls: under a stream of uploads, the largest part of the proxy's kernel time
-//! (docs/BENCHMARKS.md, "Where the CPU of a PUT goes"). `ReadAhead` fills a buffer of its own with one read of
-//! up to [`READ_AHEAD`] bytes and hands it out from memory. The buffer lives only while data streams in: when the
+//! (docs/BENCHMARKS.md, "Where the CPU of a PUT goes"). Once a read fills what the reader asked for, `ReadAhead`
+//! fills a buffer of its own with one read of up to [`READ_AHEAD`] bytes and hands it out from memory; until then
+//! (a connection's first read, a small request) reads go straight to the reader's buffer and allocate nothing. The buffer lives only while data streams in: when the
 //! socket has nothing more to give and its last read was short (small requests, an idle keep-alive connection) it
 //! is freed; after a long read (mid-upload, the client merely slower than the proxy) it is kept for the next one,
 //! so an upload reuses one allocation instead of faulting in fresh pages per read. Writes pass straight through
@@ -53,6 +54,18 @@ impl<T: AsyncRead> AsyncRead for ReadAhead<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut this = self.project();
         if this.buf.is_empty() {
+            if this.buf.capacity() == 0 && *this.last_fill < STREAMING {
+                // Idle until now: most requests arrive whole in the reader's own buffer, so read into it directly
+                // and allocate nothing. A read that fills it may be the start of a stream: read ahead from then.
+                let asked = out.remaining();
+                let before = out.filled().len();
+                let read = this.inner.poll_read(cx, out);
+                if let Poll::Ready(Ok(())) = read {
+                    let n = out.filled().len() - before;
+                    *this.last_fill = if n == asked && n > 0 { STREAMING } else { n };
+                }
+                return read;
+            }
             if out.remaining() >= READ_AHEAD {
                 // A reader asking for this much gains nothing from a copy.
                 *this.buf = BytesMut::new();
@@ -145,8 +158,20 @@ mod tests {
             got.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(got, data);
-        // 300,000 bytes in 4 KiB asks: 74 reads without read-ahead; with it one per 64 KiB, plus the EOF.
-        assert!(r.get_ref().reads <= 300_000 / READ_AHEAD + 2, "{} socket reads", r.get_ref().reads);
+        // 300,000 bytes in 4 KiB asks: 74 reads without read-ahead; with it the first direct, then one per 64 KiB,
+        // plus the EOF.
+        assert!(r.get_ref().reads <= 300_000 / READ_AHEAD + 3, "{} socket reads", r.get_ref().reads);
+    }
+
+    #[tokio::test]
+    async fn a_small_request_is_read_into_the_readers_buffer_without_an_allocation() {
+        let request = [5u8; 500];
+        let mut r = ReadAhead::new(Counted { inner: &request[..], reads: 0 });
+        let mut got = [0u8; 4096];
+        let n = r.read(&mut got).await.unwrap();
+        assert_eq!((n, r.get_ref().reads, r.buffered_capacity()), (500, 1, 0));
+        assert_eq!(r.read(&mut got).await.unwrap(), 0);
+        assert_eq!(r.buffered_capacity(), 0);
     }
 
     #[tokio::test]

@@ -119,7 +119,15 @@ pub fn build_canonical_request(
 /// `AWS4-HMAC-SHA256\n<date>\n<scope>\n<hex SHA-256 of the canonical request>`.
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(canonical_request.as_bytes());
-    format!("{}\n{amz_date}\n{scope}\n{}", super::ALGORITHM, hex::encode(digest))
+    let mut hex = [0u8; 64];
+    let _ = hex::encode_to_slice(digest, &mut hex);
+    let mut s = String::with_capacity(super::ALGORITHM.len() + amz_date.len() + scope.len() + 67);
+    for part in [super::ALGORITHM, "\n", amz_date, "\n", scope, "\n"] {
+        s.push_str(part);
+    }
+    // Hex digits are ASCII.
+    s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    s
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ pub mod sign;
 pub mod v2;
 pub mod verify;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use subtle::ConstantTimeEq;
@@ -80,6 +82,33 @@ impl SigningKey {
         // calculate_signature always returns 64 hex digits
         let _ = hex::decode_to_slice(hex_sig, &mut b);
         Signature(b)
+    }
+}
+
+/// Signing keys derived once per access key and UTC date (`YYYYMMDD`) rather than once per request (two HMAC
+/// chains of four steps each). One entry per access key: a request for another date replaces it.
+#[derive(Debug, Default)]
+pub struct SigningKeys(Mutex<HashMap<String, (String, Arc<SigningKey>)>>);
+
+impl SigningKeys {
+    /// The key of `secret` for `date`, the date of `time` (`YYYYMMDD`), derived on first use.
+    pub fn get(
+        &self,
+        access_key_id: &str,
+        secret: &str,
+        date: &str,
+        time: SystemTime,
+        region: &str,
+    ) -> Arc<SigningKey> {
+        let mut keys = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((d, k)) = keys.get(access_key_id)
+            && d == date
+        {
+            return Arc::clone(k);
+        }
+        let k = Arc::new(SigningKey::derive(secret, time, region));
+        keys.insert(access_key_id.to_owned(), (date.to_owned(), Arc::clone(&k)));
+        k
     }
 }
 

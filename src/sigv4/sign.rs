@@ -3,7 +3,7 @@
 //! clients, with the signing key derived once per UTC day instead of once per request. The tests pin the output
 //! byte for byte to the `aws-sigv4` crate's (docs/BENCHMARKS.md: the crate cost 10 % of a small request's CPU).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{AUTHORIZATION, HOST};
@@ -13,7 +13,7 @@ use super::canonical::{
     PlusMode, build_canonical_request, canonical_header_value, canonical_query, parse_query, string_to_sign,
 };
 use super::error::SignError;
-use super::{STREAMING_UNSIGNED_PAYLOAD_TRAILER, SigningKey, UNSIGNED_PAYLOAD};
+use super::{STREAMING_UNSIGNED_PAYLOAD_TRAILER, SigningKeys, UNSIGNED_PAYLOAD};
 use crate::s3::headers::{X_AMZ_CONTENT_SHA256, X_AMZ_DATE};
 use crate::util::secret::SecretString;
 use crate::util::time::format_amz_date;
@@ -49,11 +49,8 @@ pub struct UpstreamSigner {
     secret: SecretString,
     region: String,
     /// The signing key of the last date signed for (`YYYYMMDD`); it changes at midnight UTC.
-    key: Arc<Mutex<Option<DatedKey>>>,
+    key: Arc<SigningKeys>,
 }
-
-/// A signing key and the date (`YYYYMMDD`) it signs for.
-type DatedKey = (String, Arc<SigningKey>);
 
 impl UpstreamSigner {
     pub fn new(access_key_id: &str, secret: &SecretString, region: &str) -> UpstreamSigner {
@@ -61,20 +58,8 @@ impl UpstreamSigner {
             access_key_id: access_key_id.to_owned(),
             secret: secret.clone(),
             region: region.to_owned(),
-            key: Arc::new(Mutex::new(None)),
+            key: Arc::default(),
         }
-    }
-
-    fn key_for(&self, date: &str, now: SystemTime) -> Arc<SigningKey> {
-        let mut cached = self.key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((d, k)) = cached.as_ref()
-            && d == date
-        {
-            return Arc::clone(k);
-        }
-        let k = Arc::new(SigningKey::derive(self.secret.expose(), now, &self.region));
-        *cached = Some((date.to_owned(), Arc::clone(&k)));
-        k
     }
 
     /// Signs `req` in place: sets `authorization`, `x-amz-date` and `x-amz-content-sha256` (`host` is signed from
@@ -122,7 +107,8 @@ impl UpstreamSigner {
         let creq = build_canonical_request(req.method(), req.uri().path(), &query, &block, &signed, payload_line);
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
         let sts = string_to_sign(&amz_date, &scope, &creq);
-        let signature = self.key_for(date, now).sign(sts.as_bytes());
+        let signature =
+            self.key.get(&self.access_key_id, self.secret.expose(), date, now, &self.region).sign(sts.as_bytes());
         let authorization = format!(
             "{} Credential={}/{scope}, SignedHeaders={}, Signature={}",
             super::ALGORITHM,

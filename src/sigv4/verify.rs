@@ -17,7 +17,7 @@ use super::canonical::{
 use super::error::{AuthError, SignatureMismatch};
 use super::{
     ALGORITHM, ALGORITHM_ECDSA, STREAMING_ECDSA_PREFIX, STREAMING_SIGNED_PAYLOAD, STREAMING_SIGNED_PAYLOAD_TRAILER,
-    STREAMING_UNSIGNED_PAYLOAD_TRAILER, Signature, SigningKey, UNSIGNED_PAYLOAD,
+    STREAMING_UNSIGNED_PAYLOAD_TRAILER, Signature, SigningKey, SigningKeys, UNSIGNED_PAYLOAD,
 };
 use crate::config::ClientCredential;
 use crate::s3::error::RequestError;
@@ -66,7 +66,7 @@ impl PayloadMode {
 /// What signed chunks are checked against (the chain starts at the seed signature).
 #[derive(Debug)]
 pub struct ChunkSigningContext {
-    pub key: SigningKey,
+    pub key: Arc<SigningKey>,
     pub amz_date: String,
     pub scope: String,
     pub seed_signature: Signature,
@@ -92,6 +92,8 @@ pub struct Verifier {
     clients: HashMap<String, Arc<ClientCredential>>,
     region: String,
     allow_sigv2_presigned: bool,
+    /// Clients' signing keys of the day (a reload builds a new verifier, so a changed secret is never stale).
+    keys: SigningKeys,
 }
 
 /// The parts of a request head verification reads.
@@ -250,6 +252,7 @@ impl Verifier {
             clients: clients.iter().map(|c| (c.access_key_id.clone(), Arc::new(c.clone()))).collect(),
             region: region.to_owned(),
             allow_sigv2_presigned,
+            keys: SigningKeys::default(),
         }
     }
 
@@ -362,7 +365,13 @@ impl Verifier {
     ) -> Result<Authenticated, AuthError> {
         let auth = HeaderAuth::parse(params, req.headers)?;
         let Admission { client, signed_headers, payload_line, payload } = self.admit_header(&auth, req.headers, now)?;
-        let key = SigningKey::derive(client.secret_access_key.expose(), auth.request_time, &self.region);
+        let key = self.keys.get(
+            &client.access_key_id,
+            client.secret_access_key.expose(),
+            auth.credential.date,
+            auth.request_time,
+            &self.region,
+        );
         let scope = format!("{}/{}/s3/aws4_request", auth.credential.date, auth.credential.region);
         let parts = SignedParts {
             signed_headers: &signed_headers,
@@ -425,7 +434,13 @@ impl Verifier {
         let auth = PresignedAuth::parse(&literal_query)?;
         let Admission { client, signed_headers, payload_line, payload } =
             self.admit_presigned(&auth, req.headers, now)?;
-        let key = SigningKey::derive(client.secret_access_key.expose(), auth.request_time, &self.region);
+        let key = self.keys.get(
+            &client.access_key_id,
+            client.secret_access_key.expose(),
+            auth.credential.date,
+            auth.request_time,
+            &self.region,
+        );
         let scope = format!("{}/{}/s3/aws4_request", auth.credential.date, auth.credential.region);
         let parts = SignedParts {
             signed_headers: &signed_headers,

@@ -1,21 +1,104 @@
-//! The audit log sink: one JSON line per request, formatted into a reused per-thread buffer and written with one
-//! `write` to standard error or a file (created mode 0640). The line keeps the shape `tracing-subscriber`'s JSON
-//! formatter gave it (`timestamp`, `level`, `fields`, `target`), at a fifth of the cost (docs/BENCHMARKS.md).
+//! The audit log sink: one JSON line per request, formatted into a reused per-thread buffer and handed to one
+//! writer thread, which writes what has gathered in writes of at most [`PIPE_BUF`] bytes that end on a line end
+//! (so a line is never split, and never interleaved with other writers' lines on a pipe), to standard error or a
+//! file (created mode 0640). Under load a write carries many lines instead of one system call per request; a
+//! writer that cannot keep up holds requests back once [`MAX_PENDING`] bytes wait ([`flush`] at shutdown writes
+//! the rest). The line keeps the shape `tracing-subscriber`'s JSON formatter gave it (`timestamp`, `level`,
+//! `fields`, `target`), at a fifth of the cost (docs/BENCHMARKS.md).
 //! Never a secret, a signature, an SSE-C key or object data: the caller passes names and numbers only.
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Where audit lines go; unset means auditing is off.
-static SINK: OnceLock<Mutex<Box<dyn Write + Send>>> = OnceLock::new();
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Lines written but not yet out, and the writer thread's signals.
+struct Sink {
+    pending: Mutex<Pending>,
+    /// Lines arrived (the writer waits on it when idle).
+    arrived: Condvar,
+    /// Lines went out (requests held back and [`flush`] wait on it).
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// The writer has taken lines it has not finished writing.
+    writing: bool,
+}
+
+/// Largest write: POSIX makes pipe writes up to this size atomic.
+pub const PIPE_BUF: usize = 4096;
+
+/// Bytes of lines that may wait for the writer before requests wait for it.
+pub const MAX_PENDING: usize = 4 << 20;
 
 /// The tracing-compatible target named in every line.
 pub const AUDIT_TARGET: &str = "s3crypt::audit";
 
-/// Sends audit lines to `sink` from now on (the first call wins, like a global logger).
+/// Sends audit lines to `sink` from now on, through a writer thread (the first call wins, like a global logger).
 pub fn install(sink: Box<dyn Write + Send>) {
-    let _ = SINK.set(Mutex::new(sink));
+    let fresh = Sink { pending: Mutex::default(), arrived: Condvar::new(), written: Condvar::new() };
+    if SINK.set(fresh).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("s3crypt-audit".into()).spawn(move || writer(sink));
+    if spawned.is_err() {
+        eprintln!("s3crypt: cannot start the audit writer thread");
+    }
+}
+
+fn writer(mut out: Box<dyn Write + Send>) {
+    let Some(sink) = SINK.get() else { return };
+    let mut batch = Vec::new();
+    loop {
+        {
+            let mut p = lock(&sink.pending);
+            p.writing = false;
+            sink.written.notify_all();
+            while p.lines.is_empty() {
+                p = sink.arrived.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            std::mem::swap(&mut p.lines, &mut batch);
+            p.writing = true;
+        }
+        let mut rest = &batch[..];
+        while !rest.is_empty() {
+            let n = write_size(rest);
+            // A failed write is dropped: auditing never fails a request.
+            let _ = out.write_all(&rest[..n]);
+            rest = &rest[n..];
+        }
+        let _ = out.flush();
+        batch.clear();
+    }
+}
+
+/// The longest prefix of `lines` of at most [`PIPE_BUF`] bytes that ends a line (a longer line goes whole).
+fn write_size(lines: &[u8]) -> usize {
+    if lines.len() <= PIPE_BUF {
+        return lines.len();
+    }
+    match lines[..PIPE_BUF].iter().rposition(|&b| b == b'\n') {
+        Some(end) => end + 1,
+        None => lines.iter().position(|&b| b == b'\n').map_or(lines.len(), |end| end + 1),
+    }
+}
+
+fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits until every line handed over so far is written (at shutdown).
+pub fn flush() {
+    let Some(sink) = SINK.get() else { return };
+    let mut p = lock(&sink.pending);
+    while !p.lines.is_empty() || p.writing {
+        p = sink.written.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
 }
 
 /// Opens an audit file for appending, creating it readable by owner and group only.
@@ -52,15 +135,24 @@ thread_local! {
     static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
 }
 
-/// Writes `record` as one line; a failed write is dropped (auditing never fails a request).
+/// Hands `record` to the writer as one line.
 pub fn write(record: &Record<'_>) {
     let Some(sink) = SINK.get() else { return };
     LINE.with(|line| {
         let mut line = line.borrow_mut();
         line.clear();
         format_line(&mut line, record, time::OffsetDateTime::now_utc());
-        let mut w = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = w.write_all(&line);
+        let mut p = lock(&sink.pending);
+        while p.lines.len() >= MAX_PENDING {
+            p = sink.written.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        // The writer waits only when it has nothing: one wake-up per batch, not per line.
+        let idle = p.lines.is_empty() && !p.writing;
+        p.lines.extend_from_slice(&line);
+        drop(p);
+        if idle {
+            sink.arrived.notify_one();
+        }
     });
 }
 
@@ -106,6 +198,17 @@ fn string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_end_on_a_line_end_within_pipe_buf_and_a_longer_line_goes_whole() {
+        let line = |n: usize| [vec![b'x'; n - 1], vec![b'\n']].concat();
+        let lines = [line(3000), line(1000), line(500)].concat();
+        assert_eq!(write_size(&lines), 4000);
+        assert_eq!(write_size(&lines[4000..]), 500);
+        let long = [line(9000), line(10)].concat();
+        assert_eq!(write_size(&long), 9000);
+        assert_eq!(write_size(b"no end"), 6);
+    }
 
     #[test]
     fn a_line_is_one_json_object_with_the_tracing_shape_and_escaped_names() {
