@@ -1,4 +1,4 @@
-//! The `s3crypt` command line: `serve`, `check-config`, `keygen`, `decrypt` (disaster recovery with no proxy
+//! The `s3crypt` command line: `serve`, `check-config`, `keygen`, `keys`, `decrypt` (disaster recovery with no proxy
 //! running), and the bulk key maintenance `rewrap` (rotation) and `migrate` (encrypt legacy objects in place).
 
 use std::io::{Read, Write};
@@ -39,6 +39,12 @@ enum Command {
         /// Key id (default: k<date>-<random>).
         #[arg(long)]
         id: Option<String>,
+    },
+    /// Manage a keyring's keys for a rotation across replicas: list them with fingerprints (never the keys), add
+    /// a staged key, promote it to current (docs/KEYS.md, "Rotating a keyring key across replicas").
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
     },
     /// Copy a keyring (checked) to a file readable by its owner only: the init step for platforms that mount
     /// secrets group-readable (Kubernetes with fsGroup).
@@ -98,6 +104,34 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Print each key's id, fingerprint and whether it is current.
+    List {
+        #[arg(long)]
+        keyring: PathBuf,
+    },
+    /// Add a new random 256-bit key (creating the keyring, mode 600). Staged: it unwraps, but new data keys stay
+    /// under the current key until `promote` (or `--current`). A new keyring's first key is current.
+    Add {
+        #[arg(long)]
+        keyring: PathBuf,
+        /// Key id (default: k<date>-<random>).
+        #[arg(long)]
+        id: Option<String>,
+        /// Make it current at once (as `keygen`): only safe with a single replica.
+        #[arg(long)]
+        current: bool,
+    },
+    /// Make a key current: new data keys are wrapped under it.
+    Promote {
+        #[arg(long)]
+        keyring: PathBuf,
+        #[arg(long)]
+        id: String,
+    },
+}
+
 #[derive(clap::Args)]
 struct BulkArgs {
     #[arg(long)]
@@ -142,6 +176,7 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Keys { action } => keys(action),
         Command::InstallKeyring { from, to } => match crate::crypto::keys::install_keyring(&from, &to) {
             Ok(current) => {
                 println!("installed {} (mode 600, current key {current})", to.display());
@@ -248,6 +283,33 @@ fn serve(path: &Path) -> ExitCode {
         crate::util::audit::flush();
         ExitCode::SUCCESS
     })
+}
+
+/// `s3crypt keys …`: what changed goes to standard output, never a key.
+fn keys(action: KeysAction) -> ExitCode {
+    use crate::crypto::keys::{add_key, list_keys, promote_key};
+    let done = match action {
+        KeysAction::List { keyring } => list_keys(&keyring).map(|keys| {
+            println!("{:<24} {:<16} current", "id", "fingerprint");
+            for k in keys {
+                println!("{:<24} {:<16} {}", k.id, k.fingerprint, if k.current { "yes" } else { "" });
+            }
+        }),
+        KeysAction::Add { keyring, id, current } => add_key(&keyring, id.as_deref(), current).and_then(|id| {
+            let ring = LocalKeyring::load(&keyring)?;
+            let state = if ring.current().id() == id { "current" } else { "staged, not current" };
+            let fp = ring.keys().find(|k| k.id() == id).map(crate::crypto::keys::Kek::fingerprint).unwrap_or_default();
+            println!("added key {id} (fingerprint {fp}, {state}) to {}", keyring.display());
+            Ok(())
+        }),
+        KeysAction::Promote { keyring, id } => promote_key(&keyring, &id).map(|()| {
+            println!("key {id} is now current in {}", keyring.display());
+        }),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
 }
 
 /// `rewrap` / `migrate`: the proxy's core without listeners, progress on standard error every two seconds.

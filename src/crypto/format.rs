@@ -65,6 +65,9 @@ pub const UPLOAD_TOKEN_AAD_LABEL: &[u8] = b"s3crypt/v1 upload token";
 pub const UPLOAD_ID_PREFIX: &str = "s3c1.";
 /// Key-reference scheme of the local keyring. DO NOT CHANGE.
 pub const KEK_SCHEME_KEYRING: &str = "keyring";
+/// Prefix hashed before a keyring key into its fingerprint, `hex(SHA-256(label || key)[..8])`, which operators
+/// compare across replicas and backups (docs/FORMAT.md §1). Not stored with objects. DO NOT CHANGE.
+pub const KEK_FINGERPRINT_LABEL: &[u8] = b"s3crypt/v1 keyring key fingerprint\0";
 
 // --- Added with the second wrap layout and upload-ID version (docs/FORMAT.md §2 "Wrapped DEK", §7 "Upload IDs").
 // The object format stays version 1: readers accept both wrap layouts; writers write the second.

@@ -14,8 +14,9 @@ use zeroize::Zeroizing;
 use super::aead::SegmentCipher;
 use super::error::CryptoError;
 use super::format::{
-    DEK_LEN, FORMAT_VERSION, KEK_SCHEME_KEYRING, TAG_LEN, UPLOAD_TOKEN_AAD_LABEL, UPLOAD_TOKEN_V2_AAD_LABEL,
-    WRAP_AAD_CONTEXT_PREFIX, WRAP_AAD_LABEL, WRAP_NONCE_LEN, WRAP_V1_LEN, WRAP_V2, WRAP_V2_KEY_INFO, WRAP_V2_SALT_LEN,
+    DEK_LEN, FORMAT_VERSION, KEK_FINGERPRINT_LABEL, KEK_SCHEME_KEYRING, TAG_LEN, UPLOAD_TOKEN_AAD_LABEL,
+    UPLOAD_TOKEN_V2_AAD_LABEL, WRAP_AAD_CONTEXT_PREFIX, WRAP_AAD_LABEL, WRAP_NONCE_LEN, WRAP_V1_LEN, WRAP_V2,
+    WRAP_V2_KEY_INFO, WRAP_V2_SALT_LEN,
 };
 
 /// A 256-bit data key. Zeroized on drop; never printed.
@@ -226,6 +227,14 @@ impl Kek {
         &self.id
     }
 
+    /// A public name of the key's bytes, `hex(SHA-256(KEK_FINGERPRINT_LABEL || key)[..8])`: equal fingerprints
+    /// mean the same key, and nothing about the key follows from one.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new().chain_update(KEK_FINGERPRINT_LABEL).chain_update(&self.key[..]).finalize();
+        hex::encode(&digest[..8])
+    }
+
     /// The reference stored in metadata: `keyring:<id>`.
     pub fn reference(&self) -> String {
         format!("{KEK_SCHEME_KEYRING}:{}", self.id)
@@ -356,14 +365,14 @@ impl LocalKeyring {
 /// Adds a new random key to the keyring at `path` (creating the file, mode 600) and makes it current.
 /// Returns the new key's id.
 pub fn keygen(path: &Path, id: Option<&str>) -> Result<String, String> {
-    let mut entries: BTreeMap<String, String> = BTreeMap::new();
-    if path.exists() {
-        let existing = LocalKeyring::load(path)?;
-        drop(existing);
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?);
-        let file: KeyringFile = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-        entries = file.keys;
-    }
+    add_key(path, id, true)
+}
+
+/// Adds a new random key to the keyring at `path` (creating the file, mode 600). A staged key
+/// (`make_current` false) unwraps data keys but wraps none until [`promote_key`] makes it current: the first phase
+/// of a rotation across replicas (docs/KEYS.md). A new keyring's first key is current either way. Returns the id.
+pub fn add_key(path: &Path, id: Option<&str>, make_current: bool) -> Result<String, String> {
+    let (mut current, mut entries) = read_entries(path)?;
     let id = match id {
         Some(id) => id.to_owned(),
         None => {
@@ -379,18 +388,66 @@ pub fn keygen(path: &Path, id: Option<&str>) -> Result<String, String> {
         return Err(format!("key id {id:?} already exists in {}", path.display()));
     }
     let key: Zeroizing<[u8; 32]> = Zeroizing::new(random_bytes().map_err(|e| e.to_string())?);
-    entries.insert(id.clone(), B64.encode(&key[..]));
+    entries.insert(id.clone(), Zeroizing::new(B64.encode(&key[..])));
+    if make_current || current.is_none() {
+        current = Some(id.clone());
+    }
+    write_keyring(path, current.as_deref().unwrap_or(&id), &entries)?;
+    Ok(id)
+}
+
+/// Makes key `id` of the keyring at `path` the current one (the second phase of a rotation).
+pub fn promote_key(path: &Path, id: &str) -> Result<(), String> {
+    let (_, entries) = read_entries(path)?;
+    if !entries.contains_key(id) {
+        return Err(format!("key id {id:?} is not in {}", path.display()));
+    }
+    write_keyring(path, id, &entries)
+}
+
+/// One key of a keyring as `s3crypt keys list` shows it: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyListing {
+    pub id: String,
+    pub fingerprint: String,
+    pub current: bool,
+}
+
+/// The keys of the keyring at `path`, in id order, with their fingerprints.
+pub fn list_keys(path: &Path) -> Result<Vec<KeyListing>, String> {
+    let ring = LocalKeyring::load(path)?;
+    Ok(ring
+        .keys()
+        .map(|k| KeyListing { id: k.id().to_owned(), fingerprint: k.fingerprint(), current: k.id() == ring.current })
+        .collect())
+}
+
+/// The current key id (if the file exists) and the base64 keys of the keyring at `path`, checked to load.
+type KeyEntries = (Option<String>, BTreeMap<String, Zeroizing<String>>);
+
+fn read_entries(path: &Path) -> Result<KeyEntries, String> {
+    if !path.exists() {
+        return Ok((None, BTreeMap::new()));
+    }
+    // Loading checks the mode and every key before the file is rewritten.
+    drop(LocalKeyring::load(path)?);
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let file: KeyringFile = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    let entries = file.keys.into_iter().map(|(id, b64)| (id, Zeroizing::new(b64))).collect();
+    Ok((Some(file.current), entries))
+}
+
+fn write_keyring(path: &Path, current: &str, entries: &BTreeMap<String, Zeroizing<String>>) -> Result<(), String> {
     let mut text = Zeroizing::new(String::from(
         "# s3crypt keyring: 256-bit key-encryption keys, base64. `current` wraps new data keys; the others\n\
          # still unwrap objects written under them. Keep this file secret (mode 600) and backed up: losing a key\n\
-         # loses every object written under it. Generated by `s3crypt keygen`.\n",
+         # loses every object written under it. Written by `s3crypt keys` / `s3crypt keygen`.\n",
     ));
-    text.push_str(&format!("current = {id:?}\n\n[keys]\n"));
-    for (k, v) in &entries {
-        text.push_str(&format!("{k:?} = {v:?}\n"));
+    text.push_str(&format!("current = {current:?}\n\n[keys]\n"));
+    for (k, v) in entries {
+        text.push_str(&format!("{k:?} = {:?}\n", v.as_str()));
     }
-    write_private(path, text.as_bytes())?;
-    Ok(id)
+    write_private(path, text.as_bytes())
 }
 
 /// Writes a file readable only by its owner, atomically.
@@ -445,6 +502,35 @@ mod tests {
 
     fn id(b: &str, k: &str) -> ObjectIdentity {
         ObjectIdentity { bucket: b.into(), key: k.into() }
+    }
+
+    #[test]
+    fn a_keyring_keys_fingerprint_matches_the_known_answer_of_format_md() {
+        let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+        assert_eq!(Kek::new("any", key).fingerprint(), "2e35d77aa0c3f987");
+    }
+
+    #[test]
+    fn a_staged_key_is_listed_but_not_current_until_promoted_and_the_file_stays_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ring.toml");
+        assert_eq!(add_key(&path, Some("first"), false).unwrap(), "first", "a new keyring's first key is current");
+        add_key(&path, Some("next"), false).unwrap();
+        let listed = list_keys(&path).unwrap();
+        assert_eq!(
+            listed.iter().map(|k| (k.id.as_str(), k.current)).collect::<Vec<_>>(),
+            [("first", true), ("next", false)]
+        );
+        assert!(listed.iter().all(|k| k.fingerprint.len() == 16) && listed[0].fingerprint != listed[1].fingerprint);
+        let before = LocalKeyring::load(&path).unwrap().keys().map(Kek::fingerprint).collect::<Vec<_>>();
+        promote_key(&path, "next").unwrap();
+        let ring = LocalKeyring::load(&path).unwrap();
+        assert_eq!(ring.current().id(), "next");
+        assert_eq!(ring.keys().map(Kek::fingerprint).collect::<Vec<_>>(), before, "promotion keeps every key");
+        assert!(promote_key(&path, "missing").is_err());
+        assert!(add_key(&path, Some("next"), true).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

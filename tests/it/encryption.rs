@@ -424,3 +424,73 @@ async fn an_object_read_straight_from_the_store_decrypts_offline_with_the_keyrin
     assert!(!bad.status.success());
     assert!(!dir.path().join("out2.bin").exists() && !dir.path().join("out2.partial").exists());
 }
+
+/// The restore drill of docs/RUNBOOK-KEYRING.md: the keyring's backup (here as a platform hands a Secret back,
+/// group-readable) is installed as a private file, its fingerprints match those recorded at backup time, and it
+/// decrypts an object read straight from the store with `s3crypt decrypt`, the original keyring gone.
+#[tokio::test]
+async fn a_keyring_restored_from_backup_lists_the_same_fingerprints_and_decrypts_offline() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3crypt")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let path = |name: &str| dir.path().join(name).into_os_string();
+    let keyring = path("keyring.toml");
+    cli(&["keys".as_ref(), "add".as_ref(), "--keyring".as_ref(), &keyring, "--id".as_ref(), "dr-a".as_ref()]);
+    cli(&["keys".as_ref(), "add".as_ref(), "--keyring".as_ref(), &keyring, "--id".as_ref(), "dr-b".as_ref()]);
+    cli(&["keys".as_ref(), "promote".as_ref(), "--keyring".as_ref(), &keyring, "--id".as_ref(), "dr-b".as_ref()]);
+    let recorded = cli(&["keys".as_ref(), "list".as_ref(), "--keyring".as_ref(), &keyring]);
+    assert!(recorded.contains("dr-a") && recorded.contains("dr-b"), "{recorded}");
+    let secret_text = std::fs::read_to_string(&keyring).unwrap();
+    for line in recorded.lines() {
+        let fingerprint = line.split_whitespace().nth(1).unwrap();
+        assert!(!secret_text.contains(fingerprint), "a fingerprint is not part of the key's text");
+    }
+
+    // Escrow: a copy of the file, kept elsewhere (as it comes back from a Secret or a vault: mode 644).
+    let backup = path("backup.toml");
+    std::fs::write(&backup, &secret_text).unwrap();
+    std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let env = TestEnv::builder(Backend::SeaweedFs).keyring(std::path::Path::new(&keyring)).start().await;
+    let body = data(2 * S + 5, 91);
+    env.client()
+        .put_object()
+        .bucket(&env.bucket)
+        .key("dr/restore")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    let (raw, meta) = raw_object(&env, "dr/restore").await;
+    let bucket = env.bucket.clone();
+    env.shutdown().await;
+    std::fs::remove_file(&keyring).unwrap();
+
+    // Restore: the backup installed private, the fingerprints compared, then the object decrypted offline.
+    let restored = path("restored/keyring.toml");
+    cli(&["install-keyring".as_ref(), "--from".as_ref(), &backup, "--to".as_ref(), &restored]);
+    assert_eq!(std::fs::metadata(&restored).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(cli(&["keys".as_ref(), "list".as_ref(), "--keyring".as_ref(), &restored]), recorded);
+    std::fs::write(dir.path().join("meta.json"), serde_json::json!({ "Metadata": meta }).to_string()).unwrap();
+    std::fs::write(dir.path().join("ct.bin"), &raw).unwrap();
+    cli(&[
+        "decrypt".as_ref(),
+        "--keyring".as_ref(),
+        &restored,
+        "--metadata".as_ref(),
+        &path("meta.json"),
+        "--bucket".as_ref(),
+        bucket.as_ref(),
+        "--key".as_ref(),
+        "dr/restore".as_ref(),
+        "--in".as_ref(),
+        &path("ct.bin"),
+        "--out".as_ref(),
+        &path("plain.bin"),
+    ]);
+    assert!(std::fs::read(dir.path().join("plain.bin")).unwrap() == body);
+}

@@ -1,6 +1,7 @@
 //! Keys the customer controls, against a real KMS API (moto in server mode) seen through a recording forwarder:
 //! SSE-KMS in direct and bucket-key modes (EncryptionContext binding, call counts, KMS down), SSE-C (the client's
-//! key on every request, never at the store), SSE-S3, and per-bucket / per-prefix policy.
+//! key on every request, never at the store), SSE-S3, per-bucket / per-prefix policy, and keyring rotation (bulk
+//! rewrap, and a staged rotation rolled out across replicas holding different keyrings).
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -793,4 +794,72 @@ async fn a_policy_can_allow_only_some_kinds_of_encryption_and_reserved_metadata_
     }
     let stored = env.stored_keys().await;
     assert_eq!(stored.len(), 2, "{stored:?}");
+}
+
+/// The two-phase rollout of docs/KEYS.md, with two replicas on one bucket whose keyrings differ as they do while a
+/// Deployment rolls: phase 1 adds a staged key (old and new replicas both wrap under the current one), phase 2
+/// promotes it (replicas still on phase 1's keyring can read what promoted ones write). Every replica reads every
+/// object in both phases; the one-step rotation this avoids is shown failing closed at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_staged_rotation_rolled_out_in_two_phases_fails_no_read_or_write_across_replicas_with_different_keyrings() {
+    use s3crypt::crypto::keys::{add_key, list_keys, promote_key};
+    let dir = tempfile::tempdir().unwrap();
+    let ring = |name: &str| dir.path().join(name);
+    add_key(&ring("before.toml"), Some("k1"), true).unwrap();
+    std::fs::copy(ring("before.toml"), ring("staged.toml")).unwrap();
+    add_key(&ring("staged.toml"), Some("k2"), false).unwrap();
+    std::fs::copy(ring("staged.toml"), ring("promoted.toml")).unwrap();
+    promote_key(&ring("promoted.toml"), "k2").unwrap();
+    let fingerprint = |file: &str, id: &str| {
+        list_keys(&ring(file)).unwrap().into_iter().find(|k| k.id == id).map(|k| (k.fingerprint, k.current))
+    };
+    let k1 = fingerprint("before.toml", "k1").unwrap().0;
+    assert_eq!(fingerprint("staged.toml", "k1"), Some((k1.clone(), true)));
+    assert_eq!(fingerprint("staged.toml", "k2").map(|f| f.1), Some(false));
+    assert_eq!(fingerprint("promoted.toml", "k1"), Some((k1, false)));
+    assert_eq!(fingerprint("promoted.toml", "k2"), fingerprint("staged.toml", "k2").map(|(f, _)| (f, true)));
+
+    let bucket = unique_bucket("rotate");
+    let replica = |file: &str| TestEnv::builder(Backend::SeaweedFs).bucket(&bucket).keyring(&ring(file)).start();
+    let mut written: Vec<(String, Vec<u8>)> = Vec::new();
+    for (phase, pair, expect_kek) in [
+        (1, ["before.toml", "staged.toml"], ["keyring:k1", "keyring:k1"]),
+        (2, ["staged.toml", "promoted.toml"], ["keyring:k1", "keyring:k2"]),
+    ] {
+        let replicas = [replica(pair[0]).await, replica(pair[1]).await];
+        for (r, env) in replicas.iter().enumerate() {
+            for i in 0..3u64 {
+                let key = format!("phase{phase}/replica{r}/{i}");
+                let body = data(70_000 + i as usize, (phase * 10 + r) as u64 * 100 + i);
+                env.client()
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .body(ByteStream::from(body.clone()))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("phase {phase}: replica {r} writes {key}: {e:?}"));
+                let head = env.direct.head_object().bucket(&bucket).key(&key).send().await.unwrap();
+                let kek = head.metadata().and_then(|m| m.get("s3crypt-kek")).cloned().unwrap_or_default();
+                assert_eq!(kek, expect_kek[r], "phase {phase}: replica {r} wraps under the current key");
+                written.push((key, body));
+            }
+        }
+        for (r, env) in replicas.iter().enumerate() {
+            for (key, body) in &written {
+                assert!(get(&env.client(), &bucket, key).await == *body, "phase {phase}: replica {r} reads {key}");
+            }
+        }
+        for env in replicas {
+            env.shutdown().await;
+        }
+    }
+
+    // Promoting at once instead: a replica still on the old keyring cannot read what a promoted one wrote, and
+    // fails closed (an error, never other bytes).
+    let old = replica("before.toml").await;
+    let e = old.client().get_object().bucket(&bucket).key("phase2/replica1/0").send().await.unwrap_err();
+    assert!(status(&e) >= 400, "{e:?}");
+    assert!(get(&old.client(), &bucket, "phase2/replica0/0").await == written[6].1, "its own key still reads");
+    old.shutdown().await;
 }
