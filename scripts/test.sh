@@ -83,8 +83,9 @@ cargo build --locked --benches
 step "fuzz smoke (cargo-fuzz, nightly): every target 20,000 runs from the committed seeds"
 ./scripts/fuzz.sh --smoke
 
-# --- deploy/: every manifest against the Kubernetes schemas, alert rules and dashboard against the metrics --------
-step "deploy/ validation (kubernetes-validate --strict; kubectl kustomize if kubectl is present)"
+# --- deploy/: the Kubernetes overlays rendered and checked (schemas, policies, checkov), the alert rules (promtool) --
+# The script installs its tools on first use into target/deploy-tools (about a minute; then a few seconds a run).
+step "deploy/ validation (kubectl kustomize, kubernetes-validate --strict, checkov, promtool check/test rules)"
 "$VENV/bin/python" scripts/validate_deploy.py
 
 # --- Python end-to-end: the real binary with boto3 and the aws CLI ------------------------------------------------

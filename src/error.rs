@@ -56,6 +56,9 @@ pub enum ProxyError {
     InsecureTransport,
     #[error("client over its request rate")]
     SlowDown,
+    /// `server.max_inflight_requests` requests are in flight already (the memory budget's limit).
+    #[error("proxy at its in-flight request limit")]
+    Overloaded,
     #[error("object is not encrypted by s3crypt")]
     PlaintextObject,
     /// An object of the AWS S3 Encryption Client larger than `encryption.s3ec.max_object_size`: it would have to be
@@ -215,7 +218,7 @@ impl ProxyError {
                 Client,
                 said("Requests to this endpoint must use HTTPS; plain HTTP is refused by policy."),
             ),
-            ProxyError::SlowDown => {
+            ProxyError::SlowDown | ProxyError::Overloaded => {
                 kind("SlowDown", S::SERVICE_UNAVAILABLE, Client, said("Please reduce your request rate.")).retry_soon()
             }
             ProxyError::PlaintextObject => kind(

@@ -27,6 +27,7 @@ pub const CONNECTIONS: &str = "s3crypt_connections_total";
 pub const DRAINING: &str = "s3crypt_draining";
 pub const CERT_EXPIRY: &str = "s3crypt_tls_certificate_expiry_timestamp_seconds";
 pub const BUILD_INFO: &str = "s3crypt_build_info";
+pub const THROTTLED: &str = "s3crypt_throttled_total";
 
 /// The release version (Cargo.toml).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -97,6 +98,11 @@ fn describe() {
     describe_counter!(CONNECTIONS, "Client connections accepted.");
     describe_gauge!(DRAINING, "1 while the proxy drains for shutdown.");
     describe_gauge!(CERT_EXPIRY, "Earliest notAfter of the served TLS certificates (Unix seconds).");
+    describe_counter!(
+        THROTTLED,
+        "Requests answered 503 SlowDown, by source: proxy (client rate limits, capacity) or store. Also counted in \
+         s3crypt_requests_total's 5xx: alerts on server errors subtract them."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; its labels name the running version and source revision.");
 }
 
@@ -178,6 +184,11 @@ pub fn crypto_done(direction: &'static str, op: &'static str, busy: Duration, by
         histogram!(CRYPTO_SECONDS, "direction" => direction, "op" => op).record(busy.as_secs_f64());
         counter!(CRYPTO_BYTES, "direction" => direction).increment(bytes);
     }
+}
+
+/// A request answered 503 SlowDown; `source` is "proxy" or "store".
+pub fn throttled(source: &'static str) {
+    counter!(THROTTLED, "source" => source).increment(1);
 }
 
 pub fn integrity_failure(what: &'static str) {

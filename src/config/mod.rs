@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod capacity;
 mod check;
 mod keys;
 mod resolve;
@@ -25,7 +26,16 @@ use crate::util::secret::SecretString;
 use check::{Ctx, In};
 
 pub const DEFAULT_REGION: &str = "us-east-1";
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Long enough for a multi-GB upload or a re-encrypting CompleteMultipartUpload to finish after SIGTERM; pod
+/// termination grace periods are sized from it (docs/OPERATIONS.md).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// After SIGTERM, how long `/readyz` fails while the listeners still accept (load balancers stop sending first).
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
+/// How long the store may be unreachable before `/readyz` fails (a brief store outage leaves replicas in
+/// the Service, where clients get S3 errors they retry instead of refused connections).
+pub const DEFAULT_STORE_OUTAGE_TOLERANCE: Duration = Duration::from_secs(60);
+/// How often the store's reachability is probed for `/readyz`.
+pub const DEFAULT_STORE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// S3 answers `RequestTimeout` to an upload that sends nothing for about 20 s; a little more leeway here.
@@ -172,6 +182,18 @@ pub struct RawServer {
     pub base_domains: Vec<String>,
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    #[serde(default = "default_shutdown_delay", with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    #[serde(default = "default_store_outage_tolerance", with = "humantime_serde")]
+    pub store_outage_tolerance: Duration,
+    #[serde(default = "default_store_probe_interval", with = "humantime_serde")]
+    pub store_probe_interval: Duration,
+    /// Bytes; 0: derived from the cgroup memory limit, if there is one.
+    #[serde(default)]
+    pub memory_budget: u64,
+    /// 0: derived from the memory budget.
+    #[serde(default)]
+    pub max_inflight_requests: usize,
     #[serde(default = "default_tls_handshake_timeout", with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
@@ -182,8 +204,9 @@ pub struct RawServer {
     pub allow_sigv2_presigned: bool,
     #[serde(default = "default_slow_response_keepalive", with = "humantime_serde")]
     pub slow_response_keepalive: Duration,
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    /// Default: 10,000, or fewer to fit the memory budget.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
     #[serde(default)]
@@ -208,12 +231,17 @@ impl Default for RawServer {
             region: default_region(),
             base_domains: Vec::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
+            store_outage_tolerance: DEFAULT_STORE_OUTAGE_TOLERANCE,
+            store_probe_interval: DEFAULT_STORE_PROBE_INTERVAL,
+            memory_budget: 0,
+            max_inflight_requests: 0,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             allow_sigv2_presigned: DEFAULT_ALLOW_SIGV2_PRESIGNED,
             slow_response_keepalive: DEFAULT_SLOW_RESPONSE_KEEPALIVE,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: None,
             max_headers: DEFAULT_MAX_HEADERS,
             auth_failures_per_address: DEFAULT_AUTH_FAILURES_PER_ADDRESS,
             worker_threads: 0,
@@ -378,9 +406,6 @@ fn default_slow_response_keepalive() -> Duration {
 /// Most runtime worker threads accepted.
 const MAX_WORKER_THREADS: usize = 1024;
 
-fn default_max_connections() -> usize {
-    DEFAULT_MAX_CONNECTIONS
-}
 fn default_max_headers() -> usize {
     DEFAULT_MAX_HEADERS
 }
@@ -402,6 +427,15 @@ fn default_allow_sigv2_presigned() -> bool {
 }
 fn default_drain_timeout() -> Duration {
     DEFAULT_DRAIN_TIMEOUT
+}
+fn default_shutdown_delay() -> Duration {
+    DEFAULT_SHUTDOWN_DELAY
+}
+fn default_store_outage_tolerance() -> Duration {
+    DEFAULT_STORE_OUTAGE_TOLERANCE
+}
+fn default_store_probe_interval() -> Duration {
+    DEFAULT_STORE_PROBE_INTERVAL
 }
 fn default_tls_handshake_timeout() -> Duration {
     DEFAULT_TLS_HANDSHAKE_TIMEOUT
@@ -457,7 +491,17 @@ pub struct ServerSettings {
     pub mode: Mode,
     pub region: String,
     pub base_domains: Vec<String>,
+    /// After the shutdown delay, how long requests in flight may take to finish before connections are closed.
     pub drain_timeout: Duration,
+    /// After SIGTERM: `/readyz` fails while the listeners keep accepting, for this long; then the drain starts.
+    pub shutdown_delay: Duration,
+    /// `/readyz` fails once the store has been unreachable this long.
+    pub store_outage_tolerance: Duration,
+    pub store_probe_interval: Duration,
+    /// The memory the proxy sizes its limits to (explicit, or 80 % of the cgroup limit); `None`: no budget.
+    pub memory_budget: Option<u64>,
+    /// Requests served at once; past it, 503 `SlowDown` with `Retry-After` (read at start only).
+    pub max_inflight_requests: usize,
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     /// A client upload that sends nothing for this long fails with `RequestTimeout` (slowloris bodies).

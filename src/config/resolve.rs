@@ -38,7 +38,19 @@ impl TryFrom<In<'_, RawConfig>> for Config {
         let encryption = p.take(EncryptionSettings::try_from(In::new(&raw.encryption, ctx)));
         let logging = LoggingSettings::from(In::new(&raw.logging, ctx));
         let config = match (server, listeners, tls, clients, upstream, encryption) {
-            (Some(server), Some(listeners), Some(tls), Some(clients), Some(upstream), Some(encryption)) => {
+            (Some(mut server), Some(listeners), Some(tls), Some(clients), Some(upstream), Some(mut encryption)) => {
+                let s = &raw.server;
+                let sizing = super::capacity::size(
+                    s.memory_budget,
+                    super::capacity::cgroup_memory_limit(),
+                    s.max_inflight_requests,
+                    s.max_connections,
+                    &mut encryption.s3ec,
+                    &mut p,
+                );
+                server.memory_budget = sizing.budget;
+                server.max_inflight_requests = sizing.max_inflight;
+                server.max_connections = sizing.max_connections;
                 Some(Config {
                     server,
                     listeners: listeners.0,
@@ -75,10 +87,11 @@ impl TryFrom<&RawServer> for ServerSettings {
             }
         }
         p.duration("server.drain_timeout", s.drain_timeout);
+        p.duration("server.store_probe_interval", s.store_probe_interval);
         p.duration("server.tls_handshake_timeout", s.tls_handshake_timeout);
         p.duration("server.header_read_timeout", s.header_read_timeout);
         p.duration("server.body_read_timeout", s.body_read_timeout);
-        if s.max_connections == 0 || s.max_headers < 16 {
+        if s.max_connections == Some(0) || s.max_headers < 16 {
             p.push(
                 "server.max_connections",
                 "max_connections must be at least 1 and max_headers at least 16",
@@ -97,13 +110,19 @@ impl TryFrom<&RawServer> for ServerSettings {
             region: s.region.clone(),
             base_domains: s.base_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
             drain_timeout: s.drain_timeout,
+            shutdown_delay: s.shutdown_delay,
+            store_outage_tolerance: s.store_outage_tolerance,
+            store_probe_interval: s.store_probe_interval,
+            // Sized with the rest of the configuration (`capacity::size`).
+            memory_budget: None,
+            max_inflight_requests: 0,
             tls_handshake_timeout: s.tls_handshake_timeout,
             header_read_timeout: s.header_read_timeout,
             body_read_timeout: s.body_read_timeout,
             allow_sigv2_presigned: s.allow_sigv2_presigned,
             slow_response_keepalive: s.slow_response_keepalive,
             bucket_settings_refresh: s.bucket_settings_refresh,
-            max_connections: s.max_connections,
+            max_connections: s.max_connections.unwrap_or(super::DEFAULT_MAX_CONNECTIONS),
             max_headers: s.max_headers,
             worker_threads: s.worker_threads,
             auth_failures_per_address: s.auth_failures_per_address,

@@ -240,6 +240,15 @@ impl Crypto {
         Crypto { keyring, kms: None, s3ec_keys: None, s3ec_buffer, settings, segment_size: DEFAULT_SEGMENT_SIZE }
     }
 
+    /// Whether the keyring's current key wraps a fresh data key and unwraps it again: the readiness check that
+    /// the keys are loaded and usable.
+    pub fn keys_work(&self) -> bool {
+        let Ok(dek) = DataKey::generate() else { return false };
+        let kek = self.keyring.current();
+        let aad = b"s3crypt readiness self-test";
+        kek.wrap(&dek, aad).ok().and_then(|w| kek.unwrap(&w, aad)).is_some_and(|k| k.expose() == dek.expose())
+    }
+
     pub fn keyring(&self) -> &LocalKeyring {
         &self.keyring
     }

@@ -96,6 +96,14 @@ pub struct ProxySettings {
     pub strict_keys: bool,
 }
 
+/// Whether the server had room for a request under `server.max_inflight_requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Yes,
+    /// Answered 503 `SlowDown` with `Retry-After`.
+    Full,
+}
+
 impl Proxy {
     pub fn new(verifier: Verifier, upstream: Arc<Upstream>, settings: ProxySettings, crypto: Arc<Crypto>) -> Proxy {
         let limits = limit::RateLimits::new(&settings.client_rates);
@@ -136,17 +144,28 @@ impl Proxy {
         }
     }
 
-    /// Whether the upstream answers at all (any HTTP status): the readiness probe (a one-bucket ListBuckets, an
-    /// operation every store knows).
+    /// Whether this configuration's keys are loaded and usable (`/readyz`).
+    pub fn keys_ready(&self) -> bool {
+        self.inner.crypto.keys_work()
+    }
+
+    /// Whether the upstream answers, with anything but a server error (a 403 of a credential without
+    /// ListBuckets permission counts; a 503 does not): the readiness probe (a one-bucket ListBuckets, an operation
+    /// every store knows).
     pub async fn upstream_reachable(&self) -> bool {
         let root = Target { bucket: None, key: None, virtual_hosted: false };
         let probe = StoreRequest::new(S3Op::ListBuckets, Method::GET, &root).param("max-buckets", "1");
-        self.store().send(probe).await.is_ok()
+        self.store().send(probe).await.is_ok_and(|r| !r.status().is_server_error())
     }
 
     /// Serves one request. Never fails: errors become S3 error responses. Every log line inside carries the request
     /// span (request id, and once known the principal, operation and bucket).
-    pub async fn handle(&self, req: Request<hyper::body::Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        conn: &ConnInfo,
+        room: Room,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let req = req.map(|b| crate::util::body::DrainOnDrop::new(body::client_stream(b)));
         let mut record = RequestRecord::of(&req);
@@ -159,7 +178,11 @@ impl Proxy {
             s3.op = tracing::field::Empty,
             s3.bucket = tracing::field::Empty,
         );
-        let result = self.process(req, conn, &mut record).instrument(span.clone()).await;
+        let result = match room {
+            Room::Yes => self.process(req, conn, &mut record).instrument(span.clone()).await,
+            // Refused before any work: no verification, no store request, the body not read.
+            Room::Full => Err(ProxyError::Overloaded),
+        };
         let _entered = span.enter();
         let mut resp = match result {
             Ok(resp) => resp,
@@ -302,6 +325,12 @@ fn audit(record: &RequestRecord, resp: &Response<ProxyBody>, started: Instant) {
 
 /// The error metrics: refused authentication by reason, stored objects that failed authentication.
 fn count_error(e: &ProxyError) {
+    if e.code() == "SlowDown" {
+        crate::metrics::throttled(match e.side() {
+            Side::Upstream => "store",
+            Side::Client | Side::Internal => "proxy",
+        });
+    }
     let reason = match e {
         ProxyError::Auth(AuthError::AccessDenied(_)) => "AccessDenied",
         ProxyError::Auth(AuthError::HeadersNotSigned(_)) => "HeadersNotSigned",

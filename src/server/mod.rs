@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::config::{Config, Listener, Mode, Protocol, ServerSettings, UpstreamEndpoint};
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, Proxy, Room};
 use crate::sigv4::verify::Verifier;
 use crate::upstream::Upstream;
 use tls::{CertFiles, CertStore};
@@ -269,35 +269,63 @@ impl Server {
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let admin_task = admin.map(|(tcp, _)| {
             let metrics = crate::metrics::install();
-            tokio::spawn(admin::serve(tcp, metrics, Arc::clone(&health), proxy.clone(), admin_stop_rx))
+            let probe = admin::Probe {
+                every: settings.store_probe_interval,
+                outage_tolerance: settings.store_outage_tolerance,
+            };
+            tokio::spawn(admin::serve(tcp, metrics, Arc::clone(&health), Arc::clone(&current), probe, admin_stop_rx))
         });
         let builder = http_builder(&settings);
         let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+        let inflight = Arc::new(tokio::sync::Semaphore::new(settings.max_inflight_requests));
         let acceptor = tls.map(|(a, _)| a);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
+        // After the shutdown signal, `/readyz` fails while the listeners still accept for `shutdown_delay` (load
+        // balancers and Service endpoints stop sending first); then they close and the drain starts.
+        let delay = tokio::time::sleep_until(tokio::time::Instant::now() + NEVER);
+        tokio::pin!(delay);
+        let mut stopping = false;
         loop {
             // At the connection limit, stop taking connections until one closes (they wait in the backlog).
             let permit = tokio::select! {
                 p = Arc::clone(&connections).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    stop_requested(&health, &settings);
+                    delay.as_mut().reset(tokio::time::Instant::now() + settings.shutdown_delay);
+                    continue;
+                }
+                _ = &mut delay => break,
             };
             let (stream, peer, idx) = tokio::select! {
                 c = conn_rx.recv() => match c { Some(c) => c, None => break },
                 Some(()) = reloads.recv() => {
                     if let Some(path) = config_path.clone() {
-                        tokio::spawn(reload(path, Arc::clone(&current)));
+                        tokio::spawn(reload(path, Arc::clone(&current), Arc::clone(&health)));
                     }
                     continue;
                 }
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    stop_requested(&health, &settings);
+                    delay.as_mut().reset(tokio::time::Instant::now() + settings.shutdown_delay);
+                    continue;
+                }
+                _ = &mut delay => break,
             };
             let mut info = infos[idx].clone();
             info.peer = Some(peer.ip());
             let acceptor = if info.secure { acceptor.clone() } else { None };
             let span = tracing::info_span!("connection", client.addr = %peer, tls = info.secure);
             let conn = Accepted { stream, info, acceptor, handshake_timeout: settings.tls_handshake_timeout, permit };
-            let serve = serve_connection(conn, builder.clone(), graceful.watcher(), Arc::clone(&current));
+            let serve = serve_connection(
+                conn,
+                builder.clone(),
+                graceful.watcher(),
+                Arc::clone(&current),
+                Arc::clone(&inflight),
+            );
             tokio::spawn(serve.instrument(span));
         }
         // Stop accepting: listeners close, new connections are refused.
@@ -405,13 +433,25 @@ async fn serve_connection(
     builder: ConnBuilder<InConnectionSpan>,
     watcher: hyper_util::server::graceful::Watcher,
     current: Arc<arc_swap::ArcSwap<Proxy>>,
+    inflight: Arc<tokio::sync::Semaphore>,
 ) {
     let Accepted { stream, info, acceptor, handshake_timeout, permit } = conn;
     let _ = stream.set_nodelay(true);
     let svc = service_fn(move |req| {
         let proxy = current.load_full();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+        // A slot under `server.max_inflight_requests`, held until the response's last byte is sent.
+        let slot = Arc::clone(&inflight).try_acquire_owned().ok();
+        async move {
+            let resp = match slot {
+                Some(slot) => proxy
+                    .handle(req, &info, Room::Yes)
+                    .await
+                    .map(|b| http_body_util::BodyExt::boxed_unsync(crate::util::body::Held::new(b, slot))),
+                None => proxy.handle(req, &info, Room::Full).await,
+            };
+            Ok::<_, Infallible>(resp)
+        }
     });
     crate::metrics::connection_opened();
     let _open = ConnectionGuard(permit);
@@ -444,22 +484,41 @@ async fn serve_connection(
     }
 }
 
-/// Loads, validates and applies a new configuration; keeps the current one on any problem.
-async fn reload(path: PathBuf, current: Arc<arc_swap::ArcSwap<Proxy>>) {
+/// Loads, validates and applies a new configuration; keeps the current one on any problem (`/readyz` says the
+/// last reload failed, and stays ready: the running configuration is whole).
+async fn reload(path: PathBuf, current: Arc<arc_swap::ArcSwap<Proxy>>, health: Arc<admin::Health>) {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(problems = %e, "configuration reload refused; keeping the running configuration");
+            health.reloaded(false);
             return;
         }
     };
     match Core::reload(&config, &current.load()).await {
         Ok(p) => {
             current.store(Arc::new(p));
+            health.reloaded(true);
             tracing::info!(config = %path.display(), "configuration reloaded");
         }
-        Err(e) => tracing::error!(error = %e, "configuration reload failed; keeping the running configuration"),
+        Err(e) => {
+            health.reloaded(false);
+            tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+        }
     }
+}
+
+/// Far enough in the future never to fire (the shutdown delay's timer before a shutdown is asked for).
+const NEVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The shutdown signal arrived: readiness fails from now on; the listeners close after `shutdown_delay`.
+fn stop_requested(health: &admin::Health, settings: &ServerSettings) {
+    tracing::info!(
+        shutdown_delay_s = settings.shutdown_delay.as_secs_f64(),
+        "shutdown requested: /readyz fails now, the listeners close after the shutdown delay"
+    );
+    health.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::metrics::draining(true);
 }
 
 /// Largest HTTP/2 header list accepted (HTTP/1.1 heads are bounded by the read buffer and the header count).

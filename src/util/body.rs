@@ -220,3 +220,44 @@ where
         self.inner.size_hint()
     }
 }
+
+pin_project_lite::pin_project! {
+    /// A response body that holds something (a slot under the in-flight request limit) until it has been sent
+    /// whole, failed, or been dropped: a streaming response counts as in flight until its last byte.
+    pub struct Held<B, T> {
+        #[pin]
+        inner: B,
+        held: Option<T>,
+    }
+}
+
+impl<B, T> Held<B, T> {
+    pub fn new(inner: B, held: T) -> Self {
+        Held { inner, held: Some(held) }
+    }
+}
+
+impl<B: Body, T> Body for Held<B, T> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = ready!(this.inner.poll_frame(cx));
+        if !matches!(polled, Some(Ok(_))) {
+            *this.held = None;
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,5 +1,7 @@
 //! Operating the proxy: the admin listener's /metrics (counters and histograms move with a mixed workload),
-//! /healthz and /readyz (ready, then "draining" once shutdown begins).
+//! /healthz and /readyz (ready; "draining" once shutdown begins, while the shutdown delay keeps the listeners
+//! accepting; a store outage tolerated, then not), and capacity (the real binary flooded past its in-flight limit
+//! answers SlowDown and stays inside its memory budget).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -122,8 +124,180 @@ async fn readyz_says_draining_while_an_upload_finishes_after_shutdown_began() {
     env.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, text) = admin_get(admin, "/readyz").await;
-    assert_eq!((status, text.as_str()), (503, "not ready: draining\n"));
+    assert_eq!(status, 503);
+    assert!(text.starts_with("not ready\n") && text.contains("FAIL shutdown: draining"), "{text}");
     tx.send(Bytes::from(vec![1u8; 65_536])).await.unwrap();
     assert_eq!(upload.await.unwrap().status.as_u16(), 200);
     env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_keeps_accepting_with_readiness_failing_for_the_delay_then_drains() {
+    let mut env =
+        TestEnv::builder(Backend::Embedded).admin().server_setting("shutdown_delay = \"1500ms\"").start().await;
+    let admin = env.admin.expect("admin listener");
+    let (status, text) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("ok   keys:") && text.contains("ok   store: reachable"), "{text}");
+    env.client().put_object().bucket(&env.bucket).key("k").body(ByteStream::from_static(b"v")).send().await.unwrap();
+    env.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, text) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(text.contains("FAIL shutdown: draining"), "{text}");
+    // During the delay a new connection (a fresh client) is still served.
+    let fresh = env.client();
+    let got = fresh.get_object().bucket(&env.bucket).key("k").send().await.expect("served during the delay");
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), b"v");
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(tokio::net::TcpStream::connect(env.https).await.is_err(), "the listener closes after the delay");
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_tolerates_a_brief_store_outage_and_fails_past_the_tolerance() {
+    let (store, ak, sk) = crate::common::seaweedfs();
+    let fwd = crate::common::forward::Forwarder::start(&store, None).await;
+    let upstream =
+        format!("[upstream]\nendpoint = \"{}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n", fwd.url());
+    let direct = crate::common::s3_client(&store, &ak, &sk, None, None);
+    let env = TestEnv::builder(Backend::Custom)
+        .custom_upstream(upstream, direct)
+        .admin()
+        .server_setting("store_probe_interval = \"100ms\"")
+        .server_setting("store_outage_tolerance = \"1500ms\"")
+        .start()
+        .await;
+    let admin = env.admin.expect("admin listener");
+    let until = |want: u16, within: Duration| async move {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let (status, text) = admin_get(admin, "/readyz").await;
+            if status == want || std::time::Instant::now() > deadline {
+                return (status, text);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(until(200, Duration::from_secs(3)).await.0, 200);
+    fwd.set_down(true);
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, text) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "a brief outage is tolerated: {text}");
+    assert!(text.contains("ok   store: unreachable for"), "{text}");
+    let (status, text) = until(503, Duration::from_secs(5)).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("FAIL store: unreachable for") && started.elapsed() >= Duration::from_millis(1500), "{text}");
+    fwd.set_down(false);
+    assert_eq!(until(200, Duration::from_secs(3)).await.0, 200, "ready again as soon as the store answers");
+    env.shutdown().await;
+}
+
+/// A child process killed if the test fails before it stops it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Peak resident memory of a process (`VmHWM`), bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB");
+    kib.trim().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_past_the_in_flight_limit_gets_slowdown_and_memory_stays_inside_the_budget() {
+    const BUDGET: u64 = 96 << 20;
+    const FLOOD: u32 = 240;
+    let (store, ak, sk) = crate::common::seaweedfs();
+    let direct = crate::common::s3_client(&store, &ak, &sk, None, None);
+    let bucket = crate::common::unique_bucket("flood");
+    direct.create_bucket().bucket(&bucket).send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "[server]\nmode = \"dev\"\nmemory_budget = {BUDGET}\ndrain_timeout = \"5s\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\nprotocol = \"https\"\n\
+         [tls]\nself_signed_dir = \"tls\"\n\
+         [[clients]]\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n\
+         [upstream]\nendpoint = \"{store}\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n\
+         [encryption]\nkeyring_file = \"keyring.toml\"\n"
+    );
+    std::fs::write(dir.path().join("proxy.toml"), config).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_s3crypt"))
+        .args(["serve", "--config", "proxy.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the proxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let endpoint = format!("https://127.0.0.1:{port}");
+    // 64 admitted at once: (96 MiB - 32 MiB) / 1 MiB. 240 uploads of 1 MiB at once, each read back (a connect
+    // timeout long enough for 240 TLS handshakes at once on two cores).
+    let client = crate::common::s3_client(&endpoint, CLIENT_AK, CLIENT_SK, Some(&ca), None);
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder().connect_timeout(Duration::from_secs(60));
+    let client = aws_sdk_s3::Client::from_conf(client.config().to_builder().timeout_config(timeouts.build()).build());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..u64::from(FLOOD) {
+        let c = client.clone();
+        let bucket = bucket.clone();
+        tasks.spawn(async move {
+            let body = data(1 << 20, i);
+            let key = format!("f/{i}");
+            let put = c.put_object().bucket(&bucket).key(&key).body(ByteStream::from(body.clone())).send().await;
+            match put {
+                Ok(_) => match c.get_object().bucket(&bucket).key(&key).send().await {
+                    Ok(o) => {
+                        assert!(o.body.collect().await.unwrap().into_bytes() == body, "{key}: other bytes");
+                        (1, 0)
+                    }
+                    Err(e) => (0, slowdown(&e)),
+                },
+                Err(e) => (0, slowdown(&e)),
+            }
+        });
+    }
+    let (mut ok, mut refused) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (o, r) = r.unwrap();
+        ok += o;
+        refused += r;
+    }
+    let peak = peak_rss(pid);
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let exited = child.0.wait().unwrap();
+    eprintln!(
+        "flood: {ok} uploads read back, {refused} SlowDown; peak RSS {} MiB of a {} MiB budget",
+        peak >> 20,
+        BUDGET >> 20
+    );
+    assert!(exited.success(), "no crash, no OOM kill: {exited:?}");
+    assert!(refused > 0, "past the limit requests are refused");
+    assert!(ok > 0 && ok + refused == FLOOD, "every request either succeeded or got SlowDown");
+    assert!(peak < BUDGET, "peak RSS {peak} over the budget {BUDGET}");
+}
+
+/// 1 if `e` is a 503 SlowDown with Retry-After (else the test fails: no other error is expected).
+fn slowdown<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> u32 {
+    let raw = e.raw_response().unwrap_or_else(|| panic!("no answer: {e:?}"));
+    assert_eq!(raw.status().as_u16(), 503, "{e:?}");
+    assert_eq!(aws_sdk_s3::error::ProvideErrorMetadata::code(e), Some("SlowDown"));
+    assert_eq!(raw.headers().get("retry-after"), Some("1"));
+    1
 }
