@@ -82,7 +82,10 @@ fn describe() {
     describe_counter!(REQUESTS, "Requests answered, by S3 operation and status class (2xx, 4xx, 5xx).");
     describe_histogram!(REQUEST_SECONDS, "Time to the response head, by S3 operation.");
     describe_histogram!(UPSTREAM_SECONDS, "Time from sending an upstream request to its response head.");
-    describe_counter!(UPSTREAM_ERRORS, "Upstream requests that failed, by kind (connect, timeout, protocol).");
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "Upstream requests that failed, by kind (connect, timeout, protocol), and failed store credential refreshes (credentials)."
+    );
     describe_histogram!(
         CRYPTO_SECONDS,
         "Time spent encrypting or decrypting one request's body, by direction and operation."

@@ -359,6 +359,11 @@ pub struct RawUpstream {
     pub region: String,
     #[serde(default)]
     pub addressing: Addressing,
+    /// "static" (the keys below; the default) or "aws" (the standard AWS credential chain).
+    #[serde(default)]
+    pub credentials: CredentialSource,
+    #[serde(default = "default_credentials_refresh_before", with = "humantime_serde")]
+    pub credentials_refresh_before: Duration,
     pub access_key_id: Option<String>,
     pub access_key_id_env: Option<String>,
     pub secret_access_key: Option<String>,
@@ -380,6 +385,38 @@ pub struct RawUpstream {
     pub max_copy_size: u64,
     #[serde(default = "default_system_bucket")]
     pub system_bucket: String,
+}
+
+/// Where the store's credentials come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialSource {
+    /// `upstream.access_key_id` and `secret_access_key` (`_env`, `_file`).
+    #[default]
+    Static,
+    /// The standard AWS chain: environment, profile, web identity (IRSA), container credentials (EKS Pod
+    /// Identity, ECS), IMDS; temporary credentials refreshed ahead of their expiry.
+    Aws,
+}
+
+/// Chain credentials are fetched again this long before they expire (the AWS SDKs' margin).
+pub const DEFAULT_CREDENTIALS_REFRESH_BEFORE: Duration = Duration::from_secs(300);
+
+fn default_credentials_refresh_before() -> Duration {
+    DEFAULT_CREDENTIALS_REFRESH_BEFORE
+}
+
+/// The store's credentials, resolved.
+#[derive(Debug, Clone)]
+pub enum UpstreamCredentials {
+    Static {
+        access_key_id: String,
+        secret: SecretString,
+    },
+    /// The standard AWS chain, refreshed this long before each expiry.
+    AwsChain {
+        refresh_before: Duration,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -561,7 +598,7 @@ pub struct UpstreamSettings {
     pub region: String,
     pub addressing: Addressing,
     /// `None` only for the embedded store, whose credentials are generated at start.
-    pub credentials: Option<(String, SecretString)>,
+    pub credentials: Option<UpstreamCredentials>,
     pub ca_file: Option<PathBuf>,
     /// Connect to this address instead of resolving the endpoint's host.
     pub resolve_to: Option<std::net::IpAddr>,

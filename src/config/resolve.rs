@@ -8,12 +8,11 @@ use std::net::SocketAddr;
 use super::check::{Ctx, In, Problems};
 use super::keys::EncryptionSettings;
 use super::{
-    AuditSink, ClientCredential, Config, DEFAULT_MAX_COPY_SIZE, EMBEDDED_ENDPOINT, Listener, LoggingSettings,
-    MAX_WORKER_THREADS, Mode, PlainHttpPolicy, Problem, Protocol, RawCertificate, RawClient, RawConfig, RawEmbedded,
-    RawListener, RawLogging, RawServer, RawTls, RawUpstream, ServerSettings, TlsSettings, UpstreamEndpoint,
-    UpstreamSettings,
+    AuditSink, ClientCredential, Config, CredentialSource, DEFAULT_MAX_COPY_SIZE, EMBEDDED_ENDPOINT, Listener,
+    LoggingSettings, MAX_WORKER_THREADS, Mode, PlainHttpPolicy, Problem, Protocol, RawCertificate, RawClient,
+    RawConfig, RawEmbedded, RawListener, RawLogging, RawServer, RawTls, RawUpstream, ServerSettings, TlsSettings,
+    UpstreamCredentials, UpstreamEndpoint, UpstreamSettings,
 };
-use crate::util::secret::SecretString;
 
 impl TryFrom<In<'_, RawConfig>> for Config {
     type Error = Vec<Problem>;
@@ -390,7 +389,7 @@ fn remote_endpoint(
     u: &RawUpstream,
     ctx: Ctx<'_>,
     p: &mut Problems,
-) -> (Option<UpstreamEndpoint>, Option<(String, SecretString)>) {
+) -> (Option<UpstreamEndpoint>, Option<UpstreamCredentials>) {
     let endpoint = match u.endpoint.parse::<http::Uri>() {
         Ok(uri)
             if matches!(uri.scheme_str(), Some("http") | Some("https"))
@@ -409,6 +408,20 @@ fn remote_endpoint(
             None
         }
     };
+    if u.credentials == CredentialSource::Aws {
+        let keys = [u.access_key_id.is_some(), u.access_key_id_env.is_some(), u.secret_access_key.is_some()];
+        let more = [u.secret_access_key_env.is_some(), u.secret_access_key_file.is_some()];
+        if keys.into_iter().chain(more).any(|set| set) {
+            p.push(
+                "upstream.credentials",
+                "\"aws\" takes credentials from the AWS chain, but static keys are set too",
+                "remove upstream.access_key_id* and secret_access_key*, or set credentials = \"static\"",
+            );
+        }
+        p.duration("upstream.credentials_refresh_before", u.credentials_refresh_before);
+        let chain = UpstreamCredentials::AwsChain { refresh_before: u.credentials_refresh_before };
+        return (endpoint, Some(chain));
+    }
     let akid = p.access_key_id(
         "upstream.access_key_id",
         (&u.access_key_id, &u.access_key_id_env),
@@ -425,7 +438,7 @@ fn remote_endpoint(
         &u.secret_access_key_file,
         ctx,
     );
-    (endpoint, akid.zip(secret))
+    (endpoint, akid.zip(secret).map(|(access_key_id, secret)| UpstreamCredentials::Static { access_key_id, secret }))
 }
 
 impl From<In<'_, RawLogging>> for LoggingSettings {

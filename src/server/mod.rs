@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::config::{Config, Listener, Mode, Protocol, ServerSettings, UpstreamEndpoint};
+use crate::config::{Config, Listener, Mode, Protocol, ServerSettings, UpstreamCredentials, UpstreamEndpoint};
 use crate::proxy::{ConnInfo, Proxy, Room};
+use crate::sigv4::credentials::StoreCredentials;
 use crate::sigv4::verify::Verifier;
 use crate::upstream::Upstream;
 use tls::{CertFiles, CertStore};
@@ -85,14 +86,13 @@ impl Core {
         let mut embedded = None;
         let upstream = match &config.upstream.endpoint {
             UpstreamEndpoint::Remote { uri } => {
-                let (akid, secret) = config.upstream.credentials.as_ref().ok_or("upstream credentials missing")?;
-                Arc::new(Upstream::new(&config.upstream, uri, akid, secret)?)
+                Arc::new(Upstream::new(&config.upstream, uri, store_credentials(config).await?)?)
             }
             #[cfg(feature = "embedded")]
             UpstreamEndpoint::Embedded { data_dir, buckets } => {
                 let store = crate::upstream::embedded::EmbeddedStore::start(data_dir, buckets).await?;
-                let up =
-                    Upstream::new(&config.upstream, &store.endpoint(), &store.access_key_id, &store.secret_access_key)?;
+                let credentials = StoreCredentials::fixed(&store.access_key_id, &store.secret_access_key);
+                let up = Upstream::new(&config.upstream, &store.endpoint(), credentials)?;
                 embedded = Some(store);
                 Arc::new(up)
             }
@@ -135,8 +135,7 @@ impl Core {
     pub async fn reload(config: &Config, current: &Proxy) -> Result<Proxy, String> {
         let upstream = match &config.upstream.endpoint {
             UpstreamEndpoint::Remote { uri } => {
-                let (akid, secret) = config.upstream.credentials.as_ref().ok_or("upstream credentials missing")?;
-                Arc::new(Upstream::new(&config.upstream, uri, akid, secret)?)
+                Arc::new(Upstream::new(&config.upstream, uri, store_credentials(config).await?)?)
             }
             UpstreamEndpoint::Embedded { .. } => current.upstream(),
         };
@@ -481,6 +480,16 @@ async fn serve_connection(
     };
     if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The store's credentials as configured: static keys, or the AWS chain (fetched once before serving).
+async fn store_credentials(config: &Config) -> Result<Arc<StoreCredentials>, String> {
+    match config.upstream.credentials.as_ref().ok_or("upstream credentials missing")? {
+        UpstreamCredentials::Static { access_key_id, secret } => Ok(StoreCredentials::fixed(access_key_id, secret)),
+        UpstreamCredentials::AwsChain { refresh_before } => {
+            StoreCredentials::aws_chain(&config.upstream.region, *refresh_before).await
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod canonical;
 pub mod chunked;
 pub mod chunked_encode;
+pub mod credentials;
 pub mod error;
 pub mod payload;
 pub mod post;
@@ -85,6 +86,9 @@ impl SigningKey {
     }
 }
 
+/// Access keys whose signing keys are kept (more: the cache starts over).
+const MAX_SIGNING_KEYS: usize = 1024;
+
 /// Signing keys derived once per access key and UTC date (`YYYYMMDD`) rather than once per request (two HMAC
 /// chains of four steps each). One entry per access key: a request for another date replaces it.
 #[derive(Debug, Default)]
@@ -107,6 +111,10 @@ impl SigningKeys {
             return Arc::clone(k);
         }
         let k = Arc::new(SigningKey::derive(secret, time, region));
+        if keys.len() >= MAX_SIGNING_KEYS {
+            // Temporary store credentials bring a new access key with each refresh: never an unbounded map.
+            keys.clear();
+        }
         keys.insert(access_key_id.to_owned(), (date.to_owned(), Arc::clone(&k)));
         k
     }

@@ -12,9 +12,10 @@ use http::{HeaderName, HeaderValue};
 use super::canonical::{
     PlusMode, build_canonical_request, canonical_header_value, canonical_query, parse_query, string_to_sign,
 };
+use super::credentials::StoreCredentials;
 use super::error::SignError;
 use super::{STREAMING_UNSIGNED_PAYLOAD_TRAILER, SigningKeys, UNSIGNED_PAYLOAD};
-use crate::s3::headers::{X_AMZ_CONTENT_SHA256, X_AMZ_DATE};
+use crate::s3::headers::{X_AMZ_CONTENT_SHA256, X_AMZ_DATE, X_AMZ_SECURITY_TOKEN};
 use crate::util::secret::SecretString;
 use crate::util::time::format_amz_date;
 
@@ -42,24 +43,23 @@ impl OutboundPayload {
 /// Headers left out of the signature, as the AWS SDKs do: proxies may change them.
 const UNSIGNED_HEADERS: [&str; 4] = ["authorization", "user-agent", "x-amzn-trace-id", "transfer-encoding"];
 
-/// Signs requests with the proxy's upstream credentials.
+/// Signs requests with the proxy's upstream credentials (static, or the AWS chain's, refreshed).
 #[derive(Debug, Clone)]
 pub struct UpstreamSigner {
-    access_key_id: String,
-    secret: SecretString,
+    credentials: Arc<StoreCredentials>,
     region: String,
     /// The signing key of the last date signed for (`YYYYMMDD`); it changes at midnight UTC.
     key: Arc<SigningKeys>,
 }
 
 impl UpstreamSigner {
+    /// A signer with static keys.
     pub fn new(access_key_id: &str, secret: &SecretString, region: &str) -> UpstreamSigner {
-        UpstreamSigner {
-            access_key_id: access_key_id.to_owned(),
-            secret: secret.clone(),
-            region: region.to_owned(),
-            key: Arc::default(),
-        }
+        UpstreamSigner::with_credentials(StoreCredentials::fixed(access_key_id, secret), region)
+    }
+
+    pub fn with_credentials(credentials: Arc<StoreCredentials>, region: &str) -> UpstreamSigner {
+        UpstreamSigner { credentials, region: region.to_owned(), key: Arc::default() }
     }
 
     /// Signs `req` in place: sets `authorization`, `x-amz-date` and `x-amz-content-sha256` (`host` is signed from
@@ -74,8 +74,18 @@ impl UpstreamSigner {
         let amz_date = format_amz_date(now);
         let date = amz_date.get(..8).ok_or(SignError::Unsignable("the clock is out of range"))?;
         let payload_line = payload.as_str();
+        let creds = self.credentials.current();
         let headers = req.headers_mut();
         headers.remove(AUTHORIZATION);
+        // Temporary credentials: the session token goes with the request, signed like every other header.
+        match &creds.session_token {
+            Some(token) => {
+                headers.insert(X_AMZ_SECURITY_TOKEN, header_value(token.expose())?);
+            }
+            None => {
+                headers.remove(X_AMZ_SECURITY_TOKEN);
+            }
+        }
         headers.insert(X_AMZ_DATE, header_value(&amz_date)?);
         headers.insert(X_AMZ_CONTENT_SHA256, header_value(payload_line)?);
         // Signed from the URI if absent, but left for the HTTP client to write (as `aws-sigv4` does).
@@ -108,11 +118,11 @@ impl UpstreamSigner {
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
         let sts = string_to_sign(&amz_date, &scope, &creq);
         let signature =
-            self.key.get(&self.access_key_id, self.secret.expose(), date, now, &self.region).sign(sts.as_bytes());
+            self.key.get(&creds.access_key_id, creds.secret.expose(), date, now, &self.region).sign(sts.as_bytes());
         let authorization = format!(
             "{} Credential={}/{scope}, SignedHeaders={}, Signature={}",
             super::ALGORITHM,
-            self.access_key_id,
+            creds.access_key_id,
             signed.join(";"),
             signature.to_hex()
         );

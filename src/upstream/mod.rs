@@ -110,12 +110,11 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
 }
 
 impl Upstream {
-    /// A client for `endpoint` (scheme and authority only) signing with `access_key_id` / `secret`.
+    /// A client for `endpoint` (scheme and authority only) signing with `credentials`.
     pub fn new(
         settings: &UpstreamSettings,
         endpoint: &Uri,
-        access_key_id: &str,
-        secret: &crate::util::secret::SecretString,
+        credentials: Arc<crate::sigv4::credentials::StoreCredentials>,
     ) -> Result<Upstream, String> {
         let scheme = endpoint.scheme().cloned().ok_or("upstream endpoint has no scheme")?;
         let host = endpoint.host().ok_or("upstream endpoint has no host")?;
@@ -151,7 +150,7 @@ impl Upstream {
             scheme,
             authority,
             addressing: settings.addressing,
-            signer: UpstreamSigner::new(access_key_id, secret, &settings.region),
+            signer: UpstreamSigner::with_credentials(credentials, &settings.region),
             response_timeout: settings.response_timeout,
         })
     }

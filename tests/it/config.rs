@@ -81,7 +81,11 @@ fn the_deployment_configurations_use_only_known_keys_and_valid_values() {
     // Secrets come from the environment in deploy/; only the files that exist on a cluster (certificates, the
     // keyring) may be missing here.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for rel in ["deploy/kubernetes/gateway/proxy.toml", "deploy/kubernetes/sidecar/proxy.toml"] {
+    for rel in [
+        "deploy/kubernetes/gateway/proxy.toml",
+        "deploy/kubernetes/aws-gateway/proxy.toml",
+        "deploy/kubernetes/sidecar/proxy.toml",
+    ] {
         let text = std::fs::read_to_string(root.join(rel)).unwrap();
         match s3crypt::Config::from_toml(&text, root, &|_| Some("from-the-environment".to_owned())) {
             Ok(_) => {}
@@ -94,4 +98,25 @@ fn the_deployment_configurations_use_only_known_keys_and_valid_values() {
             }
         }
     }
+}
+
+#[test]
+fn store_credentials_are_static_keys_or_the_aws_chain_never_both() {
+    let base = "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\nplain_http = \"allow\"\n\
+                [[clients]]\naccess_key_id = \"AKIDCLIENT\"\nsecret_access_key = \"s\"\n\
+                [encryption]\nkeyring_file = \"k.toml\"\n[upstream]\nendpoint = \"https://s3.example.com\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    s3crypt::crypto::keys::keygen(&dir.path().join("k.toml"), Some("k")).unwrap();
+    let load = |extra: &str| {
+        let text = format!("{base}{extra}");
+        s3crypt::Config::from_toml(&text, dir.path(), &|_| None)
+            .map(|c| format!("{:?}", c.upstream.credentials))
+            .map_err(|problems| problems.iter().map(|p| p.key.clone()).collect::<Vec<_>>())
+    };
+    let chain = load("credentials = \"aws\"\n").unwrap_or_else(|keys| keys.join(","));
+    assert!(chain.contains("AwsChain") && chain.contains("300s"), "{chain}");
+    let both = load("credentials = \"aws\"\naccess_key_id = \"AKID\"\nsecret_access_key = \"x\"\n");
+    assert!(both.unwrap_err().contains(&"upstream.credentials".to_owned()));
+    let keys = load("access_key_id = \"AKID\"\nsecret_access_key = \"x\"\n").unwrap_or_else(|k| k.join(","));
+    assert!(keys.contains("Static") && !keys.contains("\"x\""), "static keys, the secret not shown: {keys}");
 }

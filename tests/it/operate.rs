@@ -194,16 +194,6 @@ async fn readyz_tolerates_a_brief_store_outage_and_fails_past_the_tolerance() {
     env.shutdown().await;
 }
 
-/// A child process killed if the test fails before it stops it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Peak resident memory of a process (`VmHWM`), bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -237,7 +227,7 @@ async fn a_flood_past_the_in_flight_limit_gets_slowdown_and_memory_stays_inside_
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = KillOnDrop(child);
+    let mut child = crate::common::KillOnDrop(child);
     let pid = child.0.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {

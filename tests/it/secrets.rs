@@ -3,7 +3,8 @@
 //! any encoding, in the URI, a header or a body. The matrix walks every path that builds a store request: reads
 //! (whole, ranges, suffix ranges), a store that answers 416 or 5xx (the proxy's refetch and size probe), reads by
 //! part number, multipart uploads that seal and that re-encrypt, copies and part copies, a key put in the query,
-//! and the maintenance commands.
+//! and the maintenance commands. And the store's own credentials when they come from the AWS chain: a web
+//! identity exchanged at a real STS (moto), the session token signed on every store request and refreshed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -412,4 +413,89 @@ async fn a_customer_key_for_a_pass_through_bucket_is_refused_not_sent_to_the_sto
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
     assert!(!spy.seen().iter().any(|s| s.uri.contains("/x") || s.uri.ends_with("/dst")), "refused before the store");
     assert_no_customer_key(&spy.seen(), &[&k]);
+}
+
+/// The real binary with `upstream.credentials = "aws"` and nothing but a web identity (IRSA's environment): it
+/// exchanges the token at moto's STS (AssumeRoleWithWebIdentity, recorded by a forwarder), signs every store
+/// request with the temporary credentials, `x-amz-security-token` among the signed headers, and refreshes them
+/// ahead of their expiry (here at once: `credentials_refresh_before` longer than their lifetime), so later
+/// requests carry new ones. The store is moto's S3, which accepts any credentials; what the proxy sent is checked
+/// at a second forwarder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_credentials_from_a_web_identity_are_exchanged_at_sts_signed_with_their_token_and_refreshed() {
+    let moto = crate::common::kms_endpoint();
+    let sts = Forwarder::scripted(&moto, Script { record_bodies: true, ..Script::default() }).await;
+    let store = Forwarder::start(&moto, None).await;
+    let direct = crate::common::s3_client(&moto, "any", "any", None, None);
+    let bucket = crate::common::unique_bucket("irsa");
+    direct.create_bucket().bucket(&bucket).send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6czNjcnlwdCJ9.c2ln")
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "[server]\nmode = \"dev\"\ndrain_timeout = \"5s\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\nprotocol = \"https\"\n\
+         [tls]\nself_signed_dir = \"tls\"\n\
+         [[clients]]\naccess_key_id = \"{CLIENT_AK}\"\nsecret_access_key = \"{CLIENT_SK}\"\n\
+         [upstream]\nendpoint = \"{}\"\ncredentials = \"aws\"\ncredentials_refresh_before = \"24h\"\n\
+         [encryption]\nkeyring_file = \"keyring.toml\"\n",
+        store.url()
+    );
+    std::fs::write(dir.path().join("proxy.toml"), config).unwrap();
+    let nowhere = dir.path().join("none");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_s3crypt"))
+        .args(["serve", "--config", "proxy.toml"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/s3crypt-store")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
+        .env("AWS_ROLE_SESSION_NAME", "s3crypt")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL_STS", sts.url())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", &nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = crate::common::KillOnDrop(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the proxy did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let c = crate::common::s3_client(&format!("https://127.0.0.1:{port}"), CLIENT_AK, CLIENT_SK, Some(&ca), None);
+    let body = data(100_000, 7);
+    c.put_object().bucket(&bucket).key("a").body(ByteStream::from(body.clone())).send().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    c.put_object().bucket(&bucket).key("b").body(ByteStream::from(body.clone())).send().await.unwrap();
+    for k in ["a", "b"] {
+        let got = c.get_object().bucket(&bucket).key(k).send().await.unwrap();
+        assert!(got.body.collect().await.unwrap().into_bytes() == body);
+    }
+
+    let exchanges = sts
+        .seen()
+        .into_iter()
+        .filter(|r| r.body.as_ref().is_some_and(|b| String::from_utf8_lossy(b).contains("AssumeRoleWithWebIdentity")))
+        .count();
+    assert!(exchanges >= 2, "the web identity exchanged at STS, then again to refresh: {exchanges}");
+    let mut identities = std::collections::BTreeSet::new();
+    let to_store: Vec<Seen> = store.seen();
+    assert!(!to_store.is_empty());
+    for r in &to_store {
+        let auth = r.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let token = r.headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+        let token = token.unwrap_or_else(|| panic!("{} {}: no session token", r.method, r.uri));
+        let signed_headers = auth.split("SignedHeaders=").nth(1).and_then(|s| s.split(',').next()).unwrap_or_default();
+        assert!(signed_headers.split(';').any(|h| h == "x-amz-security-token"), "the token is signed: {auth}");
+        let akid = auth.split("Credential=").nth(1).and_then(|s| s.split('/').next()).unwrap_or_default();
+        assert!(akid.starts_with("ASIA"), "temporary credentials from STS: {akid}");
+        identities.insert((akid.to_owned(), token.to_owned()));
+    }
+    assert!(identities.len() >= 2, "requests after the refresh carry new credentials: {identities:?}");
 }

@@ -481,3 +481,13 @@ macro_rules! against_both_stores {
         }
     };
 }
+
+/// A child process (the real binary) killed if the test ends before stopping it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
