@@ -31,7 +31,8 @@ const GIB: u64 = 1024 * MIB;
 enum Kind {
     DirectHttp,
     DirectHttps,
-    /// nginx with one worker process (the issue-20 comparison) and with `worker_processes auto`.
+    /// nginx with one worker process (the reference of the uploads-and-small-requests targets) and with
+    /// `worker_processes auto`.
     Nginx1,
     Nginx,
     PassThrough,
@@ -625,7 +626,7 @@ fn against_nginx(
 fn targets(ctx: &Ctx, r: &Results) -> String {
     use Workload::*;
     let mut o = String::new();
-    let _ = writeln!(o, "\n### Targets (issue 20), from this run (SeaweedFS)\n");
+    let _ = writeln!(o, "\n### Targets (uploads and small requests against nginx), from this run (SeaweedFS)\n");
     let _ = writeln!(o, "| target | workload | s3crypt encrypting | reference | |");
     let _ = writeln!(o, "|---|---|---|---|---|");
     let cpu = |x: &Sample| x.cpu_per_gb;

@@ -1,4 +1,4 @@
-//! What reading objects of the AWS S3 Encryption Client costs (issue 10, docs/S3EC.md): SeaweedFS and the release
+//! What reading objects of the AWS S3 Encryption Client costs (docs/S3EC.md): SeaweedFS and the release
 //! s3crypt binary as child processes; for each size, an S3EC V3 object (raw AES wrap, written straight to the
 //! store in the Java client's layout) and an s3crypt object of the same plaintext. Reports, side by side, GET and a
 //! 1 KiB range of each through s3crypt and the stored bytes read straight from the store, median of `--rounds`

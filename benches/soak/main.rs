@@ -1,4 +1,4 @@
-//! The soak (issue 9): SeaweedFS and the release s3crypt binary as child processes, 32 clients running a mixed
+//! The soak: SeaweedFS and the release s3crypt binary as child processes, 32 clients running a mixed
 //! workload (put, get, range, list, multipart, copy, delete) for ten minutes, each client owning its own keys so
 //! that the expected content of every object is known exactly. At the end every object is read back and compared
 //! byte for byte, every listing must match; the proxy's RSS and open descriptors are sampled throughout.

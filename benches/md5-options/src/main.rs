@@ -1,4 +1,4 @@
-//! The MD5 options for SSE-S3 ETags (issue 20), one core each unless said: what the proxy uses today (md-5 with
+//! The MD5 options for SSE-S3 ETags, one core each unless said: what the proxy uses today (md-5 with
 //! its assembly core, one stream), the single-stream cores of the two multi-buffer crates on crates.io
 //! (md5-simd 0.2, md5-many 0.1.0-alpha), their multi-buffer paths (several independent uploads hashed together in
 //! SIMD lanes, as MinIO's md5-simd does in Go), and hashing overlapped with AES-256-GCM on a second thread. Every
