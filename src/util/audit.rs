@@ -21,6 +21,8 @@ struct Sink {
     arrived: Condvar,
     /// Lines went out (requests held back and [`flush`] wait on it).
     written: Condvar,
+    /// Set only if the writer thread could not be started: lines are then written by the requests themselves.
+    direct: OnceLock<Mutex<Box<dyn Write + Send>>>,
 }
 
 #[derive(Default)]
@@ -41,18 +43,25 @@ pub const AUDIT_TARGET: &str = "s3crypt::audit";
 
 /// Sends audit lines to `sink` from now on, through a writer thread (the first call wins, like a global logger).
 pub fn install(sink: Box<dyn Write + Send>) {
-    let fresh = Sink { pending: Mutex::default(), arrived: Condvar::new(), written: Condvar::new() };
+    let fresh =
+        Sink { pending: Mutex::default(), arrived: Condvar::new(), written: Condvar::new(), direct: OnceLock::new() };
     if SINK.set(fresh).is_err() {
         return;
     }
-    let spawned = std::thread::Builder::new().name("s3crypt-audit".into()).spawn(move || writer(sink));
+    let out = std::sync::Arc::new(Mutex::new(sink));
+    let for_thread = std::sync::Arc::clone(&out);
+    let spawned = std::thread::Builder::new().name("s3crypt-audit".into()).spawn(move || writer(&for_thread));
     if spawned.is_err() {
-        eprintln!("s3crypt: cannot start the audit writer thread");
+        eprintln!("s3crypt: cannot start the audit writer thread; audit lines are written by each request");
+        if let (Some(s), Ok(out)) = (SINK.get(), std::sync::Arc::try_unwrap(out)) {
+            let _ = s.direct.set(out);
+        }
     }
 }
 
-fn writer(mut out: Box<dyn Write + Send>) {
+fn writer(out: &Mutex<Box<dyn Write + Send>>) {
     let Some(sink) = SINK.get() else { return };
+    let mut out = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut batch = Vec::new();
     loop {
         {
@@ -92,14 +101,23 @@ fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Waits until every line handed over so far is written (at shutdown).
+/// Waits until every line handed over so far is written (at shutdown), for at most [`FLUSH_WAIT`]: a sink that
+/// blocks (a full pipe nobody reads) does not hold the exit.
 pub fn flush() {
     let Some(sink) = SINK.get() else { return };
+    let deadline = std::time::Instant::now() + FLUSH_WAIT;
     let mut p = lock(&sink.pending);
     while !p.lines.is_empty() || p.writing {
-        p = sink.written.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        p = sink.written.wait_timeout(p, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
     }
 }
+
+/// The longest [`flush`] waits.
+pub const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens an audit file for appending, creating it readable by owner and group only.
 pub fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
@@ -142,6 +160,10 @@ pub fn write(record: &Record<'_>) {
         let mut line = line.borrow_mut();
         line.clear();
         format_line(&mut line, record, time::OffsetDateTime::now_utc());
+        if let Some(direct) = sink.direct.get() {
+            let _ = direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(&line);
+            return;
+        }
         let mut p = lock(&sink.pending);
         while p.lines.len() >= MAX_PENDING {
             p = sink.written.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
