@@ -409,9 +409,14 @@ fn remote_endpoint(
         }
     };
     if u.credentials == CredentialSource::Aws {
-        let keys = [u.access_key_id.is_some(), u.access_key_id_env.is_some(), u.secret_access_key.is_some()];
-        let more = [u.secret_access_key_env.is_some(), u.secret_access_key_file.is_some()];
-        if keys.into_iter().chain(more).any(|set| set) {
+        let static_keys = [
+            u.access_key_id.is_some(),
+            u.access_key_id_env.is_some(),
+            u.secret_access_key.is_some(),
+            u.secret_access_key_env.is_some(),
+            u.secret_access_key_file.is_some(),
+        ];
+        if static_keys.contains(&true) {
             p.push(
                 "upstream.credentials",
                 "\"aws\" takes credentials from the AWS chain, but static keys are set too",

@@ -279,23 +279,19 @@ impl Server {
         let inflight = Arc::new(tokio::sync::Semaphore::new(settings.max_inflight_requests));
         let acceptor = tls.map(|(a, _)| a);
         let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
         // After the shutdown signal, `/readyz` fails while the listeners still accept for `shutdown_delay` (load
         // balancers and Service endpoints stop sending first); then they close and the drain starts.
-        let delay = tokio::time::sleep_until(tokio::time::Instant::now() + NEVER);
-        tokio::pin!(delay);
-        let mut stopping = false;
+        let stop = async {
+            shutdown.await;
+            stop_requested(&health, &settings);
+            tokio::time::sleep(settings.shutdown_delay).await;
+        };
+        tokio::pin!(stop);
         loop {
             // At the connection limit, stop taking connections until one closes (they wait in the backlog).
             let permit = tokio::select! {
                 p = Arc::clone(&connections).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = &mut shutdown, if !stopping => {
-                    stopping = true;
-                    stop_requested(&health, &settings);
-                    delay.as_mut().reset(tokio::time::Instant::now() + settings.shutdown_delay);
-                    continue;
-                }
-                _ = &mut delay => break,
+                _ = &mut stop => break,
             };
             let (stream, peer, idx) = tokio::select! {
                 c = conn_rx.recv() => match c { Some(c) => c, None => break },
@@ -305,13 +301,7 @@ impl Server {
                     }
                     continue;
                 }
-                _ = &mut shutdown, if !stopping => {
-                    stopping = true;
-                    stop_requested(&health, &settings);
-                    delay.as_mut().reset(tokio::time::Instant::now() + settings.shutdown_delay);
-                    continue;
-                }
-                _ = &mut delay => break,
+                _ = &mut stop => break,
             };
             let mut info = infos[idx].clone();
             info.peer = Some(peer.ip());
@@ -516,9 +506,6 @@ async fn reload(path: PathBuf, current: Arc<arc_swap::ArcSwap<Proxy>>, health: A
         }
     }
 }
-
-/// Far enough in the future never to fire (the shutdown delay's timer before a shutdown is asked for).
-const NEVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The shutdown signal arrived: readiness fails from now on; the listeners close after `shutdown_delay`.
 fn stop_requested(health: &admin::Health, settings: &ServerSettings) {

@@ -365,13 +365,7 @@ impl Verifier {
     ) -> Result<Authenticated, AuthError> {
         let auth = HeaderAuth::parse(params, req.headers)?;
         let Admission { client, signed_headers, payload_line, payload } = self.admit_header(&auth, req.headers, now)?;
-        let key = self.keys.get(
-            &client.access_key_id,
-            client.secret_access_key.expose(),
-            auth.credential.date,
-            auth.request_time,
-            &self.region,
-        );
+        let key = self.signing_key(client, &auth.credential, auth.request_time);
         let scope = format!("{}/{}/s3/aws4_request", auth.credential.date, auth.credential.region);
         let parts = SignedParts {
             signed_headers: &signed_headers,
@@ -397,6 +391,11 @@ impl Verifier {
             }),
             presigned: false,
         })
+    }
+
+    /// The client's signing key for the credential's date (derived once per day, [`SigningKeys`]).
+    fn signing_key(&self, client: &ClientCredential, credential: &Credential<'_>, time: SystemTime) -> Arc<SigningKey> {
+        self.keys.get(&client.access_key_id, client.secret_access_key.expose(), credential.date, time, &self.region)
     }
 
     /// What header auth claims, checked: scope, client, clock, no token, every `x-amz-*` header signed, a body
@@ -434,13 +433,7 @@ impl Verifier {
         let auth = PresignedAuth::parse(&literal_query)?;
         let Admission { client, signed_headers, payload_line, payload } =
             self.admit_presigned(&auth, req.headers, now)?;
-        let key = self.keys.get(
-            &client.access_key_id,
-            client.secret_access_key.expose(),
-            auth.credential.date,
-            auth.request_time,
-            &self.region,
-        );
+        let key = self.signing_key(client, &auth.credential, auth.request_time);
         let scope = format!("{}/{}/s3/aws4_request", auth.credential.date, auth.credential.region);
         let parts = SignedParts {
             signed_headers: &signed_headers,
