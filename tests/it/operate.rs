@@ -236,11 +236,19 @@ async fn a_flood_past_the_in_flight_limit_gets_slowdown_and_memory_stays_inside_
     }
     let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
     let endpoint = format!("https://127.0.0.1:{port}");
-    // 64 admitted at once: (96 MiB - 32 MiB) / 1 MiB. 240 uploads of 1 MiB at once, each read back (a connect
-    // timeout long enough for 240 TLS handshakes at once on two cores).
+    // 64 admitted at once: (96 MiB - 32 MiB) / 1 MiB. 240 uploads of 1 MiB at once, each read back. The client
+    // waits as long as two shared cores need: a connect timeout for 240 TLS handshakes at once, and no stalled-stream
+    // cut-off (the SDK's default gives up on a body that moves no byte for a second, which a flood on two cores,
+    // beside the rest of the suite, can cause on the client's side).
     let client = crate::common::s3_client(&endpoint, CLIENT_AK, CLIENT_SK, Some(&ca), None);
     let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder().connect_timeout(Duration::from_secs(60));
-    let client = aws_sdk_s3::Client::from_conf(client.config().to_builder().timeout_config(timeouts.build()).build());
+    let patient = client
+        .config()
+        .to_builder()
+        .timeout_config(timeouts.build())
+        .stalled_stream_protection(aws_sdk_s3::config::StalledStreamProtectionConfig::disabled())
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(patient);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..u64::from(FLOOD) {
         let c = client.clone();
