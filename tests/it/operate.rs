@@ -133,14 +133,14 @@ async fn readyz_says_draining_while_an_upload_finishes_after_shutdown_began() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_keeps_accepting_with_readiness_failing_for_the_delay_then_drains() {
-    let mut env =
-        TestEnv::builder(Backend::Embedded).admin().server_setting("shutdown_delay = \"1500ms\"").start().await;
+    let mut env = TestEnv::builder(Backend::Embedded).admin().server_setting("shutdown_delay = \"3s\"").start().await;
     let admin = env.admin.expect("admin listener");
     let (status, text) = admin_get(admin, "/readyz").await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("ok   keys:") && text.contains("ok   store: reachable"), "{text}");
     env.client().put_object().bucket(&env.bucket).key("k").body(ByteStream::from_static(b"v")).send().await.unwrap();
     env.begin_shutdown();
+    let began = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, text) = admin_get(admin, "/readyz").await;
     assert_eq!(status, 503);
@@ -149,8 +149,12 @@ async fn shutdown_keeps_accepting_with_readiness_failing_for_the_delay_then_drai
     let fresh = env.client();
     let got = fresh.get_object().bucket(&env.bucket).key("k").send().await.expect("served during the delay");
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), b"v");
-    tokio::time::sleep(Duration::from_millis(1800)).await;
-    assert!(tokio::net::TcpStream::connect(env.https).await.is_err(), "the listener closes after the delay");
+    // The listener closes once the delay is over, not before (polled: a loaded machine may take a while).
+    while tokio::net::TcpStream::connect(env.https).await.is_ok() {
+        assert!(began.elapsed() < Duration::from_secs(30), "the listener never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(began.elapsed() >= Duration::from_secs(3), "closed {:?} after the signal", began.elapsed());
     env.shutdown().await;
 }
 
