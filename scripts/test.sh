@@ -12,7 +12,8 @@ WORK=${S3CRYPT_TEST_WORK:-$ROOT/target/test-work}
 VENV=$ROOT/target/test-venv
 mkdir -p "$WORK"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step is stamped with the minutes:seconds since the start, so a CI log shows where the time goes.
+step() { printf '\n==> [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # --- The tree is clean: formatted, and no clippy warning in any target -------------------------------------------
 step "cargo fmt --check; cargo clippy --all-targets -- -D warnings"
@@ -80,7 +81,7 @@ step "cargo build --benches (the side-by-side benchmark and the micro-benches bu
 cargo build --locked --benches
 
 # --- Fuzz targets: a short smoke of each (long runs: ./scripts/fuzz.sh) ----------------------------------------------
-step "fuzz smoke (cargo-fuzz, nightly): every target 20,000 runs from the committed seeds"
+step "fuzz smoke (cargo-fuzz, nightly, unoptimised build): every target 20,000 runs or 40 s from the committed seeds"
 ./scripts/fuzz.sh --smoke
 
 # --- deploy/: the Kubernetes overlays rendered and checked (schemas, policies, checkov), the alert rules (promtool) --
