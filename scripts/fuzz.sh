@@ -7,7 +7,7 @@
 #   ./scripts/fuzz.sh --smoke            every target for 20,000 runs or 40 s, whichever ends first, built
 #                                        unoptimised (what the test command does: a cold optimised build of the
 #                                        targets took 10-11 of a CI run's 25-28 minutes on two cores, an
-#                                        unoptimised one 4.5; the checks are the same, debug assertions and
+#                                        unoptimised one 3; the checks are the same, debug assertions and
 #                                        overflow checks included; only the execution rate is lower)
 #   ./scripts/fuzz.sh --runs 10000000    every target for that many executions (the figures in docs/SECURITY.md)
 #   ./scripts/fuzz.sh decrypt config     only these targets
