@@ -21,8 +21,10 @@ struct Sink {
     arrived: Condvar,
     /// Lines went out (requests held back and [`flush`] wait on it).
     written: Condvar,
-    /// Set only if the writer thread could not be started: lines are then written by the requests themselves.
-    direct: OnceLock<Mutex<Box<dyn Write + Send>>>,
+    /// Where lines go: written by the writer thread, or by the requests themselves if it could not start.
+    out: Mutex<Box<dyn Write + Send>>,
+    /// Set only if the writer thread could not be started.
+    direct: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -43,25 +45,27 @@ pub const AUDIT_TARGET: &str = "s3crypt::audit";
 
 /// Sends audit lines to `sink` from now on, through a writer thread (the first call wins, like a global logger).
 pub fn install(sink: Box<dyn Write + Send>) {
-    let fresh =
-        Sink { pending: Mutex::default(), arrived: Condvar::new(), written: Condvar::new(), direct: OnceLock::new() };
+    let fresh = Sink {
+        pending: Mutex::default(),
+        arrived: Condvar::new(),
+        written: Condvar::new(),
+        out: Mutex::new(sink),
+        direct: std::sync::atomic::AtomicBool::new(false),
+    };
     if SINK.set(fresh).is_err() {
         return;
     }
-    let out = std::sync::Arc::new(Mutex::new(sink));
-    let for_thread = std::sync::Arc::clone(&out);
-    let spawned = std::thread::Builder::new().name("s3crypt-audit".into()).spawn(move || writer(&for_thread));
-    if spawned.is_err() {
+    if std::thread::Builder::new().name("s3crypt-audit".into()).spawn(writer).is_err() {
         eprintln!("s3crypt: cannot start the audit writer thread; audit lines are written by each request");
-        if let (Some(s), Ok(out)) = (SINK.get(), std::sync::Arc::try_unwrap(out)) {
-            let _ = s.direct.set(out);
+        if let Some(s) = SINK.get() {
+            s.direct.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }
 
-fn writer(out: &Mutex<Box<dyn Write + Send>>) {
+fn writer() {
     let Some(sink) = SINK.get() else { return };
-    let mut out = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut out = sink.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut batch = Vec::new();
     loop {
         {
@@ -160,8 +164,8 @@ pub fn write(record: &Record<'_>) {
         let mut line = line.borrow_mut();
         line.clear();
         format_line(&mut line, record, time::OffsetDateTime::now_utc());
-        if let Some(direct) = sink.direct.get() {
-            let _ = direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(&line);
+        if sink.direct.load(std::sync::atomic::Ordering::Acquire) {
+            let _ = sink.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(&line);
             return;
         }
         let mut p = lock(&sink.pending);
